@@ -1,0 +1,77 @@
+-- Sites, API keys, visitor-id salts, visits and events.
+-- Timestamps are Unix seconds (UTC). No IP address or raw User-Agent is ever stored.
+
+CREATE TABLE sites (
+    id          INTEGER PRIMARY KEY,
+    domain      TEXT    NOT NULL UNIQUE,
+    timezone    TEXT    NOT NULL DEFAULT 'UTC',
+    public      INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+
+-- Only a hash of each key is kept; `prefix` lets an operator tell keys apart.
+CREATE TABLE api_keys (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    prefix      TEXT    NOT NULL,
+    key_hash    BLOB    NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+-- One random salt per UTC day (days since 1970-01-01); deleted after 48 hours.
+CREATE TABLE salts (
+    day         INTEGER PRIMARY KEY,
+    salt        BLOB    NOT NULL
+);
+
+-- A visit (session): events of one visitor with no gap of 30 minutes or more.
+-- `seq` orders snapshots of the same visit so a late write never overwrites a newer one.
+CREATE TABLE visits (
+    id              INTEGER PRIMARY KEY,
+    site_id         INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    visitor_id      INTEGER NOT NULL,
+    seq             INTEGER NOT NULL,
+    started_at      INTEGER NOT NULL,
+    last_seen_at    INTEGER NOT NULL,
+    entry_page      TEXT,
+    exit_page       TEXT,
+    pageviews       INTEGER NOT NULL,
+    events          INTEGER NOT NULL,
+    interactive     INTEGER NOT NULL,
+    is_bounce       INTEGER NOT NULL,
+    referrer        TEXT,
+    source          TEXT,
+    utm_medium      TEXT,
+    utm_source      TEXT,
+    utm_campaign    TEXT,
+    utm_term        TEXT,
+    utm_content     TEXT,
+    country         TEXT,
+    region          TEXT,
+    city            TEXT,
+    browser         TEXT,
+    browser_version TEXT,
+    os              TEXT,
+    os_version      TEXT,
+    device          TEXT
+);
+CREATE INDEX visits_site_started ON visits (site_id, started_at);
+CREATE INDEX visits_last_seen ON visits (last_seen_at);
+
+CREATE TABLE events (
+    id               INTEGER PRIMARY KEY,
+    site_id          INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    visit_id         INTEGER NOT NULL,
+    visitor_id       INTEGER NOT NULL,
+    ts               INTEGER NOT NULL,
+    name             TEXT    NOT NULL,
+    hostname         TEXT    NOT NULL,
+    path             TEXT    NOT NULL,
+    props            TEXT,
+    revenue_amount   TEXT,
+    revenue_currency TEXT,
+    scroll_depth     INTEGER,
+    engaged_ms       INTEGER
+);
+CREATE INDEX events_site_ts ON events (site_id, ts);
+CREATE INDEX events_visit ON events (visit_id);

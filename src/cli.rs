@@ -1,0 +1,212 @@
+//! Command line: clap definitions and dispatch. The only place that uses
+//! `anyhow` and decides exit codes (2 for configuration and usage errors).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, LogFormat, Settings};
+use crate::store::{Store, StoreError, sites};
+use crate::{keys, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Privacy-first web analytics in one binary"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without one, built-in defaults apply.
+    #[arg(long, global = true, env = "TALLY_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage sites.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Manage Stats API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Register a site by its domain, e.g. example.com.
+    Add {
+        domain: String,
+        /// IANA timezone for day boundaries, e.g. Europe/Berlin.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Make the dashboard viewable without login.
+        #[arg(long)]
+        public: bool,
+    },
+    /// List registered sites.
+    List,
+    /// Remove a site and all its data.
+    Remove {
+        domain: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; it is printed once, as the last line.
+    Create { name: String },
+}
+
+/// A user error: exit code 2, one line, no backtrace.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tally: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.raw.log.format);
+    match run(cli.command.unwrap_or(Command::Serve), settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("tally: error: {}", chain.join(": "));
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ConfigError>().is_some()
+                || matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::SiteExists(_) | StoreError::NoSuchSite(_))
+                );
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve::serve(settings),
+        Command::Site(cmd) => site(cmd, &settings),
+        Command::ApiKey(ApiKeyCommand::Create { name }) => {
+            let store = open(&settings)?;
+            let name = name.trim();
+            if name.is_empty() {
+                bail!(UsageError("the key needs a name".into()));
+            }
+            let key = keys::generate().context("reading the OS random source")?;
+            sites::add_api_key(
+                &store.write_connection()?,
+                name,
+                &key[..keys::PREFIX_LEN],
+                &keys::hash(&key),
+            )?;
+            println!("Created API key {name:?}. It is shown only now; store it safely:");
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+fn open(settings: &Settings) -> anyhow::Result<Store> {
+    Ok(Store::open(&settings.raw.storage.data_dir, 1)?)
+}
+
+/// Lower-cases a domain and refuses anything that is not a bare host name.
+fn normalize_domain(domain: &str) -> anyhow::Result<String> {
+    let d = domain.trim().to_ascii_lowercase();
+    let d = d.strip_prefix("www.").unwrap_or(&d).to_string();
+    let valid = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !valid {
+        bail!(UsageError(format!(
+            "{domain:?} is not a domain like example.com (no scheme, path or port)"
+        )));
+    }
+    Ok(d)
+}
+
+fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    match cmd {
+        SiteCommand::Add {
+            domain,
+            timezone,
+            public,
+        } => {
+            let domain = normalize_domain(&domain)?;
+            if timezone.parse::<chrono_tz::Tz>().is_err() {
+                bail!(UsageError(format!(
+                    "--timezone {timezone:?} is not an IANA timezone like Europe/Berlin"
+                )));
+            }
+            let site = sites::add_site(&store.write_connection()?, &domain, &timezone, public)?;
+            println!(
+                "Added {} (timezone {}{})",
+                site.domain,
+                site.timezone,
+                if public { ", public" } else { "" }
+            );
+        }
+        SiteCommand::List => {
+            let list = sites::list_sites(&*store.reader()?)?;
+            if list.is_empty() {
+                println!("No sites yet. Add one with: tally site add example.com");
+            }
+            for s in list {
+                println!(
+                    "{}\t{}\t{}",
+                    s.domain,
+                    s.timezone,
+                    if s.public { "public" } else { "private" }
+                );
+            }
+        }
+        SiteCommand::Remove { domain, yes } => {
+            let domain = normalize_domain(&domain)?;
+            if !yes {
+                print!("Remove {domain} and all its data? Type the domain to confirm: ");
+                std::io::stdout().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if answer.trim() != domain {
+                    bail!(UsageError("not confirmed; nothing removed".into()));
+                }
+            }
+            sites::remove_site(&mut store.write_connection()?, &domain)?;
+            println!("Removed {domain}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Configuration: the TOML file, environment overrides and validation, all
+//! resolved here once. Nothing else reads configuration from the environment.
+//!
+//! Every key has a default, so no file at all is a valid configuration. Each
+//! key `[section] key` can be overridden by `TALLY_<SECTION>_<KEY>`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{key} = {value:?}: {message}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub geoip: GeoIpConfig,
+    pub retention: RetentionConfig,
+    pub privacy: PrivacyConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoIpConfig {
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub raw_events_days: u32,
+    pub aggregates_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    pub respect_gpc: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8000".into(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            raw_events_days: 395,
+            aggregates_days: 760,
+        }
+    }
+}
+
+/// A configuration after validation, with parsed values ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub raw: Config,
+    pub listen: SocketAddr,
+    pub trusted_proxies: Vec<IpNet>,
+    pub geoip_database: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads `path` (or only defaults without one), applies `TALLY_*`
+    /// overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let (text, shown) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "(defaults)".to_string()),
+        };
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+            line: e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .unwrap_or(1),
+            message: e.message().replace('\n', " "),
+            path: shown.clone(),
+        })?;
+        config = apply_env(config, env)?;
+        Settings::validate(config)
+    }
+
+    fn validate(raw: Config) -> Result<Settings, ConfigError> {
+        let invalid = |key: &'static str, value: &str, message: &str| ConfigError::Invalid {
+            key,
+            value: value.to_string(),
+            message: message.to_string(),
+        };
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                &raw.server.listen,
+                "expected an address and port like 127.0.0.1:8000",
+            )
+        })?;
+        let trusted_proxies = raw
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            "server.trusted_proxies",
+                            s,
+                            "expected a CIDR like 10.0.0.0/8 or an IP address",
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if raw.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "", "must not be empty"));
+        }
+        if raw.storage.queue_capacity == 0 {
+            return Err(invalid("storage.queue_capacity", "0", "must be at least 1"));
+        }
+        let geoip_database = if raw.geoip.database.is_empty() {
+            None
+        } else {
+            let p = PathBuf::from(&raw.geoip.database);
+            if !p.is_file() {
+                return Err(invalid(
+                    "geoip.database",
+                    &raw.geoip.database,
+                    "no such file (leave empty to run without GeoIP)",
+                ));
+            }
+            Some(p)
+        };
+        for (key, days) in [
+            ("retention.raw_events_days", raw.retention.raw_events_days),
+            ("retention.aggregates_days", raw.retention.aggregates_days),
+        ] {
+            if days == 0 {
+                return Err(invalid(
+                    key,
+                    "0",
+                    "must be at least 1: no data is kept forever by accident",
+                ));
+            }
+        }
+        Ok(Settings {
+            listen,
+            trusted_proxies,
+            geoip_database,
+            raw,
+        })
+    }
+}
+
+/// Applies `TALLY_<SECTION>_<KEY>` variables. A value is read as a TOML value
+/// when it parses as one (`true`, `8`, `["10.0.0.0/8"]`), else as a string.
+fn apply_env(
+    config: Config,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut table = toml::Table::try_from(&config).expect("config serializes to a table");
+    let mut applied = Vec::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix("TALLY_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let mut target = None;
+        for (section, keys) in table.iter() {
+            let Some(keys) = keys.as_table() else {
+                continue;
+            };
+            for key in keys.keys() {
+                if rest == format!("{section}_{key}") {
+                    target = Some((section.clone(), key.clone()));
+                }
+            }
+        }
+        let Some((section, key)) = target else {
+            continue;
+        };
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        table[&section]
+            .as_table_mut()
+            .expect("section is a table")
+            .insert(key, parsed);
+        applied.push(var);
+    }
+    if applied.is_empty() {
+        return Ok(config);
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Env {
+            var: applied.join(", "),
+            message: e.message().replace('\n', " "),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        let s = Settings::load(None, Vec::new()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.raw.storage.data_dir, PathBuf::from("./data"));
+        assert!(s.geoip_database.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = load("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":3:"), "{e}");
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_names_key() {
+        let e = load("[server]\nlisten = \"nope\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("server.listen"), "{e}");
+        let e = load("[retention]\nraw_events_days = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("retention.raw_events_days"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let s = load(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("TALLY_SERVER_LISTEN", "0.0.0.0:9000"),
+                ("TALLY_SERVER_TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+                ("TALLY_PRIVACY_RESPECT_GPC", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.trusted_proxies.len(), 1);
+        assert!(s.raw.privacy.respect_gpc);
+        let e = load("", &[("TALLY_STORAGE_QUEUE_CAPACITY", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("TALLY_STORAGE_QUEUE_CAPACITY"), "{e}");
+    }
+}

@@ -1,0 +1,30 @@
+//! `GET /api/health`: version, database reachability, writer queue depth.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let db_ok = web::block(move || store.ping()).await.unwrap_or(false);
+    let depth = state
+        .ingestor
+        .writer()
+        .stats()
+        .queue_depth
+        .load(Ordering::Relaxed);
+    let body = json!({
+        "status": if db_ok { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": if db_ok { "ok" } else { "unreachable" },
+        "writer_queue_depth": depth,
+    });
+    if db_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

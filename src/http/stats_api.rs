@@ -1,0 +1,60 @@
+//! Stats API v1 (Plausible-compatible): `aggregate` and `breakdown`, behind
+//! `Authorization: Bearer KEY`.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{ApiError, AppState};
+use crate::keys;
+use crate::query::{self, Params, QueryError, period};
+use crate::store::{self, Db, Store, sites::Site};
+
+type Handler = fn(&Db, &Site, &Params, chrono::NaiveDate) -> Result<serde_json::Value, QueryError>;
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+async fn answer(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    params: web::Query<Params>,
+    handler: Handler,
+) -> Result<HttpResponse, ApiError> {
+    let key = bearer(&req).ok_or(ApiError::Unauthorized)?;
+    let store: Store = state.store.clone();
+    let params = params.into_inner();
+    let value = web::block(move || -> Result<serde_json::Value, ApiError> {
+        let conn = store.reader()?;
+        if !store::sites::api_key_exists(&conn, &keys::hash(&key))? {
+            return Err(ApiError::Unauthorized);
+        }
+        let domain = query::site_param(&params)?;
+        let site = store::sites::find_site(&conn, domain)?
+            .ok_or_else(|| QueryError::NoSuchSite(domain.to_string()))?;
+        let today = period::today_in(&site.timezone, store::now_unix());
+        Ok(handler(&conn, &site, &params, today)?)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(value))
+}
+
+pub async fn aggregate(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    params: web::Query<Params>,
+) -> Result<HttpResponse, ApiError> {
+    answer(state, req, params, query::aggregate).await
+}
+
+pub async fn breakdown(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    params: web::Query<Params>,
+) -> Result<HttpResponse, ApiError> {
+    answer(state, req, params, query::breakdown).await
+}

@@ -1,0 +1,266 @@
+//! Ingest: from a validated payload and the request's facts (IP, User-Agent)
+//! to stored events.
+//!
+//! The steps, in order: privacy signals, bot filter, site lookup, enrichment
+//! (user agent, location, attribution), visitor id, visit, then a group commit
+//! through the [`EventWriter`]. The IP address and User-Agent are used here
+//! and dropped: only derived values reach the store.
+
+pub mod enrich;
+mod error;
+pub mod payload;
+pub mod session;
+pub mod sites;
+pub mod visitor;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use error::{IngestError, StartError};
+pub use payload::{EventKind, EventPayload};
+
+use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
+use enrich::bots::{self, BotReason};
+use enrich::{GeoLookup, UaParser, referrer};
+use session::{SessionTracker, Step};
+use sites::SiteDirectory;
+use visitor::VisitorHasher;
+
+/// Facts about the request that are not in the payload. Never stored.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeta<'a> {
+    pub ip: IpAddr,
+    pub user_agent: &'a str,
+    /// `Sec-GPC: 1` or `DNT: 1` was sent.
+    pub opted_out: bool,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    /// Acknowledged but not stored, with the reason.
+    Dropped(DropReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Bot(BotReason),
+    OptOut,
+    /// An engagement report for a visit that already ended.
+    NoVisit,
+}
+
+/// Counters of what happened to incoming events.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub dropped_bot: AtomicU64,
+    pub dropped_opt_out: AtomicU64,
+}
+
+pub struct Ingestor {
+    writer: EventWriter,
+    ua: UaParser,
+    geo: GeoLookup,
+    hasher: VisitorHasher,
+    sessions: SessionTracker,
+    sites: SiteDirectory,
+    respect_opt_out: bool,
+    stats: IngestStats,
+}
+
+impl Ingestor {
+    /// Loads salts and open visits with `conn`, then hands `conn` to a new
+    /// writer with room for `queue_capacity` submissions.
+    pub fn start(
+        store: Store,
+        conn: Db,
+        queue_capacity: usize,
+        geo: GeoLookup,
+        respect_opt_out: bool,
+        now: i64,
+    ) -> Result<(Ingestor, WriterHandle), StartError> {
+        let hasher = VisitorHasher::load(&conn, now)?;
+        let sessions = SessionTracker::new();
+        sessions.restore(store::sites::open_visits(
+            &conn,
+            now - session::VISIT_TIMEOUT_SECS,
+        )?);
+        tracing::info!(open_visits = sessions.len(), "restored open visits");
+        let (writer, handle) = EventWriter::start(conn, queue_capacity);
+        let ingestor = Ingestor {
+            writer,
+            ua: UaParser::new(),
+            geo,
+            hasher,
+            sessions,
+            sites: SiteDirectory::new(store),
+            respect_opt_out,
+            stats: IngestStats::default(),
+        };
+        Ok((ingestor, handle))
+    }
+
+    /// Periodic upkeep: forget ended visits, rotate the salt at midnight UTC
+    /// even when no event arrives.
+    pub async fn maintain(&self, now: i64) {
+        let ended = self.sessions.evict_ended(now);
+        if ended > 0 {
+            tracing::debug!(ended, "forgot ended visits");
+        }
+        if let Err(e) = self.hasher.ensure_current(&self.writer, now).await {
+            tracing::error!(error = %e, "rotating the visitor-id salt failed");
+        }
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    pub fn writer(&self) -> &EventWriter {
+        &self.writer
+    }
+
+    pub fn sessions(&self) -> &SessionTracker {
+        &self.sessions
+    }
+
+    /// Counts a request refused before it reached [`Ingestor::ingest`].
+    pub fn count_rejected(&self) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stores `payload` for each of its sites; resolves once committed.
+    pub async fn ingest(
+        &self,
+        payload: EventPayload,
+        meta: RequestMeta<'_>,
+    ) -> Result<Outcome, IngestError> {
+        let result = self.ingest_inner(payload, meta).await;
+        let counter = match &result {
+            Ok(Outcome::Stored) => &self.stats.accepted,
+            Ok(Outcome::Dropped(DropReason::Bot(_))) => &self.stats.dropped_bot,
+            Ok(Outcome::Dropped(_)) => &self.stats.dropped_opt_out,
+            Err(_) => &self.stats.rejected,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn ingest_inner(
+        &self,
+        payload: EventPayload,
+        meta: RequestMeta<'_>,
+    ) -> Result<Outcome, IngestError> {
+        if self.respect_opt_out && meta.opted_out {
+            return Ok(Outcome::Dropped(DropReason::OptOut));
+        }
+        let ua = self.ua.parse(meta.user_agent);
+        if let Some(reason) = bots::classify(meta.user_agent, &ua) {
+            tracing::debug!(reason = reason.label(), "dropped bot event");
+            return Ok(Outcome::Dropped(DropReason::Bot(reason)));
+        }
+        let mut sites = Vec::with_capacity(payload.domains.len());
+        for domain in &payload.domains {
+            match self.sites.find(domain) {
+                Ok(Some(site)) => sites.push(site),
+                Ok(None) => return Err(IngestError::UnknownSite(domain.clone())),
+                Err(e) => return Err(IngestError::Storage(e.to_string())),
+            }
+        }
+        if self.writer.is_full() {
+            return Err(IngestError::Overloaded);
+        }
+
+        let path = payload.path();
+        let hostname = payload.hostname();
+        let step = match payload.kind {
+            EventKind::Pageview => Step::Pageview { path: &path },
+            EventKind::Custom => Step::Custom {
+                interactive: payload.interactive,
+            },
+            EventKind::Engagement { .. } => Step::Engagement,
+        };
+        let dims = || {
+            let geo = self.geo.lookup(meta.ip);
+            let a = referrer::attribute(&payload.url, payload.referrer.as_ref());
+            VisitDims {
+                referrer: a.referrer,
+                source: a.source,
+                utm_medium: a.utm_medium,
+                utm_source: a.utm_source,
+                utm_campaign: a.utm_campaign,
+                utm_term: a.utm_term,
+                utm_content: a.utm_content,
+                country: geo.country,
+                region: geo.region,
+                city: geo.city,
+                browser: Some(ua.browser.clone()),
+                browser_version: ua.browser_version.clone(),
+                os: Some(ua.os.clone()),
+                os_version: ua.os_version.clone(),
+                device: Some(ua.device.label(payload.screen_width).to_string()),
+            }
+        };
+        let props = (!payload.props.is_empty()).then(|| {
+            let map: serde_json::Map<String, serde_json::Value> = payload
+                .props
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(map).to_string()
+        });
+        let (scroll_depth, engaged_ms) = match payload.kind {
+            EventKind::Engagement {
+                scroll_depth,
+                engaged_ms,
+            } => (Some(scroll_depth), Some(engaged_ms)),
+            _ => (None, None),
+        };
+
+        let mut events = Vec::with_capacity(sites.len());
+        for site in &sites {
+            let ids = self
+                .hasher
+                .ids(
+                    &self.writer,
+                    &site.domain,
+                    meta.ip,
+                    meta.user_agent,
+                    meta.now,
+                )
+                .await
+                .map_err(|e| IngestError::Storage(e.to_string()))?;
+            let Some(visit) =
+                self.sessions
+                    .track(site.id, ids.current, ids.previous, meta.now, step, &dims)
+            else {
+                continue;
+            };
+            events.push(NewEvent {
+                site_id: site.id,
+                visitor_id: visit.visitor_id,
+                ts: meta.now,
+                name: payload.name.clone(),
+                hostname: hostname.clone(),
+                path: path.clone(),
+                props: props.clone(),
+                revenue_amount: payload.revenue.as_ref().map(|r| r.amount.clone()),
+                revenue_currency: payload.revenue.as_ref().map(|r| r.currency.clone()),
+                scroll_depth,
+                engaged_ms,
+                visit,
+            });
+        }
+        if events.is_empty() {
+            return Ok(Outcome::Dropped(DropReason::NoVisit));
+        }
+        self.writer.submit(events).await.map_err(|e| match e {
+            WriteError::QueueFull => IngestError::Overloaded,
+            other => IngestError::Storage(other.to_string()),
+        })?;
+        Ok(Outcome::Stored)
+    }
+}

@@ -1,0 +1,537 @@
+//! The Plausible-compatible event payload: parsing and every limit on it.
+//!
+//! Field names may be short (`n`, `u`, `d`, `r`, `w`, `p`, `$`, `i`, `h`) or
+//! long (`name`, `url`, `domain`, `referrer`, `screen_width`, `props`,
+//! `revenue`, `interactive`, `hashMode`). Anything that breaks a limit is
+//! refused with the field it concerns; nothing is silently truncated.
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::IngestError;
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_NAME_CHARS: usize = 120;
+const MAX_URL_BYTES: usize = 2000;
+const MAX_DOMAIN_BYTES: usize = 253;
+const MAX_PROPS: usize = 30;
+const MAX_PROP_KEY_BYTES: usize = 300;
+const MAX_PROP_VALUE_BYTES: usize = 2000;
+const MAX_SCREEN_WIDTH: i64 = 100_000;
+/// One engagement report covers at most a day of visible time.
+const MAX_ENGAGED_MS: i64 = 24 * 3600 * 1000;
+
+/// What kind of event this is; engagement reports carry their measurements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Pageview,
+    Custom,
+    Engagement { scroll_depth: i64, engaged_ms: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revenue {
+    pub amount: String,
+    pub currency: String,
+}
+
+/// A validated event, before enrichment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPayload {
+    pub name: String,
+    pub kind: EventKind,
+    pub url: Url,
+    /// Site domains, lower-case, without `www.`.
+    pub domains: Vec<String>,
+    pub referrer: Option<Url>,
+    pub screen_width: Option<i64>,
+    /// Scalars as strings, in the order sent.
+    pub props: Vec<(String, String)>,
+    pub revenue: Option<Revenue>,
+    pub interactive: bool,
+    pub hash_mode: bool,
+}
+
+impl EventPayload {
+    /// The page path as stored: the URL path, plus the fragment in hash mode.
+    pub fn path(&self) -> String {
+        match (self.hash_mode, self.url.fragment()) {
+            (true, Some(f)) if !f.is_empty() => format!("{}#{}", self.url.path(), f),
+            _ => self.url.path().to_string(),
+        }
+    }
+
+    /// The page host, lower-case, without `www.`.
+    pub fn hostname(&self) -> String {
+        strip_www(self.url.host_str().unwrap_or_default()).to_string()
+    }
+}
+
+/// Parses a POST body.
+pub fn parse_body(body: &[u8]) -> Result<EventPayload, IngestError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(IngestError::TooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| IngestError::invalid("body", "is not valid UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(IngestError::invalid("body", "is empty"));
+    }
+    // serde_json refuses nesting deeper than 128 levels by itself.
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| IngestError::invalid("body", format!("is not valid JSON ({e})")))?;
+    let Value::Object(map) = value else {
+        return Err(IngestError::invalid("body", "must be a JSON object"));
+    };
+    from_map(&map)
+}
+
+/// Parses the query string of the no-JS pixel. `page_url` (the `Referer` of
+/// the image request) stands in for a missing `u`.
+pub fn parse_query(query: &str, page_url: Option<&str>) -> Result<EventPayload, IngestError> {
+    let mut map = Map::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let v = match k.as_ref() {
+            "w" | "screen_width" => v
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or(Value::String(v.into_owned())),
+            _ => Value::String(v.into_owned()),
+        };
+        map.insert(k.into_owned(), v);
+    }
+    if !map.contains_key("n") && !map.contains_key("name") {
+        map.insert("n".into(), Value::String("pageview".into()));
+    }
+    if !map.contains_key("u") && !map.contains_key("url") {
+        if let Some(page) = page_url {
+            map.insert("u".into(), Value::String(page.to_string()));
+        }
+    }
+    from_map(&map)
+}
+
+fn field<'a>(map: &'a Map<String, Value>, short: &str, long: &str) -> Option<&'a Value> {
+    map.get(short)
+        .or_else(|| map.get(long))
+        .filter(|v| !v.is_null())
+}
+
+fn from_map(map: &Map<String, Value>) -> Result<EventPayload, IngestError> {
+    let name = match field(map, "n", "name") {
+        None => return Err(IngestError::invalid("name", "is required")),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(_) => return Err(IngestError::invalid("name", "must be a string")),
+    };
+    if name.is_empty() {
+        return Err(IngestError::invalid("name", "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(IngestError::invalid(
+            "name",
+            format!("is longer than {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    check_text("name", &name)?;
+
+    let url = match field(map, "u", "url") {
+        None => return Err(IngestError::invalid("url", "is required")),
+        Some(Value::String(s)) => parse_http_url("url", s)?,
+        Some(_) => return Err(IngestError::invalid("url", "must be a string")),
+    };
+
+    let domains = match field(map, "d", "domain") {
+        None => vec![strip_www(url.host_str().unwrap_or_default()).to_string()],
+        Some(Value::String(s)) => parse_domains(s)?,
+        Some(_) => return Err(IngestError::invalid("domain", "must be a string")),
+    };
+
+    let referrer = match field(map, "r", "referrer") {
+        None => None,
+        Some(Value::String(s)) => {
+            check_text("referrer", s)?;
+            if s.len() > MAX_URL_BYTES {
+                return Err(IngestError::invalid(
+                    "referrer",
+                    format!("is longer than {MAX_URL_BYTES} bytes"),
+                ));
+            }
+            // A referrer that is not an http(s) URL carries no source: ignore it.
+            Url::parse(s)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        }
+        Some(_) => return Err(IngestError::invalid("referrer", "must be a string")),
+    };
+
+    let screen_width = match field(map, "w", "screen_width") {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .filter(|w| (0..=MAX_SCREEN_WIDTH).contains(w))
+                .ok_or_else(|| {
+                    IngestError::invalid(
+                        "screen_width",
+                        format!("must be an integer from 0 to {MAX_SCREEN_WIDTH}"),
+                    )
+                })?,
+        ),
+    };
+
+    let props = match field(map, "p", "props") {
+        None => Vec::new(),
+        Some(Value::Object(m)) => parse_props(m)?,
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => parse_props(&m)?,
+            _ => {
+                return Err(IngestError::invalid(
+                    "props",
+                    "must be an object or a JSON string of an object",
+                ));
+            }
+        },
+        Some(_) => {
+            return Err(IngestError::invalid(
+                "props",
+                "must be an object or a JSON string of an object",
+            ));
+        }
+    };
+
+    let revenue = match field(map, "$", "revenue") {
+        None => None,
+        Some(Value::Object(m)) => Some(parse_revenue(m)?),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => Some(parse_revenue(&m)?),
+            _ => return Err(IngestError::invalid("revenue", "must be an object")),
+        },
+        Some(_) => return Err(IngestError::invalid("revenue", "must be an object")),
+    };
+
+    let interactive = match field(map, "i", "interactive") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(IngestError::invalid("interactive", "must be true or false")),
+    };
+
+    let hash_mode = match field(map, "h", "hashMode") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0) != 0,
+        Some(_) => return Err(IngestError::invalid("hashMode", "must be a boolean or 0/1")),
+    };
+
+    let kind = if name == "pageview" {
+        EventKind::Pageview
+    } else if name == "engagement" {
+        let scroll_depth = int_in(map, "sd", "scroll_depth", 0, 100)?.unwrap_or(0);
+        let engaged_ms = int_in(map, "e", "engagement_time", 0, MAX_ENGAGED_MS)?.unwrap_or(0);
+        EventKind::Engagement {
+            scroll_depth,
+            engaged_ms,
+        }
+    } else {
+        EventKind::Custom
+    };
+
+    Ok(EventPayload {
+        name,
+        kind,
+        url,
+        domains,
+        referrer,
+        screen_width,
+        props,
+        revenue,
+        interactive,
+        hash_mode,
+    })
+}
+
+fn int_in(
+    map: &Map<String, Value>,
+    short: &str,
+    long: &'static str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, IngestError> {
+    match field(map, short, long) {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (min..=max).contains(n))
+            .map(Some)
+            .ok_or_else(|| {
+                IngestError::invalid(long, format!("must be an integer from {min} to {max}"))
+            }),
+    }
+}
+
+fn parse_http_url(field: &'static str, s: &str) -> Result<Url, IngestError> {
+    check_text(field, s)?;
+    if s.len() > MAX_URL_BYTES {
+        return Err(IngestError::invalid(
+            field,
+            format!("is longer than {MAX_URL_BYTES} bytes"),
+        ));
+    }
+    let url =
+        Url::parse(s).map_err(|e| IngestError::invalid(field, format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(IngestError::invalid(field, "must be an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(IngestError::invalid(field, "must have a host"));
+    }
+    Ok(url)
+}
+
+fn parse_domains(s: &str) -> Result<Vec<String>, IngestError> {
+    check_text("domain", s)?;
+    let mut out: Vec<String> = Vec::new();
+    for d in s.split(',') {
+        let d = strip_www(d.trim()).to_ascii_lowercase();
+        if d.is_empty() {
+            return Err(IngestError::invalid("domain", "contains an empty domain"));
+        }
+        if d.len() > MAX_DOMAIN_BYTES {
+            return Err(IngestError::invalid(
+                "domain",
+                format!("a domain is longer than {MAX_DOMAIN_BYTES} bytes"),
+            ));
+        }
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_props(m: &Map<String, Value>) -> Result<Vec<(String, String)>, IngestError> {
+    let mut out = Vec::with_capacity(m.len());
+    for (k, v) in m {
+        let v = match v {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(_) | Value::Object(_) => {
+                return Err(IngestError::invalid(
+                    "props",
+                    format!("{k:?}: values must be strings, numbers or booleans"),
+                ));
+            }
+        };
+        if k.trim().is_empty() {
+            return Err(IngestError::invalid("props", "keys must not be empty"));
+        }
+        if k.len() > MAX_PROP_KEY_BYTES {
+            return Err(IngestError::invalid(
+                "props",
+                format!("keys must be at most {MAX_PROP_KEY_BYTES} bytes"),
+            ));
+        }
+        if v.len() > MAX_PROP_VALUE_BYTES {
+            return Err(IngestError::invalid(
+                "props",
+                format!("{k:?}: values must be at most {MAX_PROP_VALUE_BYTES} bytes"),
+            ));
+        }
+        check_text("props", k)?;
+        check_text("props", &v)?;
+        out.push((k.clone(), v));
+    }
+    if out.len() > MAX_PROPS {
+        return Err(IngestError::invalid(
+            "props",
+            format!("at most {MAX_PROPS} properties are allowed"),
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_revenue(m: &Map<String, Value>) -> Result<Revenue, IngestError> {
+    let amount = match m.get("amount") {
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(IngestError::invalid("revenue", "amount is required")),
+    };
+    let valid_amount = amount.len() <= 32
+        && amount.parse::<f64>().is_ok_and(f64::is_finite)
+        && amount
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
+    if !valid_amount {
+        return Err(IngestError::invalid(
+            "revenue",
+            "amount must be a decimal number",
+        ));
+    }
+    let currency = match m.get("currency") {
+        Some(Value::String(s)) if s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic()) => {
+            s.to_ascii_uppercase()
+        }
+        _ => {
+            return Err(IngestError::invalid(
+                "revenue",
+                "currency must be a three-letter ISO 4217 code",
+            ));
+        }
+    };
+    Ok(Revenue { amount, currency })
+}
+
+/// Refuses control characters: they have no place in names, URLs or props
+/// and are a classic way to forge log lines or break exports.
+fn check_text(field: &'static str, s: &str) -> Result<(), IngestError> {
+    if s.chars().any(char::is_control) {
+        return Err(IngestError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+pub fn strip_www(host: &str) -> &str {
+    host.strip_prefix("www.").unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> EventPayload {
+        parse_body(body.as_bytes()).unwrap()
+    }
+
+    fn err_field(body: &str) -> &'static str {
+        match parse_body(body.as_bytes()).unwrap_err() {
+            IngestError::Invalid { field, .. } => field,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_and_long_names() {
+        let a = ok(
+            r#"{"n":"pageview","u":"https://www.example.com/a?x=1#top","r":"https://google.com/","w":1280}"#,
+        );
+        let b = ok(
+            r#"{"name":"pageview","url":"https://www.example.com/a?x=1#top","referrer":"https://google.com/","screen_width":1280}"#,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.domains, vec!["example.com"]);
+        assert_eq!(a.path(), "/a");
+        assert_eq!(a.screen_width, Some(1280));
+    }
+
+    #[test]
+    fn hash_mode_keeps_fragment() {
+        let p = ok(r##"{"n":"pageview","u":"https://example.com/app#/settings","h":1}"##);
+        assert_eq!(p.path(), "/app#/settings");
+    }
+
+    #[test]
+    fn props_object_or_string() {
+        let a = ok(
+            r#"{"n":"Signup","u":"https://e.com/","p":{"plan":"pro","seats":3,"trial":true,"x":null}}"#,
+        );
+        let b = ok(
+            r#"{"n":"Signup","u":"https://e.com/","p":"{\"plan\":\"pro\",\"seats\":3,\"trial\":true}"}"#,
+        );
+        assert_eq!(a.props, b.props);
+        assert_eq!(a.props.len(), 3);
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(err_field(r#"{"u":"https://e.com/"}"#), "name");
+        assert_eq!(err_field(r#"{"n":"pageview"}"#), "url");
+        assert_eq!(
+            err_field(r#"{"n":"pageview","u":"javascript:alert(1)"}"#),
+            "url"
+        );
+        assert_eq!(err_field(r#"{"n":"pageview","u":"ftp://e.com/"}"#), "url");
+        let long = "x".repeat(121);
+        assert_eq!(
+            err_field(&format!(r#"{{"n":"{long}","u":"https://e.com/"}}"#)),
+            "name"
+        );
+        assert_eq!(
+            err_field("{\"n\":\"a\\u0000b\",\"u\":\"https://e.com/\"}"),
+            "name"
+        );
+        let many: Vec<String> = (0..31).map(|i| format!("\"k{i}\":1")).collect();
+        let body = format!(
+            r#"{{"n":"x","u":"https://e.com/","p":{{{}}}}}"#,
+            many.join(",")
+        );
+        assert_eq!(err_field(&body), "props");
+        assert_eq!(
+            err_field(r#"{"n":"x","u":"https://e.com/","p":{"a":[1]}}"#),
+            "props"
+        );
+        assert_eq!(
+            err_field(r#"{"n":"x","u":"https://e.com/","$":{"amount":"abc","currency":"EUR"}}"#),
+            "revenue"
+        );
+        assert_eq!(
+            err_field(r#"{"n":"engagement","u":"https://e.com/","sd":101}"#),
+            "scroll_depth"
+        );
+        assert_eq!(err_field("[1,2]"), "body");
+        assert_eq!(err_field(""), "body");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(err_field(&deep), "body");
+        assert!(matches!(
+            parse_body(&vec![b' '; MAX_BODY_BYTES + 1]),
+            Err(IngestError::TooLarge { .. })
+        ));
+        assert_eq!(
+            match parse_body(b"{\"n\":\"\xff\"}").unwrap_err() {
+                IngestError::Invalid { field, .. } => field,
+                _ => "",
+            },
+            "body"
+        );
+    }
+
+    #[test]
+    fn revenue_and_engagement() {
+        let p =
+            ok(r#"{"n":"Purchase","u":"https://e.com/","$":{"amount":"12.5","currency":"eur"}}"#);
+        assert_eq!(
+            p.revenue.unwrap(),
+            Revenue {
+                amount: "12.5".into(),
+                currency: "EUR".into()
+            }
+        );
+        let e = ok(r#"{"n":"engagement","u":"https://e.com/","sd":80,"e":4200}"#);
+        assert_eq!(
+            e.kind,
+            EventKind::Engagement {
+                scroll_depth: 80,
+                engaged_ms: 4200
+            }
+        );
+    }
+
+    #[test]
+    fn several_domains() {
+        let p = ok(r#"{"n":"pageview","u":"https://e.com/","d":"a.com, www.b.com,a.com"}"#);
+        assert_eq!(p.domains, vec!["a.com", "b.com"]);
+    }
+
+    #[test]
+    fn pixel_query() {
+        let p = parse_query(
+            "d=e.com&r=https%3A%2F%2Fnews.ycombinator.com%2F",
+            Some("https://e.com/post"),
+        )
+        .unwrap();
+        assert_eq!(p.name, "pageview");
+        assert_eq!(p.path(), "/post");
+        assert!(parse_query("d=e.com", None).is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Cookieless visitor ids: a keyed hash of (daily salt, site, IP, User-Agent).
+//!
+//! Salts are 32 random bytes from the OS, one per UTC day, stored so ids stay
+//! stable across a restart, and deleted once they are two days old: after that
+//! nobody, the operator included, can recompute an id from an IP address.
+//! Yesterday's salt is kept to carry visits across midnight.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::store::{self, EventWriter, StoreError};
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+#[derive(Clone)]
+struct Salts {
+    day: i64,
+    current: [u8; 32],
+    previous: Option<[u8; 32]>,
+}
+
+/// Today's id of a visitor, and yesterday's (to continue a visit across midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VisitorIds {
+    pub current: i64,
+    pub previous: Option<i64>,
+}
+
+pub struct VisitorHasher {
+    salts: RwLock<Salts>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SaltError {
+    #[error("the OS random source failed: {0}")]
+    Random(String),
+    #[error("storing salt: {0}")]
+    Store(String),
+}
+
+fn day_of(unix: i64) -> i64 {
+    unix.div_euclid(SECONDS_PER_DAY)
+}
+
+fn new_salt() -> Result<[u8; 32], SaltError> {
+    let mut salt = [0u8; 32];
+    getrandom::fill(&mut salt).map_err(|e| SaltError::Random(e.to_string()))?;
+    Ok(salt)
+}
+
+fn to_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    bytes.try_into().ok()
+}
+
+impl VisitorHasher {
+    /// Loads or creates today's salt with a direct connection (at start-up,
+    /// before the writer runs) and deletes expired ones.
+    pub fn load(conn: &crate::store::Db, now: i64) -> Result<VisitorHasher, SaltError> {
+        let day = day_of(now);
+        let current = store::sites::put_salt(conn, day, &new_salt()?, day - 1)
+            .map_err(|e| SaltError::Store(e.to_string()))?;
+        let previous = store::sites::load_salts(conn, &[day - 1])
+            .map_err(|e| SaltError::Store(e.to_string()))?
+            .first()
+            .and_then(|(_, s)| to_key(s));
+        Ok(VisitorHasher {
+            salts: RwLock::new(Salts {
+                day,
+                current: to_key(&current).ok_or(SaltError::Store("salt of wrong length".into()))?,
+                previous,
+            }),
+        })
+    }
+
+    /// The ids of the visitor behind (`domain`, `ip`, `user_agent`) at `now`,
+    /// rotating the salt first when a new UTC day has begun.
+    pub async fn ids(
+        &self,
+        writer: &EventWriter,
+        domain: &str,
+        ip: IpAddr,
+        user_agent: &str,
+        now: i64,
+    ) -> Result<VisitorIds, SaltError> {
+        let salts = self.salts.read().expect("salt lock").clone();
+        let salts = if day_of(now) > salts.day {
+            self.rotate(writer, now).await?
+        } else {
+            salts
+        };
+        Ok(VisitorIds {
+            current: hash(&salts.current, domain, ip, user_agent),
+            previous: salts.previous.map(|p| hash(&p, domain, ip, user_agent)),
+        })
+    }
+
+    /// Rotates the salt if a new UTC day has begun.
+    pub async fn ensure_current(&self, writer: &EventWriter, now: i64) -> Result<(), SaltError> {
+        let day = self.salts.read().expect("salt lock").day;
+        if day_of(now) > day {
+            self.rotate(writer, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn rotate(&self, writer: &EventWriter, now: i64) -> Result<Salts, SaltError> {
+        let day = day_of(now);
+        let fresh = new_salt()?;
+        let stored: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let out = stored.clone();
+        writer
+            .run(move |tx| {
+                let salt = store::sites::put_salt(tx, day, &fresh, day - 1)?;
+                *out.lock().expect("salt slot") = Some(salt);
+                Ok::<(), StoreError>(())
+            })
+            .await
+            .map_err(|e| SaltError::Store(e.to_string()))?;
+        let current = stored
+            .lock()
+            .expect("salt slot")
+            .take()
+            .and_then(|s| to_key(&s))
+            .ok_or(SaltError::Store("salt missing after write".into()))?;
+        let mut salts = self.salts.write().expect("salt lock");
+        if salts.day < day {
+            let previous = (salts.day == day - 1).then_some(salts.current);
+            *salts = Salts {
+                day,
+                current,
+                previous,
+            };
+            tracing::info!(day, "rotated visitor-id salt");
+        }
+        Ok(salts.clone())
+    }
+}
+
+fn hash(salt: &[u8; 32], domain: &str, ip: IpAddr, user_agent: &str) -> i64 {
+    let mut h = blake3::Hasher::new_keyed(salt);
+    h.update(domain.as_bytes());
+    h.update(&[0]);
+    match ip {
+        IpAddr::V4(v4) => h.update(&v4.octets()),
+        IpAddr::V6(v6) => h.update(&v6.octets()),
+    };
+    h.update(&[0]);
+    h.update(user_agent.as_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    // Positive, so ids read the same in SQLite and everywhere else.
+    (u64::from_le_bytes(bytes) >> 1) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_depends_on_every_input() {
+        let s = [7u8; 32];
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let base = hash(&s, "a.com", ip, "UA");
+        assert_eq!(base, hash(&s, "a.com", ip, "UA"));
+        assert_ne!(base, hash(&[8u8; 32], "a.com", ip, "UA"));
+        assert_ne!(base, hash(&s, "b.com", ip, "UA"));
+        assert_ne!(base, hash(&s, "a.com", "192.0.2.2".parse().unwrap(), "UA"));
+        assert_ne!(base, hash(&s, "a.com", ip, "UA2"));
+        assert!(base >= 0);
+    }
+}

@@ -1,0 +1,13 @@
+//! Tally: self-hosted, privacy-first web analytics in one binary.
+//!
+//! Data flows one way: [`http`] → [`ingest`] → [`store`] ← [`query`] ← [`http`].
+//! See ARCHITECTURE.md for the map.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod keys;
+pub mod query;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,221 @@
+//! The Stats API's query side: parameters in, Plausible-shaped JSON out.
+//!
+//! Parameters arrive as plain key/value pairs (this module knows nothing about
+//! HTTP); periods are resolved in the site's timezone; the numbers come from
+//! [`crate::store::stats`].
+
+pub mod period;
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::store::stats::{self, BreakdownRow, Dimension, Totals, VISIT_COLUMNS};
+use crate::store::{Db, StoreError, sites::Site};
+use period::Period;
+
+#[derive(Debug, Error)]
+pub enum QueryError {
+    /// A request parameter is missing or wrong; the message names it.
+    #[error("{0}")]
+    BadParam(String),
+    #[error("site {0} does not exist")]
+    NoSuchSite(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Params = HashMap<String, String>;
+
+fn bad(message: impl Into<String>) -> QueryError {
+    QueryError::BadParam(message.into())
+}
+
+/// The `site_id` parameter.
+pub fn site_param(params: &Params) -> Result<&str, QueryError> {
+    params
+        .get("site_id")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("site_id is required"))
+}
+
+const AGGREGATE_METRICS: &[&str] = &[
+    "visitors",
+    "visits",
+    "pageviews",
+    "views_per_visit",
+    "bounce_rate",
+    "visit_duration",
+    "events",
+];
+
+fn metrics(params: &Params, allowed: &[&str]) -> Result<Vec<String>, QueryError> {
+    let raw = params
+        .get("metrics")
+        .map(String::as_str)
+        .unwrap_or("visitors");
+    let list: Vec<String> = raw.split(',').map(|m| m.trim().to_string()).collect();
+    for m in &list {
+        if !allowed.contains(&m.as_str()) {
+            return Err(bad(format!(
+                "metrics: unknown metric `{m}`; valid here: {}",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(list)
+}
+
+fn ratio(num: i64, den: i64) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn metric_of(
+    name: &str,
+    visitors: i64,
+    visits: i64,
+    pageviews: i64,
+    events: i64,
+    bounces: i64,
+    duration: i64,
+) -> Value {
+    match name {
+        "visitors" => json!(visitors),
+        "visits" => json!(visits),
+        "pageviews" => json!(pageviews),
+        "events" => json!(events),
+        "views_per_visit" => json!(round2(ratio(pageviews, visits))),
+        "bounce_rate" => json!((ratio(bounces, visits) * 100.0).round() as i64),
+        "visit_duration" => json!((ratio(duration, visits)).round() as i64),
+        _ => Value::Null,
+    }
+}
+
+/// `GET /api/v1/stats/aggregate`.
+pub fn aggregate(
+    conn: &Db,
+    site: &Site,
+    params: &Params,
+    today: chrono::NaiveDate,
+) -> Result<Value, QueryError> {
+    let metrics = metrics(params, AGGREGATE_METRICS)?;
+    let period = Period::from_params(params, &site.timezone, today)?;
+    let t: Totals = stats::totals(conn, site.id, period.range)?;
+    let mut results = Map::new();
+    for m in &metrics {
+        let v = metric_of(
+            m,
+            t.visitors,
+            t.visits,
+            t.pageviews,
+            t.events,
+            t.bounces,
+            t.visit_duration_sum,
+        );
+        results.insert(m.clone(), json!({ "value": v }));
+    }
+    Ok(json!({ "results": results }))
+}
+
+/// A breakdown property: its dimension, its key in results, the metrics it supports.
+fn property(name: &str) -> Result<(Dimension, &'static str, &'static [&'static str]), QueryError> {
+    const PAGE_METRICS: &[&str] = &["visitors", "visits", "pageviews"];
+    const EVENT_METRICS: &[&str] = &["visitors", "visits", "events"];
+    match name {
+        "event:page" => Ok((Dimension::Page, "page", PAGE_METRICS)),
+        "event:name" => Ok((Dimension::EventName, "name", EVENT_METRICS)),
+        _ => {
+            let column = name
+                .strip_prefix("visit:")
+                .and_then(|c| VISIT_COLUMNS.iter().find(|v| **v == c))
+                .ok_or_else(|| bad(format!("property: unknown property `{name}`")))?;
+            Ok((Dimension::Visit(column), column, AGGREGATE_METRICS))
+        }
+    }
+}
+
+/// How a missing value is shown, as Plausible does.
+fn none_label(key: &str) -> &'static str {
+    match key {
+        "source" | "referrer" => "Direct / None",
+        _ => "(none)",
+    }
+}
+
+/// `GET /api/v1/stats/breakdown`.
+pub fn breakdown(
+    conn: &Db,
+    site: &Site,
+    params: &Params,
+    today: chrono::NaiveDate,
+) -> Result<Value, QueryError> {
+    let prop = params
+        .get("property")
+        .ok_or_else(|| bad("property is required"))?;
+    let (dimension, key, allowed) = property(prop)?;
+    let metrics = metrics(params, allowed)?;
+    let period = Period::from_params(params, &site.timezone, today)?;
+    let limit = int_param(params, "limit", 100, 1, 1000)?;
+    let page = int_param(params, "page", 1, 1, 1_000_000)?;
+    let rows: Vec<BreakdownRow> = stats::breakdown(
+        conn,
+        site.id,
+        period.range,
+        dimension,
+        limit,
+        (page - 1) * limit,
+    )?;
+    let results: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut obj = Map::new();
+            obj.insert(
+                key.to_string(),
+                json!(r.value.unwrap_or_else(|| none_label(key).to_string())),
+            );
+            for m in &metrics {
+                obj.insert(
+                    m.clone(),
+                    metric_of(
+                        m,
+                        r.visitors,
+                        r.visits,
+                        r.pageviews,
+                        r.events,
+                        r.bounces,
+                        r.visit_duration_sum,
+                    ),
+                );
+            }
+            Value::Object(obj)
+        })
+        .collect();
+    Ok(json!({ "results": results }))
+}
+
+fn int_param(
+    params: &Params,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, QueryError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| bad(format!("{name}: expected an integer from {min} to {max}"))),
+    }
+}

@@ -1,0 +1,78 @@
+//! `tally serve`: opens the store, starts the writer and the ingest pipeline,
+//! runs the HTTP server until a signal, then drains the writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::ingest::Ingestor;
+use crate::ingest::enrich::GeoLookup;
+use crate::store::{Store, now_unix};
+
+const READERS: u32 = 4;
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    let data_dir = &settings.raw.storage.data_dir;
+    let store = Store::open(data_dir, READERS)?;
+    tracing::info!(path = %store.path().display(), "opened database");
+
+    let geo = match &settings.geoip_database {
+        Some(path) => {
+            let geo = GeoLookup::open(path)?;
+            tracing::info!(path = %path.display(), kind = geo.database_type().unwrap_or("?"), "GeoIP database loaded");
+            geo
+        }
+        None => {
+            tracing::info!(
+                "no GeoIP database configured ([geoip] database): locations will be unknown"
+            );
+            GeoLookup::disabled()
+        }
+    };
+
+    let (ingestor, writer) = Ingestor::start(
+        store.clone(),
+        store.write_connection()?,
+        settings.raw.storage.queue_capacity,
+        geo,
+        settings.raw.privacy.respect_gpc,
+        now_unix(),
+    )?;
+    let ingestor = Arc::new(ingestor);
+
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find an ephemeral port.
+    tracing::info!(%addr, "listening on http://{addr}");
+
+    let state = AppState {
+        ingestor: ingestor.clone(),
+        store,
+        trusted_proxies: settings.trusted_proxies.clone(),
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let maintenance = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move {
+                let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+                loop {
+                    tick.tick().await;
+                    ingestor.maintain(now_unix()).await;
+                }
+            }
+        });
+        let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
+        maintenance.abort();
+        result
+    });
+    tracing::info!("HTTP server stopped; committing queued events");
+    writer.shutdown();
+    tracing::info!("shut down cleanly");
+    result.context("running the HTTP server")
+}

@@ -1,0 +1,35 @@
+//! Numbered schema migrations from `migrations/`, embedded in the binary and
+//! tracked with SQLite's `user_version`.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// (version, SQL) in order. A new file in `migrations/` gets the next number here.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+
+/// The schema version this binary writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// Applies every migration newer than the database, each in its own
+/// transaction, and refuses a database written by a newer binary.
+pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest() {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: latest(),
+        });
+    }
+    for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", version))
+            .map_err(|source| StoreError::Migration { version, source })?;
+        tx.commit()?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The store: one SQLite file in WAL mode, a single writer that commits in
+//! groups, and a pool of read-only connections.
+//!
+//! Everything that touches SQL lives under this module; it knows nothing about
+//! HTTP, payloads or enrichment. Callers hand it plain records ([`NewEvent`],
+//! [`VisitRecord`]) and get plain values back.
+
+mod db;
+mod error;
+mod migrate;
+mod records;
+pub mod sites;
+pub mod stats;
+mod writer;
+
+pub use db::{DB_FILE_NAME, Store};
+pub use error::StoreError;
+pub use records::{NewEvent, VisitDims, VisitRecord};
+pub use writer::{EventWriter, WriteError, WriterHandle, WriterStats};
+
+/// The current time as Unix seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A database connection, as handed to queries outside this module. Only the
+/// store runs SQL; others pass the connection back into store functions.
+pub type Db = rusqlite::Connection;

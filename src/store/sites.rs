@@ -1,0 +1,179 @@
+//! Sites, API keys and visitor-id salts: the small tables the CLI and the
+//! server both manage.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{StoreError, VisitDims, VisitRecord, now_unix};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub id: i64,
+    pub domain: String,
+    pub timezone: String,
+    pub public: bool,
+    pub created_at: i64,
+}
+
+fn site_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
+    Ok(Site {
+        id: r.get(0)?,
+        domain: r.get(1)?,
+        timezone: r.get(2)?,
+        public: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+pub fn add_site(
+    conn: &Connection,
+    domain: &str,
+    timezone: &str,
+    public: bool,
+) -> Result<Site, StoreError> {
+    let created_at = now_unix();
+    let inserted = conn.execute(
+        "INSERT INTO sites (domain, timezone, public, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (domain) DO NOTHING",
+        params![domain, timezone, public, created_at],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::SiteExists(domain.to_string()));
+    }
+    Ok(Site {
+        id: conn.last_insert_rowid(),
+        domain: domain.to_string(),
+        timezone: timezone.to_string(),
+        public,
+        created_at,
+    })
+}
+
+pub fn list_sites(conn: &Connection) -> Result<Vec<Site>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, domain, timezone, public, created_at FROM sites ORDER BY domain",
+    )?;
+    let rows = stmt.query_map([], site_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn find_site(conn: &Connection, domain: &str) -> Result<Option<Site>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, domain, timezone, public, created_at FROM sites WHERE domain = ?1",
+        )?
+        .query_row([domain], site_from_row)
+        .optional()?)
+}
+
+/// Removes a site with all its visits and events.
+pub fn remove_site(conn: &mut Connection, domain: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let Some(site) = find_site(&tx, domain)? else {
+        return Err(StoreError::NoSuchSite(domain.to_string()));
+    };
+    tx.execute("DELETE FROM events WHERE site_id = ?1", [site.id])?;
+    tx.execute("DELETE FROM visits WHERE site_id = ?1", [site.id])?;
+    tx.execute("DELETE FROM sites WHERE id = ?1", [site.id])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Stores an API key's hash under `name`.
+pub fn add_api_key(
+    conn: &Connection,
+    name: &str,
+    prefix: &str,
+    key_hash: &[u8],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO api_keys (name, prefix, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![name, prefix, key_hash, now_unix()],
+    )?;
+    Ok(())
+}
+
+/// Whether a key with this hash exists.
+pub fn api_key_exists(conn: &Connection, key_hash: &[u8]) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM api_keys WHERE key_hash = ?1")?
+        .exists([key_hash])?)
+}
+
+/// Salts of the given UTC days that exist, as (day, salt).
+pub fn load_salts(conn: &Connection, days: &[i64]) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT day, salt FROM salts WHERE day = ?1")?;
+    let mut out = Vec::new();
+    for day in days {
+        if let Some(row) = stmt
+            .query_row([day], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Stores the salt of `day` unless one exists, and returns the stored one
+/// (so two racing processes agree), deleting salts older than `keep_from`.
+pub fn put_salt(
+    conn: &Connection,
+    day: i64,
+    salt: &[u8],
+    keep_from: i64,
+) -> Result<Vec<u8>, StoreError> {
+    conn.execute(
+        "INSERT INTO salts (day, salt) VALUES (?1, ?2) ON CONFLICT (day) DO NOTHING",
+        params![day, salt],
+    )?;
+    let deleted = conn.execute("DELETE FROM salts WHERE day < ?1", [keep_from])?;
+    if deleted > 0 {
+        tracing::info!(deleted, "deleted expired visitor-id salts");
+    }
+    Ok(conn.query_row("SELECT salt FROM salts WHERE day = ?1", [day], |r| r.get(0))?)
+}
+
+/// Visits with an event at or after `since`: the sessions still open.
+pub fn open_visits(conn: &Connection, since: i64) -> Result<Vec<VisitRecord>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page, exit_page,
+            pageviews, events, interactive, is_bounce, referrer, source, utm_medium, utm_source,
+            utm_campaign, utm_term, utm_content, country, region, city, browser,
+            browser_version, os, os_version, device
+         FROM visits WHERE last_seen_at >= ?1",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        Ok(VisitRecord {
+            id: r.get(0)?,
+            site_id: r.get(1)?,
+            visitor_id: r.get(2)?,
+            seq: r.get(3)?,
+            started_at: r.get(4)?,
+            last_seen_at: r.get(5)?,
+            entry_page: r.get(6)?,
+            exit_page: r.get(7)?,
+            pageviews: r.get(8)?,
+            events: r.get(9)?,
+            interactive: r.get(10)?,
+            is_bounce: r.get(11)?,
+            dims: std::sync::Arc::new(VisitDims {
+                referrer: r.get(12)?,
+                source: r.get(13)?,
+                utm_medium: r.get(14)?,
+                utm_source: r.get(15)?,
+                utm_campaign: r.get(16)?,
+                utm_term: r.get(17)?,
+                utm_content: r.get(18)?,
+                country: r.get(19)?,
+                region: r.get(20)?,
+                city: r.get(21)?,
+                browser: r.get(22)?,
+                browser_version: r.get(23)?,
+                os: r.get(24)?,
+                os_version: r.get(25)?,
+                device: r.get(26)?,
+            }),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,155 @@
+//! Read queries behind the Stats API: totals and breakdowns over a time range.
+//!
+//! Column names come from the fixed lists here, never from a request.
+
+use rusqlite::{Connection, params};
+
+use super::StoreError;
+
+/// A half-open range of Unix seconds, `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Totals of one site over a range. Event counts cover events in the range;
+/// visit counts cover visits that started in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub visitors: i64,
+    pub pageviews: i64,
+    pub events: i64,
+    pub visits: i64,
+    pub bounces: i64,
+    pub visit_duration_sum: i64,
+}
+
+/// What a breakdown groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// Pageviews by path.
+    Page,
+    /// Custom events by name.
+    EventName,
+    /// Visits by one of [`VISIT_COLUMNS`].
+    Visit(&'static str),
+}
+
+/// Visit attributes a breakdown can group by.
+pub const VISIT_COLUMNS: &[&str] = &[
+    "entry_page",
+    "exit_page",
+    "source",
+    "referrer",
+    "utm_medium",
+    "utm_source",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "device",
+    "browser",
+    "browser_version",
+    "os",
+    "os_version",
+    "country",
+    "region",
+    "city",
+];
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BreakdownRow {
+    pub value: Option<String>,
+    pub visitors: i64,
+    pub visits: i64,
+    pub pageviews: i64,
+    pub events: i64,
+    pub bounces: i64,
+    pub visit_duration_sum: i64,
+}
+
+/// Events that are not user actions: they never count as events or visitors.
+const NOT_AN_ACTION: &str = "engagement";
+
+pub fn totals(conn: &Connection, site_id: i64, range: TimeRange) -> Result<Totals, StoreError> {
+    let (visitors, pageviews, events) = conn
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT visitor_id),
+                    COALESCE(SUM(name = 'pageview'), 0),
+                    COALESCE(SUM(name <> 'pageview'), 0)
+             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name <> ?4",
+        )?
+        .query_row(
+            params![site_id, range.start, range.end, NOT_AN_ACTION],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+    let (visits, bounces, visit_duration_sum) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(is_bounce), 0),
+                    COALESCE(SUM(last_seen_at - started_at), 0)
+             FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3",
+        )?
+        .query_row(params![site_id, range.start, range.end], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(Totals {
+        visitors,
+        pageviews,
+        events,
+        visits,
+        bounces,
+        visit_duration_sum,
+    })
+}
+
+/// Rows ordered by visitors (then value), `limit` rows after skipping `offset`.
+pub fn breakdown(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    dimension: Dimension,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<BreakdownRow>, StoreError> {
+    let sql = match dimension {
+        Dimension::Page => "SELECT path, COUNT(DISTINCT visitor_id), COUNT(DISTINCT visit_id),
+                    COUNT(*), 0, 0, 0
+             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name = 'pageview'
+             GROUP BY path ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
+            .to_string(),
+        Dimension::EventName => "SELECT name, COUNT(DISTINCT visitor_id), COUNT(DISTINCT visit_id),
+                    0, COUNT(*), 0, 0
+             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3
+               AND name NOT IN ('pageview', 'engagement')
+             GROUP BY name ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
+            .to_string(),
+        Dimension::Visit(column) => {
+            assert!(
+                VISIT_COLUMNS.contains(&column),
+                "unknown visit column {column}"
+            );
+            format!(
+                "SELECT {column}, COUNT(DISTINCT visitor_id), COUNT(*), SUM(pageviews),
+                        SUM(events), SUM(is_bounce), SUM(last_seen_at - started_at)
+                 FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3
+                 GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
+            )
+        }
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![site_id, range.start, range.end, limit, offset],
+        |r| {
+            Ok(BreakdownRow {
+                value: r.get(0)?,
+                visitors: r.get(1)?,
+                visits: r.get(2)?,
+                pageviews: r.get(3)?,
+                events: r.get(4)?,
+                bounces: r.get(5)?,
+                visit_duration_sum: r.get(6)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,314 @@
+//! The single writer: one thread owns the read-write connection and commits
+//! events in groups.
+//!
+//! A handler submits its events and waits; the writer takes everything queued
+//! (up to `MAX_BATCH` events), writes it in one transaction, commits, and only
+//! then answers each submitter. So an acknowledged event is on disk, and one
+//! commit is shared by every request that arrived while the previous commit ran.
+//! The queue is bounded: when it is full, `submit` fails at once instead of
+//! letting memory grow.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use rusqlite::{Connection, Transaction, params};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use super::{NewEvent, StoreError};
+
+const MAX_BATCH: usize = 4096;
+
+#[derive(Debug, Error, Clone)]
+pub enum WriteError {
+    #[error("the write queue is full")]
+    QueueFull,
+    #[error("the writer has stopped")]
+    Closed,
+    #[error("write failed: {0}")]
+    Failed(String),
+}
+
+type Job = Box<dyn Fn(&Transaction) -> Result<(), StoreError> + Send>;
+
+enum Op {
+    /// Sent by [`WriterHandle::shutdown`]: commit what is queued, then exit.
+    Stop,
+    Events(Vec<NewEvent>, oneshot::Sender<Result<(), WriteError>>),
+    Job(Job, oneshot::Sender<Result<(), WriteError>>),
+}
+
+/// Counters describing the writer, for health and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub queue_depth: AtomicUsize,
+    pub commits: AtomicU64,
+    pub events_written: AtomicU64,
+    pub last_batch_events: AtomicU64,
+    pub last_commit_micros: AtomicU64,
+}
+
+/// Handle to the writer thread. Cloning shares the same thread.
+#[derive(Clone)]
+pub struct EventWriter {
+    tx: SyncSender<Op>,
+    capacity: usize,
+    stats: Arc<WriterStats>,
+}
+
+/// Owns the writer thread; [`WriterHandle::shutdown`] drains and joins it.
+pub struct WriterHandle {
+    tx: SyncSender<Op>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EventWriter {
+    /// Starts the writer thread on `conn` with room for `capacity` queued submissions.
+    pub fn start(conn: Connection, capacity: usize) -> (EventWriter, WriterHandle) {
+        let capacity = capacity.max(1);
+        let (tx, rx) = sync_channel(capacity);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("tally-writer".into())
+            .spawn(move || run(conn, rx, &thread_stats))
+            .expect("spawning the writer thread");
+        (
+            EventWriter {
+                tx: tx.clone(),
+                capacity,
+                stats,
+            },
+            WriterHandle {
+                tx,
+                thread: Some(thread),
+            },
+        )
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Whether the queue is full, so a submission now would be refused.
+    pub fn is_full(&self) -> bool {
+        self.stats.queue_depth.load(Ordering::Relaxed) >= self.capacity
+    }
+
+    /// Writes `events` and resolves once they are committed.
+    pub async fn submit(&self, events: Vec<NewEvent>) -> Result<(), WriteError> {
+        let (ack, done) = oneshot::channel();
+        self.enqueue(Op::Events(events, ack))?;
+        done.await.unwrap_or(Err(WriteError::Closed))
+    }
+
+    /// Runs `job` inside a writer transaction and resolves once it is committed.
+    pub async fn run<F>(&self, job: F) -> Result<(), WriteError>
+    where
+        F: Fn(&Transaction) -> Result<(), StoreError> + Send + 'static,
+    {
+        let (ack, done) = oneshot::channel();
+        self.enqueue(Op::Job(Box::new(job), ack))?;
+        done.await.unwrap_or(Err(WriteError::Closed))
+    }
+
+    fn enqueue(&self, op: Op) -> Result<(), WriteError> {
+        self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => WriteError::QueueFull,
+                    TrySendError::Disconnected(_) => WriteError::Closed,
+                })
+            }
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Commits every submission queued so far, then stops the thread and
+    /// waits for it. Later submissions fail with [`WriteError::Closed`].
+    pub fn shutdown(mut self) {
+        let _ = self.tx.send(Op::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
+    let mut batch: Vec<Op> = Vec::new();
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = rx.recv() else { break };
+        let mut n_events = 0;
+        match first {
+            Op::Stop => stopping = true,
+            op => {
+                n_events += op_len(&op);
+                batch.push(op);
+            }
+        }
+        // On stop, keep taking until the queue is empty.
+        while n_events < MAX_BATCH || stopping {
+            match rx.try_recv() {
+                Ok(Op::Stop) => stopping = true,
+                Ok(op) => {
+                    n_events += op_len(&op);
+                    batch.push(op);
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        stats.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
+        let started = Instant::now();
+        let result = commit(&mut conn, &batch);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .last_commit_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats
+            .last_batch_events
+            .store(n_events as u64, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                stats
+                    .events_written
+                    .fetch_add(n_events as u64, Ordering::Relaxed);
+                for op in batch.drain(..) {
+                    if let Some(ack) = ack_of(op) {
+                        let _ = ack.send(Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                // One bad submission must not fail its neighbours: retry each alone.
+                tracing::warn!(error = %e, ops = batch.len(), "group commit failed; retrying one by one");
+                for op in batch.drain(..) {
+                    let n = op_len(&op) as u64;
+                    let mut single = vec![op];
+                    let r = commit(&mut conn, &single);
+                    if r.is_ok() {
+                        stats.events_written.fetch_add(n, Ordering::Relaxed);
+                    } else if let Err(e) = &r {
+                        tracing::error!(error = %e, "write failed");
+                    }
+                    let op = single.pop().expect("one op");
+                    if let Some(ack) = ack_of(op) {
+                        let _ = ack.send(r.map_err(|e| WriteError::Failed(e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("writer drained and stopped");
+}
+
+fn op_len(op: &Op) -> usize {
+    match op {
+        Op::Events(ev, _) => ev.len(),
+        Op::Job(..) | Op::Stop => 1,
+    }
+}
+
+fn ack_of(op: Op) -> Option<oneshot::Sender<Result<(), WriteError>>> {
+    match op {
+        Op::Events(_, ack) | Op::Job(_, ack) => Some(ack),
+        Op::Stop => None,
+    }
+}
+
+/// Writes every op in one transaction. Jobs are `Fn`, not `FnOnce`: when a
+/// group fails it is rolled back and each op, jobs included, runs again alone.
+fn commit(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for op in batch.iter() {
+        match op {
+            Op::Events(events, _) => {
+                for ev in events.iter() {
+                    insert_event(&tx, ev)?;
+                }
+            }
+            Op::Job(job, _) => job(&tx)?,
+            Op::Stop => {}
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
+    let v = &ev.visit;
+    let d = &*v.dims;
+    tx.prepare_cached(
+        "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page,
+            exit_page, pageviews, events, interactive, is_bounce, referrer, source, utm_medium,
+            utm_source, utm_campaign, utm_term, utm_content, country, region, city, browser,
+            browser_version, os, os_version, device)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
+         ON CONFLICT (id) DO UPDATE SET
+            seq = excluded.seq, last_seen_at = excluded.last_seen_at,
+            entry_page = excluded.entry_page, exit_page = excluded.exit_page,
+            pageviews = excluded.pageviews, events = excluded.events,
+            interactive = excluded.interactive, is_bounce = excluded.is_bounce
+         WHERE excluded.seq > visits.seq",
+    )?
+    .execute(params![
+        v.id,
+        v.site_id,
+        v.visitor_id,
+        v.seq,
+        v.started_at,
+        v.last_seen_at,
+        v.entry_page,
+        v.exit_page,
+        v.pageviews,
+        v.events,
+        v.interactive,
+        v.is_bounce,
+        d.referrer,
+        d.source,
+        d.utm_medium,
+        d.utm_source,
+        d.utm_campaign,
+        d.utm_term,
+        d.utm_content,
+        d.country,
+        d.region,
+        d.city,
+        d.browser,
+        d.browser_version,
+        d.os,
+        d.os_version,
+        d.device,
+    ])?;
+    tx.prepare_cached(
+        "INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
+            revenue_amount, revenue_currency, scroll_depth, engaged_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        ev.site_id,
+        v.id,
+        ev.visitor_id,
+        ev.ts,
+        ev.name,
+        ev.hostname,
+        ev.path,
+        ev.props,
+        ev.revenue_amount,
+        ev.revenue_currency,
+        ev.scroll_depth,
+        ev.engaged_ms,
+    ])?;
+    Ok(())
+}
