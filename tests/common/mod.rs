@@ -1,0 +1,261 @@
+//! Test fixture: the real `tally` binary on an ephemeral port, with its own
+//! config and SQLite file in a temporary directory.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+pub const FIREFOX: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tally")
+}
+
+/// A temporary directory holding `tally.toml` and `data/`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// `extra` is appended to a config that listens on an ephemeral port.
+    pub fn new(extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n{extra}\n[storage]\ndata_dir = {:?}\n",
+            data.display().to_string()
+        );
+        std::fs::write(dir.path().join("tally.toml"), config).unwrap();
+        Env { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("tally.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data_dir().join("tally.db")).unwrap()
+    }
+
+    /// Runs `tally --config … ARGS`, asserting success.
+    pub fn tally(&self, args: &[&str]) -> String {
+        let out = self.tally_raw(args);
+        assert!(
+            out.status.success(),
+            "tally {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn tally_raw(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("TALLY_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    pub fn add_site(&self, domain: &str) {
+        self.tally(&["site", "add", domain]);
+    }
+
+    pub fn api_key(&self) -> String {
+        self.tally(&["api-key", "create", "test"])
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.config())
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub agent: ureq::Agent,
+    log: mpsc::Receiver<String>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let mut r = r.expect("request failed");
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    Reply {
+        status: r.status().as_u16(),
+        body: r.body_mut().read_to_string().unwrap_or_default(),
+        headers,
+    }
+}
+
+impl Server {
+    pub fn start(config: &Path) -> Server {
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("TALLY_LOG", "info")
+            .env_remove("TALLY_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("server did not report its address");
+            if let Some(i) = line.find("listening on http://") {
+                let addr = line[i + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                break addr.to_string();
+            }
+        };
+        let server = Server {
+            child,
+            base,
+            agent: agent(),
+            log: rx,
+        };
+        // Ready when health answers.
+        while server.get("/api/health", &[]).status != 200 {
+            assert!(Instant::now() < deadline, "server never became healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.call())
+    }
+
+    /// POSTs `body` to `/api/event` as the tracker does (text/plain).
+    pub fn event(&self, body: &str, ua: &str) -> Reply {
+        self.post(
+            "/api/event",
+            body,
+            &[("User-Agent", ua), ("Content-Type", "text/plain")],
+        )
+    }
+
+    pub fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.post(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.send(body))
+    }
+
+    pub fn stats(&self, key: &str, path_and_query: &str) -> Reply {
+        self.get(
+            path_and_query,
+            &[("Authorization", &format!("Bearer {key}"))],
+        )
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn terminate(mut self) -> i32 {
+        signal(&self.child, "TERM");
+        let status = self.child.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Log lines received so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// A pageview body for `url` on example.com.
+pub fn pageview(url: &str) -> String {
+    serde_json::json!({"n": "pageview", "u": url, "d": "example.com"}).to_string()
+}
