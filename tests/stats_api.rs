@@ -1,0 +1,274 @@
+//! The Stats API and the CLI against the real binary.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn aggregate_and_breakdown() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let s = env.start();
+    let send = |ip: &str, ua: &str, body: String| {
+        let r = s.post(
+            "/api/event",
+            &body,
+            &[
+                ("User-Agent", ua),
+                ("Content-Type", "text/plain"),
+                ("X-Forwarded-For", ip),
+            ],
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    // Visitor 1: two pages from Google. Visitor 2: one page, direct. Visitor 3: one page from HN, then a signup.
+    send(
+        "198.51.100.1",
+        CHROME,
+        r#"{"n":"pageview","u":"https://example.com/","r":"https://www.google.com/"}"#.into(),
+    );
+    send(
+        "198.51.100.1",
+        CHROME,
+        pageview("https://example.com/pricing"),
+    );
+    send("198.51.100.2", FIREFOX, pageview("https://example.com/"));
+    send("198.51.100.3", FIREFOX, r#"{"n":"pageview","u":"https://example.com/blog/<script>","r":"https://news.ycombinator.com/item?id=1"}"#.into());
+    send(
+        "198.51.100.3",
+        FIREFOX,
+        r#"{"n":"Signup","u":"https://example.com/blog/<script>","d":"example.com"}"#.into(),
+    );
+
+    let agg = s.stats(&key, "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=visitors,visits,pageviews,events,bounce_rate,views_per_visit");
+    assert_eq!(agg.status, 200, "{}", agg.body);
+    let r = &agg.json()["results"];
+    assert_eq!(r["visitors"]["value"], 3);
+    assert_eq!(r["visits"]["value"], 3);
+    assert_eq!(r["pageviews"]["value"], 4);
+    assert_eq!(r["events"]["value"], 1);
+    // Visitor 2 bounced; visitor 3's signup is interactive.
+    assert_eq!(r["bounce_rate"]["value"], 33);
+    assert_eq!(r["views_per_visit"]["value"], 1.33);
+
+    let pages = s.stats(&key, "/api/v1/stats/breakdown?site_id=example.com&period=7d&property=event:page&metrics=visitors,pageviews&limit=2");
+    assert_eq!(pages.status, 200, "{}", pages.body);
+    assert_eq!(
+        pages.json()["results"],
+        serde_json::json!([{"page": "/", "visitors": 2, "pageviews": 2}, {"page": "/blog/%3Cscript%3E", "visitors": 1, "pageviews": 1}])
+    );
+    let sources = s.stats(&key, "/api/v1/stats/breakdown?site_id=example.com&period=30d&property=visit:source&metrics=visitors");
+    let rows = sources.json()["results"].as_array().unwrap().clone();
+    let mut names: Vec<&str> = rows.iter().map(|r| r["source"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["Direct / None", "Google", "Hacker News"]);
+    let browsers = s.stats(
+        &key,
+        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=visit:browser",
+    );
+    assert_eq!(
+        browsers.json()["results"][0],
+        serde_json::json!({"browser": "Firefox", "visitors": 2})
+    );
+    let goals = s.stats(&key, "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:name&metrics=visitors,events");
+    assert_eq!(
+        goals.json()["results"],
+        serde_json::json!([{"name": "Signup", "visitors": 1, "events": 1}])
+    );
+    let custom = s.stats(&key, "/api/v1/stats/aggregate?site_id=example.com&period=custom&date=2000-01-01,2000-01-31&metrics=visitors");
+    assert_eq!(custom.json()["results"]["visitors"]["value"], 0);
+}
+
+#[test]
+fn stats_api_refuses_bad_keys_and_params() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let s = env.start();
+    let q = "/api/v1/stats/aggregate?site_id=example.com&period=day";
+    assert_eq!(s.get(q, &[]).status, 401);
+    assert_eq!(s.stats("tly_wrong", q).status, 401);
+    assert_eq!(
+        s.get(q, &[("Authorization", &format!("Basic {key}"))])
+            .status,
+        401
+    );
+    assert_eq!(s.stats(&key, q).status, 200);
+    for (query, word) in [
+        ("/api/v1/stats/aggregate?period=day", "site_id"),
+        (
+            "/api/v1/stats/aggregate?site_id=example.com&period=week",
+            "period",
+        ),
+        (
+            "/api/v1/stats/aggregate?site_id=example.com&period=day&date=yesterday",
+            "date",
+        ),
+        (
+            "/api/v1/stats/aggregate?site_id=example.com&period=custom&date=2024-02-01",
+            "date",
+        ),
+        (
+            "/api/v1/stats/aggregate?site_id=example.com&metrics=visitors,nonsense",
+            "metrics",
+        ),
+        ("/api/v1/stats/breakdown?site_id=example.com", "property"),
+        (
+            "/api/v1/stats/breakdown?site_id=example.com&property=visit:password",
+            "property",
+        ),
+        (
+            "/api/v1/stats/breakdown?site_id=example.com&property=event:page&limit=0",
+            "limit",
+        ),
+        (
+            "/api/v1/stats/breakdown?site_id=example.com&property=event:page&metrics=bounce_rate",
+            "metrics",
+        ),
+    ] {
+        let r = s.stats(&key, query);
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        let msg = r.json()["error"].as_str().unwrap().to_string();
+        assert!(msg.contains(word), "{query}: {msg}");
+    }
+    assert_eq!(
+        s.stats(&key, "/api/v1/stats/aggregate?site_id=nope.org")
+            .status,
+        404
+    );
+}
+
+#[test]
+fn health_reports_version_database_and_queue() {
+    let env = Env::new("");
+    let s = env.start();
+    let h = s.get("/api/health", &[]).json();
+    assert_eq!(h["database"], "ok");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["writer_queue_depth"].is_u64());
+}
+
+#[test]
+fn config_errors_exit_2_naming_the_key() {
+    let env = Env::new("");
+    for (config, expect) in [
+        ("[server]\nlisten = \"not an address\"\n", "server.listen"),
+        ("[server]\nlistn = \"127.0.0.1:1\"\n", "listn"),
+        (
+            "[retention]\nraw_events_days = 0\n",
+            "retention.raw_events_days",
+        ),
+        (
+            "[geoip]\ndatabase = \"/nonexistent/x.mmdb\"\n",
+            "geoip.database",
+        ),
+        ("[server\n", "tally.toml:1"),
+    ] {
+        std::fs::write(env.config(), config).unwrap();
+        let out = env.tally_raw(&["site", "list"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {err}");
+        assert!(err.contains(expect), "{config}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = std::process::Command::new(bin())
+        .args(["site", "list"])
+        .env("TALLY_CONFIG", env.config())
+        .env("TALLY_SERVER_LISTEN", "nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(bin())
+        .args(["--config", "/nonexistent/tally.toml", "site", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn site_commands() {
+    let env = Env::new("");
+    env.add_site(
+        "https://www.Example.com/"
+            .trim_start_matches("https://")
+            .trim_end_matches('/'),
+    );
+    assert!(
+        env.tally(&["site", "list"])
+            .contains("example.com\tUTC\tprivate")
+    );
+    assert_eq!(
+        env.tally_raw(&["site", "add", "example.com"]).status.code(),
+        Some(2),
+        "duplicate"
+    );
+    assert_eq!(
+        env.tally_raw(&["site", "add", "https://x.com/path"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.tally_raw(&["site", "add", "x.com", "--timezone", "Mars/Olympus"])
+            .status
+            .code(),
+        Some(2)
+    );
+    env.tally(&[
+        "site",
+        "add",
+        "b.example",
+        "--timezone",
+        "Europe/Berlin",
+        "--public",
+    ]);
+    assert!(
+        env.tally(&["site", "list"])
+            .contains("b.example\tEurope/Berlin\tpublic")
+    );
+    // Without --yes, removal needs the domain typed back.
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "--config",
+            env.config().to_str().unwrap(),
+            "site",
+            "remove",
+            "b.example",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(2));
+    assert!(env.tally(&["site", "list"]).contains("b.example"));
+    env.tally(&["site", "remove", "b.example", "--yes"]);
+    assert!(!env.tally(&["site", "list"]).contains("b.example"));
+    // API keys: shown once, stored only as a hash.
+    let key = env.api_key();
+    assert!(key.starts_with("tly_") && key.len() > 40);
+    let stored: i64 = env
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM api_keys WHERE key_hash = ?1 OR prefix = ?1",
+            [&key],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[test]
+fn database_from_a_newer_binary_is_refused() {
+    let env = Env::new("");
+    env.tally(&["site", "list"]);
+    env.db().pragma_update(None, "user_version", 999).unwrap();
+    let out = env.tally_raw(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("newer than this binary"), "{err}");
+}
