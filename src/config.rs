@@ -289,6 +289,17 @@ mod tests {
         )
     }
 
+    /// config.example.toml documents every key with its default value.
+    #[test]
+    fn example_config_documents_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(example, defaults);
+        Settings::load(Some(&path), Vec::new()).unwrap();
+    }
+
     #[test]
     fn no_file_means_defaults() {
         let s = Settings::load(None, Vec::new()).unwrap();

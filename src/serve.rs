@@ -10,11 +10,13 @@ use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::ingest::Ingestor;
 use crate::ingest::enrich::GeoLookup;
-use crate::store::{Store, now_unix};
+use crate::store::{Store, now_unix, retention};
 
 const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+const SECONDS_PER_DAY: i64 = 86_400;
 
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let data_dir = &settings.raw.storage.data_dir;
@@ -51,6 +53,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     // Tests and scripts read this line to find an ephemeral port.
     tracing::info!(%addr, "listening on http://{addr}");
 
+    let raw_days = settings.raw.retention.raw_events_days;
     let state = AppState {
         ingestor: ingestor.clone(),
         store,
@@ -67,8 +70,29 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         });
+        let retention = tokio::spawn({
+            let writer = ingestor.writer().clone();
+            async move {
+                // The first tick fires at once: retention also runs at start.
+                let mut tick = tokio::time::interval(RETENTION_EVERY);
+                loop {
+                    tick.tick().await;
+                    let cutoff = now_unix() - i64::from(raw_days) * SECONDS_PER_DAY;
+                    match retention::trim_raw(&writer, cutoff).await {
+                        Ok(t) => tracing::info!(
+                            events = t.events,
+                            visits = t.visits,
+                            raw_events_days = raw_days,
+                            "retention pass removed expired rows"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "retention pass failed"),
+                    }
+                }
+            }
+        });
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
+        retention.abort();
         result
     });
     tracing::info!("HTTP server stopped; committing queued events");

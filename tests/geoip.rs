@@ -1,6 +1,6 @@
 //! Location enrichment with real GeoIP databases: MaxMind's test databases
 //! (GeoIP2 layout) and DB-IP's lite country file (flat layout). They are
-//! fetched by `.ci/fetch-geoip-testdata` into `target/testdata`; under CI a
+//! fetched by `scripts/fetch-geoip-testdata` into `target/testdata`; under CI a
 //! missing file fails the test, locally it is skipped with a message.
 
 mod common;
@@ -17,10 +17,10 @@ fn testdata(name: &str) -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{} missing: run .ci/fetch-geoip-testdata", p.display());
+        panic!("{} missing: run scripts/fetch-geoip-testdata", p.display());
     }
     eprintln!(
-        "SKIPPED: {} missing; run .ci/fetch-geoip-testdata",
+        "SKIPPED: {} missing; run scripts/fetch-geoip-testdata",
         p.display()
     );
     None

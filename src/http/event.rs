@@ -115,11 +115,7 @@ pub async fn post(
         ingest(&state, &req, payload).await
     }
     .await;
-    let outcome = result.inspect_err(|e| {
-        if !matches!(e, ApiError::Ingest(_)) {
-            state.ingestor.count_rejected();
-        }
-    })?;
+    let outcome = result.inspect_err(|_| state.ingestor.count_rejected())?;
     Ok(with_outcome(HttpResponse::Accepted(), outcome)
         .insert_header(("Access-Control-Allow-Origin", "*"))
         .content_type("text/plain; charset=utf-8")
@@ -137,8 +133,11 @@ pub async fn preflight() -> HttpResponse {
 
 pub async fn pixel(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let referer = header(req.headers(), "referer");
-    let payload = payload::parse_query(req.query_string(), referer)?;
-    let outcome = ingest(&state, &req, payload).await?;
+    let result = match payload::parse_query(req.query_string(), referer) {
+        Ok(payload) => ingest(&state, &req, payload).await,
+        Err(e) => Err(e.into()),
+    };
+    let outcome = result.inspect_err(|_| state.ingestor.count_rejected())?;
     Ok(with_outcome(HttpResponse::Ok(), outcome)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .content_type("image/gif")

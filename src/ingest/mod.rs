@@ -57,7 +57,8 @@ pub struct IngestStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub dropped_bot: AtomicU64,
-    pub dropped_opt_out: AtomicU64,
+    /// Opt-outs and engagement reports for visits that had ended.
+    pub dropped_other: AtomicU64,
 }
 
 pub struct Ingestor {
@@ -127,7 +128,7 @@ impl Ingestor {
         &self.sessions
     }
 
-    /// Counts a request refused before it reached [`Ingestor::ingest`].
+    /// Counts a refused request (any 4xx/5xx of the tracking endpoint).
     pub fn count_rejected(&self) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
     }
@@ -142,8 +143,10 @@ impl Ingestor {
         let counter = match &result {
             Ok(Outcome::Stored) => &self.stats.accepted,
             Ok(Outcome::Dropped(DropReason::Bot(_))) => &self.stats.dropped_bot,
-            Ok(Outcome::Dropped(_)) => &self.stats.dropped_opt_out,
-            Err(_) => &self.stats.rejected,
+            Ok(Outcome::Dropped(_)) => &self.stats.dropped_other,
+            // Refusals are counted by the caller, which also sees those
+            // refused before a payload existed.
+            Err(_) => return result,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         result

@@ -9,6 +9,7 @@ mod db;
 mod error;
 mod migrate;
 mod records;
+pub mod retention;
 pub mod sites;
 pub mod stats;
 mod writer;
