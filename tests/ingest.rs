@@ -284,6 +284,9 @@ fn bots_are_acknowledged_but_not_stored() {
     }
     let r = s.event(&pageview("https://example.com/"), FIREFOX);
     assert_eq!(r.header("x-tally-dropped"), None);
+    let counts = s.get("/api/health", &[]).json()["events"].clone();
+    assert_eq!(counts["dropped_bot"], 7);
+    assert_eq!(counts["accepted"], 1);
     drop(s);
     assert_eq!(events(&env), 1);
 }

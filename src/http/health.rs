@@ -1,4 +1,5 @@
-//! `GET /api/health`: version, database reachability, writer queue depth.
+//! `GET /api/health`: version, database reachability, writer queue depth and
+//! counts of events accepted, refused and dropped since start.
 
 use std::sync::atomic::Ordering;
 
@@ -16,11 +17,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         .stats()
         .queue_depth
         .load(Ordering::Relaxed);
+    let ingest = state.ingestor.stats();
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let body = json!({
         "status": if db_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "database": if db_ok { "ok" } else { "unreachable" },
         "writer_queue_depth": depth,
+        "events": {
+            "accepted": count(&ingest.accepted),
+            "rejected": count(&ingest.rejected),
+            "dropped_bot": count(&ingest.dropped_bot),
+            "dropped_other": count(&ingest.dropped_other),
+        },
     });
     if db_ok {
         HttpResponse::Ok().json(body)
