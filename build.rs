@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    embed_tracker();
     println!("cargo:rerun-if-changed=Cargo.lock");
     let uap = find_uap_core().expect(
         "could not locate the ua-parser package's uap-core directory; run `cargo fetch` first",
@@ -17,6 +18,20 @@ fn main() {
     std::fs::write(out, json).expect("writing uap_regexes.json");
     // Tests read uap-core's own test cases from the same package.
     println!("cargo:rustc-env=TALLY_UAP_CORE_DIR={}", uap.display());
+}
+
+/// The tracker as served: full-line comments and indentation removed, so the
+/// source can explain itself without costing visitors bytes.
+fn embed_tracker() {
+    println!("cargo:rerun-if-changed=static/script.js");
+    let source = std::fs::read_to_string("static/script.js").expect("reading static/script.js");
+    let served: Vec<&str> = source
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .collect();
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("script.js");
+    std::fs::write(out, served.join("\n") + "\n").expect("writing script.js");
 }
 
 fn find_uap_core() -> Option<PathBuf> {

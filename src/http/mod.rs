@@ -2,6 +2,7 @@
 //! and their results into responses. Status codes are decided in
 //! [`error`] alone.
 
+mod assets;
 mod client_ip;
 mod error;
 mod event;
@@ -34,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(event::pixel))
             .route(web::method(actix_web::http::Method::OPTIONS).to(event::preflight)),
     )
+    .route("/js/script.js", web::get().to(assets::script))
     .route("/api/health", web::get().to(health::health))
     .route(
         "/api/v1/stats/aggregate",
