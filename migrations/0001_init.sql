@@ -55,8 +55,9 @@ CREATE TABLE visits (
     os_version      TEXT,
     device          TEXT
 );
+-- Visit ids grow with time, so this index and the table itself are appended
+-- to; an index on last_seen_at would be rewritten by every event instead.
 CREATE INDEX visits_site_started ON visits (site_id, started_at);
-CREATE INDEX visits_last_seen ON visits (last_seen_at);
 
 CREATE TABLE events (
     id               INTEGER PRIMARY KEY,

@@ -26,6 +26,9 @@ use session::{SessionTracker, Step};
 use sites::SiteDirectory;
 use visitor::VisitorHasher;
 
+/// Visits that started longer ago than this are not resumed after a restart.
+const RESTORE_STARTED_WITHIN: i64 = 24 * 3600;
+
 /// Facts about the request that are not in the payload. Never stored.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestMeta<'a> {
@@ -84,9 +87,10 @@ impl Ingestor {
         now: i64,
     ) -> Result<(Ingestor, WriterHandle), StartError> {
         let hasher = VisitorHasher::load(&conn, now)?;
-        let sessions = SessionTracker::new();
+        let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
         sessions.restore(store::sites::open_visits(
             &conn,
+            now - RESTORE_STARTED_WITHIN,
             now - session::VISIT_TIMEOUT_SECS,
         )?);
         tracing::info!(open_visits = sessions.len(), "restored open visits");

@@ -8,6 +8,7 @@
 //! store keeps the newest snapshot whatever order the writes land in.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::store::{VisitDims, VisitRecord};
@@ -32,18 +33,21 @@ type Key = (i64, i64); // (site_id, visitor_id)
 
 pub struct SessionTracker {
     shards: Vec<Mutex<HashMap<Key, VisitRecord>>>,
-}
-
-impl Default for SessionTracker {
-    fn default() -> Self {
-        SessionTracker::new()
-    }
+    next_id: AtomicI64,
 }
 
 impl SessionTracker {
-    pub fn new() -> SessionTracker {
+    /// `max_id` is the largest visit id already stored.
+    ///
+    /// New ids count up from `max(max_id + 1, now << 20)`: increasing ids keep
+    /// the visits table and its indexes append-only (random ids made every
+    /// commit rewrite pages all over the file), and starting from the clock
+    /// keeps two processes started a second or more apart from colliding
+    /// unless one of them creates over a million visits per second of that gap.
+    pub fn new(max_id: i64, now: i64) -> SessionTracker {
         SessionTracker {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            next_id: AtomicI64::new((max_id + 1).max(now << 20)),
         }
     }
 
@@ -131,7 +135,7 @@ impl SessionTracker {
                     Step::Engagement => return None,
                 };
                 VisitRecord {
-                    id: new_visit_id(),
+                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
                     site_id,
                     visitor_id,
                     seq: 1,
@@ -174,13 +178,6 @@ impl SessionTracker {
     }
 }
 
-/// Random positive ids: several processes (server, imports) may create visits.
-fn new_visit_id() -> i64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("OS random source");
-    (u64::from_le_bytes(b) >> 1) as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +188,7 @@ mod tests {
 
     #[test]
     fn visit_lifecycle() {
-        let t = SessionTracker::new();
+        let t = SessionTracker::new(0, 1000);
         let a = t
             .track(1, 42, None, 1000, pv("/a"), VisitDims::default)
             .unwrap();
@@ -247,7 +244,7 @@ mod tests {
 
     #[test]
     fn visit_continues_across_midnight_under_previous_id() {
-        let t = SessionTracker::new();
+        let t = SessionTracker::new(0, 1000);
         let a = t
             .track(1, 1, None, 1000, pv("/a"), VisitDims::default)
             .unwrap();

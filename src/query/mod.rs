@@ -128,18 +128,34 @@ pub fn aggregate(
 }
 
 /// A breakdown property: its dimension, its key in results, the metrics it supports.
-fn property(name: &str) -> Result<(Dimension, &'static str, &'static [&'static str]), QueryError> {
+fn property(name: &str) -> Result<(Dimension, String, &'static [&'static str]), QueryError> {
     const PAGE_METRICS: &[&str] = &["visitors", "visits", "pageviews"];
     const EVENT_METRICS: &[&str] = &["visitors", "visits", "events"];
+    const PROP_METRICS: &[&str] = &["visitors", "visits", "pageviews", "events"];
     match name {
-        "event:page" => Ok((Dimension::Page, "page", PAGE_METRICS)),
-        "event:name" => Ok((Dimension::EventName, "name", EVENT_METRICS)),
+        "event:page" => Ok((Dimension::Page, "page".into(), PAGE_METRICS)),
+        "event:name" => Ok((Dimension::EventName, "name".into(), EVENT_METRICS)),
+        _ if name.starts_with("event:props:") => {
+            let key = &name["event:props:".len()..];
+            if key.is_empty() {
+                return Err(bad("property: event:props: needs a property name"));
+            }
+            Ok((
+                Dimension::Prop(key.to_string()),
+                key.to_string(),
+                PROP_METRICS,
+            ))
+        }
         _ => {
             let column = name
                 .strip_prefix("visit:")
                 .and_then(|c| VISIT_COLUMNS.iter().find(|v| **v == c))
                 .ok_or_else(|| bad(format!("property: unknown property `{name}`")))?;
-            Ok((Dimension::Visit(column), column, AGGREGATE_METRICS))
+            Ok((
+                Dimension::Visit(column),
+                column.to_string(),
+                AGGREGATE_METRICS,
+            ))
         }
     }
 }
@@ -171,7 +187,7 @@ pub fn breakdown(
         conn,
         site.id,
         period.range,
-        dimension,
+        &dimension,
         limit,
         (page - 1) * limit,
     )?;
@@ -180,8 +196,8 @@ pub fn breakdown(
         .map(|r| {
             let mut obj = Map::new();
             obj.insert(
-                key.to_string(),
-                json!(r.value.unwrap_or_else(|| none_label(key).to_string())),
+                key.clone(),
+                json!(r.value.unwrap_or_else(|| none_label(&key).to_string())),
             );
             for m in &metrics {
                 obj.insert(

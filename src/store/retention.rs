@@ -44,10 +44,13 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
                         )?
                         .execute(params![id, cutoff, left])? as i64;
                 }
+                // By start time, which is indexed; a visit lasts minutes to hours,
+                // far less than any retention period.
                 let visits = tx
                     .prepare_cached(
                         "DELETE FROM visits WHERE id IN (
-                            SELECT id FROM visits WHERE last_seen_at < ?1 LIMIT ?2)",
+                            SELECT id FROM visits WHERE site_id IN (SELECT id FROM sites)
+                              AND started_at < ?1 LIMIT ?2)",
                     )?
                     .execute(params![cutoff, BATCH])?;
                 *out.lock().expect("retention slot") = Trimmed {

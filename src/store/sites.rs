@@ -133,16 +133,27 @@ pub fn put_salt(
     Ok(conn.query_row("SELECT salt FROM salts WHERE day = ?1", [day], |r| r.get(0))?)
 }
 
-/// Visits with an event at or after `since`: the sessions still open.
-pub fn open_visits(conn: &Connection, since: i64) -> Result<Vec<VisitRecord>, StoreError> {
+/// The largest visit id in use (0 without visits).
+pub fn max_visit_id(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM visits", [], |r| r.get(0))?)
+}
+
+/// Visits started at or after `started_since` with an event at or after
+/// `since`: the sessions still open.
+pub fn open_visits(
+    conn: &Connection,
+    started_since: i64,
+    since: i64,
+) -> Result<Vec<VisitRecord>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page, exit_page,
             pageviews, events, interactive, is_bounce, referrer, source, utm_medium, utm_source,
             utm_campaign, utm_term, utm_content, country, region, city, browser,
             browser_version, os, os_version, device
-         FROM visits WHERE last_seen_at >= ?1",
+         FROM visits WHERE site_id IN (SELECT id FROM sites)
+            AND started_at >= ?1 AND last_seen_at >= ?2",
     )?;
-    let rows = stmt.query_map([since], |r| {
+    let rows = stmt.query_map([started_since, since], |r| {
         Ok(VisitRecord {
             id: r.get(0)?,
             site_id: r.get(1)?,

@@ -26,12 +26,14 @@ pub struct Totals {
 }
 
 /// What a breakdown groups by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dimension {
     /// Pageviews by path.
     Page,
     /// Custom events by name.
     EventName,
+    /// Events (pageviews and custom) by the value of one custom property.
+    Prop(String),
     /// Visits by one of [`VISIT_COLUMNS`].
     Visit(&'static str),
 }
@@ -107,7 +109,7 @@ pub fn breakdown(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
-    dimension: Dimension,
+    dimension: &Dimension,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<BreakdownRow>, StoreError> {
@@ -123,6 +125,12 @@ pub fn breakdown(
                AND name NOT IN ('pageview', 'engagement')
              GROUP BY name ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
             .to_string(),
+        Dimension::Prop(_) => "SELECT json_extract(props, ?6) AS value, COUNT(DISTINCT visitor_id),
+                    COUNT(DISTINCT visit_id), SUM(name = 'pageview'), SUM(name <> 'pageview'), 0, 0
+             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND props IS NOT NULL
+               AND name <> 'engagement' AND json_extract(props, ?6) IS NOT NULL
+             GROUP BY value ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
+            .to_string(),
         Dimension::Visit(column) => {
             assert!(
                 VISIT_COLUMNS.contains(&column),
@@ -136,9 +144,25 @@ pub fn breakdown(
             )
         }
     };
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+        Box::new(site_id),
+        Box::new(range.start),
+        Box::new(range.end),
+        Box::new(limit),
+        Box::new(offset),
+    ];
+    if let Dimension::Prop(key) = dimension {
+        // A `"` cannot be escaped inside a JSON path label; such a key matches nothing.
+        let label = if key.contains('"') {
+            "\u{0}"
+        } else {
+            key.as_str()
+        };
+        args.push(Box::new(format!("$.\"{label}\"")));
+    }
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        params![site_id, range.start, range.end, limit, offset],
+        rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())),
         |r| {
             Ok(BreakdownRow {
                 value: r.get(0)?,
