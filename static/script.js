@@ -53,8 +53,11 @@
     var e=d.documentElement,t=e.scrollHeight;
     D=Math.max(D,t<=w.innerHeight?100:Math.min(100,Math.round((w.scrollY+w.innerHeight)/t*100)))
   }
-  function F(){
+  // x: the page is being left, so stop counting (pagehide can come before
+  // the page turns hidden, which would otherwise report a second time).
+  function F(x){
     K();
+    x&&(T=0);
     U&&E&&S("engagement",{sd:D,e:E,interactive:!1},U);
     E=0
   }
@@ -77,7 +80,7 @@
   on(w,"popstate",V);
   H&&on(w,"hashchange",V);
   on(d,"visibilitychange",function(){d.hidden?F():K()});
-  on(w,"pagehide",F);
+  on(w,"pagehide",function(){F(1)});
   on(w,"focus",K);
   on(w,"blur",K);
   on(w,"scroll",M);

@@ -32,6 +32,7 @@ const SITES: &[&str] = &[
     "excluded.test",
     "ignored.test",
     "noscript.test",
+    "engaged.test",
 ];
 
 fn chromium() -> Option<PathBuf> {
@@ -126,6 +127,7 @@ fn page(tally: &str, port: u16, path: &str) -> (&'static str, Vec<u8>) {
         ),
         "excluded" => ("excluded.test", "data-exclude=\"/excluded/admin/*, /excluded/private/**\"", String::new()),
         "ignored" => ("ignored.test", "", String::new()),
+        "engaged" => ("engaged.test", "", String::new()),
         "noscript" => (
             "noscript.test",
             "",
@@ -281,6 +283,7 @@ fn tracker_in_chromium() {
         ("outbound link and download", outbound_and_download),
         ("excluded paths and tally_ignore", excluded_and_ignored),
         ("noscript pixel", noscript_pixel),
+        ("engagement", engagement),
     ];
     let mut failed = Vec::new();
     for (name, scenario) in scenarios {
@@ -527,5 +530,43 @@ fn noscript_pixel(h: &Harness) {
         h.pages_of("noscript.test"),
         HashMap::from([("/noscript/plain-html".to_string(), 1)])
     );
+    tab.close(false).unwrap();
+}
+
+fn engagement(h: &Harness) {
+    let tab = h.tab();
+    // Headless windows never have focus unless it is emulated.
+    tab.call_method(Emulation::SetFocusEmulationEnabled { enabled: true })
+        .unwrap();
+    h.open(&tab, "/engaged/long-read");
+    tab.evaluate(
+        "window.scrollTo(0, document.documentElement.scrollHeight); true",
+        false,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Leaving the page sends one engagement report for it.
+    h.open(&tab, "/engaged/next");
+    let engagements = "SELECT COUNT(*) FROM events WHERE name = 'engagement' \
+        AND site_id = (SELECT id FROM sites WHERE domain = 'engaged.test')";
+    wait_until(|| h.env.count(engagements) >= 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(h.env.count(engagements), 1, "one report per page left");
+    let (path, depth, ms): (String, i64, i64) = h
+        .env
+        .db()
+        .query_row(
+            "SELECT path, scroll_depth, engaged_ms FROM events WHERE name = 'engagement' \
+             AND site_id = (SELECT id FROM sites WHERE domain = 'engaged.test')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(path, "/engaged/long-read");
+    assert_eq!(depth, 100);
+    assert!((1000..60_000).contains(&ms), "engaged {ms} ms");
+    // Engagement reports are neither pageviews nor custom events.
+    assert_eq!(h.pageviews("engaged.test"), 2);
+    assert!(h.events_named("engaged.test").is_empty());
     tab.close(false).unwrap();
 }
