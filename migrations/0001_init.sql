@@ -25,6 +25,8 @@ CREATE TABLE salts (
 );
 
 -- A visit (session): events of one visitor with no gap of 30 minutes or more.
+-- The row is inserted with the visit's first event; its running totals are
+-- written in batches every second and rebuilt from `events` after a crash.
 -- `seq` orders snapshots of the same visit so a late write never overwrites a newer one.
 CREATE TABLE visits (
     id              INTEGER PRIMARY KEY,
@@ -72,7 +74,8 @@ CREATE TABLE events (
     revenue_amount   TEXT,
     revenue_currency TEXT,
     scroll_depth     INTEGER,
-    engaged_ms       INTEGER
+    engaged_ms       INTEGER,
+    interactive      INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX events_site_ts ON events (site_id, ts);
 CREATE INDEX events_visit ON events (visit_id);

@@ -15,6 +15,7 @@ use crate::store::{Store, now_unix, retention};
 const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+const VISIT_FLUSH_EVERY: Duration = Duration::from_secs(1);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -70,6 +71,16 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         });
+        let visit_flush = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move {
+                let mut tick = tokio::time::interval(VISIT_FLUSH_EVERY);
+                loop {
+                    tick.tick().await;
+                    ingestor.flush_visits().await;
+                }
+            }
+        });
         let retention = tokio::spawn({
             let writer = ingestor.writer().clone();
             async move {
@@ -93,6 +104,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         retention.abort();
+        visit_flush.abort();
+        ingestor.flush_visits().await;
         result
     });
     tracing::info!("HTTP server stopped; committing queued events");

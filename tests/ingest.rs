@@ -594,6 +594,38 @@ fn kill_9_loses_no_acknowledged_event() {
 }
 
 #[test]
+fn visit_totals_are_rebuilt_after_kill_9() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let s = env.start();
+    for p in ["/one", "/two", "/three"] {
+        assert_eq!(
+            s.event(&pageview(&format!("https://example.com{p}")), CHROME)
+                .status,
+            202
+        );
+    }
+    // Killed before the visit's running totals were written.
+    s.kill9();
+    let s = env.start();
+    let lines = s.log_lines();
+    assert_eq!(s.terminate(), 0);
+    let (pv, exit, bounce): (i64, String, bool) = env
+        .db()
+        .query_row(
+            "SELECT pageviews, exit_page, is_bounce FROM visits",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (pv, exit.as_str(), bounce),
+        (3, "/three", false),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn sigterm_drains_and_exits_zero() {
     let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
     env.add_site("example.com");

@@ -18,12 +18,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         .queue_depth
         .load(Ordering::Relaxed);
     let ingest = state.ingestor.stats();
+    let writer = state.ingestor.writer().stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let body = json!({
         "status": if db_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "database": if db_ok { "ok" } else { "unreachable" },
         "writer_queue_depth": depth,
+        "writer": {
+            "commits": count(&writer.commits),
+            "events_written": count(&writer.events_written),
+            "last_batch_events": count(&writer.last_batch_events),
+            "last_commit_micros": count(&writer.last_commit_micros),
+        },
         "events": {
             "accepted": count(&ingest.accepted),
             "rejected": count(&ingest.rejected),

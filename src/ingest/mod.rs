@@ -20,11 +20,15 @@ pub use error::{IngestError, StartError};
 pub use payload::{EventKind, EventPayload};
 
 use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
-use enrich::bots::{self, BotReason};
+use enrich::bots::BotReason;
 use enrich::{GeoLookup, UaParser, referrer};
 use session::{SessionTracker, Step};
 use sites::SiteDirectory;
 use visitor::VisitorHasher;
+
+/// Visit snapshots are written every second; after a crash the visits of the
+/// last two minutes of events are rebuilt, a wide margin over that.
+const REBUILD_WINDOW: i64 = 120;
 
 /// Visits that started longer ago than this are not resumed after a restart.
 const RESTORE_STARTED_WITHIN: i64 = 24 * 3600;
@@ -87,6 +91,13 @@ impl Ingestor {
         now: i64,
     ) -> Result<(Ingestor, WriterHandle), StartError> {
         let hasher = VisitorHasher::load(&conn, now)?;
+        let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
+        if rebuilt > 0 {
+            tracing::info!(
+                visits = rebuilt,
+                "rebuilt visit totals from events after an unclean stop"
+            );
+        }
         let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
         sessions.restore(store::sites::open_visits(
             &conn,
@@ -106,6 +117,16 @@ impl Ingestor {
             stats: IngestStats::default(),
         };
         Ok((ingestor, handle))
+    }
+
+    /// Writes the snapshots of visits changed since the last call (every
+    /// second, and once more at shutdown).
+    pub async fn flush_visits(&self) {
+        let dirty = self.sessions.take_dirty();
+        let n = dirty.len();
+        if let Err(e) = store::visits::write_snapshots(&self.writer, dirty).await {
+            tracing::error!(error = %e, visits = n, "writing visit snapshots failed");
+        }
     }
 
     /// Periodic upkeep: forget ended visits, rotate the salt at midnight UTC
@@ -165,7 +186,7 @@ impl Ingestor {
             return Ok(Outcome::Dropped(DropReason::OptOut));
         }
         let ua = self.ua.parse(meta.user_agent);
-        if let Some(reason) = bots::classify(meta.user_agent, &ua) {
+        if let Some(reason) = ua.bot {
             tracing::debug!(reason = reason.label(), "dropped bot event");
             return Ok(Outcome::Dropped(DropReason::Bot(reason)));
         }
@@ -240,7 +261,7 @@ impl Ingestor {
                 )
                 .await
                 .map_err(|e| IngestError::Storage(e.to_string()))?;
-            let Some(visit) =
+            let Some(tracked) =
                 self.sessions
                     .track(site.id, ids.current, ids.previous, meta.now, step, &dims)
             else {
@@ -248,7 +269,7 @@ impl Ingestor {
             };
             events.push(NewEvent {
                 site_id: site.id,
-                visitor_id: visit.visitor_id,
+                visitor_id: tracked.visit.visitor_id,
                 ts: meta.now,
                 name: payload.name.clone(),
                 hostname: hostname.clone(),
@@ -258,7 +279,9 @@ impl Ingestor {
                 revenue_currency: payload.revenue.as_ref().map(|r| r.currency.clone()),
                 scroll_depth,
                 engaged_ms,
-                visit,
+                interactive: payload.interactive,
+                visit_id: tracked.visit.id,
+                new_visit: tracked.is_new.then_some(tracked.visit),
             });
         }
         if events.is_empty() {

@@ -31,8 +31,22 @@ pub enum Step<'a> {
 
 type Key = (i64, i64); // (site_id, visitor_id)
 
+/// An open visit and whether its latest snapshot still has to be written.
+struct Open {
+    visit: VisitRecord,
+    dirty: bool,
+}
+
+/// What [`SessionTracker::track`] decided for one event.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub visit: VisitRecord,
+    /// The event starts this visit: its row is written with the event.
+    pub is_new: bool,
+}
+
 pub struct SessionTracker {
-    shards: Vec<Mutex<HashMap<Key, VisitRecord>>>,
+    shards: Vec<Mutex<HashMap<Key, Open>>>,
     next_id: AtomicI64,
 }
 
@@ -51,7 +65,7 @@ impl SessionTracker {
         }
     }
 
-    fn shard(&self, key: Key) -> &Mutex<HashMap<Key, VisitRecord>> {
+    fn shard(&self, key: Key) -> &Mutex<HashMap<Key, Open>> {
         let mix = (key.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ key.1 as u64;
         &self.shards[(mix % SHARDS as u64) as usize]
     }
@@ -60,10 +74,14 @@ impl SessionTracker {
     pub fn restore(&self, visits: Vec<VisitRecord>) {
         for v in visits {
             let key = (v.site_id, v.visitor_id);
+            let open = Open {
+                visit: v,
+                dirty: false,
+            };
             self.shard(key)
                 .lock()
                 .expect("session shard")
-                .insert(key, v);
+                .insert(key, open);
         }
     }
 
@@ -79,8 +97,9 @@ impl SessionTracker {
         self.len() == 0
     }
 
-    /// Applies one event and returns the visit snapshot to store with it, or
-    /// `None` for an engagement report with no open visit.
+    /// Applies one event and returns the visit's new snapshot, or `None` for
+    /// an engagement report with no open visit. A continued visit is marked
+    /// for the next [`SessionTracker::take_dirty`].
     ///
     /// `previous_id` is the visitor's id under yesterday's salt: a visit open
     /// under it continues (and keeps that id) across midnight.
@@ -92,7 +111,7 @@ impl SessionTracker {
         now: i64,
         step: Step<'_>,
         dims: impl FnOnce() -> VisitDims,
-    ) -> Option<VisitRecord> {
+    ) -> Option<Tracked> {
         let is_open = |v: &VisitRecord| now - v.last_seen_at < VISIT_TIMEOUT_SECS;
         let key = (site_id, visitor_id);
         // A visit open under yesterday's id moves to today's key. Shards are
@@ -103,11 +122,18 @@ impl SessionTracker {
                 .lock()
                 .expect("session shard")
                 .remove(&(site_id, prev))
-                .filter(|v| is_open(v)),
+                .map(|o| o.visit)
+                .filter(is_open),
             _ => None,
         };
         let mut shard = self.shard(key).lock().expect("session shard");
-        let existing = shard.get(&key).filter(|v| is_open(v)).cloned().or(carried);
+        let existing = shard
+            .get(&key)
+            .map(|o| &o.visit)
+            .filter(|v| is_open(v))
+            .cloned()
+            .or(carried);
+        let is_new = existing.is_none();
         let visit = match existing {
             Some(mut v) => {
                 v.seq += 1;
@@ -153,8 +179,26 @@ impl SessionTracker {
         };
         let mut visit = visit;
         visit.is_bounce = visit.pageviews <= 1 && visit.interactive == 0;
-        shard.insert(key, visit.clone());
-        Some(visit)
+        let open = Open {
+            visit: visit.clone(),
+            dirty: !is_new,
+        };
+        shard.insert(key, open);
+        Some(Tracked { visit, is_new })
+    }
+
+    /// Snapshots of visits changed since the last call, to be written.
+    pub fn take_dirty(&self) -> Vec<VisitRecord> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for open in shard.lock().expect("session shard").values_mut() {
+                if open.dirty {
+                    open.dirty = false;
+                    out.push(open.visit.clone());
+                }
+            }
+        }
+        out
     }
 
     fn is_tracked(&self, key: Key, now: i64) -> bool {
@@ -162,7 +206,7 @@ impl SessionTracker {
             .lock()
             .expect("session shard")
             .get(&key)
-            .is_some_and(|v| now - v.last_seen_at < VISIT_TIMEOUT_SECS)
+            .is_some_and(|o| now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS)
     }
 
     /// Forgets visits that ended (called every minute).
@@ -171,7 +215,8 @@ impl SessionTracker {
         for shard in &self.shards {
             let mut shard = shard.lock().expect("session shard");
             let before = shard.len();
-            shard.retain(|_, v| now - v.last_seen_at < VISIT_TIMEOUT_SECS);
+            // A dirty visit stays until its last snapshot has been taken.
+            shard.retain(|_, o| o.dirty || now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS);
             removed += before - shard.len();
         }
         removed
@@ -192,10 +237,23 @@ mod tests {
         let a = t
             .track(1, 42, None, 1000, pv("/a"), VisitDims::default)
             .unwrap();
-        assert!(a.is_bounce);
+        assert!(a.is_new && a.visit.is_bounce);
+        assert!(
+            t.take_dirty().is_empty(),
+            "a new visit is written with its event"
+        );
+        let a = a.visit;
         let b = t
             .track(1, 42, None, 1100, pv("/b"), VisitDims::default)
             .unwrap();
+        assert!(!b.is_new);
+        let b = b.visit;
+        assert_eq!(
+            t.take_dirty().len(),
+            1,
+            "a continued visit is written in a batch"
+        );
+        assert!(t.take_dirty().is_empty());
         assert_eq!(a.id, b.id);
         assert_eq!((b.pageviews, b.seq, b.is_bounce), (2, 2, false));
         assert_eq!(b.entry_page.as_deref(), Some("/a"));
@@ -210,8 +268,10 @@ mod tests {
                 pv("/c"),
                 VisitDims::default,
             )
-            .unwrap();
+            .unwrap()
+            .visit;
         assert_ne!(c.id, b.id);
+        assert!(c.id > b.id, "ids grow");
         // A non-interactive event does not clear the bounce; an interactive one does.
         let d = t
             .track(
@@ -222,7 +282,8 @@ mod tests {
                 Step::Custom { interactive: false },
                 VisitDims::default,
             )
-            .unwrap();
+            .unwrap()
+            .visit;
         assert!(d.is_bounce);
         let e = t
             .track(
@@ -233,7 +294,8 @@ mod tests {
                 Step::Custom { interactive: true },
                 VisitDims::default,
             )
-            .unwrap();
+            .unwrap()
+            .visit;
         assert!(!e.is_bounce);
         // Engagement never opens a visit.
         assert!(
@@ -247,10 +309,12 @@ mod tests {
         let t = SessionTracker::new(0, 1000);
         let a = t
             .track(1, 1, None, 1000, pv("/a"), VisitDims::default)
-            .unwrap();
+            .unwrap()
+            .visit;
         let b = t
             .track(1, 2, Some(1), 1060, pv("/b"), VisitDims::default)
-            .unwrap();
+            .unwrap()
+            .visit;
         assert_eq!(a.id, b.id);
         assert_eq!(b.visitor_id, 1);
     }

@@ -85,11 +85,5 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err)?;
-    // Checkpoint less often (16 MiB of WAL instead of 4): pages rewritten by
-    // consecutive commits are copied into the database once, not each time.
-    conn.pragma_update(None, "wal_autocheckpoint", 4000)
-        .map_err(open_err)?;
-    conn.pragma_update(None, "cache_size", -16_384)
-        .map_err(open_err)?;
     Ok(conn)
 }

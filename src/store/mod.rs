@@ -12,6 +12,7 @@ mod records;
 pub mod retention;
 pub mod sites;
 pub mod stats;
+pub mod visits;
 mod writer;
 
 pub use db::{DB_FILE_NAME, Store};

@@ -41,7 +41,8 @@ pub struct VisitRecord {
     pub dims: Arc<VisitDims>,
 }
 
-/// One tracked event, with the visit it belongs to.
+/// One tracked event. The visit row is written with the first event of a
+/// visit; later snapshots of it are written in batches (see [`super::visits`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub site_id: i64,
@@ -56,5 +57,9 @@ pub struct NewEvent {
     pub revenue_currency: Option<String>,
     pub scroll_depth: Option<i64>,
     pub engaged_ms: Option<i64>,
-    pub visit: VisitRecord,
+    /// False for custom events sent with `interactive: false`.
+    pub interactive: bool,
+    pub visit_id: i64,
+    /// The visit this event starts, if it starts one.
+    pub new_visit: Option<VisitRecord>,
 }

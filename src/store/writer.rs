@@ -154,6 +154,10 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
                 batch.push(op);
             }
         }
+        // Everything already queued joins this group: under load, requests
+        // that arrived during the previous commit share the next one. No
+        // deliberate wait: in a measured trade-off, a 1 ms window cut commits
+        // eightfold but lowered throughput, since every request waited it out.
         // On stop, keep taking until the queue is empty.
         while n_events < MAX_BATCH || stopping {
             match rx.try_recv() {
@@ -246,59 +250,17 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
 }
 
 fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
-    let v = &ev.visit;
-    let d = &*v.dims;
-    tx.prepare_cached(
-        "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page,
-            exit_page, pageviews, events, interactive, is_bounce, referrer, source, utm_medium,
-            utm_source, utm_campaign, utm_term, utm_content, country, region, city, browser,
-            browser_version, os, os_version, device)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
-         ON CONFLICT (id) DO UPDATE SET
-            seq = excluded.seq, last_seen_at = excluded.last_seen_at,
-            entry_page = excluded.entry_page, exit_page = excluded.exit_page,
-            pageviews = excluded.pageviews, events = excluded.events,
-            interactive = excluded.interactive, is_bounce = excluded.is_bounce
-         WHERE excluded.seq > visits.seq",
-    )?
-    .execute(params![
-        v.id,
-        v.site_id,
-        v.visitor_id,
-        v.seq,
-        v.started_at,
-        v.last_seen_at,
-        v.entry_page,
-        v.exit_page,
-        v.pageviews,
-        v.events,
-        v.interactive,
-        v.is_bounce,
-        d.referrer,
-        d.source,
-        d.utm_medium,
-        d.utm_source,
-        d.utm_campaign,
-        d.utm_term,
-        d.utm_content,
-        d.country,
-        d.region,
-        d.city,
-        d.browser,
-        d.browser_version,
-        d.os,
-        d.os_version,
-        d.device,
-    ])?;
+    if let Some(visit) = &ev.new_visit {
+        super::visits::upsert(tx, visit)?;
+    }
     tx.prepare_cached(
         "INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
-            revenue_amount, revenue_currency, scroll_depth, engaged_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         ev.site_id,
-        v.id,
+        ev.visit_id,
         ev.visitor_id,
         ev.ts,
         ev.name,
@@ -309,6 +271,7 @@ fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
         ev.revenue_currency,
         ev.scroll_depth,
         ev.engaged_ms,
+        ev.interactive,
     ])?;
     Ok(())
 }

@@ -42,6 +42,9 @@ pub struct UaInfo {
     pub device: DeviceKind,
     /// uap-core's device family; "Spider" marks crawlers.
     pub device_family: String,
+    /// Why this User-Agent is a bot, if it is one. Decided once per distinct
+    /// User-Agent, as part of the cached result.
+    pub bot: Option<super::bots::BotReason>,
 }
 
 pub struct UaParser {
@@ -83,14 +86,17 @@ impl UaParser {
             .map(|d| d.device.to_string())
             .unwrap_or_else(|| "Other".to_string());
         let device = device_kind(ua, &os, &device_family);
-        UaInfo {
+        let mut info = UaInfo {
             browser,
             browser_version,
             os,
             os_version,
             device,
             device_family,
-        }
+            bot: None,
+        };
+        info.bot = super::bots::classify(ua, &info);
+        info
     }
 }
 
