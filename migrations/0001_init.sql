@@ -25,8 +25,8 @@ CREATE TABLE salts (
 );
 
 -- A visit (session): events of one visitor with no gap of 30 minutes or more.
--- The row is inserted with the visit's first event; its running totals are
--- written in batches every second and rebuilt from `events` after a crash.
+-- Derived from `events`: rows are written in batches every second, and after
+-- an unclean stop the visits of the last events are rebuilt from them.
 -- `seq` orders snapshots of the same visit so a late write never overwrites a newer one.
 CREATE TABLE visits (
     id              INTEGER PRIMARY KEY,
@@ -75,7 +75,31 @@ CREATE TABLE events (
     revenue_currency TEXT,
     scroll_depth     INTEGER,
     engaged_ms       INTEGER,
-    interactive      INTEGER NOT NULL DEFAULT 1
+    interactive      INTEGER NOT NULL DEFAULT 1,
+    -- The first event of a visit carries the visit's attributes, so a visit
+    -- can be rebuilt from events alone; on every other event they are NULL.
+    first_of_visit   INTEGER NOT NULL DEFAULT 0,
+    referrer         TEXT,
+    source           TEXT,
+    utm_medium       TEXT,
+    utm_source       TEXT,
+    utm_campaign     TEXT,
+    utm_term         TEXT,
+    utm_content      TEXT,
+    country          TEXT,
+    region           TEXT,
+    city             TEXT,
+    browser          TEXT,
+    browser_version  TEXT,
+    os               TEXT,
+    os_version       TEXT,
+    device           TEXT
 );
+-- One index only: every index is one more page each group commit rewrites.
 CREATE INDEX events_site_ts ON events (site_id, ts);
-CREATE INDEX events_visit ON events (visit_id);
+
+-- Whether the server stopped cleanly (visits fully written) or must rebuild.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);

@@ -55,6 +55,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening on http://{addr}");
 
     let raw_days = settings.raw.retention.raw_events_days;
+    let store_for_shutdown = store.clone();
     let state = AppState {
         ingestor: ingestor.clone(),
         store,
@@ -110,6 +111,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     tracing::info!("HTTP server stopped; committing queued events");
     writer.shutdown();
+    // Every visit snapshot was written: the next start need not rebuild.
+    crate::store::visits::mark_clean_stop(&store_for_shutdown.write_connection()?)?;
     tracing::info!("shut down cleanly");
     result.context("running the HTTP server")
 }

@@ -322,8 +322,11 @@ fn plain_page_load(h: &Harness) {
         h.pages_of("plain.test"),
         HashMap::from([("/plain/article".to_string(), 1)])
     );
-    let sources =
-        h.stats("/api/v1/stats/breakdown?site_id=plain.test&period=day&property=visit:source");
+    // Visit rows are written once a second.
+    let source_query =
+        "/api/v1/stats/breakdown?site_id=plain.test&period=day&property=visit:source";
+    wait_until(|| !h.stats(source_query).as_array().unwrap().is_empty());
+    let sources = h.stats(source_query);
     assert_eq!(sources[0]["source"], "Hacker News", "{sources}");
     let referrers =
         h.stats("/api/v1/stats/breakdown?site_id=plain.test&period=day&property=visit:referrer");

@@ -91,11 +91,11 @@ impl Ingestor {
         now: i64,
     ) -> Result<(Ingestor, WriterHandle), StartError> {
         let hasher = VisitorHasher::load(&conn, now)?;
-        let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
-        if rebuilt > 0 {
+        if !store::visits::take_clean_stop(&conn)? {
+            let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
             tracing::info!(
                 visits = rebuilt,
-                "rebuilt visit totals from events after an unclean stop"
+                "rebuilt recent visits from events after an unclean stop"
             );
         }
         let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
@@ -281,7 +281,7 @@ impl Ingestor {
                 engaged_ms,
                 interactive: payload.interactive,
                 visit_id: tracked.visit.id,
-                new_visit: tracked.is_new.then_some(tracked.visit),
+                first_of_visit: tracked.is_new.then(|| tracked.visit.dims.clone()),
             });
         }
         if events.is_empty() {

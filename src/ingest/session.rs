@@ -41,7 +41,7 @@ struct Open {
 #[derive(Debug, Clone)]
 pub struct Tracked {
     pub visit: VisitRecord,
-    /// The event starts this visit: its row is written with the event.
+    /// The event starts this visit.
     pub is_new: bool,
 }
 
@@ -98,8 +98,8 @@ impl SessionTracker {
     }
 
     /// Applies one event and returns the visit's new snapshot, or `None` for
-    /// an engagement report with no open visit. A continued visit is marked
-    /// for the next [`SessionTracker::take_dirty`].
+    /// an engagement report with no open visit. The visit is marked for the
+    /// next [`SessionTracker::take_dirty`].
     ///
     /// `previous_id` is the visitor's id under yesterday's salt: a visit open
     /// under it continues (and keeps that id) across midnight.
@@ -181,7 +181,7 @@ impl SessionTracker {
         visit.is_bounce = visit.pageviews <= 1 && visit.interactive == 0;
         let open = Open {
             visit: visit.clone(),
-            dirty: !is_new,
+            dirty: true,
         };
         shard.insert(key, open);
         Some(Tracked { visit, is_new })
@@ -238,21 +238,14 @@ mod tests {
             .track(1, 42, None, 1000, pv("/a"), VisitDims::default)
             .unwrap();
         assert!(a.is_new && a.visit.is_bounce);
-        assert!(
-            t.take_dirty().is_empty(),
-            "a new visit is written with its event"
-        );
+        assert_eq!(t.take_dirty().len(), 1, "a new visit is written in a batch");
         let a = a.visit;
         let b = t
             .track(1, 42, None, 1100, pv("/b"), VisitDims::default)
             .unwrap();
         assert!(!b.is_new);
         let b = b.visit;
-        assert_eq!(
-            t.take_dirty().len(),
-            1,
-            "a continued visit is written in a batch"
-        );
+        assert_eq!(t.take_dirty().len(), 1, "so is a continued one");
         assert!(t.take_dirty().is_empty());
         assert_eq!(a.id, b.id);
         assert_eq!((b.pageviews, b.seq, b.is_bounce), (2, 2, false));

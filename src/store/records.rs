@@ -41,8 +41,8 @@ pub struct VisitRecord {
     pub dims: Arc<VisitDims>,
 }
 
-/// One tracked event. The visit row is written with the first event of a
-/// visit; later snapshots of it are written in batches (see [`super::visits`]).
+/// One tracked event. Visit rows are written apart, in batches (see
+/// [`super::visits`]); the first event of a visit carries its attributes.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub site_id: i64,
@@ -60,6 +60,6 @@ pub struct NewEvent {
     /// False for custom events sent with `interactive: false`.
     pub interactive: bool,
     pub visit_id: i64,
-    /// The visit this event starts, if it starts one.
-    pub new_visit: Option<VisitRecord>,
+    /// The attributes of the visit this event starts, if it starts one.
+    pub first_of_visit: Option<Arc<VisitDims>>,
 }

@@ -1,15 +1,15 @@
-//! Visit rows: inserted with a visit's first event, then updated in batches.
+//! Visit rows, derived from events and written in batches.
 //!
-//! Updating a visit row with every event rewrote a page at a random place in
-//! the file per event; batching the snapshots once a second writes each busy
-//! visit once per batch instead. The events themselves are committed before
-//! they are acknowledged, so a visit row is never the only copy of anything:
-//! after a crash, [`rebuild_recent`] recomputes the visits of the last events
-//! from them.
+//! Writing a visit row in the commit of each event added its pages to every
+//! group commit; here the snapshots of changed visits are written once a
+//! second, a few hundred per transaction. The events are committed before
+//! they are acknowledged and the first event of a visit carries the visit's
+//! attributes, so a visit row is never the only copy of anything: after an
+//! unclean stop, [`rebuild_recent`] recomputes the last visits from events.
 
 use std::sync::Arc;
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{EventWriter, StoreError, VisitRecord, WriteError};
 
@@ -85,10 +85,44 @@ pub async fn write_snapshots(
     Ok(())
 }
 
-/// Recomputes the totals of every visit with an event in the last `window`
-/// seconds before the newest event, from the events themselves. Run at start
-/// (before the writer): it repairs what a crash left between two snapshot
-/// batches and is a no-op after a clean shutdown. Returns the visits updated.
+/// Events further back than this are not read when rebuilding: visits are
+/// not resumed after a day either.
+const REBUILD_HISTORY: i64 = 24 * 3600;
+
+/// Records that visits were written completely: the next start skips the
+/// rebuild. Call after the writer has stopped.
+pub fn mark_clean_stop(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('clean_stop', '1')
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Whether the last run stopped cleanly; from now on it counts as unclean
+/// until [`mark_clean_stop`].
+pub fn take_clean_stop(conn: &rusqlite::Connection) -> Result<bool, StoreError> {
+    let clean = conn
+        .query_row(
+            "SELECT value = '1' FROM meta WHERE key = 'clean_stop'",
+            [],
+            |r| r.get::<_, bool>(0),
+        )
+        .optional()?
+        .unwrap_or(false);
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('clean_stop', '0')
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [],
+    )?;
+    Ok(clean)
+}
+
+/// Rebuilds, from the events, every visit with an event in the last `window`
+/// seconds before the newest event: rows a crash kept from being written are
+/// inserted (from the visit's first event) and totals are recomputed. Run at
+/// start, before the writer, after an unclean stop. Returns the visits changed.
 pub fn rebuild_recent(conn: &rusqlite::Connection, window: i64) -> Result<usize, StoreError> {
     let Some(newest) = conn.query_row("SELECT MAX(ts) FROM events", [], |r| {
         r.get::<_, Option<i64>>(0)
@@ -96,36 +130,48 @@ pub fn rebuild_recent(conn: &rusqlite::Connection, window: i64) -> Result<usize,
     else {
         return Ok(0);
     };
+    let (recent, history) = (newest - window, newest - window - REBUILD_HISTORY);
     let tx = conn.unchecked_transaction()?;
-    let changed = tx.execute(
-        "WITH recent AS (
-            SELECT DISTINCT visit_id FROM events
-            WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1
+    let inserted = tx.execute(
+        "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at, pageviews,
+            events, interactive, is_bounce, referrer, source, utm_medium, utm_source,
+            utm_campaign, utm_term, utm_content, country, region, city, browser,
+            browser_version, os, os_version, device)
+         SELECT visit_id, site_id, visitor_id, 0, ts, ts, 0, 0, 0, 1, referrer, source,
+            utm_medium, utm_source, utm_campaign, utm_term, utm_content, country, region, city,
+            browser, browser_version, os, os_version, device
+         FROM events
+         WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1 AND first_of_visit
+         ON CONFLICT (id) DO NOTHING",
+        [history],
+    )?;
+    // Every read of `events` is bounded by (site_id, ts), the one index it has.
+    let updated = tx.execute(
+        "WITH scope AS (
+            SELECT * FROM events WHERE site_id IN (SELECT id FROM sites) AND ts >= ?2
          ),
+         recent AS (SELECT DISTINCT visit_id FROM scope WHERE ts >= ?1),
+         mine AS (SELECT * FROM scope WHERE visit_id IN (SELECT visit_id FROM recent)),
          totals AS (
-            SELECT e.visit_id AS id, MAX(e.ts) AS last_seen,
-                SUM(e.name = 'pageview') AS pageviews,
-                SUM(e.name NOT IN ('pageview', 'engagement')) AS events,
-                SUM(e.name NOT IN ('pageview', 'engagement') AND e.interactive) AS interactive,
-                (SELECT path FROM events f WHERE f.visit_id = e.visit_id AND f.name = 'pageview'
-                 ORDER BY f.id LIMIT 1) AS entry_page,
-                (SELECT path FROM events f WHERE f.visit_id = e.visit_id AND f.name = 'pageview'
-                 ORDER BY f.id DESC LIMIT 1) AS exit_page
-            FROM events e WHERE e.visit_id IN (SELECT visit_id FROM recent)
-            GROUP BY e.visit_id
-         )
+            SELECT visit_id AS id, MAX(ts) AS last_seen,
+                SUM(name = 'pageview') AS pageviews,
+                SUM(name NOT IN ('pageview', 'engagement')) AS events,
+                SUM(name NOT IN ('pageview', 'engagement') AND interactive) AS interactive
+            FROM mine GROUP BY visit_id
+         ),
+         -- SQLite takes a bare column from the row holding the MIN/MAX.
+         entry AS (SELECT visit_id AS id, path, MIN(id) FROM mine WHERE name = 'pageview' GROUP BY visit_id),
+         exit AS (SELECT visit_id AS id, path, MAX(id) FROM mine WHERE name = 'pageview' GROUP BY visit_id)
          UPDATE visits SET
             last_seen_at = totals.last_seen, pageviews = totals.pageviews,
             events = totals.events, interactive = totals.interactive,
-            entry_page = totals.entry_page, exit_page = totals.exit_page,
+            entry_page = entry.path, exit_page = exit.path,
             is_bounce = (totals.pageviews <= 1 AND totals.interactive = 0),
             seq = visits.seq + 1
-         FROM totals
-         WHERE visits.id = totals.id AND (visits.last_seen_at, visits.pageviews, visits.events,
-            visits.interactive) IS NOT (totals.last_seen, totals.pageviews, totals.events,
-            totals.interactive)",
-        params![newest - window],
+         FROM totals LEFT JOIN entry ON entry.id = totals.id LEFT JOIN exit ON exit.id = totals.id
+         WHERE visits.id = totals.id",
+        params![recent, history],
     )?;
     tx.commit()?;
-    Ok(changed)
+    Ok(inserted.max(updated))
 }

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Transaction, params};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use super::{NewEvent, StoreError};
+use super::{NewEvent, StoreError, VisitDims};
 
 const MAX_BATCH: usize = 4096;
 
@@ -250,13 +250,15 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
 }
 
 fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
-    if let Some(visit) = &ev.new_visit {
-        super::visits::upsert(tx, visit)?;
-    }
+    let none = VisitDims::default();
+    let d = ev.first_of_visit.as_deref().unwrap_or(&none);
     tx.prepare_cached(
         "INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
-            revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive,
+            first_of_visit, referrer, source, utm_medium, utm_source, utm_campaign, utm_term,
+            utm_content, country, region, city, browser, browser_version, os, os_version, device)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
     )?
     .execute(params![
         ev.site_id,
@@ -272,6 +274,22 @@ fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
         ev.scroll_depth,
         ev.engaged_ms,
         ev.interactive,
+        ev.first_of_visit.is_some(),
+        d.referrer,
+        d.source,
+        d.utm_medium,
+        d.utm_source,
+        d.utm_campaign,
+        d.utm_term,
+        d.utm_content,
+        d.country,
+        d.region,
+        d.city,
+        d.browser,
+        d.browser_version,
+        d.os,
+        d.os_version,
+        d.device,
     ])?;
     Ok(())
 }

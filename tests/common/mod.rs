@@ -238,8 +238,17 @@ impl Server {
     }
 }
 
+/// Dropping a server stops it as an operator would (SIGTERM), so tests can
+/// read everything it wrote; `kill9` is there for crashes.
 impl Drop for Server {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(&self.child, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
