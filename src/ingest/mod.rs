@@ -269,7 +269,7 @@ impl Ingestor {
             };
             events.push(NewEvent {
                 site_id: site.id,
-                visitor_id: tracked.visit.visitor_id,
+                visitor_id: tracked.visitor_id,
                 ts: meta.now,
                 name: payload.name.clone(),
                 hostname: hostname.clone(),
@@ -280,8 +280,8 @@ impl Ingestor {
                 scroll_depth,
                 engaged_ms,
                 interactive: payload.interactive,
-                visit_id: tracked.visit.id,
-                first_of_visit: tracked.is_new.then(|| tracked.visit.dims.clone()),
+                visit_id: tracked.visit_id,
+                first_of_visit: tracked.is_new.then_some(tracked.dims),
             });
         }
         if events.is_empty() {

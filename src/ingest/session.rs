@@ -40,9 +40,12 @@ struct Open {
 /// What [`SessionTracker::track`] decided for one event.
 #[derive(Debug, Clone)]
 pub struct Tracked {
-    pub visit: VisitRecord,
+    pub visit_id: i64,
+    /// The visit's visitor id: yesterday's for a visit carried over midnight.
+    pub visitor_id: i64,
     /// The event starts this visit.
     pub is_new: bool,
+    pub dims: Arc<VisitDims>,
 }
 
 pub struct SessionTracker {
@@ -112,79 +115,98 @@ impl SessionTracker {
         step: Step<'_>,
         dims: impl FnOnce() -> VisitDims,
     ) -> Option<Tracked> {
-        let is_open = |v: &VisitRecord| now - v.last_seen_at < VISIT_TIMEOUT_SECS;
+        let is_open = |o: &Open| now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS;
         let key = (site_id, visitor_id);
+        let mut shard = self.shard(key).lock().expect("session shard");
         // A visit open under yesterday's id moves to today's key. Shards are
         // never locked two at a time, so no lock order can deadlock.
-        let carried = match previous_id {
-            Some(prev) if !self.is_tracked(key, now) => self
+        if let Some(prev) = previous_id.filter(|_| !shard.get(&key).is_some_and(is_open)) {
+            drop(shard);
+            let carried = self
                 .shard((site_id, prev))
                 .lock()
                 .expect("session shard")
                 .remove(&(site_id, prev))
-                .map(|o| o.visit)
-                .filter(is_open),
-            _ => None,
-        };
-        let mut shard = self.shard(key).lock().expect("session shard");
-        let existing = shard
-            .get(&key)
-            .map(|o| &o.visit)
-            .filter(|v| is_open(v))
-            .cloned()
-            .or(carried);
-        let is_new = existing.is_none();
-        let visit = match existing {
-            Some(mut v) => {
-                v.seq += 1;
-                v.last_seen_at = v.last_seen_at.max(now);
-                match step {
-                    Step::Pageview { path } => {
-                        v.pageviews += 1;
-                        if v.entry_page.is_none() {
-                            v.entry_page = Some(path.to_string());
+                .filter(is_open);
+            shard = self.shard(key).lock().expect("session shard");
+            if let Some(open) = carried {
+                if !shard.get(&key).is_some_and(is_open) {
+                    shard.insert(key, open);
+                }
+            }
+        }
+        // Updated in place: no copy of the visit per event.
+        if let Some(open) = shard.get_mut(&key).filter(|o| is_open(o)) {
+            let v = &mut open.visit;
+            v.seq += 1;
+            v.last_seen_at = v.last_seen_at.max(now);
+            match step {
+                Step::Pageview { path } => {
+                    v.pageviews += 1;
+                    if v.entry_page.is_none() {
+                        v.entry_page = Some(path.to_string());
+                    }
+                    match &mut v.exit_page {
+                        Some(exit) => {
+                            exit.clear();
+                            exit.push_str(path);
                         }
-                        v.exit_page = Some(path.to_string());
+                        None => v.exit_page = Some(path.to_string()),
                     }
-                    Step::Custom { interactive } => {
-                        v.events += 1;
-                        v.interactive += i64::from(interactive);
-                    }
-                    Step::Engagement => {}
                 }
-                v
-            }
-            None => {
-                let (pageviews, events, interactive, page) = match step {
-                    Step::Pageview { path } => (1, 0, 0, Some(path.to_string())),
-                    Step::Custom { interactive } => (0, 1, i64::from(interactive), None),
-                    Step::Engagement => return None,
-                };
-                VisitRecord {
-                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                    site_id,
-                    visitor_id,
-                    seq: 1,
-                    started_at: now,
-                    last_seen_at: now,
-                    entry_page: page.clone(),
-                    exit_page: page,
-                    pageviews,
-                    events,
-                    interactive,
-                    is_bounce: true,
-                    dims: Arc::new(dims()),
+                Step::Custom { interactive } => {
+                    v.events += 1;
+                    v.interactive += i64::from(interactive);
                 }
+                Step::Engagement => {}
             }
+            v.is_bounce = v.pageviews <= 1 && v.interactive == 0;
+            open.dirty = true;
+            return Some(Tracked {
+                visit_id: v.id,
+                visitor_id: v.visitor_id,
+                is_new: false,
+                dims: v.dims.clone(),
+            });
+        }
+        let (pageviews, events, interactive, page) = match step {
+            Step::Pageview { path } => (1, 0, 0, Some(path.to_string())),
+            Step::Custom { interactive } => (0, 1, i64::from(interactive), None),
+            Step::Engagement => return None,
         };
-        let mut visit = visit;
-        visit.is_bounce = visit.pageviews <= 1 && visit.interactive == 0;
-        let open = Open {
-            visit: visit.clone(),
-            dirty: true,
+        let visit = VisitRecord {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            site_id,
+            visitor_id,
+            seq: 1,
+            started_at: now,
+            last_seen_at: now,
+            entry_page: page.clone(),
+            exit_page: page,
+            pageviews,
+            events,
+            interactive,
+            is_bounce: interactive == 0,
+            dims: Arc::new(dims()),
         };
-        shard.insert(key, open);
-        Some(Tracked { visit, is_new })
+        let tracked = Tracked {
+            visit_id: visit.id,
+            visitor_id,
+            is_new: true,
+            dims: visit.dims.clone(),
+        };
+        shard.insert(key, Open { visit, dirty: true });
+        Some(tracked)
+    }
+
+    /// The current state of a visitor's open visit, if any.
+    pub fn snapshot(&self, site_id: i64, visitor_id: i64) -> Option<VisitRecord> {
+        let key = (site_id, visitor_id);
+        self.shard(key)
+            .lock()
+            .expect("session shard")
+            .get(&key)
+            .map(|o| o.visit.clone())
     }
 
     /// Snapshots of visits changed since the last call, to be written.
@@ -199,14 +221,6 @@ impl SessionTracker {
             }
         }
         out
-    }
-
-    fn is_tracked(&self, key: Key, now: i64) -> bool {
-        self.shard(key)
-            .lock()
-            .expect("session shard")
-            .get(&key)
-            .is_some_and(|o| now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS)
     }
 
     /// Forgets visits that ended (called every minute).
@@ -237,14 +251,14 @@ mod tests {
         let a = t
             .track(1, 42, None, 1000, pv("/a"), VisitDims::default)
             .unwrap();
-        assert!(a.is_new && a.visit.is_bounce);
+        assert!(a.is_new && t.snapshot(1, 42).unwrap().is_bounce);
         assert_eq!(t.take_dirty().len(), 1, "a new visit is written in a batch");
-        let a = a.visit;
+        let a = t.snapshot(1, 42).unwrap();
         let b = t
             .track(1, 42, None, 1100, pv("/b"), VisitDims::default)
             .unwrap();
         assert!(!b.is_new);
-        let b = b.visit;
+        let b = t.snapshot(1, 42).unwrap();
         assert_eq!(t.take_dirty().len(), 1, "so is a continued one");
         assert!(t.take_dirty().is_empty());
         assert_eq!(a.id, b.id);
@@ -252,43 +266,40 @@ mod tests {
         assert_eq!(b.entry_page.as_deref(), Some("/a"));
         assert_eq!(b.exit_page.as_deref(), Some("/b"));
         // 30 minutes of silence end the visit.
-        let c = t
-            .track(
-                1,
-                42,
-                None,
-                1100 + VISIT_TIMEOUT_SECS,
-                pv("/c"),
-                VisitDims::default,
-            )
-            .unwrap()
-            .visit;
+        t.track(
+            1,
+            42,
+            None,
+            1100 + VISIT_TIMEOUT_SECS,
+            pv("/c"),
+            VisitDims::default,
+        )
+        .unwrap();
+        let c = t.snapshot(1, 42).unwrap();
         assert_ne!(c.id, b.id);
         assert!(c.id > b.id, "ids grow");
         // A non-interactive event does not clear the bounce; an interactive one does.
-        let d = t
-            .track(
-                1,
-                42,
-                None,
-                4000,
-                Step::Custom { interactive: false },
-                VisitDims::default,
-            )
-            .unwrap()
-            .visit;
+        t.track(
+            1,
+            42,
+            None,
+            4000,
+            Step::Custom { interactive: false },
+            VisitDims::default,
+        )
+        .unwrap();
+        let d = t.snapshot(1, 42).unwrap();
         assert!(d.is_bounce);
-        let e = t
-            .track(
-                1,
-                42,
-                None,
-                4001,
-                Step::Custom { interactive: true },
-                VisitDims::default,
-            )
-            .unwrap()
-            .visit;
+        t.track(
+            1,
+            42,
+            None,
+            4001,
+            Step::Custom { interactive: true },
+            VisitDims::default,
+        )
+        .unwrap();
+        let e = t.snapshot(1, 42).unwrap();
         assert!(!e.is_bounce);
         // Engagement never opens a visit.
         assert!(
@@ -302,13 +313,12 @@ mod tests {
         let t = SessionTracker::new(0, 1000);
         let a = t
             .track(1, 1, None, 1000, pv("/a"), VisitDims::default)
-            .unwrap()
-            .visit;
+            .unwrap();
         let b = t
             .track(1, 2, Some(1), 1060, pv("/b"), VisitDims::default)
-            .unwrap()
-            .visit;
-        assert_eq!(a.id, b.id);
+            .unwrap();
+        assert_eq!(a.visit_id, b.visit_id);
         assert_eq!(b.visitor_id, 1);
+        assert_eq!(t.snapshot(1, 2).unwrap().pageviews, 2);
     }
 }
