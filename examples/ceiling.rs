@@ -2,11 +2,16 @@
 //!
 //! One `POST /api/event` handler that reads the body, parses it as JSON into a
 //! `serde_json::Value` and answers `202 ok`: no enrichment, no storage. Used by
-//! `bench/ingest.sh` as the baseline for `tally serve`.
+//! `bench/ingest.sh` as the baseline for `tally serve`, built with the same
+//! allocator.
 //!
 //! Usage: `cargo run --release --example ceiling -- 127.0.0.1:0`
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+
+// The same allocator as `tally`, so the ratio compares handlers, not allocators.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn event(body: web::Bytes) -> HttpResponse {
     match serde_json::from_slice::<serde_json::Value>(&body) {
