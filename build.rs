@@ -40,16 +40,15 @@ fn find_uap_core() -> Option<PathBuf> {
         .manifest_path(Path::new(&manifest_dir).join("Cargo.toml"))
         .other_options(vec!["--offline".to_string()])
         .exec();
-    if let Ok(metadata) = metadata {
-        if let Some(pkg) = metadata
+    if let Ok(metadata) = metadata
+        && let Some(pkg) = metadata
             .packages
             .iter()
             .find(|p| p.name.as_str() == "ua-parser")
-        {
-            let dir = pkg.manifest_path.parent()?.join("uap-core");
-            if dir.join("regexes.yaml").is_file() {
-                return Some(dir.into_std_path_buf());
-            }
+    {
+        let dir = pkg.manifest_path.parent()?.join("uap-core");
+        if dir.join("regexes.yaml").is_file() {
+            return Some(dir.into_std_path_buf());
         }
     }
     // Fallback when `cargo metadata` cannot resolve offline (e.g. packages of

@@ -275,7 +275,8 @@ fn wait_until(mut cond: impl FnMut() -> bool) {
 fn tracker_in_chromium() {
     let Some(chromium) = chromium() else { return };
     let h = Harness::new(chromium);
-    let scenarios: Vec<(&str, fn(&Harness))> = vec![
+    type Scenario = (&'static str, fn(&Harness));
+    let scenarios: Vec<Scenario> = vec![
         ("plain page load", plain_page_load),
         ("single-page app", single_page_app),
         ("hash mode", hash_mode),

@@ -26,7 +26,7 @@ fn testdata(name: &str) -> Option<PathBuf> {
     None
 }
 
-fn location_of(db: &PathBuf, ip: &str) -> (Option<String>, Option<String>, Option<String>) {
+fn location_of(db: &std::path::Path, ip: &str) -> (Option<String>, Option<String>, Option<String>) {
     let env = Env::new(&format!(
         "trusted_proxies = [\"127.0.0.1/32\"]\n[geoip]\ndatabase = {:?}\n",
         db.display().to_string()

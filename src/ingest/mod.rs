@@ -263,7 +263,7 @@ impl Ingestor {
                 .map_err(|e| IngestError::Storage(e.to_string()))?;
             let Some(tracked) =
                 self.sessions
-                    .track(site.id, ids.current, ids.previous, meta.now, step, &dims)
+                    .track(site.id, ids.current, ids.previous, meta.now, step, dims)
             else {
                 continue;
             };

@@ -105,10 +105,11 @@ pub fn parse_query(query: &str, page_url: Option<&str>) -> Result<EventPayload, 
     if !map.contains_key("n") && !map.contains_key("name") {
         map.insert("n".into(), Value::String("pageview".into()));
     }
-    if !map.contains_key("u") && !map.contains_key("url") {
-        if let Some(page) = page_url {
-            map.insert("u".into(), Value::String(page.to_string()));
-        }
+    if !map.contains_key("u")
+        && !map.contains_key("url")
+        && let Some(page) = page_url
+    {
+        map.insert("u".into(), Value::String(page.to_string()));
     }
     from_map(&map)
 }

@@ -129,10 +129,10 @@ impl SessionTracker {
                 .remove(&(site_id, prev))
                 .filter(is_open);
             shard = self.shard(key).lock().expect("session shard");
-            if let Some(open) = carried {
-                if !shard.get(&key).is_some_and(is_open) {
-                    shard.insert(key, open);
-                }
+            if let Some(open) = carried
+                && !shard.get(&key).is_some_and(is_open)
+            {
+                shard.insert(key, open);
             }
         }
         // Updated in place: no copy of the visit per event.

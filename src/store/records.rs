@@ -22,6 +22,51 @@ pub struct VisitDims {
     pub device: Option<String>,
 }
 
+impl VisitDims {
+    /// The attributes as SQL parameters, in the order of the `referrer …
+    /// device` columns that `visits` and `events` share.
+    pub(super) fn params(&self) -> [&dyn rusqlite::ToSql; 15] {
+        [
+            &self.referrer,
+            &self.source,
+            &self.utm_medium,
+            &self.utm_source,
+            &self.utm_campaign,
+            &self.utm_term,
+            &self.utm_content,
+            &self.country,
+            &self.region,
+            &self.city,
+            &self.browser,
+            &self.browser_version,
+            &self.os,
+            &self.os_version,
+            &self.device,
+        ]
+    }
+
+    /// Reads the attributes from 15 columns starting at `first`, in that order.
+    pub(super) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<VisitDims> {
+        Ok(VisitDims {
+            referrer: r.get(first)?,
+            source: r.get(first + 1)?,
+            utm_medium: r.get(first + 2)?,
+            utm_source: r.get(first + 3)?,
+            utm_campaign: r.get(first + 4)?,
+            utm_term: r.get(first + 5)?,
+            utm_content: r.get(first + 6)?,
+            country: r.get(first + 7)?,
+            region: r.get(first + 8)?,
+            city: r.get(first + 9)?,
+            browser: r.get(first + 10)?,
+            browser_version: r.get(first + 11)?,
+            os: r.get(first + 12)?,
+            os_version: r.get(first + 13)?,
+            device: r.get(first + 14)?,
+        })
+    }
+}
+
 /// A snapshot of a visit after one of its events. Snapshots of the same visit
 /// carry increasing `seq`; the store keeps the one with the highest.
 #[derive(Debug, Clone)]

@@ -167,23 +167,7 @@ pub fn open_visits(
             events: r.get(9)?,
             interactive: r.get(10)?,
             is_bounce: r.get(11)?,
-            dims: std::sync::Arc::new(VisitDims {
-                referrer: r.get(12)?,
-                source: r.get(13)?,
-                utm_medium: r.get(14)?,
-                utm_source: r.get(15)?,
-                utm_campaign: r.get(16)?,
-                utm_term: r.get(17)?,
-                utm_content: r.get(18)?,
-                country: r.get(19)?,
-                region: r.get(20)?,
-                city: r.get(21)?,
-                browser: r.get(22)?,
-                browser_version: r.get(23)?,
-                os: r.get(24)?,
-                os_version: r.get(25)?,
-                device: r.get(26)?,
-            }),
+            dims: std::sync::Arc::new(VisitDims::from_row(r, 12)?),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

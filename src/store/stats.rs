@@ -133,7 +133,7 @@ pub fn breakdown(
             .to_string(),
         Dimension::Visit(column) => {
             assert!(
-                VISIT_COLUMNS.contains(&column),
+                VISIT_COLUMNS.contains(column),
                 "unknown visit column {column}"
             );
             format!(

@@ -15,7 +15,6 @@ use super::{EventWriter, StoreError, VisitRecord, WriteError};
 
 /// Inserts `v`, or replaces the stored snapshot if `v` is newer.
 pub fn upsert(tx: &Transaction, v: &VisitRecord) -> Result<(), StoreError> {
-    let d = &*v.dims;
     tx.prepare_cached(
         "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page,
             exit_page, pageviews, events, interactive, is_bounce, referrer, source, utm_medium,
@@ -30,35 +29,24 @@ pub fn upsert(tx: &Transaction, v: &VisitRecord) -> Result<(), StoreError> {
             interactive = excluded.interactive, is_bounce = excluded.is_bounce
          WHERE excluded.seq > visits.seq",
     )?
-    .execute(params![
-        v.id,
-        v.site_id,
-        v.visitor_id,
-        v.seq,
-        v.started_at,
-        v.last_seen_at,
-        v.entry_page,
-        v.exit_page,
-        v.pageviews,
-        v.events,
-        v.interactive,
-        v.is_bounce,
-        d.referrer,
-        d.source,
-        d.utm_medium,
-        d.utm_source,
-        d.utm_campaign,
-        d.utm_term,
-        d.utm_content,
-        d.country,
-        d.region,
-        d.city,
-        d.browser,
-        d.browser_version,
-        d.os,
-        d.os_version,
-        d.device,
-    ])?;
+    .execute(rusqlite::params_from_iter(
+        [
+            &v.id as &dyn rusqlite::ToSql,
+            &v.site_id,
+            &v.visitor_id,
+            &v.seq,
+            &v.started_at,
+            &v.last_seen_at,
+            &v.entry_page,
+            &v.exit_page,
+            &v.pageviews,
+            &v.events,
+            &v.interactive,
+            &v.is_bounce,
+        ]
+        .into_iter()
+        .chain(v.dims.params()),
+    ))?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, Transaction};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -260,36 +260,25 @@ fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
             ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
     )?
-    .execute(params![
-        ev.site_id,
-        ev.visit_id,
-        ev.visitor_id,
-        ev.ts,
-        ev.name,
-        ev.hostname,
-        ev.path,
-        ev.props,
-        ev.revenue_amount,
-        ev.revenue_currency,
-        ev.scroll_depth,
-        ev.engaged_ms,
-        ev.interactive,
-        ev.first_of_visit.is_some(),
-        d.referrer,
-        d.source,
-        d.utm_medium,
-        d.utm_source,
-        d.utm_campaign,
-        d.utm_term,
-        d.utm_content,
-        d.country,
-        d.region,
-        d.city,
-        d.browser,
-        d.browser_version,
-        d.os,
-        d.os_version,
-        d.device,
-    ])?;
+    .execute(rusqlite::params_from_iter(
+        [
+            &ev.site_id as &dyn rusqlite::ToSql,
+            &ev.visit_id,
+            &ev.visitor_id,
+            &ev.ts,
+            &ev.name,
+            &ev.hostname,
+            &ev.path,
+            &ev.props,
+            &ev.revenue_amount,
+            &ev.revenue_currency,
+            &ev.scroll_depth,
+            &ev.engaged_ms,
+            &ev.interactive,
+            &ev.first_of_visit.is_some(),
+        ]
+        .into_iter()
+        .chain(d.params()),
+    ))?;
     Ok(())
 }
