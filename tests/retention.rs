@@ -25,8 +25,8 @@ fn expired_rows_are_removed_at_start_and_logged() {
          SELECT id + 1, site_id, visitor_id, seq, started_at - 31 * 86400, last_seen_at - 31 * 86400,
             entry_page, exit_page, pageviews, events, interactive, is_bounce FROM visits;
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-         INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path)
-         SELECT site_id, visit_id + 1, visitor_id, ts - 31 * 86400 - i, name, hostname, '/old'
+         INSERT INTO events (site_id, id, visit_id, visitor_id, ts, name, hostname, path)
+         SELECT site_id, i, visit_id + 1, visitor_id, ts - 31 * 86400 - i, name, hostname, '/old'
          FROM events, n;",
     )
     .unwrap();

@@ -26,7 +26,7 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
         let out = removed.clone();
         writer
             .run(move |tx| {
-                // Per site, so the (site_id, ts) index bounds each delete.
+                // Per site, so the (site_id, ts) key bounds each delete.
                 let mut sites = tx.prepare_cached("SELECT id FROM sites")?;
                 let ids: Vec<i64> = sites
                     .query_map([], |r| r.get(0))?
@@ -37,10 +37,13 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
                     if left <= 0 {
                         break;
                     }
+                    // Through the second of the `left`-th oldest row: about
+                    // `left` rows (a few more when that second holds several).
                     events += tx
                         .prepare_cached(
-                            "DELETE FROM events WHERE id IN (
-                                SELECT id FROM events WHERE site_id = ?1 AND ts < ?2 LIMIT ?3)",
+                            "DELETE FROM events WHERE site_id = ?1 AND ts < ?2 AND ts <= COALESCE(
+                                (SELECT ts FROM events WHERE site_id = ?1 AND ts < ?2
+                                 ORDER BY ts LIMIT 1 OFFSET ?3 - 1), ?2)",
                         )?
                         .execute(params![id, cutoff, left])? as i64;
                 }

@@ -112,9 +112,12 @@ pub fn take_clean_stop(conn: &rusqlite::Connection) -> Result<bool, StoreError> 
 /// inserted (from the visit's first event) and totals are recomputed. Run at
 /// start, before the writer, after an unclean stop. Returns the visits changed.
 pub fn rebuild_recent(conn: &rusqlite::Connection, window: i64) -> Result<usize, StoreError> {
-    let Some(newest) = conn.query_row("SELECT MAX(ts) FROM events", [], |r| {
-        r.get::<_, Option<i64>>(0)
-    })?
+    let Some(newest) = conn.query_row(
+        // Per site: the newest event of each is one step down its key.
+        "SELECT MAX((SELECT MAX(ts) FROM events WHERE site_id = s.id)) FROM sites s",
+        [],
+        |r| r.get::<_, Option<i64>>(0),
+    )?
     else {
         return Ok(0);
     };

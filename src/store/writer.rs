@@ -143,6 +143,7 @@ impl WriterHandle {
 
 fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
     let mut batch: Vec<Op> = Vec::new();
+    let mut ids = EventIds::new();
     let mut stopping = false;
     while !stopping {
         let Ok(first) = rx.recv() else { break };
@@ -174,7 +175,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
         }
         stats.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
         let started = Instant::now();
-        let result = commit(&mut conn, &batch);
+        let result = commit(&mut conn, &mut ids, &batch);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .last_commit_micros
@@ -199,7 +200,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
                 for op in batch.drain(..) {
                     let n = op_len(&op) as u64;
                     let mut single = vec![op];
-                    let r = commit(&mut conn, &single);
+                    let r = commit(&mut conn, &mut ids, &single);
                     if r.is_ok() {
                         stats.events_written.fetch_add(n, Ordering::Relaxed);
                     } else if let Err(e) = &r {
@@ -232,13 +233,13 @@ fn ack_of(op: Op) -> Option<oneshot::Sender<Result<(), WriteError>>> {
 
 /// Writes every op in one transaction. Jobs are `Fn`, not `FnOnce`: when a
 /// group fails it is rolled back and each op, jobs included, runs again alone.
-fn commit(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
+fn commit(conn: &mut Connection, ids: &mut EventIds, batch: &[Op]) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     for op in batch.iter() {
         match op {
             Op::Events(events, _) => {
                 for ev in events.iter() {
-                    insert_event(&tx, ev)?;
+                    insert_event(&tx, ids, ev)?;
                 }
             }
             Op::Job(job, _) => job(&tx)?,
@@ -249,16 +250,39 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
+/// Event ids: increasing within this process and seeded from the clock in
+/// microseconds, so they keep increasing across restarts. Together with the
+/// site and second they form the key.
+struct EventIds {
+    next: i64,
+}
+
+impl EventIds {
+    fn new() -> EventIds {
+        EventIds { next: 0 }
+    }
+
+    fn take(&mut self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        self.next = self.next.max(now) + 1;
+        self.next
+    }
+}
+
+fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &NewEvent) -> Result<(), StoreError> {
     let none = VisitDims::default();
     let d = ev.first_of_visit.as_deref().unwrap_or(&none);
     tx.prepare_cached(
         "INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
             revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive,
-            first_of_visit, referrer, source, utm_medium, utm_source, utm_campaign, utm_term,
-            utm_content, country, region, city, browser, browser_version, os, os_version, device)
+            first_of_visit, id, referrer, source, utm_medium, utm_source, utm_campaign,
+            utm_term, utm_content, country, region, city, browser, browser_version, os,
+            os_version, device)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
     )?
     .execute(rusqlite::params_from_iter(
         [
@@ -276,6 +300,7 @@ fn insert_event(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
             &ev.engaged_ms,
             &ev.interactive,
             &ev.first_of_visit.is_some(),
+            &ids.take(),
         ]
         .into_iter()
         .chain(d.params()),
