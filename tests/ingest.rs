@@ -626,6 +626,65 @@ fn visit_totals_are_rebuilt_after_kill_9() {
 }
 
 #[test]
+fn full_queue_answers_503_and_stores_only_what_it_acknowledged() {
+    let env = Env::with_storage("trusted_proxies = [\"127.0.0.1/32\"]", "queue_capacity = 1");
+    env.add_site("example.com");
+    let s = env.start();
+    let results: Vec<(u16, Option<String>, String)> = (0..32)
+        .map(|c| {
+            let base = s.base.clone();
+            std::thread::spawn(move || {
+                let agent = agent();
+                (0..40)
+                    .map(|i| {
+                        let path = format!("/q{c}/{i}");
+                        let mut r = agent
+                            .post(format!("{base}/api/event"))
+                            .header("User-Agent", CHROME)
+                            .header("Content-Type", "text/plain")
+                            .header("X-Forwarded-For", format!("10.9.{c}.{i}"))
+                            .send(pageview(&format!("https://example.com{path}")))
+                            .unwrap();
+                        let retry = r
+                            .headers()
+                            .get("retry-after")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        let _ = r.body_mut().read_to_string();
+                        (r.status().as_u16(), retry, path)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    drop(s);
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert!(
+        !refused.is_empty(),
+        "a queue of one never filled under 32 concurrent clients"
+    );
+    assert!(
+        refused.iter().all(|r| r.1.as_deref() == Some("1")),
+        "503 carries Retry-After"
+    );
+    assert!(results.iter().all(|r| r.0 == 202 || r.0 == 503));
+    let stored = stored_paths(&env);
+    let acked: HashSet<&String> = results
+        .iter()
+        .filter(|r| r.0 == 202)
+        .map(|r| &r.2)
+        .collect();
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "stored exactly what was acknowledged"
+    );
+    assert!(acked.iter().all(|p| stored.contains(*p)));
+}
+
+#[test]
 fn sigterm_drains_and_exits_zero() {
     let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
     env.add_site("example.com");

@@ -24,10 +24,15 @@ pub struct Env {
 impl Env {
     /// `extra` is appended to a config that listens on an ephemeral port.
     pub fn new(extra: &str) -> Env {
+        Env::with_storage(extra, "")
+    }
+
+    /// Like [`Env::new`], with `storage` added to the `[storage]` table.
+    pub fn with_storage(extra: &str, storage: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n{extra}\n[storage]\ndata_dir = {:?}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{extra}\n[storage]\ndata_dir = {:?}\n{storage}\n",
             data.display().to_string()
         );
         std::fs::write(dir.path().join("tally.toml"), config).unwrap();
