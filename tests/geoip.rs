@@ -33,15 +33,7 @@ fn location_of(db: &std::path::Path, ip: &str) -> (Option<String>, Option<String
     ));
     env.add_site("example.com");
     let s = env.start();
-    let r = s.post(
-        "/api/event",
-        &pageview("https://example.com/"),
-        &[
-            ("User-Agent", CHROME),
-            ("Content-Type", "text/plain"),
-            ("X-Forwarded-For", ip),
-        ],
-    );
+    let r = s.event_from(ip, &pageview("https://example.com/"), CHROME);
     assert_eq!(r.status, 202);
     drop(s);
     env.db()

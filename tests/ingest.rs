@@ -461,15 +461,7 @@ fn forwarded_for_only_from_trusted_proxies() {
         env.add_site("example.com");
         let s = env.start();
         for ip in ["198.51.100.7", "203.0.113.9"] {
-            let r = s.post(
-                "/api/event",
-                &pageview("https://example.com/"),
-                &[
-                    ("User-Agent", CHROME),
-                    ("Content-Type", "text/plain"),
-                    ("X-Forwarded-For", ip),
-                ],
-            );
+            let r = s.event_from(ip, &pageview("https://example.com/"), CHROME);
             assert_eq!(r.status, 202);
         }
         drop(s);
@@ -714,15 +706,7 @@ fn no_ip_or_user_agent_on_disk() {
         "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0 UniqueMarkerUA";
     let s = env.start();
     for ip in ["198.51.100.77", "2001:db8::1234"] {
-        let r = s.post(
-            "/api/event",
-            &pageview("https://example.com/private"),
-            &[
-                ("User-Agent", ua),
-                ("Content-Type", "text/plain"),
-                ("X-Forwarded-For", ip),
-            ],
-        );
+        let r = s.event_from(ip, &pageview("https://example.com/private"), ua);
         assert_eq!(r.status, 202);
     }
     let logs = Arc::new(Mutex::new(Vec::new()));

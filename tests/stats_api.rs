@@ -11,15 +11,7 @@ fn aggregate_and_breakdown() {
     let key = env.api_key();
     let s = env.start();
     let send = |ip: &str, ua: &str, body: String| {
-        let r = s.post(
-            "/api/event",
-            &body,
-            &[
-                ("User-Agent", ua),
-                ("Content-Type", "text/plain"),
-                ("X-Forwarded-For", ip),
-            ],
-        );
+        let r = s.event_from(ip, &body, ua);
         assert_eq!(r.status, 202, "{}", r.body);
     };
     // Visitor 1: two pages from Google. Visitor 2: one page, direct. Visitor 3: one page from HN, then a signup.

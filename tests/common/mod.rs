@@ -210,6 +210,20 @@ impl Server {
         )
     }
 
+    /// Like [`Server::event`], as relayed by a proxy for client `ip`
+    /// (counts only when the config trusts 127.0.0.1 as a proxy).
+    pub fn event_from(&self, ip: &str, body: &str, ua: &str) -> Reply {
+        self.post(
+            "/api/event",
+            body,
+            &[
+                ("User-Agent", ua),
+                ("Content-Type", "text/plain"),
+                ("X-Forwarded-For", ip),
+            ],
+        )
+    }
+
     pub fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
         let mut req = self.agent.post(self.url(path));
         for (k, v) in headers {
