@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, LogFormat, Settings};
 use crate::store::{Store, StoreError, sites};
-use crate::{keys, serve};
+use crate::{demo, keys, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +36,21 @@ pub enum Command {
     /// Manage Stats API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Write realistic demo traffic for a site (through the real ingest path).
+    Demo {
+        /// The site to fill; it must exist.
+        #[arg(long)]
+        site: String,
+        /// Pageviews to write; custom events come on top.
+        #[arg(long)]
+        events: u64,
+        /// Spread over the last D days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// The same seed writes the same traffic.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +85,7 @@ pub enum ApiKeyCommand {
 /// A user error: exit code 2, one line, no backtrace.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(String);
+pub struct UsageError(pub String);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -115,6 +130,31 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve::serve(settings),
         Command::Site(cmd) => site(cmd, &settings),
+        Command::Demo {
+            site,
+            events,
+            days,
+            seed,
+        } => {
+            let started = std::time::Instant::now();
+            let report = demo::run(
+                &settings,
+                demo::DemoOptions {
+                    site,
+                    events,
+                    days,
+                    seed,
+                },
+            )?;
+            println!(
+                "Wrote {} pageviews and {} custom events in {} visits ({:.1} s)",
+                report.pageviews,
+                report.custom_events,
+                report.visits,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Command::ApiKey(ApiKeyCommand::Create { name }) => {
             let store = open(&settings)?;
             let name = name.trim();

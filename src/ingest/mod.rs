@@ -90,8 +90,23 @@ impl Ingestor {
         respect_opt_out: bool,
         now: i64,
     ) -> Result<(Ingestor, WriterHandle), StartError> {
+        Ingestor::start_with(store, conn, queue_capacity, geo, respect_opt_out, now, true)
+    }
+
+    /// [`Ingestor::start`], with `recover` false for a second process beside
+    /// the server (`tally demo`): it neither rebuilds visits nor touches the
+    /// clean-stop marker, which belong to the server.
+    pub fn start_with(
+        store: Store,
+        conn: Db,
+        queue_capacity: usize,
+        geo: GeoLookup,
+        respect_opt_out: bool,
+        now: i64,
+        recover: bool,
+    ) -> Result<(Ingestor, WriterHandle), StartError> {
         let hasher = VisitorHasher::load(&conn, now)?;
-        if !store::visits::take_clean_stop(&conn)? {
+        if recover && !store::visits::take_clean_stop(&conn)? {
             let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
             tracing::info!(
                 visits = rebuilt,

@@ -51,6 +51,8 @@ pub struct Tracked {
 pub struct SessionTracker {
     shards: Vec<Mutex<HashMap<Key, Open>>>,
     next_id: AtomicI64,
+    /// Ended visits replaced by a new one before their last snapshot was taken.
+    retired: Mutex<Vec<VisitRecord>>,
 }
 
 impl SessionTracker {
@@ -65,6 +67,7 @@ impl SessionTracker {
         SessionTracker {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             next_id: AtomicI64::new((max_id + 1).max(now << 20)),
+            retired: Mutex::default(),
         }
     }
 
@@ -195,7 +198,11 @@ impl SessionTracker {
             is_new: true,
             dims: visit.dims.clone(),
         };
-        shard.insert(key, Open { visit, dirty: true });
+        if let Some(old) = shard.insert(key, Open { visit, dirty: true })
+            && old.dirty
+        {
+            self.retired.lock().expect("retired visits").push(old.visit);
+        }
         Some(tracked)
     }
 
@@ -211,7 +218,7 @@ impl SessionTracker {
 
     /// Snapshots of visits changed since the last call, to be written.
     pub fn take_dirty(&self) -> Vec<VisitRecord> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut *self.retired.lock().expect("retired visits"));
         for shard in &self.shards {
             for open in shard.lock().expect("session shard").values_mut() {
                 if open.dirty {
@@ -306,6 +313,28 @@ mod tests {
             t.track(1, 43, None, 4000, Step::Engagement, VisitDims::default)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_ended_visit_is_written_even_when_replaced_before_a_flush() {
+        let t = SessionTracker::new(0, 1000);
+        let a = t
+            .track(1, 7, None, 1000, pv("/a"), VisitDims::default)
+            .unwrap();
+        let b = t
+            .track(
+                1,
+                7,
+                None,
+                1000 + VISIT_TIMEOUT_SECS,
+                pv("/b"),
+                VisitDims::default,
+            )
+            .unwrap();
+        assert_ne!(a.visit_id, b.visit_id);
+        let mut ids: Vec<i64> = t.take_dirty().iter().map(|v| v.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![a.visit_id, b.visit_id]);
     }
 
     #[test]

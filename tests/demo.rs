@@ -1,0 +1,77 @@
+//! `tally demo` writes realistic traffic through the real ingest path.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn demo_fills_a_site_with_realistic_traffic() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let out = env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        "3000",
+        "--days",
+        "10",
+        "--seed",
+        "7",
+    ]);
+    assert!(out.contains("Wrote 3000 pageviews"), "{out}");
+
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM events WHERE name = 'pageview'"),
+        3000
+    );
+    assert!(
+        env.count("SELECT COUNT(*) FROM events WHERE name <> 'pageview'") > 50,
+        "custom events on top"
+    );
+    // Every visit has its row, and the rows add up to the events.
+    assert_eq!(
+        env.count("SELECT COUNT(DISTINCT visit_id) FROM events"),
+        env.count("SELECT COUNT(*) FROM visits")
+    );
+    assert_eq!(env.count("SELECT SUM(pageviews) FROM visits"), 3000);
+    // Spread over the days, with sessions of several pages and bounces.
+    assert!(env.count("SELECT COUNT(DISTINCT ts / 86400) FROM events") >= 8);
+    let visits = env.count("SELECT COUNT(*) FROM visits");
+    let bounces = env.count("SELECT SUM(is_bounce) FROM visits");
+    assert!((800..2500).contains(&visits), "{visits} visits");
+    let rate = bounces as f64 / visits as f64;
+    assert!((0.3..0.6).contains(&rate), "bounce rate {rate}");
+    assert!(env.count("SELECT COUNT(DISTINCT source) FROM visits") >= 6);
+    assert!(env.count("SELECT COUNT(DISTINCT device) FROM visits") >= 3);
+    assert!(env.count("SELECT COUNT(*) FROM visits WHERE utm_campaign IS NOT NULL") > 0);
+    // A long tail: the home page leads, yet dozens of pages are read.
+    assert!(env.count("SELECT COUNT(DISTINCT path) FROM events") > 40);
+
+    // The Stats API sees it.
+    let key = env.api_key();
+    let s = env.start();
+    let r = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&period=30d&metrics=pageviews,visitors",
+    );
+    assert_eq!(
+        r.json()["results"]["pageviews"]["value"],
+        3000,
+        "{}",
+        r.body
+    );
+    let top = s.stats(
+        &key,
+        "/api/v1/stats/breakdown?site_id=example.com&period=30d&property=event:page&limit=1",
+    );
+    assert_eq!(top.json()["results"][0]["page"], "/");
+}
+
+#[test]
+fn demo_needs_an_existing_site() {
+    let env = Env::new("");
+    let out = env.tally_raw(&["demo", "--site", "nope.example", "--events", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tally site add nope.example"));
+}
