@@ -79,6 +79,43 @@ fn aggregate_and_breakdown() {
         goals.json()["results"],
         serde_json::json!([{"name": "Signup", "visitors": 1, "events": 1}])
     );
+    let series = s.stats(
+        &key,
+        "/api/v1/stats/timeseries?site_id=example.com&period=7d&metrics=visitors,pageviews",
+    );
+    assert_eq!(series.status, 200, "{}", series.body);
+    let rows = series.json()["results"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 7, "every day, empty ones included");
+    assert_eq!(rows[6]["visitors"], 3);
+    assert_eq!(rows[6]["pageviews"], 4);
+    assert!(rows[..6].iter().all(|r| r["visitors"] == 0));
+    let hours = s.stats(
+        &key,
+        "/api/v1/stats/timeseries?site_id=example.com&period=day",
+    );
+    let hours = hours.json()["results"].as_array().unwrap().clone();
+    assert_eq!(hours.len(), 24);
+    assert!(hours[0]["date"].as_str().unwrap().ends_with(" 00:00:00"));
+    assert_eq!(
+        hours
+            .iter()
+            .map(|h| h["visitors"].as_i64().unwrap())
+            .sum::<i64>(),
+        3
+    );
+    let months = s.stats(
+        &key,
+        "/api/v1/stats/timeseries?site_id=example.com&period=12mo",
+    );
+    assert_eq!(months.json()["results"].as_array().unwrap().len(), 12);
+    let bad = s.stats(
+        &key,
+        "/api/v1/stats/timeseries?site_id=example.com&period=12mo&interval=hour",
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("interval"));
+    let now = s.stats(&key, "/api/v1/stats/realtime/visitors?site_id=example.com");
+    assert_eq!(now.body.trim(), "3");
     let custom = s.stats(&key, "/api/v1/stats/aggregate?site_id=example.com&period=custom&date=2000-01-01,2000-01-31&metrics=visitors");
     assert_eq!(custom.json()["results"]["visitors"]["value"], 0);
 }

@@ -44,6 +44,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/v1/stats/breakdown",
         web::get().to(stats_api::breakdown),
+    )
+    .route(
+        "/api/v1/stats/timeseries",
+        web::get().to(stats_api::timeseries),
+    )
+    .route(
+        "/api/v1/stats/realtime/visitors",
+        web::get().to(stats_api::realtime_visitors),
     );
 }
 

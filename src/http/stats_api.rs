@@ -1,4 +1,5 @@
-//! Stats API v1 (Plausible-compatible): `aggregate` and `breakdown`, behind
+//! Stats API v1 (Plausible-compatible): `aggregate`, `timeseries`,
+//! `breakdown` and `realtime/visitors`, behind
 //! `Authorization: Bearer KEY`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -49,6 +50,22 @@ pub async fn aggregate(
     params: web::Query<Params>,
 ) -> Result<HttpResponse, ApiError> {
     answer(state, req, params, query::aggregate).await
+}
+
+pub async fn timeseries(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    params: web::Query<Params>,
+) -> Result<HttpResponse, ApiError> {
+    answer(state, req, params, query::timeseries).await
+}
+
+pub async fn realtime_visitors(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    params: web::Query<Params>,
+) -> Result<HttpResponse, ApiError> {
+    answer(state, req, params, query::realtime_visitors).await
 }
 
 pub async fn breakdown(

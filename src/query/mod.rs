@@ -127,6 +127,64 @@ pub fn aggregate(
     Ok(json!({ "results": results }))
 }
 
+/// `GET /api/v1/stats/timeseries`: every bucket of the period, empty ones
+/// included, as `{"results":[{"date":"2024-01-01","visitors":N},…]}`.
+pub fn timeseries(
+    conn: &Db,
+    site: &Site,
+    params: &Params,
+    today: chrono::NaiveDate,
+) -> Result<Value, QueryError> {
+    let metrics = metrics(params, AGGREGATE_METRICS)?;
+    let period = Period::from_params(params, &site.timezone, today)?;
+    let interval = period::Interval::from_params(params)?;
+    let mut results = Vec::new();
+    for bucket in period.buckets(interval, &site.timezone)? {
+        let t: Totals = stats::totals(conn, site.id, bucket.range)?;
+        let mut row = Map::new();
+        row.insert("date".into(), json!(bucket.label));
+        for m in &metrics {
+            row.insert(
+                m.clone(),
+                metric_of(
+                    m,
+                    t.visitors,
+                    t.visits,
+                    t.pageviews,
+                    t.events,
+                    t.bounces,
+                    t.visit_duration_sum,
+                ),
+            );
+        }
+        results.push(Value::Object(row));
+    }
+    Ok(json!({ "results": results }))
+}
+
+/// `GET /api/v1/stats/realtime/visitors`: visitors of the last five minutes,
+/// as a bare number.
+pub fn realtime_visitors(
+    conn: &Db,
+    site: &Site,
+    _params: &Params,
+    _today: chrono::NaiveDate,
+) -> Result<Value, QueryError> {
+    let now = crate::store::now_unix();
+    let t = stats::totals(
+        conn,
+        site.id,
+        stats::TimeRange {
+            start: now - REALTIME_WINDOW,
+            end: now + 1,
+        },
+    )?;
+    Ok(json!(t.visitors))
+}
+
+/// "Current visitors" are those seen in the last five minutes.
+const REALTIME_WINDOW: i64 = 300;
+
 /// A breakdown property: its dimension, its key in results, the metrics it supports.
 fn property(name: &str) -> Result<(Dimension, String, &'static [&'static str]), QueryError> {
     const PAGE_METRICS: &[&str] = &["visitors", "visits", "pageviews"];

@@ -132,3 +132,138 @@ mod tests {
         assert!(p(&[("period", "day"), ("date", "2024-13-01")], "UTC").is_err());
     }
 }
+
+/// How a timeseries is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Hour,
+    Date,
+    Month,
+}
+
+impl Interval {
+    /// `interval`, or Plausible's default for the period: hours for a day,
+    /// months for 6mo and 12mo, dates otherwise.
+    pub fn from_params(params: &Params) -> Result<Interval, QueryError> {
+        match params.get("interval").map(String::as_str) {
+            Some("hour") => Ok(Interval::Hour),
+            Some("date") | Some("day") => Ok(Interval::Date),
+            Some("month") => Ok(Interval::Month),
+            Some(other) => Err(bad(format!(
+                "interval: `{other}` is not one of hour, date, month"
+            ))),
+            None => Ok(match params.get("period").map(String::as_str) {
+                Some("day") => Interval::Hour,
+                Some("6mo") | Some("12mo") => Interval::Month,
+                _ => Interval::Date,
+            }),
+        }
+    }
+}
+
+/// One slice of a timeseries: its label as Plausible writes it, and its range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub label: String,
+    pub range: TimeRange,
+}
+
+/// Buckets beyond this are refused rather than computed (8 days of hours
+/// already make 192; a year of hours would be 8,760 queries).
+const MAX_BUCKETS: usize = 800;
+
+impl Period {
+    /// Every bucket of the period, in order, including empty ones. Hours are
+    /// local hours: a day with a DST jump has 23 or 25 of them.
+    pub fn buckets(&self, interval: Interval, timezone: &str) -> Result<Vec<Bucket>, QueryError> {
+        let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
+        let mut starts: Vec<(String, i64)> = Vec::new();
+        let mut day = self.first;
+        match interval {
+            Interval::Hour => {
+                while day <= self.last {
+                    for h in 0..24 {
+                        let naive = day.and_hms_opt(h, 0, 0).expect("valid hour");
+                        // A local hour skipped by DST has no bucket.
+                        if let Some(t) = tz.from_local_datetime(&naive).earliest() {
+                            starts.push((
+                                naive.format("%Y-%m-%d %H:%M:%S").to_string(),
+                                t.timestamp(),
+                            ));
+                        }
+                    }
+                    day = day + Days::new(1);
+                    if starts.len() > MAX_BUCKETS {
+                        break;
+                    }
+                }
+            }
+            Interval::Date => {
+                while day <= self.last && starts.len() <= MAX_BUCKETS {
+                    starts.push((day.format("%Y-%m-%d").to_string(), midnight(tz, day)));
+                    day = day + Days::new(1);
+                }
+            }
+            Interval::Month => {
+                let mut month = self.first.with_day(1).expect("day 1");
+                while month <= self.last && starts.len() <= MAX_BUCKETS {
+                    let start = midnight(tz, month).max(self.range.start);
+                    starts.push((month.format("%Y-%m-%d").to_string(), start));
+                    month = month + Months::new(1);
+                }
+            }
+        }
+        if starts.len() > MAX_BUCKETS {
+            return Err(bad(format!(
+                "interval: too many buckets for this period (at most {MAX_BUCKETS}); use a coarser interval"
+            )));
+        }
+        let ends: Vec<i64> = starts
+            .iter()
+            .skip(1)
+            .map(|s| s.1)
+            .chain(std::iter::once(self.range.end))
+            .collect();
+        Ok(starts
+            .into_iter()
+            .zip(ends)
+            .map(|((label, start), end)| Bucket {
+                label,
+                range: TimeRange { start, end },
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    fn period(pairs: &[(&str, &str)], tz: &str) -> Period {
+        let params = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Period::from_params(&params, tz, NaiveDate::from_ymd_opt(2024, 3, 31).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn buckets_cover_the_period_without_gaps() {
+        let p = period(&[("period", "7d")], "Europe/Berlin");
+        let b = p.buckets(Interval::Date, "Europe/Berlin").unwrap();
+        assert_eq!(b.len(), 7);
+        assert_eq!(b[0].range.start, p.range.start);
+        assert_eq!(b.last().unwrap().range.end, p.range.end);
+        assert!(b.windows(2).all(|w| w[0].range.end == w[1].range.start));
+        // 2024-03-31 lost an hour in Berlin.
+        let day = period(&[("period", "day")], "Europe/Berlin");
+        let hours = day.buckets(Interval::Hour, "Europe/Berlin").unwrap();
+        assert_eq!(hours.len(), 23);
+        assert_eq!(hours[0].label, "2024-03-31 00:00:00");
+        let year = period(&[("period", "12mo")], "UTC");
+        let months = year.buckets(Interval::Month, "UTC").unwrap();
+        assert_eq!(months.len(), 12);
+        assert_eq!(months[0].label, "2023-04-01");
+        assert!(year.buckets(Interval::Hour, "UTC").is_err());
+    }
+}
