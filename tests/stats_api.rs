@@ -79,6 +79,18 @@ fn aggregate_and_breakdown() {
         goals.json()["results"],
         serde_json::json!([{"name": "Signup", "visitors": 1, "events": 1}])
     );
+    let cmp = s.stats(&key, "/api/v1/stats/aggregate?site_id=example.com&period=7d&metrics=visitors,bounce_rate&compare=previous_period");
+    assert_eq!(
+        cmp.json()["results"],
+        serde_json::json!({"visitors": {"value": 3, "change": 100}, "bounce_rate": {"value": 33, "change": 33}}),
+        "growth from an empty previous week"
+    );
+    let bad = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&compare=last_year",
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("compare"));
     let series = s.stats(
         &key,
         "/api/v1/stats/timeseries?site_id=example.com&period=7d&metrics=visitors,pageviews",

@@ -80,25 +80,30 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn metric_of(
-    name: &str,
-    visitors: i64,
-    visits: i64,
-    pageviews: i64,
-    events: i64,
-    bounces: i64,
-    duration: i64,
-) -> Value {
+fn metric_of(name: &str, t: &Totals) -> Value {
     match name {
-        "visitors" => json!(visitors),
-        "visits" => json!(visits),
-        "pageviews" => json!(pageviews),
-        "events" => json!(events),
-        "views_per_visit" => json!(round2(ratio(pageviews, visits))),
-        "bounce_rate" => json!((ratio(bounces, visits) * 100.0).round() as i64),
-        "visit_duration" => json!((ratio(duration, visits)).round() as i64),
+        "visitors" => json!(t.visitors),
+        "visits" => json!(t.visits),
+        "pageviews" => json!(t.pageviews),
+        "events" => json!(t.events),
+        "views_per_visit" => json!(round2(ratio(t.pageviews, t.visits))),
+        "bounce_rate" => json!((ratio(t.bounces, t.visits) * 100.0).round() as i64),
+        "visit_duration" => json!((ratio(t.visit_duration_sum, t.visits)).round() as i64),
         _ => Value::Null,
     }
+}
+
+/// Change against the previous period, as Plausible reports it: points for
+/// the bounce rate, a rounded percentage otherwise (100 from nothing).
+fn change(name: &str, now: &Value, before: &Value) -> Value {
+    let (now, before) = (now.as_f64().unwrap_or(0.0), before.as_f64().unwrap_or(0.0));
+    if name == "bounce_rate" {
+        return json!((now - before).round() as i64);
+    }
+    if before == 0.0 {
+        return json!(if now > 0.0 { 100 } else { 0 });
+    }
+    json!(((now - before) / before * 100.0).round() as i64)
 }
 
 /// `GET /api/v1/stats/aggregate`.
@@ -110,19 +115,31 @@ pub fn aggregate(
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, AGGREGATE_METRICS)?;
     let period = Period::from_params(params, &site.timezone, today)?;
+    let previous = match params.get("compare").map(String::as_str) {
+        None => None,
+        Some("previous_period") => Some(period.previous(&site.timezone)),
+        Some(other) => {
+            return Err(bad(format!(
+                "compare: `{other}` is not supported; use previous_period"
+            )));
+        }
+    };
     let t: Totals = stats::totals(conn, site.id, period.range)?;
+    let before = match &previous {
+        Some(p) => Some(stats::totals(conn, site.id, p.range)?),
+        None => None,
+    };
     let mut results = Map::new();
     for m in &metrics {
-        let v = metric_of(
-            m,
-            t.visitors,
-            t.visits,
-            t.pageviews,
-            t.events,
-            t.bounces,
-            t.visit_duration_sum,
-        );
-        results.insert(m.clone(), json!({ "value": v }));
+        let value = metric_of(m, &t);
+        let entry = match &before {
+            Some(b) => {
+                let prev = metric_of(m, b);
+                json!({ "value": value, "change": change(m, &value, &prev) })
+            }
+            None => json!({ "value": value }),
+        };
+        results.insert(m.clone(), entry);
     }
     Ok(json!({ "results": results }))
 }
@@ -144,18 +161,7 @@ pub fn timeseries(
         let mut row = Map::new();
         row.insert("date".into(), json!(bucket.label));
         for m in &metrics {
-            row.insert(
-                m.clone(),
-                metric_of(
-                    m,
-                    t.visitors,
-                    t.visits,
-                    t.pageviews,
-                    t.events,
-                    t.bounces,
-                    t.visit_duration_sum,
-                ),
-            );
+            row.insert(m.clone(), metric_of(m, &t));
         }
         results.push(Value::Object(row));
     }
@@ -252,24 +258,21 @@ pub fn breakdown(
     let results: Vec<Value> = rows
         .into_iter()
         .map(|r| {
+            let totals = Totals {
+                visitors: r.visitors,
+                pageviews: r.pageviews,
+                events: r.events,
+                visits: r.visits,
+                bounces: r.bounces,
+                visit_duration_sum: r.visit_duration_sum,
+            };
             let mut obj = Map::new();
             obj.insert(
                 key.clone(),
                 json!(r.value.unwrap_or_else(|| none_label(&key).to_string())),
             );
             for m in &metrics {
-                obj.insert(
-                    m.clone(),
-                    metric_of(
-                        m,
-                        r.visitors,
-                        r.visits,
-                        r.pageviews,
-                        r.events,
-                        r.bounces,
-                        r.visit_duration_sum,
-                    ),
-                );
+                obj.insert(m.clone(), metric_of(m, &totals));
             }
             Value::Object(obj)
         })

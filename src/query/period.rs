@@ -90,6 +90,24 @@ impl Period {
     }
 }
 
+impl Period {
+    /// The period of as many days that ends the day before this one starts.
+    pub fn previous(&self, timezone: &str) -> Period {
+        let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
+        let days = (self.last - self.first).num_days() as u64 + 1;
+        let last = self.first - Days::new(1);
+        let first = self.first - Days::new(days);
+        Period {
+            first,
+            last,
+            range: TimeRange {
+                start: midnight(tz, first),
+                end: midnight(tz, last + Days::new(1)),
+            },
+        }
+    }
+}
+
 /// Today's date in `timezone` at `now` (Unix seconds).
 pub fn today_in(timezone: &str, now: i64) -> NaiveDate {
     let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
@@ -265,5 +283,8 @@ mod bucket_tests {
         assert_eq!(months.len(), 12);
         assert_eq!(months[0].label, "2023-04-01");
         assert!(year.buckets(Interval::Hour, "UTC").is_err());
+        let prev = p.previous("Europe/Berlin");
+        assert_eq!(prev.range.end, p.range.start);
+        assert_eq!((prev.last - prev.first).num_days(), 6);
     }
 }
