@@ -36,6 +36,9 @@ pub enum Command {
     /// Manage Stats API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Manage goals (conversions).
+    #[command(subcommand)]
+    Goal(GoalCommand),
     /// Write realistic demo traffic for a site (through the real ingest path).
     Demo {
         /// The site to fill; it must exist.
@@ -74,6 +77,23 @@ pub enum SiteCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GoalCommand {
+    /// Count a custom event, or a visit to a page, as a conversion.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["event", "page"])))]
+    Add {
+        domain: String,
+        /// A custom event name, e.g. "Signup".
+        #[arg(long)]
+        event: Option<String>,
+        /// A page path, e.g. "/thanks"; `*` matches any characters.
+        #[arg(long)]
+        page: Option<String>,
+    },
+    /// List a site's goals.
+    List { domain: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +150,7 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve::serve(settings),
         Command::Site(cmd) => site(cmd, &settings),
+        Command::Goal(cmd) => goal(cmd, &settings),
         Command::Demo {
             site,
             events,
@@ -247,6 +268,43 @@ fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> {
             }
             sites::remove_site(&mut store.write_connection()?, &domain)?;
             println!("Removed {domain}");
+        }
+    }
+    Ok(())
+}
+
+fn goal(cmd: GoalCommand, settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    let (GoalCommand::Add { domain, .. } | GoalCommand::List { domain }) = &cmd;
+    let domain = normalize_domain(domain)?;
+    let Some(site) = sites::find_site(&*store.reader()?, &domain)? else {
+        bail!(UsageError(format!("no site {domain}")));
+    };
+    match cmd {
+        GoalCommand::Add { event, page, .. } => {
+            let kind = match (event, page) {
+                (Some(e), _) if !e.trim().is_empty() && e.chars().count() <= 120 => {
+                    sites::GoalKind::Event(e.trim().to_string())
+                }
+                (None, Some(p)) if p.starts_with('/') && p.len() <= 2000 => {
+                    sites::GoalKind::Page(p)
+                }
+                _ => bail!(UsageError(
+                    "--event takes a name of 1 to 120 characters; --page a path starting with /"
+                        .into()
+                )),
+            };
+            let goal = sites::Goal { id: 0, kind };
+            if sites::add_goal(&store.write_connection()?, site.id, &goal.kind)? {
+                println!("Added goal {:?} to {domain}", goal.display_name());
+            } else {
+                println!("{domain} already has goal {:?}", goal.display_name());
+            }
+        }
+        GoalCommand::List { .. } => {
+            for g in sites::list_goals(&*store.reader()?, site.id)? {
+                println!("{}", g.display_name());
+            }
         }
     }
     Ok(())

@@ -324,3 +324,68 @@ fn database_from_a_newer_binary_is_refused() {
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("newer than this binary"), "{err}");
 }
+
+#[test]
+fn goals_and_conversion_rate() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.tally(&["goal", "add", "example.com", "--event", "Signup"]);
+    env.tally(&["goal", "add", "example.com", "--page", "/thanks*"]);
+    assert!(
+        env.tally(&["goal", "list", "example.com"])
+            .contains("Visit /thanks*")
+    );
+    assert_eq!(
+        env.tally_raw(&["goal", "add", "example.com"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        env.tally_raw(&["goal", "add", "nope.example", "--event", "X"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let key = env.api_key();
+    let s = env.start();
+    // Four visitors: one signs up, one reaches /thanks/pro, two only browse.
+    s.event_from("198.51.100.1", &pageview("https://example.com/"), CHROME);
+    s.event_from(
+        "198.51.100.1",
+        r#"{"n":"Signup","u":"https://example.com/","d":"example.com"}"#,
+        CHROME,
+    );
+    s.event_from(
+        "198.51.100.1",
+        r#"{"n":"Signup","u":"https://example.com/","d":"example.com"}"#,
+        CHROME,
+    );
+    s.event_from(
+        "198.51.100.2",
+        &pageview("https://example.com/thanks/pro"),
+        CHROME,
+    );
+    s.event_from("198.51.100.3", &pageview("https://example.com/"), CHROME);
+    s.event_from(
+        "198.51.100.4",
+        &pageview("https://example.com/thank"),
+        CHROME,
+    );
+    let agg = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=visitors,conversion_rate",
+    );
+    assert_eq!(
+        agg.json()["results"]["conversion_rate"]["value"],
+        50.0,
+        "{}",
+        agg.body
+    );
+    let goals = s.stats(&key, "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:goal&metrics=visitors,events,conversion_rate");
+    assert_eq!(
+        goals.json()["results"],
+        serde_json::json!([
+            {"goal": "Signup", "visitors": 1, "events": 2, "conversion_rate": 25.0},
+            {"goal": "Visit /thanks*", "visitors": 1, "events": 1, "conversion_rate": 25.0},
+        ])
+    );
+}

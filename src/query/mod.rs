@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use crate::store::sites::{GoalKind, Site};
 use crate::store::stats::{self, BreakdownRow, Dimension, Totals, VISIT_COLUMNS};
-use crate::store::{Db, StoreError, sites::Site};
+use crate::store::{self, Db, StoreError};
 use period::Period;
 
 #[derive(Debug, Error)]
@@ -49,6 +50,7 @@ const AGGREGATE_METRICS: &[&str] = &[
     "bounce_rate",
     "visit_duration",
     "events",
+    "conversion_rate",
 ];
 
 fn metrics(params: &Params, allowed: &[&str]) -> Result<Vec<String>, QueryError> {
@@ -93,6 +95,11 @@ fn metric_of(name: &str, t: &Totals) -> Value {
     }
 }
 
+/// `part` of `whole` in percent, one decimal.
+fn percent(part: i64, whole: i64) -> f64 {
+    (ratio(part, whole) * 1000.0).round() / 10.0
+}
+
 /// Change against the previous period, as Plausible reports it: points for
 /// the bounce rate, a rounded percentage otherwise (100 from nothing).
 fn change(name: &str, now: &Value, before: &Value) -> Value {
@@ -124,17 +131,38 @@ pub fn aggregate(
             )));
         }
     };
-    let t: Totals = stats::totals(conn, site.id, period.range)?;
+    let goals: Vec<GoalKind> = if metrics.iter().any(|m| m == "conversion_rate") {
+        store::sites::list_goals(conn, site.id)?
+            .into_iter()
+            .map(|g| g.kind)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let measure = |range| -> Result<(Totals, i64), QueryError> {
+        Ok((
+            stats::totals(conn, site.id, range)?,
+            stats::converted_visitors(conn, site.id, range, &goals)?,
+        ))
+    };
+    let (t, converted) = measure(period.range)?;
     let before = match &previous {
-        Some(p) => Some(stats::totals(conn, site.id, p.range)?),
+        Some(p) => Some(measure(p.range)?),
         None => None,
+    };
+    let value_of = |m: &str, t: &Totals, converted: i64| {
+        if m == "conversion_rate" {
+            json!(percent(converted, t.visitors))
+        } else {
+            metric_of(m, t)
+        }
     };
     let mut results = Map::new();
     for m in &metrics {
-        let value = metric_of(m, &t);
+        let value = value_of(m, &t, converted);
         let entry = match &before {
-            Some(b) => {
-                let prev = metric_of(m, b);
+            Some((b, bc)) => {
+                let prev = value_of(m, b, *bc);
                 json!({ "value": value, "change": change(m, &value, &prev) })
             }
             None => json!({ "value": value }),
@@ -242,6 +270,9 @@ pub fn breakdown(
     let prop = params
         .get("property")
         .ok_or_else(|| bad("property is required"))?;
+    if prop == "event:goal" {
+        return goal_breakdown(conn, site, params, today);
+    }
     let (dimension, key, allowed) = property(prop)?;
     let metrics = metrics(params, allowed)?;
     let period = Period::from_params(params, &site.timezone, today)?;
@@ -295,4 +326,34 @@ fn int_param(
             .filter(|n| (min..=max).contains(n))
             .ok_or_else(|| bad(format!("{name}: expected an integer from {min} to {max}"))),
     }
+}
+
+/// `property=event:goal`: each goal with the visitors who completed it, how
+/// often, and the share of all visitors.
+fn goal_breakdown(
+    conn: &Db,
+    site: &Site,
+    params: &Params,
+    today: chrono::NaiveDate,
+) -> Result<Value, QueryError> {
+    let metrics = metrics(params, &["visitors", "events", "conversion_rate"])?;
+    let period = Period::from_params(params, &site.timezone, today)?;
+    let all = stats::totals(conn, site.id, period.range)?.visitors;
+    let mut rows = Vec::new();
+    for goal in store::sites::list_goals(conn, site.id)? {
+        let (visitors, events) = stats::goal_conversions(conn, site.id, period.range, &goal.kind)?;
+        let mut row = Map::new();
+        row.insert("goal".into(), json!(goal.display_name()));
+        for m in &metrics {
+            let v = match m.as_str() {
+                "visitors" => json!(visitors),
+                "events" => json!(events),
+                _ => json!(percent(visitors, all)),
+            };
+            row.insert(m.clone(), v);
+        }
+        rows.push((visitors, Value::Object(row)));
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    Ok(json!({ "results": rows.into_iter().map(|r| r.1).collect::<Vec<_>>() }))
 }

@@ -6,7 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, SQL) in order. A new file in `migrations/` gets the next number here.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_goals.sql")),
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> i64 {

@@ -78,6 +78,62 @@ pub fn remove_site(conn: &mut Connection, domain: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// What completes a goal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GoalKind {
+    /// A custom event with this name.
+    Event(String),
+    /// A pageview of this path; `*` matches any run of characters.
+    Page(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goal {
+    pub id: i64,
+    pub kind: GoalKind,
+}
+
+impl Goal {
+    /// The name reports use: the event name, or "Visit /path".
+    pub fn display_name(&self) -> String {
+        match &self.kind {
+            GoalKind::Event(name) => name.clone(),
+            GoalKind::Page(path) => format!("Visit {path}"),
+        }
+    }
+}
+
+pub fn add_goal(conn: &Connection, site_id: i64, kind: &GoalKind) -> Result<bool, StoreError> {
+    let (event, page) = match kind {
+        GoalKind::Event(e) => (Some(e.as_str()), None),
+        GoalKind::Page(p) => (None, Some(p.as_str())),
+    };
+    let inserted = conn.execute(
+        "INSERT INTO goals (site_id, event_name, page_path, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+        params![site_id, event, page, now_unix()],
+    )?;
+    Ok(inserted > 0)
+}
+
+pub fn list_goals(conn: &Connection, site_id: i64) -> Result<Vec<Goal>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, event_name, page_path FROM goals WHERE site_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([site_id], |r| {
+        let (id, event, page): (i64, Option<String>, Option<String>) =
+            (r.get(0)?, r.get(1)?, r.get(2)?);
+        Ok(Goal {
+            id,
+            kind: match (event, page) {
+                (Some(e), _) => GoalKind::Event(e),
+                (None, p) => GoalKind::Page(p.unwrap_or_default()),
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Stores an API key's hash under `name`.
 pub fn add_api_key(
     conn: &Connection,

@@ -177,3 +177,72 @@ pub fn breakdown(
     )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// How many visitors completed `goal` in `range`, and how many events did.
+pub fn goal_conversions(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    goal: &super::sites::GoalKind,
+) -> Result<(i64, i64), StoreError> {
+    use super::sites::GoalKind;
+    let (sql, arg) = match goal {
+        GoalKind::Event(name) => (
+            "SELECT COUNT(DISTINCT visitor_id), COUNT(*) FROM events
+             WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name = ?4",
+            name.clone(),
+        ),
+        // GLOB's `*` is the goal's wildcard; its other specials are escaped.
+        GoalKind::Page(path) => (
+            "SELECT COUNT(DISTINCT visitor_id), COUNT(*) FROM events
+             WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name = 'pageview' AND path GLOB ?4",
+            glob_of(path),
+        ),
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![site_id, range.start, range.end, arg], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?)
+}
+
+/// Visitors who completed any of `goals` in `range`. (`events.path` is
+/// qualified: `json_each` has a column named `path` too.)
+pub fn converted_visitors(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    goals: &[super::sites::GoalKind],
+) -> Result<i64, StoreError> {
+    use super::sites::GoalKind;
+    if goals.is_empty() {
+        return Ok(0);
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut globs: Vec<String> = Vec::new();
+    for g in goals {
+        match g {
+            GoalKind::Event(n) => names.push(n.clone()),
+            GoalKind::Page(p) => globs.push(glob_of(p)),
+        }
+    }
+    let names = serde_json::to_string(&names).expect("strings serialize");
+    let globs = serde_json::to_string(&globs).expect("strings serialize");
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(DISTINCT visitor_id) FROM events
+             WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3
+               AND (name IN (SELECT value FROM json_each(?4))
+                    OR (name = 'pageview'
+                        AND EXISTS (SELECT 1 FROM json_each(?5) g WHERE events.path GLOB g.value)))",
+        )?
+        .query_row(
+            params![site_id, range.start, range.end, names, globs],
+            |r| r.get(0),
+        )?)
+}
+
+/// A page goal as a GLOB pattern: `*` stays a wildcard, `?` and `[` are literal.
+fn glob_of(path: &str) -> String {
+    path.replace('[', "[[]").replace('?', "[?]")
+}
