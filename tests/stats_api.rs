@@ -389,3 +389,114 @@ fn goals_and_conversion_rate() {
         ])
     );
 }
+
+#[test]
+fn filters_narrow_every_report() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let s = env.start();
+    let from_google =
+        r#"{"n":"pageview","u":"https://example.com/blog/a","r":"https://www.google.com/"}"#;
+    // Visitor 1 from Google reads two blog posts; visitor 2 (direct) reads the
+    // home page and a post; visitor 3 from HN reads the pricing page and signs up.
+    s.event_from("198.51.100.1", from_google, CHROME);
+    s.event_from(
+        "198.51.100.1",
+        &pageview("https://example.com/blog/b"),
+        CHROME,
+    );
+    s.event_from("198.51.100.2", &pageview("https://example.com/"), FIREFOX);
+    s.event_from(
+        "198.51.100.2",
+        &pageview("https://example.com/blog/a"),
+        FIREFOX,
+    );
+    s.event_from(
+        "198.51.100.3",
+        r#"{"n":"pageview","u":"https://example.com/pricing","r":"https://news.ycombinator.com/"}"#,
+        FIREFOX,
+    );
+    s.event_from(
+        "198.51.100.3",
+        r#"{"n":"Signup","u":"https://example.com/pricing","d":"example.com","p":{"plan":"pro"}}"#,
+        FIREFOX,
+    );
+    // Visit rows are written once a second.
+    let q = |query: &str| {
+        let r = s.stats(&key, query);
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        r.json()["results"].clone()
+    };
+    let visits_query = "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=visits";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while q(visits_query)["visits"]["value"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "visits never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let agg = |filters: &str| {
+        q(&format!(
+            "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=visitors,pageviews,visits&filters={filters}"
+        ))
+    };
+    let r = agg("visit:source==Google");
+    assert_eq!(
+        (
+            r["visitors"]["value"].clone(),
+            r["pageviews"]["value"].clone(),
+            r["visits"]["value"].clone()
+        ),
+        (1.into(), 2.into(), 1.into())
+    );
+    let r = agg("event:page==/blog/**");
+    assert_eq!(
+        (
+            r["visitors"]["value"].clone(),
+            r["pageviews"]["value"].clone(),
+            r["visits"]["value"].clone()
+        ),
+        (2.into(), 3.into(), 2.into())
+    );
+    let r = agg("visit:source==Direct%20/%20None|Hacker%20News");
+    assert_eq!(r["visitors"]["value"], 2);
+    let r = agg("visit:source!=Google");
+    assert_eq!(r["visitors"]["value"], 2);
+    let r = agg("visit:browser~fox;event:page==/blog/a");
+    assert_eq!(
+        (
+            r["visitors"]["value"].clone(),
+            r["pageviews"]["value"].clone()
+        ),
+        (1.into(), 1.into())
+    );
+    // Pages of visitors who came from Google.
+    let pages = q(
+        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:page&metrics=pageviews&filters=visit:source==Google",
+    );
+    assert_eq!(
+        pages,
+        serde_json::json!([{"page": "/blog/a", "pageviews": 1}, {"page": "/blog/b", "pageviews": 1}])
+    );
+    // Sources of visits that read the blog.
+    let sources = q(
+        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=visit:source&filters=event:page==/blog/**",
+    );
+    assert_eq!(sources.as_array().unwrap().len(), 2);
+    let plans = q(
+        "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=events&filters=event:props:plan==pro",
+    );
+    assert_eq!(plans["events"]["value"], 1);
+    let series = q(
+        "/api/v1/stats/timeseries?site_id=example.com&period=7d&metrics=visitors&filters=visit:source==Google",
+    );
+    assert_eq!(series.as_array().unwrap()[6]["visitors"], 1);
+    let bad = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&filters=visit:nope==1",
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("visit:nope"));
+}

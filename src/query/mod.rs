@@ -4,6 +4,7 @@
 //! HTTP); periods are resolved in the site's timezone; the numbers come from
 //! [`crate::store::stats`].
 
+pub mod filters;
 pub mod period;
 
 use std::collections::HashMap;
@@ -122,6 +123,7 @@ pub fn aggregate(
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, AGGREGATE_METRICS)?;
     let period = Period::from_params(params, &site.timezone, today)?;
+    let filters = filters::parse(params.get("filters").map(String::as_str))?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
         Some("previous_period") => Some(period.previous(&site.timezone)),
@@ -141,8 +143,8 @@ pub fn aggregate(
     };
     let measure = |range| -> Result<(Totals, i64), QueryError> {
         Ok((
-            stats::totals(conn, site.id, range)?,
-            stats::converted_visitors(conn, site.id, range, &goals)?,
+            stats::totals(conn, site.id, range, &filters)?,
+            stats::converted_visitors(conn, site.id, range, &goals, &filters)?,
         ))
     };
     let (t, converted) = measure(period.range)?;
@@ -183,9 +185,10 @@ pub fn timeseries(
     let metrics = metrics(params, AGGREGATE_METRICS)?;
     let period = Period::from_params(params, &site.timezone, today)?;
     let interval = period::Interval::from_params(params)?;
+    let filters = filters::parse(params.get("filters").map(String::as_str))?;
     let mut results = Vec::new();
     for bucket in period.buckets(interval, &site.timezone)? {
-        let t: Totals = stats::totals(conn, site.id, bucket.range)?;
+        let t: Totals = stats::totals(conn, site.id, bucket.range, &filters)?;
         let mut row = Map::new();
         row.insert("date".into(), json!(bucket.label));
         for m in &metrics {
@@ -212,6 +215,7 @@ pub fn realtime_visitors(
             start: now - REALTIME_WINDOW,
             end: now + 1,
         },
+        &[],
     )?;
     Ok(json!(t.visitors))
 }
@@ -276,6 +280,7 @@ pub fn breakdown(
     let (dimension, key, allowed) = property(prop)?;
     let metrics = metrics(params, allowed)?;
     let period = Period::from_params(params, &site.timezone, today)?;
+    let filters = filters::parse(params.get("filters").map(String::as_str))?;
     let limit = int_param(params, "limit", 100, 1, 1000)?;
     let page = int_param(params, "page", 1, 1, 1_000_000)?;
     let rows: Vec<BreakdownRow> = stats::breakdown(
@@ -283,6 +288,7 @@ pub fn breakdown(
         site.id,
         period.range,
         &dimension,
+        &filters,
         limit,
         (page - 1) * limit,
     )?;
@@ -338,10 +344,12 @@ fn goal_breakdown(
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, &["visitors", "events", "conversion_rate"])?;
     let period = Period::from_params(params, &site.timezone, today)?;
-    let all = stats::totals(conn, site.id, period.range)?.visitors;
+    let filters = filters::parse(params.get("filters").map(String::as_str))?;
+    let all = stats::totals(conn, site.id, period.range, &filters)?.visitors;
     let mut rows = Vec::new();
     for goal in store::sites::list_goals(conn, site.id)? {
-        let (visitors, events) = stats::goal_conversions(conn, site.id, period.range, &goal.kind)?;
+        let (visitors, events) =
+            stats::goal_conversions(conn, site.id, period.range, &goal.kind, &filters)?;
         let mut row = Map::new();
         row.insert("goal".into(), json!(goal.display_name()));
         for m in &metrics {

@@ -2,7 +2,7 @@
 //!
 //! Column names come from the fixed lists here, never from a request.
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use super::StoreError;
 
@@ -73,27 +73,200 @@ pub struct BreakdownRow {
 /// Events that are not user actions: they never count as events or visitors.
 const NOT_AN_ACTION: &str = "engagement";
 
-pub fn totals(conn: &Connection, site_id: i64, range: TimeRange) -> Result<Totals, StoreError> {
+/// What a filter looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterField {
+    /// The event's page path; values may use `*` wildcards.
+    Page,
+    EventName,
+    /// A custom property of the event.
+    Prop(String),
+    /// One of [`VISIT_COLUMNS`].
+    Visit(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    /// Equal to one of the values (`*` in a page value is a wildcard).
+    Is,
+    IsNot,
+    /// Contains one of the values.
+    Contains,
+}
+
+/// One condition; `values` are alternatives (`a|b`). A `None` value matches
+/// a missing attribute (Plausible's "Direct / None").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    pub field: FilterField,
+    pub op: FilterOp,
+    pub values: Vec<Option<String>>,
+}
+
+/// SQL text with its parameters, built together so they cannot drift apart.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<Box<dyn rusqlite::ToSql>>,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    fn arg<T: rusqlite::ToSql + 'static>(&mut self, value: T) -> &mut Sql {
+        self.text.push('?');
+        self.args.push(Box::new(value));
+        self
+    }
+
+    fn params(&self) -> impl rusqlite::Params + '_ {
+        rusqlite::params_from_iter(self.args.iter().map(|a| a.as_ref()))
+    }
+}
+
+/// A JSON path for one property key. A `"` cannot be escaped inside a JSON
+/// path label, so such a key gets a path that matches nothing.
+fn prop_path(key: &str) -> String {
+    let label = if key.contains('"') { "\u{0}" } else { key };
+    format!("$.\"{label}\"")
+}
+
+/// The SQL expression of a field: events as `e`, visits as `v`.
+fn field_sql(sql: &mut Sql, field: &FilterField) {
+    match field {
+        FilterField::Page => {
+            sql.push("e.path");
+        }
+        FilterField::EventName => {
+            sql.push("e.name");
+        }
+        FilterField::Prop(key) => {
+            sql.push("json_extract(e.props, ")
+                .arg(prop_path(key))
+                .push(")");
+        }
+        FilterField::Visit(column) => {
+            assert!(
+                VISIT_COLUMNS.contains(column),
+                "unknown visit column {column}"
+            );
+            sql.push("v.").push(column);
+        }
+    }
+}
+
+/// Appends ` AND (…)` for one filter.
+fn filter_sql(sql: &mut Sql, f: &Filter) {
+    sql.push(" AND ");
+    if f.op == FilterOp::IsNot {
+        sql.push("NOT COALESCE(");
+    }
+    sql.push("(");
+    for (i, value) in f.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        field_sql(sql, &f.field);
+        match (value, f.op) {
+            (None, _) => {
+                sql.push(" IS NULL");
+            }
+            (Some(v), FilterOp::Contains) => {
+                sql.push(" LIKE ")
+                    .arg(format!("%{}%", like_escape(v)))
+                    .push(" ESCAPE '\\'");
+            }
+            (Some(v), _) if f.field == FilterField::Page && v.contains('*') => {
+                // `**` and `*` both become GLOB's `*`; `?` and `[` stay literal.
+                let glob = v.replace("**", "*").replace('[', "[[]").replace('?', "[?]");
+                sql.push(" GLOB ").arg(glob);
+            }
+            (Some(v), _) => {
+                sql.push(" = ").arg(v.clone());
+            }
+        }
+    }
+    sql.push(")");
+    if f.op == FilterOp::IsNot {
+        sql.push(", 0)");
+    }
+}
+
+fn like_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn is_visit_field(f: &Filter) -> bool {
+    matches!(f.field, FilterField::Visit(_))
+}
+
+/// `FROM events e [JOIN visits v] WHERE` the site, range, action and filters.
+fn events_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
+    sql.push(" FROM events e");
+    if filters.iter().any(is_visit_field) {
+        sql.push(" JOIN visits v ON v.id = e.visit_id");
+    }
+    sql.push(" WHERE e.site_id = ").arg(site_id);
+    sql.push(" AND e.ts >= ").arg(range.start);
+    sql.push(" AND e.ts < ").arg(range.end);
+    sql.push(" AND e.name <> ").arg(NOT_AN_ACTION);
+    for f in filters {
+        filter_sql(sql, f);
+    }
+}
+
+/// `FROM visits v WHERE` the site, start in range, and filters: visit fields
+/// directly, event fields as "had an event matching".
+fn visits_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
+    sql.push(" FROM visits v WHERE v.site_id = ").arg(site_id);
+    sql.push(" AND v.started_at >= ").arg(range.start);
+    sql.push(" AND v.started_at < ").arg(range.end);
+    for f in filters.iter().filter(|f| is_visit_field(f)) {
+        filter_sql(sql, f);
+    }
+    let event_filters: Vec<&Filter> = filters.iter().filter(|f| !is_visit_field(f)).collect();
+    if !event_filters.is_empty() {
+        // A visit may run past the end of the range; a day covers any visit.
+        sql.push(" AND v.id IN (SELECT e.visit_id FROM events e WHERE e.site_id = ")
+            .arg(site_id);
+        sql.push(" AND e.ts >= ").arg(range.start);
+        sql.push(" AND e.ts < ").arg(range.end + 86_400);
+        for f in event_filters {
+            filter_sql(sql, f);
+        }
+        sql.push(")");
+    }
+}
+
+pub fn totals(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    filters: &[Filter],
+) -> Result<Totals, StoreError> {
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT COUNT(DISTINCT e.visitor_id), COALESCE(SUM(e.name = 'pageview'), 0),
+            COALESCE(SUM(e.name <> 'pageview'), 0)",
+    );
+    events_from(&mut sql, site_id, range, filters);
     let (visitors, pageviews, events) = conn
-        .prepare_cached(
-            "SELECT COUNT(DISTINCT visitor_id),
-                    COALESCE(SUM(name = 'pageview'), 0),
-                    COALESCE(SUM(name <> 'pageview'), 0)
-             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name <> ?4",
-        )?
-        .query_row(
-            params![site_id, range.start, range.end, NOT_AN_ACTION],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        .prepare_cached(&sql.text)?
+        .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
+            COALESCE(SUM(v.last_seen_at - v.started_at), 0)",
+    );
+    visits_from(&mut sql, site_id, range, filters);
     let (visits, bounces, visit_duration_sum) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(is_bounce), 0),
-                    COALESCE(SUM(last_seen_at - started_at), 0)
-             FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3",
-        )?
-        .query_row(params![site_id, range.start, range.end], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
+        .prepare_cached(&sql.text)?
+        .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(Totals {
         visitors,
         pageviews,
@@ -110,71 +283,67 @@ pub fn breakdown(
     site_id: i64,
     range: TimeRange,
     dimension: &Dimension,
+    filters: &[Filter],
     limit: i64,
     offset: i64,
 ) -> Result<Vec<BreakdownRow>, StoreError> {
-    let sql = match dimension {
-        Dimension::Page => "SELECT path, COUNT(DISTINCT visitor_id), COUNT(DISTINCT visit_id),
-                    COUNT(*), 0, 0, 0
-             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name = 'pageview'
-             GROUP BY path ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
-            .to_string(),
-        Dimension::EventName => "SELECT name, COUNT(DISTINCT visitor_id), COUNT(DISTINCT visit_id),
-                    0, COUNT(*), 0, 0
-             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3
-               AND name NOT IN ('pageview', 'engagement')
-             GROUP BY name ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
-            .to_string(),
-        Dimension::Prop(_) => "SELECT json_extract(props, ?6) AS value, COUNT(DISTINCT visitor_id),
-                    COUNT(DISTINCT visit_id), SUM(name = 'pageview'), SUM(name <> 'pageview'), 0, 0
-             FROM events WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND props IS NOT NULL
-               AND name <> 'engagement' AND json_extract(props, ?6) IS NOT NULL
-             GROUP BY value ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
-            .to_string(),
+    let mut sql = Sql::default();
+    match dimension {
+        Dimension::Page => {
+            sql.push(
+                "SELECT e.path, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
+                    COUNT(*), 0, 0, 0",
+            );
+            events_from(&mut sql, site_id, range, filters);
+            sql.push(" AND e.name = 'pageview' GROUP BY e.path");
+        }
+        Dimension::EventName => {
+            sql.push(
+                "SELECT e.name, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
+                    0, COUNT(*), 0, 0",
+            );
+            events_from(&mut sql, site_id, range, filters);
+            sql.push(" AND e.name <> 'pageview' GROUP BY e.name");
+        }
+        Dimension::Prop(key) => {
+            sql.push("SELECT json_extract(e.props, ")
+                .arg(prop_path(key))
+                .push(
+                    ") AS value, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
+                    SUM(e.name = 'pageview'), SUM(e.name <> 'pageview'), 0, 0",
+                );
+            events_from(&mut sql, site_id, range, filters);
+            sql.push(" AND value IS NOT NULL GROUP BY value");
+        }
         Dimension::Visit(column) => {
             assert!(
                 VISIT_COLUMNS.contains(column),
                 "unknown visit column {column}"
             );
-            format!(
-                "SELECT {column}, COUNT(DISTINCT visitor_id), COUNT(*), SUM(pageviews),
-                        SUM(events), SUM(is_bounce), SUM(last_seen_at - started_at)
-                 FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3
-                 GROUP BY {column} ORDER BY 2 DESC, 1 LIMIT ?4 OFFSET ?5"
-            )
+            sql.push(&format!(
+                "SELECT v.{column}, COUNT(DISTINCT v.visitor_id), COUNT(*), SUM(v.pageviews),
+                    SUM(v.events), SUM(v.is_bounce), SUM(v.last_seen_at - v.started_at)"
+            ));
+            visits_from(&mut sql, site_id, range, filters);
+            sql.push(&format!(" GROUP BY v.{column}"));
         }
-    };
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
-        Box::new(site_id),
-        Box::new(range.start),
-        Box::new(range.end),
-        Box::new(limit),
-        Box::new(offset),
-    ];
-    if let Dimension::Prop(key) = dimension {
-        // A `"` cannot be escaped inside a JSON path label; such a key matches nothing.
-        let label = if key.contains('"') {
-            "\u{0}"
-        } else {
-            key.as_str()
-        };
-        args.push(Box::new(format!("$.\"{label}\"")));
     }
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())),
-        |r| {
-            Ok(BreakdownRow {
-                value: r.get(0)?,
-                visitors: r.get(1)?,
-                visits: r.get(2)?,
-                pageviews: r.get(3)?,
-                events: r.get(4)?,
-                bounces: r.get(5)?,
-                visit_duration_sum: r.get(6)?,
-            })
-        },
-    )?;
+    sql.push(" ORDER BY 2 DESC, 1 LIMIT ")
+        .arg(limit)
+        .push(" OFFSET ")
+        .arg(offset);
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let rows = stmt.query_map(sql.params(), |r| {
+        Ok(BreakdownRow {
+            value: r.get(0)?,
+            visitors: r.get(1)?,
+            visits: r.get(2)?,
+            pageviews: r.get(3)?,
+            events: r.get(4)?,
+            bounces: r.get(5)?,
+            visit_duration_sum: r.get(6)?,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -184,35 +353,35 @@ pub fn goal_conversions(
     site_id: i64,
     range: TimeRange,
     goal: &super::sites::GoalKind,
+    filters: &[Filter],
 ) -> Result<(i64, i64), StoreError> {
     use super::sites::GoalKind;
-    let (sql, arg) = match goal {
-        GoalKind::Event(name) => (
-            "SELECT COUNT(DISTINCT visitor_id), COUNT(*) FROM events
-             WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name = ?4",
-            name.clone(),
-        ),
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(DISTINCT e.visitor_id), COUNT(*)");
+    events_from(&mut sql, site_id, range, filters);
+    match goal {
+        GoalKind::Event(name) => {
+            sql.push(" AND e.name = ").arg(name.clone());
+        }
         // GLOB's `*` is the goal's wildcard; its other specials are escaped.
-        GoalKind::Page(path) => (
-            "SELECT COUNT(DISTINCT visitor_id), COUNT(*) FROM events
-             WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 AND name = 'pageview' AND path GLOB ?4",
-            glob_of(path),
-        ),
-    };
+        GoalKind::Page(path) => {
+            sql.push(" AND e.name = 'pageview' AND e.path GLOB ")
+                .arg(glob_of(path));
+        }
+    }
     Ok(conn
-        .prepare_cached(sql)?
-        .query_row(params![site_id, range.start, range.end, arg], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?)
+        .prepare_cached(&sql.text)?
+        .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
-/// Visitors who completed any of `goals` in `range`. (`events.path` is
-/// qualified: `json_each` has a column named `path` too.)
+/// Visitors who completed any of `goals` in `range`. (`e.path` is qualified:
+/// `json_each` has a column named `path` too.)
 pub fn converted_visitors(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
     goals: &[super::sites::GoalKind],
+    filters: &[Filter],
 ) -> Result<i64, StoreError> {
     use super::sites::GoalKind;
     if goals.is_empty() {
@@ -226,20 +395,17 @@ pub fn converted_visitors(
             GoalKind::Page(p) => globs.push(glob_of(p)),
         }
     }
-    let names = serde_json::to_string(&names).expect("strings serialize");
-    let globs = serde_json::to_string(&globs).expect("strings serialize");
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
+    events_from(&mut sql, site_id, range, filters);
+    sql.push(" AND (e.name IN (SELECT value FROM json_each(")
+        .arg(serde_json::to_string(&names).expect("strings serialize"))
+        .push(")) OR (e.name = 'pageview' AND EXISTS (SELECT 1 FROM json_each(")
+        .arg(serde_json::to_string(&globs).expect("strings serialize"))
+        .push(") g WHERE e.path GLOB g.value)))");
     Ok(conn
-        .prepare_cached(
-            "SELECT COUNT(DISTINCT visitor_id) FROM events
-             WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3
-               AND (name IN (SELECT value FROM json_each(?4))
-                    OR (name = 'pageview'
-                        AND EXISTS (SELECT 1 FROM json_each(?5) g WHERE events.path GLOB g.value)))",
-        )?
-        .query_row(
-            params![site_id, range.start, range.end, names, globs],
-            |r| r.get(0),
-        )?)
+        .prepare_cached(&sql.text)?
+        .query_row(sql.params(), |r| r.get(0))?)
 }
 
 /// A page goal as a GLOB pattern: `*` stays a wildcard, `?` and `[` are literal.
