@@ -178,6 +178,14 @@ fn stats_api_refuses_bad_keys_and_params() {
             "/api/v1/stats/breakdown?site_id=example.com&property=event:page&metrics=bounce_rate",
             "metrics",
         ),
+        (
+            "/api/v1/stats/timeseries?site_id=example.com&metrics=conversion_rate",
+            "metrics",
+        ),
+        (
+            "/api/v1/stats/breakdown?site_id=example.com&property=visit:source&metrics=conversion_rate",
+            "metrics",
+        ),
     ] {
         let r = s.stats(&key, query);
         assert_eq!(r.status, 400, "{query}: {}", r.body);

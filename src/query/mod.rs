@@ -43,6 +43,18 @@ pub fn site_param(params: &Params) -> Result<&str, QueryError> {
         .ok_or_else(|| bad("site_id is required"))
 }
 
+/// Metrics every report computes from its totals.
+const BASE_METRICS: &[&str] = &[
+    "visitors",
+    "visits",
+    "pageviews",
+    "views_per_visit",
+    "bounce_rate",
+    "visit_duration",
+    "events",
+];
+
+/// The aggregate adds the conversion rate over all goals.
 const AGGREGATE_METRICS: &[&str] = &[
     "visitors",
     "visits",
@@ -182,7 +194,7 @@ pub fn timeseries(
     params: &Params,
     today: chrono::NaiveDate,
 ) -> Result<Value, QueryError> {
-    let metrics = metrics(params, AGGREGATE_METRICS)?;
+    let metrics = metrics(params, BASE_METRICS)?;
     let period = Period::from_params(params, &site.timezone, today)?;
     let interval = period::Interval::from_params(params)?;
     let filters = filters::parse(params.get("filters").map(String::as_str))?;
@@ -247,11 +259,7 @@ fn property(name: &str) -> Result<(Dimension, String, &'static [&'static str]), 
                 .strip_prefix("visit:")
                 .and_then(|c| VISIT_COLUMNS.iter().find(|v| **v == c))
                 .ok_or_else(|| bad(format!("property: unknown property `{name}`")))?;
-            Ok((
-                Dimension::Visit(column),
-                column.to_string(),
-                AGGREGATE_METRICS,
-            ))
+            Ok((Dimension::Visit(column), column.to_string(), BASE_METRICS))
         }
     }
 }
