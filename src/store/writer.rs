@@ -180,14 +180,16 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
         stats
             .last_commit_micros
             .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // Jobs count towards the batch limit but are not events.
+        let events_in_batch: u64 = batch.iter().map(events_of).sum();
         stats
             .last_batch_events
-            .store(n_events as u64, Ordering::Relaxed);
+            .store(events_in_batch, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 stats
                     .events_written
-                    .fetch_add(n_events as u64, Ordering::Relaxed);
+                    .fetch_add(events_in_batch, Ordering::Relaxed);
                 for op in batch.drain(..) {
                     if let Some(ack) = ack_of(op) {
                         let _ = ack.send(Ok(()));
@@ -198,7 +200,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
                 // One bad submission must not fail its neighbours: retry each alone.
                 tracing::warn!(error = %e, ops = batch.len(), "group commit failed; retrying one by one");
                 for op in batch.drain(..) {
-                    let n = op_len(&op) as u64;
+                    let n = events_of(&op);
                     let mut single = vec![op];
                     let r = commit(&mut conn, &mut ids, &single);
                     if r.is_ok() {
@@ -221,6 +223,13 @@ fn op_len(op: &Op) -> usize {
     match op {
         Op::Events(ev, _) => ev.len(),
         Op::Job(..) | Op::Stop => 1,
+    }
+}
+
+fn events_of(op: &Op) -> u64 {
+    match op {
+        Op::Events(ev, _) => ev.len() as u64,
+        Op::Job(..) | Op::Stop => 0,
     }
 }
 
