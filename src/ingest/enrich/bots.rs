@@ -95,13 +95,19 @@ const PATTERNS: &[(&str, BotReason)] = &[
     ("insomnia", BotReason::NotABrowser),
 ];
 
+/// Device names that contain a bot pattern but are phones people browse with.
+const NOT_BOTS: &[&str] = &["cubot"];
+
 /// Returns why `ua` is a bot, or `None` for what looks like a person's browser.
 pub fn classify(ua: &str, info: &UaInfo) -> Option<BotReason> {
     let ua = ua.trim();
     if ua.is_empty() {
         return Some(BotReason::EmptyUserAgent);
     }
-    let lower = ua.to_ascii_lowercase();
+    let mut lower = ua.to_ascii_lowercase();
+    for name in NOT_BOTS {
+        lower = lower.replace(name, "");
+    }
     if let Some((_, reason)) = PATTERNS.iter().find(|(p, _)| lower.contains(p)) {
         return Some(*reason);
     }
@@ -149,6 +155,13 @@ mod tests {
                 "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15"
             ),
             None
+        );
+        assert_eq!(
+            check(
+                "Mozilla/5.0 (Linux; Android 12; CUBOT KINGKONG 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"
+            ),
+            None,
+            "a phone brand, not a bot"
         );
     }
 }
