@@ -18,7 +18,7 @@ use crate::cli::UsageError;
 use crate::config::Settings;
 use crate::ingest::enrich::GeoLookup;
 use crate::ingest::payload::parse_body;
-use crate::ingest::{IngestError, Ingestor, Outcome, RequestMeta};
+use crate::ingest::{IngestError, IngestOptions, Ingestor, Outcome, RequestMeta};
 use crate::store::{self, Store, now_unix};
 
 /// Visits in flight at once: enough to fill the writer's group commits.
@@ -227,14 +227,16 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
         None => GeoLookup::disabled(),
     };
     let now = now_unix();
-    let (ingestor, writer) = Ingestor::start_with(
+    let (ingestor, writer) = Ingestor::start(
         store.clone(),
         store.write_connection()?,
-        settings.raw.storage.queue_capacity,
         geo,
-        false,
+        IngestOptions {
+            queue_capacity: settings.raw.storage.queue_capacity,
+            respect_opt_out: false,
+            recover_visits: false,
+        },
         now,
-        false,
     )?;
     let ingestor = Arc::new(ingestor);
     let plan = plan_visits(&opts, now);

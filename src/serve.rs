@@ -8,8 +8,8 @@ use anyhow::Context;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::ingest::Ingestor;
 use crate::ingest::enrich::GeoLookup;
+use crate::ingest::{IngestOptions, Ingestor};
 use crate::store::{Store, now_unix, retention};
 
 const READERS: u32 = 4;
@@ -41,9 +41,12 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
         store.write_connection()?,
-        settings.raw.storage.queue_capacity,
         geo,
-        settings.raw.privacy.respect_gpc,
+        IngestOptions {
+            queue_capacity: settings.raw.storage.queue_capacity,
+            respect_opt_out: settings.raw.privacy.respect_gpc,
+            recover_visits: true,
+        },
         now_unix(),
     )?;
     let ingestor = Arc::new(ingestor);

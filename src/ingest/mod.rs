@@ -33,6 +33,19 @@ const REBUILD_WINDOW: i64 = 120;
 /// Visits that started longer ago than this are not resumed after a restart.
 const RESTORE_STARTED_WITHIN: i64 = 24 * 3600;
 
+/// How an [`Ingestor`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    /// Submissions that may wait for the writer.
+    pub queue_capacity: usize,
+    /// Drop events of requests carrying `Sec-GPC: 1` or `DNT: 1`.
+    pub respect_opt_out: bool,
+    /// Rebuild visits after an unclean stop and keep the clean-stop marker:
+    /// true for the server, false for a second process beside it (`tally
+    /// demo`), since both belong to the server.
+    pub recover_visits: bool,
+}
+
 /// Facts about the request that are not in the payload. Never stored.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestMeta<'a> {
@@ -81,32 +94,21 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Loads salts and open visits with `conn`, then hands `conn` to a new
-    /// writer with room for `queue_capacity` submissions.
+    /// writer.
     pub fn start(
         store: Store,
         conn: Db,
-        queue_capacity: usize,
         geo: GeoLookup,
-        respect_opt_out: bool,
+        options: IngestOptions,
         now: i64,
     ) -> Result<(Ingestor, WriterHandle), StartError> {
-        Ingestor::start_with(store, conn, queue_capacity, geo, respect_opt_out, now, true)
-    }
-
-    /// [`Ingestor::start`], with `recover` false for a second process beside
-    /// the server (`tally demo`): it neither rebuilds visits nor touches the
-    /// clean-stop marker, which belong to the server.
-    pub fn start_with(
-        store: Store,
-        conn: Db,
-        queue_capacity: usize,
-        geo: GeoLookup,
-        respect_opt_out: bool,
-        now: i64,
-        recover: bool,
-    ) -> Result<(Ingestor, WriterHandle), StartError> {
+        let IngestOptions {
+            queue_capacity,
+            respect_opt_out,
+            recover_visits,
+        } = options;
         let hasher = VisitorHasher::load(&conn, now)?;
-        if recover && !store::visits::take_clean_stop(&conn)? {
+        if recover_visits && !store::visits::take_clean_stop(&conn)? {
             let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
             tracing::info!(
                 visits = rebuilt,

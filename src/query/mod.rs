@@ -54,29 +54,22 @@ const BASE_METRICS: &[&str] = &[
     "events",
 ];
 
-/// The aggregate adds the conversion rate over all goals.
-const AGGREGATE_METRICS: &[&str] = &[
-    "visitors",
-    "visits",
-    "pageviews",
-    "views_per_visit",
-    "bounce_rate",
-    "visit_duration",
-    "events",
-    "conversion_rate",
-];
+/// The aggregate also computes the conversion rate over all goals.
+const CONVERSION_RATE: &str = "conversion_rate";
 
-fn metrics(params: &Params, allowed: &[&str]) -> Result<Vec<String>, QueryError> {
+/// The `metrics` parameter, each one of `allowed` or `extra`.
+fn metrics(params: &Params, allowed: &[&str], extra: &[&str]) -> Result<Vec<String>, QueryError> {
     let raw = params
         .get("metrics")
         .map(String::as_str)
         .unwrap_or("visitors");
     let list: Vec<String> = raw.split(',').map(|m| m.trim().to_string()).collect();
     for m in &list {
-        if !allowed.contains(&m.as_str()) {
+        if !allowed.contains(&m.as_str()) && !extra.contains(&m.as_str()) {
+            let valid: Vec<&str> = allowed.iter().chain(extra).copied().collect();
             return Err(bad(format!(
                 "metrics: unknown metric `{m}`; valid here: {}",
-                allowed.join(", ")
+                valid.join(", ")
             )));
         }
     }
@@ -133,7 +126,7 @@ pub fn aggregate(
     params: &Params,
     today: chrono::NaiveDate,
 ) -> Result<Value, QueryError> {
-    let metrics = metrics(params, AGGREGATE_METRICS)?;
+    let metrics = metrics(params, BASE_METRICS, &[CONVERSION_RATE])?;
     let period = Period::from_params(params, &site.timezone, today)?;
     let filters = filters::parse(params.get("filters").map(String::as_str))?;
     let previous = match params.get("compare").map(String::as_str) {
@@ -145,7 +138,7 @@ pub fn aggregate(
             )));
         }
     };
-    let goals: Vec<GoalKind> = if metrics.iter().any(|m| m == "conversion_rate") {
+    let goals: Vec<GoalKind> = if metrics.iter().any(|m| m == CONVERSION_RATE) {
         store::sites::list_goals(conn, site.id)?
             .into_iter()
             .map(|g| g.kind)
@@ -165,7 +158,7 @@ pub fn aggregate(
         None => None,
     };
     let value_of = |m: &str, t: &Totals, converted: i64| {
-        if m == "conversion_rate" {
+        if m == CONVERSION_RATE {
             json!(percent(converted, t.visitors))
         } else {
             metric_of(m, t)
@@ -194,7 +187,7 @@ pub fn timeseries(
     params: &Params,
     today: chrono::NaiveDate,
 ) -> Result<Value, QueryError> {
-    let metrics = metrics(params, BASE_METRICS)?;
+    let metrics = metrics(params, BASE_METRICS, &[])?;
     let period = Period::from_params(params, &site.timezone, today)?;
     let interval = period::Interval::from_params(params)?;
     let filters = filters::parse(params.get("filters").map(String::as_str))?;
@@ -286,7 +279,7 @@ pub fn breakdown(
         return goal_breakdown(conn, site, params, today);
     }
     let (dimension, key, allowed) = property(prop)?;
-    let metrics = metrics(params, allowed)?;
+    let metrics = metrics(params, allowed, &[])?;
     let period = Period::from_params(params, &site.timezone, today)?;
     let filters = filters::parse(params.get("filters").map(String::as_str))?;
     let limit = int_param(params, "limit", 100, 1, 1000)?;
@@ -350,7 +343,7 @@ fn goal_breakdown(
     params: &Params,
     today: chrono::NaiveDate,
 ) -> Result<Value, QueryError> {
-    let metrics = metrics(params, &["visitors", "events", "conversion_rate"])?;
+    let metrics = metrics(params, &["visitors", "events"], &[CONVERSION_RATE])?;
     let period = Period::from_params(params, &site.timezone, today)?;
     let filters = filters::parse(params.get("filters").map(String::as_str))?;
     let all = stats::totals(conn, site.id, period.range, &filters)?.visitors;
