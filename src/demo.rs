@@ -265,9 +265,14 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
             report.visits += 1;
             report.pageviews += pageviews;
             report.custom_events += custom;
+            // Keeps the visit snapshots and rollup feed that wait in memory small.
+            if report.visits % FLUSH_EVERY_VISITS == 0 {
+                ingestor.flush().await;
+            }
         }
         drop(results);
-        ingestor.flush_visits().await;
+        ingestor.flush().await;
+        ingestor.roll_ended_visits(now_unix()).await;
         Ok::<DemoReport, anyhow::Error>(report)
     })?;
     drop(ingestor);
@@ -278,6 +283,9 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
 /// Draws every visit's start and length so that the pageviews add up to
 /// exactly `opts.events`, sorted by start so each visitor's visits replay in
 /// order.
+/// Visits played between two flushes.
+const FLUSH_EVERY_VISITS: u64 = 20_000;
+
 fn plan_visits(opts: &DemoOptions, now: i64) -> Vec<PlannedVisit> {
     let mut rng = Rng(opts.seed);
     let first_day = now.div_euclid(86_400) - i64::from(opts.days) + 1;

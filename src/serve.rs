@@ -63,6 +63,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         ingestor: ingestor.clone(),
         store,
         trusted_proxies: settings.trusted_proxies.clone(),
+        raw_events_days: raw_days,
     };
     let result = actix_web::rt::System::new().block_on(async move {
         let maintenance = tokio::spawn({
@@ -81,7 +82,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 let mut tick = tokio::time::interval(VISIT_FLUSH_EVERY);
                 loop {
                     tick.tick().await;
-                    ingestor.flush_visits().await;
+                    ingestor.flush().await;
+                    ingestor.roll_ended_visits(now_unix()).await;
                 }
             }
         });
@@ -109,7 +111,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         maintenance.abort();
         retention.abort();
         visit_flush.abort();
-        ingestor.flush_visits().await;
+        ingestor.flush().await;
         result
     });
     tracing::info!("HTTP server stopped; committing queued events");

@@ -378,6 +378,7 @@ fn goals_and_conversion_rate() {
         &pageview("https://example.com/thank"),
         CHROME,
     );
+    s.settle();
     let agg = s.stats(
         &key,
         "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=visitors,conversion_rate",

@@ -1,5 +1,6 @@
-//! `GET /api/health`: version, database reachability, writer queue depth and
-//! counts of events accepted, refused and dropped since start.
+//! `GET /api/health`: version, database reachability, writer queue depth,
+//! counts of events accepted, refused and dropped since start, and events
+//! not yet in the rollups.
 
 use std::sync::atomic::Ordering;
 
@@ -30,6 +31,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "events_written": count(&writer.events_written),
             "last_batch_events": count(&writer.last_batch_events),
             "last_commit_micros": count(&writer.last_commit_micros),
+        },
+        "rollups": {
+            "pending_events": state.ingestor.rollup_pending(),
         },
         "events": {
             "accepted": count(&ingest.accepted),

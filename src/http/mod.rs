@@ -25,6 +25,8 @@ pub struct AppState {
     pub ingestor: Arc<Ingestor>,
     pub store: Store,
     pub trusted_proxies: Vec<IpNet>,
+    /// How long raw events are kept: filtered reports cannot reach further.
+    pub raw_events_days: u32,
 }
 
 /// Registers every route on an actix app.

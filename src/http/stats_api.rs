@@ -9,7 +9,7 @@ use crate::keys;
 use crate::query::{self, Params, QueryError, period};
 use crate::store::{self, Db, Store, sites::Site};
 
-type Handler = fn(&Db, &Site, &Params, chrono::NaiveDate) -> Result<serde_json::Value, QueryError>;
+type Handler = fn(&Db, &Site, &Params, &query::Context) -> Result<serde_json::Value, QueryError>;
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
@@ -27,6 +27,7 @@ async fn answer(
 ) -> Result<HttpResponse, ApiError> {
     let key = bearer(&req).ok_or(ApiError::Unauthorized)?;
     let store: Store = state.store.clone();
+    let raw_days = i64::from(state.raw_events_days);
     let params = params.into_inner();
     let value = web::block(move || -> Result<serde_json::Value, ApiError> {
         let conn = store.reader()?;
@@ -36,8 +37,13 @@ async fn answer(
         let domain = query::site_param(&params)?;
         let site = store::sites::find_site(&conn, domain)?
             .ok_or_else(|| QueryError::NoSuchSite(domain.to_string()))?;
-        let today = period::today_in(&site.timezone, store::now_unix());
-        Ok(handler(&conn, &site, &params, today)?)
+        let now = store::now_unix();
+        let ctx = query::Context {
+            today: period::today_in(&site.timezone, now),
+            now,
+            raw_since: now - raw_days * 86_400,
+        };
+        Ok(handler(&conn, &site, &params, &ctx)?)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;

@@ -13,12 +13,15 @@ pub mod session;
 pub mod sites;
 pub mod visitor;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use error::{IngestError, StartError};
 pub use payload::{EventKind, EventPayload};
 
+use crate::store::rollups::{self, RollupFeed};
 use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
 use enrich::bots::BotReason;
 use enrich::{GeoLookup, UaParser, referrer};
@@ -40,9 +43,9 @@ pub struct IngestOptions {
     pub queue_capacity: usize,
     /// Drop events of requests carrying `Sec-GPC: 1` or `DNT: 1`.
     pub respect_opt_out: bool,
-    /// Rebuild visits after an unclean stop and keep the clean-stop marker:
-    /// true for the server, false for a second process beside it (`tally
-    /// demo`), since both belong to the server.
+    /// Rebuild visits and rollups after an unclean stop and keep the
+    /// clean-stop and rollup marks: true for the server, false for a second
+    /// process beside it (`tally demo`), since those belong to the server.
     pub recover_visits: bool,
 }
 
@@ -83,6 +86,9 @@ pub struct IngestStats {
 
 pub struct Ingestor {
     writer: EventWriter,
+    store: Store,
+    feed: Arc<RollupFeed>,
+    recover_visits: bool,
     ua: UaParser,
     geo: GeoLookup,
     hasher: VisitorHasher,
@@ -108,11 +114,14 @@ impl Ingestor {
             recover_visits,
         } = options;
         let hasher = VisitorHasher::load(&conn, now)?;
+        rollups::rebuild_if_asked(&conn, now)?;
         if recover_visits && !store::visits::take_clean_stop(&conn)? {
             let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
+            let folded = rollups::recover(&conn)?;
             tracing::info!(
                 visits = rebuilt,
-                "rebuilt recent visits from events after an unclean stop"
+                events = folded,
+                "rebuilt recent visits and rollups from events after an unclean stop"
             );
         }
         let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
@@ -122,9 +131,13 @@ impl Ingestor {
             now - session::VISIT_TIMEOUT_SECS,
         )?);
         tracing::info!(open_visits = sessions.len(), "restored open visits");
-        let (writer, handle) = EventWriter::start(conn, queue_capacity);
+        let feed = Arc::new(RollupFeed::default());
+        let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone());
         let ingestor = Ingestor {
             writer,
+            store: store.clone(),
+            feed,
+            recover_visits,
             ua: UaParser::new(),
             geo,
             hasher,
@@ -136,14 +149,53 @@ impl Ingestor {
         Ok((ingestor, handle))
     }
 
-    /// Writes the snapshots of visits changed since the last call (every
-    /// second, and once more at shutdown).
-    pub async fn flush_visits(&self) {
+    /// Writes the snapshots of visits changed since the last call and folds
+    /// the events committed since then into the rollups (every second, and
+    /// once more at shutdown).
+    pub async fn flush(&self) {
         let dirty = self.sessions.take_dirty();
         let n = dirty.len();
         if let Err(e) = store::visits::write_snapshots(&self.writer, dirty).await {
             tracing::error!(error = %e, visits = n, "writing visit snapshots failed");
         }
+        let zones = match self.zones() {
+            Ok(z) => z,
+            Err(e) => {
+                tracing::error!(error = %e, "reading site timezones failed");
+                return;
+            }
+        };
+        if let Err(e) =
+            rollups::flush_events(&self.writer, &self.feed, &zones, self.recover_visits).await
+        {
+            tracing::error!(error = %e, "adding events to the rollups failed");
+        }
+    }
+
+    /// Adds visits that ended before `now` to the rollups (every second).
+    pub async fn roll_ended_visits(&self, now: i64) {
+        let zones = match self.zones() {
+            Ok(z) => Arc::new(z),
+            Err(e) => {
+                tracing::error!(error = %e, "reading site timezones failed");
+                return;
+            }
+        };
+        let ended_before = now - rollups::VISIT_SETTLED_AFTER;
+        match rollups::roll_ended_visits(&self.writer, zones, ended_before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(visits = n, "added ended visits to the rollups"),
+            Err(e) => tracing::error!(error = %e, "adding ended visits to the rollups failed"),
+        }
+    }
+
+    fn zones(&self) -> Result<HashMap<i64, chrono_tz::Tz>, store::StoreError> {
+        rollups::zones(&*self.store.reader()?)
+    }
+
+    /// Committed events not yet in the rollups.
+    pub fn rollup_pending(&self) -> u64 {
+        self.feed.pending()
     }
 
     /// Periodic upkeep: forget ended visits, rotate the salt at midnight UTC
@@ -224,6 +276,7 @@ impl Ingestor {
         let step = match payload.kind {
             EventKind::Pageview => Step::Pageview { path: &path },
             EventKind::Custom => Step::Custom {
+                name: &payload.name,
                 interactive: payload.interactive,
             },
             EventKind::Engagement { .. } => Step::Engagement,
@@ -299,6 +352,7 @@ impl Ingestor {
                 interactive: payload.interactive,
                 visit_id: tracked.visit_id,
                 first_of_visit: tracked.is_new.then_some(tracked.dims),
+                first_view: tracked.first_view,
             });
         }
         if events.is_empty() {

@@ -23,6 +23,7 @@ pub enum Step<'a> {
         path: &'a str,
     },
     Custom {
+        name: &'a str,
         interactive: bool,
     },
     /// Time-on-page reports extend a visit but never start one.
@@ -35,6 +36,22 @@ type Key = (i64, i64); // (site_id, visitor_id)
 struct Open {
     visit: VisitRecord,
     dirty: bool,
+    /// Hashes of the pages viewed and custom events sent in this visit, to
+    /// tell first views. Not kept across a restart: after one, a page seen
+    /// before it counts as first seen again.
+    seen: Vec<u64>,
+}
+
+/// What makes an event a "first view" in its visit: its page, or its name.
+fn seen_key(step: &Step<'_>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match step {
+        Step::Pageview { path } => (0u8, path).hash(&mut h),
+        Step::Custom { name, .. } => (1u8, name).hash(&mut h),
+        Step::Engagement => return None,
+    }
+    Some(h.finish())
 }
 
 /// What [`SessionTracker::track`] decided for one event.
@@ -46,6 +63,8 @@ pub struct Tracked {
     /// The event starts this visit.
     pub is_new: bool,
     pub dims: Arc<VisitDims>,
+    /// The visit's first view of this page, or first event of this name.
+    pub first_view: bool,
 }
 
 pub struct SessionTracker {
@@ -83,6 +102,7 @@ impl SessionTracker {
             let open = Open {
                 visit: v,
                 dirty: false,
+                seen: Vec::new(),
             };
             self.shard(key)
                 .lock()
@@ -157,7 +177,7 @@ impl SessionTracker {
                         None => v.exit_page = Some(path.to_string()),
                     }
                 }
-                Step::Custom { interactive } => {
+                Step::Custom { interactive, .. } => {
                     v.events += 1;
                     v.interactive += i64::from(interactive);
                 }
@@ -165,16 +185,24 @@ impl SessionTracker {
             }
             v.is_bounce = v.pageviews <= 1 && v.interactive == 0;
             open.dirty = true;
+            let first_view = seen_key(&step).is_some_and(|k| {
+                let first = !open.seen.contains(&k);
+                if first {
+                    open.seen.push(k);
+                }
+                first
+            });
             return Some(Tracked {
                 visit_id: v.id,
                 visitor_id: v.visitor_id,
                 is_new: false,
                 dims: v.dims.clone(),
+                first_view,
             });
         }
         let (pageviews, events, interactive, page) = match step {
             Step::Pageview { path } => (1, 0, 0, Some(path.to_string())),
-            Step::Custom { interactive } => (0, 1, i64::from(interactive), None),
+            Step::Custom { interactive, .. } => (0, 1, i64::from(interactive), None),
             Step::Engagement => return None,
         };
         let visit = VisitRecord {
@@ -197,8 +225,14 @@ impl SessionTracker {
             visitor_id,
             is_new: true,
             dims: visit.dims.clone(),
+            first_view: true,
         };
-        if let Some(old) = shard.insert(key, Open { visit, dirty: true })
+        let open = Open {
+            visit,
+            dirty: true,
+            seen: seen_key(&step).into_iter().collect(),
+        };
+        if let Some(old) = shard.insert(key, open)
             && old.dirty
         {
             self.retired.lock().expect("retired visits").push(old.visit);
@@ -291,7 +325,10 @@ mod tests {
             42,
             None,
             4000,
-            Step::Custom { interactive: false },
+            Step::Custom {
+                name: "Signup",
+                interactive: false,
+            },
             VisitDims::default,
         )
         .unwrap();
@@ -302,7 +339,10 @@ mod tests {
             42,
             None,
             4001,
-            Step::Custom { interactive: true },
+            Step::Custom {
+                name: "Signup",
+                interactive: true,
+            },
             VisitDims::default,
         )
         .unwrap();

@@ -1,19 +1,27 @@
 //! The Stats API's query side: parameters in, Plausible-shaped JSON out.
 //!
 //! Parameters arrive as plain key/value pairs (this module knows nothing about
-//! HTTP); periods are resolved in the site's timezone; the numbers come from
-//! [`crate::store::stats`].
+//! HTTP); periods are resolved in the site's timezone. The numbers come from
+//! the rollups ([`crate::store::rollup_query`]) when a report has no filter,
+//! and from the raw tables ([`crate::store::stats`]) when it has one, since
+//! filters combine dimensions the rollups keep apart. Raw events are kept
+//! for a shorter time than rollups: a filtered report reaching further back
+//! is refused rather than answered from partial data.
 
 pub mod filters;
 pub mod period;
 
 use std::collections::HashMap;
 
+use chrono_tz::Tz;
+use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use crate::store::calendar;
+use crate::store::rollup_query;
 use crate::store::sites::{GoalKind, Site};
-use crate::store::stats::{self, BreakdownRow, Dimension, Totals, VISIT_COLUMNS};
+use crate::store::stats::{self, BreakdownRow, Dimension, Filter, TimeRange, Totals, VISIT_COLUMNS};
 use crate::store::{self, Db, StoreError};
 use period::Period;
 
@@ -29,6 +37,103 @@ pub enum QueryError {
 }
 
 pub type Params = HashMap<String, String>;
+
+/// What a query needs to know besides its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    /// Today in the site's timezone.
+    pub today: chrono::NaiveDate,
+    pub now: i64,
+    /// Raw events before this instant may have been removed by retention.
+    pub raw_since: i64,
+}
+
+/// Where a report's numbers come from: the rollups without filters, the raw
+/// tables with them. Built inside one read transaction.
+struct Source<'a> {
+    conn: &'a Connection,
+    site_id: i64,
+    tz: Tz,
+    filters: Vec<Filter>,
+    raw_since: i64,
+}
+
+impl<'a> Source<'a> {
+    fn new(conn: &'a Connection, site: &Site, params: &Params, ctx: &Context) -> Result<Self, QueryError> {
+        Ok(Source {
+            conn,
+            site_id: site.id,
+            tz: calendar::zone(&site.timezone),
+            filters: filters::parse(params.get("filters").map(String::as_str))?,
+            raw_since: ctx.raw_since,
+        })
+    }
+
+    fn raw(&self) -> bool {
+        !self.filters.is_empty()
+    }
+
+    /// Refuses a raw report over a range whose raw events are gone.
+    fn check(&self, range: TimeRange, raw: bool) -> Result<(), QueryError> {
+        if raw && range.start < self.raw_since {
+            let kept = calendar::local_date(self.tz, self.raw_since);
+            return Err(bad(format!(
+                "filters: raw events before {kept} are no longer kept, so filtered reports cannot \
+                 reach before that day; only unfiltered reports cover older periods"
+            )));
+        }
+        Ok(())
+    }
+
+    fn totals(&self, range: TimeRange) -> Result<Totals, QueryError> {
+        self.check(range, self.raw())?;
+        Ok(if self.raw() {
+            stats::totals(self.conn, self.site_id, range, &self.filters)?
+        } else {
+            rollup_query::totals(self.conn, self.tz, self.site_id, range)?
+        })
+    }
+
+    fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, QueryError> {
+        if self.raw() {
+            return buckets.iter().map(|b| self.totals(*b)).collect();
+        }
+        Ok(rollup_query::series(self.conn, self.tz, self.site_id, buckets, hourly)?)
+    }
+
+    /// `needs_raw`: the metrics asked for are not in the rollups.
+    fn breakdown(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        needs_raw: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BreakdownRow>, QueryError> {
+        let raw = self.raw() || needs_raw;
+        self.check(range, raw)?;
+        Ok(if raw {
+            stats::breakdown(self.conn, self.site_id, range, dimension, &self.filters, limit, offset)?
+        } else {
+            rollup_query::breakdown(self.conn, self.tz, self.site_id, range, dimension, limit, offset)?
+        })
+    }
+
+    /// Visitors who completed any of `goals`, and the completions.
+    fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), QueryError> {
+        self.check(range, self.raw())?;
+        if self.raw() {
+            let mut events = 0;
+            for g in goals {
+                events += stats::goal_conversions(self.conn, self.site_id, range, g, &self.filters)?.1;
+            }
+            let visitors =
+                stats::converted_visitors(self.conn, self.site_id, range, goals, &self.filters)?;
+            return Ok((visitors, events));
+        }
+        Ok(rollup_query::goal_visitors(self.conn, self.tz, self.site_id, range, goals)?)
+    }
+}
 
 fn bad(message: impl Into<String>) -> QueryError {
     QueryError::BadParam(message.into())
@@ -124,11 +229,12 @@ pub fn aggregate(
     conn: &Db,
     site: &Site,
     params: &Params,
-    today: chrono::NaiveDate,
+    ctx: &Context,
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, BASE_METRICS, &[CONVERSION_RATE])?;
-    let period = Period::from_params(params, &site.timezone, today)?;
-    let filters = filters::parse(params.get("filters").map(String::as_str))?;
+    let period = Period::from_params(params, &site.timezone, ctx.today)?;
+    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+    let source = Source::new(&tx, site, params, ctx)?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
         Some("previous_period") => Some(period.previous(&site.timezone)),
@@ -147,10 +253,12 @@ pub fn aggregate(
         Vec::new()
     };
     let measure = |range| -> Result<(Totals, i64), QueryError> {
-        Ok((
-            stats::totals(conn, site.id, range, &filters)?,
-            stats::converted_visitors(conn, site.id, range, &goals, &filters)?,
-        ))
+        let converted = if goals.is_empty() {
+            0
+        } else {
+            source.goals(range, &goals)?.0
+        };
+        Ok((source.totals(range)?, converted))
     };
     let (t, converted) = measure(period.range)?;
     let before = match &previous {
@@ -185,15 +293,18 @@ pub fn timeseries(
     conn: &Db,
     site: &Site,
     params: &Params,
-    today: chrono::NaiveDate,
+    ctx: &Context,
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, BASE_METRICS, &[])?;
-    let period = Period::from_params(params, &site.timezone, today)?;
+    let period = Period::from_params(params, &site.timezone, ctx.today)?;
     let interval = period::Interval::from_params(params)?;
-    let filters = filters::parse(params.get("filters").map(String::as_str))?;
+    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+    let source = Source::new(&tx, site, params, ctx)?;
+    let buckets = period.buckets(interval, &site.timezone)?;
+    let ranges: Vec<TimeRange> = buckets.iter().map(|b| b.range).collect();
+    let totals = source.series(&ranges, interval == period::Interval::Hour)?;
     let mut results = Vec::new();
-    for bucket in period.buckets(interval, &site.timezone)? {
-        let t: Totals = stats::totals(conn, site.id, bucket.range, &filters)?;
+    for (bucket, t) in buckets.into_iter().zip(totals) {
         let mut row = Map::new();
         row.insert("date".into(), json!(bucket.label));
         for m in &metrics {
@@ -210,9 +321,9 @@ pub fn realtime_visitors(
     conn: &Db,
     site: &Site,
     _params: &Params,
-    _today: chrono::NaiveDate,
+    ctx: &Context,
 ) -> Result<Value, QueryError> {
-    let now = crate::store::now_unix();
+    let now = ctx.now;
     let t = stats::totals(
         conn,
         site.id,
@@ -270,29 +381,26 @@ pub fn breakdown(
     conn: &Db,
     site: &Site,
     params: &Params,
-    today: chrono::NaiveDate,
+    ctx: &Context,
 ) -> Result<Value, QueryError> {
     let prop = params
         .get("property")
         .ok_or_else(|| bad("property is required"))?;
     if prop == "event:goal" {
-        return goal_breakdown(conn, site, params, today);
+        return goal_breakdown(conn, site, params, ctx);
     }
     let (dimension, key, allowed) = property(prop)?;
     let metrics = metrics(params, allowed, &[])?;
-    let period = Period::from_params(params, &site.timezone, today)?;
-    let filters = filters::parse(params.get("filters").map(String::as_str))?;
+    let period = Period::from_params(params, &site.timezone, ctx.today)?;
     let limit = int_param(params, "limit", 100, 1, 1000)?;
     let page = int_param(params, "page", 1, 1, 1_000_000)?;
-    let rows: Vec<BreakdownRow> = stats::breakdown(
-        conn,
-        site.id,
-        period.range,
-        &dimension,
-        &filters,
-        limit,
-        (page - 1) * limit,
-    )?;
+    // Rollups of properties keep no visit counts.
+    let needs_raw =
+        matches!(dimension, Dimension::Prop(_)) && metrics.iter().any(|m| m == "visits");
+    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+    let source = Source::new(&tx, site, params, ctx)?;
+    let rows: Vec<BreakdownRow> =
+        source.breakdown(period.range, &dimension, needs_raw, limit, (page - 1) * limit)?;
     let results: Vec<Value> = rows
         .into_iter()
         .map(|r| {
@@ -341,16 +449,16 @@ fn goal_breakdown(
     conn: &Db,
     site: &Site,
     params: &Params,
-    today: chrono::NaiveDate,
+    ctx: &Context,
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, &["visitors", "events"], &[CONVERSION_RATE])?;
-    let period = Period::from_params(params, &site.timezone, today)?;
-    let filters = filters::parse(params.get("filters").map(String::as_str))?;
-    let all = stats::totals(conn, site.id, period.range, &filters)?.visitors;
+    let period = Period::from_params(params, &site.timezone, ctx.today)?;
+    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+    let source = Source::new(&tx, site, params, ctx)?;
+    let all = source.totals(period.range)?.visitors;
     let mut rows = Vec::new();
-    for goal in store::sites::list_goals(conn, site.id)? {
-        let (visitors, events) =
-            stats::goal_conversions(conn, site.id, period.range, &goal.kind, &filters)?;
+    for goal in store::sites::list_goals(&tx, site.id)? {
+        let (visitors, events) = source.goals(period.range, std::slice::from_ref(&goal.kind))?;
         let mut row = Map::new();
         row.insert("goal".into(), json!(goal.display_name()));
         for m in &metrics {

@@ -4,6 +4,7 @@ use chrono::{Datelike, Days, Months, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 
 use super::{Params, QueryError, bad};
+use crate::store::calendar::{local_date, midnight, zone};
 use crate::store::stats::TimeRange;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,20 +20,6 @@ fn parse_date(s: &str) -> Result<NaiveDate, QueryError> {
         .map_err(|_| bad(format!("date: `{s}` is not a date like 2024-01-31")))
 }
 
-/// Unix seconds of local midnight starting `day` in `tz`.
-fn midnight(tz: Tz, day: NaiveDate) -> i64 {
-    let naive = day.and_hms_opt(0, 0, 0).expect("midnight exists");
-    // A DST jump can skip midnight; the earliest valid instant that day is used.
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                .earliest()
-        })
-        .map(|t| t.timestamp())
-        .unwrap_or_else(|| naive.and_utc().timestamp())
-}
-
 impl Period {
     /// `today` is the current date in the site's timezone.
     pub fn from_params(
@@ -40,7 +27,7 @@ impl Period {
         timezone: &str,
         today: NaiveDate,
     ) -> Result<Period, QueryError> {
-        let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
+        let tz: Tz = zone(timezone);
         let period = params.get("period").map(String::as_str).unwrap_or("30d");
         let date = params.get("date").map(String::as_str);
         let anchor = match (period, date) {
@@ -93,7 +80,7 @@ impl Period {
 impl Period {
     /// The period of as many days that ends the day before this one starts.
     pub fn previous(&self, timezone: &str) -> Period {
-        let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
+        let tz: Tz = zone(timezone);
         let days = (self.last - self.first).num_days() as u64 + 1;
         let last = self.first - Days::new(1);
         let first = self.first - Days::new(days);
@@ -110,11 +97,7 @@ impl Period {
 
 /// Today's date in `timezone` at `now` (Unix seconds).
 pub fn today_in(timezone: &str, now: i64) -> NaiveDate {
-    let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
-    tz.timestamp_opt(now, 0)
-        .single()
-        .map(|t| t.date_naive())
-        .unwrap_or_default()
+    local_date(zone(timezone), now)
 }
 
 #[cfg(test)]
@@ -194,7 +177,7 @@ impl Period {
     /// Every bucket of the period, in order, including empty ones. Hours are
     /// local hours: a day with a DST jump has 23 or 25 of them.
     pub fn buckets(&self, interval: Interval, timezone: &str) -> Result<Vec<Bucket>, QueryError> {
-        let tz: Tz = timezone.parse().unwrap_or(Tz::UTC);
+        let tz: Tz = zone(timezone);
         let mut starts: Vec<(String, i64)> = Vec::new();
         let mut day = self.first;
         match interval {

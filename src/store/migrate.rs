@@ -9,6 +9,7 @@ use super::StoreError;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_goals.sql")),
+    (3, include_str!("../../migrations/0003_rollups.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -107,4 +107,7 @@ pub struct NewEvent {
     pub visit_id: i64,
     /// The attributes of the visit this event starts, if it starts one.
     pub first_of_visit: Option<Arc<VisitDims>>,
+    /// The first view of this page in its visit, or the first custom event
+    /// of this name in it.
+    pub first_view: bool,
 }

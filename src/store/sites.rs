@@ -201,15 +201,27 @@ pub fn open_visits(
     started_since: i64,
     since: i64,
 ) -> Result<Vec<VisitRecord>, StoreError> {
-    let mut stmt = conn.prepare(
+    visits_where(
+        conn,
+        "site_id IN (SELECT id FROM sites) AND started_at >= ?1 AND last_seen_at >= ?2",
+        [started_since, since],
+    )
+}
+
+/// Visit rows matching `condition` (SQL over `visits`, with `args`).
+pub(super) fn visits_where(
+    conn: &Connection,
+    condition: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<VisitRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page, exit_page,
             pageviews, events, interactive, is_bounce, referrer, source, utm_medium, utm_source,
             utm_campaign, utm_term, utm_content, country, region, city, browser,
             browser_version, os, os_version, device
-         FROM visits WHERE site_id IN (SELECT id FROM sites)
-            AND started_at >= ?1 AND last_seen_at >= ?2",
-    )?;
-    let rows = stmt.query_map([started_since, since], |r| {
+         FROM visits WHERE {condition}"
+    ))?;
+    let rows = stmt.query_map(args, |r| {
         Ok(VisitRecord {
             id: r.get(0)?,
             site_id: r.get(1)?,

@@ -18,6 +18,7 @@ use rusqlite::{Connection, Transaction};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::rollups::RollupFeed;
 use super::{NewEvent, StoreError, VisitDims};
 
 const MAX_BATCH: usize = 4096;
@@ -66,15 +67,20 @@ pub struct WriterHandle {
 }
 
 impl EventWriter {
-    /// Starts the writer thread on `conn` with room for `capacity` queued submissions.
-    pub fn start(conn: Connection, capacity: usize) -> (EventWriter, WriterHandle) {
+    /// Starts the writer thread on `conn` with room for `capacity` queued
+    /// submissions. Committed events go on to `feed`.
+    pub fn start(
+        conn: Connection,
+        capacity: usize,
+        feed: Arc<RollupFeed>,
+    ) -> (EventWriter, WriterHandle) {
         let capacity = capacity.max(1);
         let (tx, rx) = sync_channel(capacity);
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("tally-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats))
+            .spawn(move || run(conn, rx, &thread_stats, &feed))
             .expect("spawning the writer thread");
         (
             EventWriter {
@@ -141,7 +147,7 @@ impl WriterHandle {
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
+fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats, feed: &RollupFeed) {
     let mut batch: Vec<Op> = Vec::new();
     let mut ids = EventIds::new();
     let mut stopping = false;
@@ -176,6 +182,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
         stats.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
         let started = Instant::now();
         let result = commit(&mut conn, &mut ids, &batch);
+        let through = ids.last();
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .last_commit_micros
@@ -190,8 +197,12 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
                 stats
                     .events_written
                     .fetch_add(events_in_batch, Ordering::Relaxed);
+                // Handed on before the answer, so a caller that has its answer
+                // can count on the events being on their way to the rollups.
                 for op in batch.drain(..) {
-                    if let Some(ack) = ack_of(op) {
+                    let (events, ack) = split(op);
+                    feed.push(events, through);
+                    if let Some(ack) = ack {
                         let _ = ack.send(Ok(()));
                     }
                 }
@@ -203,13 +214,14 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats) {
                     let n = events_of(&op);
                     let mut single = vec![op];
                     let r = commit(&mut conn, &mut ids, &single);
+                    let (events, ack) = split(single.pop().expect("one op"));
                     if r.is_ok() {
                         stats.events_written.fetch_add(n, Ordering::Relaxed);
+                        feed.push(events, ids.last());
                     } else if let Err(e) = &r {
                         tracing::error!(error = %e, "write failed");
                     }
-                    let op = single.pop().expect("one op");
-                    if let Some(ack) = ack_of(op) {
+                    if let Some(ack) = ack {
                         let _ = ack.send(r.map_err(|e| WriteError::Failed(e.to_string())));
                     }
                 }
@@ -233,10 +245,14 @@ fn events_of(op: &Op) -> u64 {
     }
 }
 
-fn ack_of(op: Op) -> Option<oneshot::Sender<Result<(), WriteError>>> {
+type Ack = oneshot::Sender<Result<(), WriteError>>;
+
+/// An op's events (for the rollup feed) and its acknowledgement.
+fn split(op: Op) -> (Vec<NewEvent>, Option<Ack>) {
     match op {
-        Op::Events(_, ack) | Op::Job(_, ack) => Some(ack),
-        Op::Stop => None,
+        Op::Events(events, ack) => (events, Some(ack)),
+        Op::Job(_, ack) => (Vec::new(), Some(ack)),
+        Op::Stop => (Vec::new(), None),
     }
 }
 
@@ -279,6 +295,11 @@ impl EventIds {
         self.next = self.next.max(now) + 1;
         self.next
     }
+
+    /// The last id handed out.
+    fn last(&self) -> i64 {
+        self.next
+    }
 }
 
 fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &NewEvent) -> Result<(), StoreError> {
@@ -287,11 +308,11 @@ fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &NewEvent) -> Result<(
     tx.prepare_cached(
         "INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
             revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive,
-            first_of_visit, id, referrer, source, utm_medium, utm_source, utm_campaign,
+            first_of_visit, first_view, id, referrer, source, utm_medium, utm_source, utm_campaign,
             utm_term, utm_content, country, region, city, browser, browser_version, os,
             os_version, device)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
     )?
     .execute(rusqlite::params_from_iter(
         [
@@ -309,6 +330,7 @@ fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &NewEvent) -> Result<(
             &ev.engaged_ms,
             &ev.interactive,
             &ev.first_of_visit.is_some(),
+            &ev.first_view,
             &ids.take(),
         ]
         .into_iter()

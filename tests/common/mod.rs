@@ -240,6 +240,20 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits; returns the exit code.
+    /// Waits until every acknowledged event is in the rollups (they follow
+    /// the raw tables within about a second).
+    pub fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let h = self.get("/api/health", &[]).json();
+            if h["rollups"]["pending_events"] == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "rollups did not catch up: {h}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn terminate(mut self) -> i32 {
         signal(&self.child, "TERM");
         let status = self.child.wait().unwrap();

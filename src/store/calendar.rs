@@ -1,0 +1,90 @@
+//! Local time for a site: where its hours, days and months begin.
+//!
+//! Everything is stored in Unix seconds (UTC); reports are cut in the site's
+//! timezone. Rollup buckets and report periods use these same functions, so
+//! a period's range always starts where one of its buckets does.
+
+use chrono::{Datelike, NaiveDate, Offset, TimeZone};
+use chrono_tz::Tz;
+
+/// The site's timezone, UTC when the stored name is not one.
+pub fn zone(name: &str) -> Tz {
+    name.parse().unwrap_or(Tz::UTC)
+}
+
+/// Unix seconds of the local midnight that starts `day` in `tz`. A DST jump
+/// can skip midnight; the earliest valid instant of that day is used then.
+pub fn midnight(tz: Tz, day: NaiveDate) -> i64 {
+    let naive = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .or_else(|| {
+            tz.from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                .earliest()
+        })
+        .map(|t| t.timestamp())
+        .unwrap_or_else(|| naive.and_utc().timestamp())
+}
+
+/// The local date at `ts`.
+pub fn local_date(tz: Tz, ts: i64) -> NaiveDate {
+    tz.timestamp_opt(ts, 0)
+        .single()
+        .map(|t| t.date_naive())
+        .unwrap_or_default()
+}
+
+/// Start of the local hour holding `ts`. Hours are whole hours of local
+/// time, so in a zone offset by 30 or 45 minutes they start off the UTC hour;
+/// the two local hours of a DST fall-back are two buckets.
+pub fn hour_start(tz: Tz, ts: i64) -> i64 {
+    let offset = i64::from(tz.offset_from_utc_datetime(&utc(ts)).fix().local_minus_utc());
+    let local = ts + offset;
+    local - local.rem_euclid(3600) - offset
+}
+
+/// Start of the local day holding `ts`.
+pub fn day_start(tz: Tz, ts: i64) -> i64 {
+    midnight(tz, local_date(tz, ts))
+}
+
+/// Start of the local month holding `ts`.
+pub fn month_start(tz: Tz, ts: i64) -> i64 {
+    midnight(tz, first_of_month(local_date(tz, ts)))
+}
+
+pub fn first_of_month(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).expect("day 1")
+}
+
+fn utc(ts: i64) -> chrono::NaiveDateTime {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .unwrap_or_default()
+        .naive_utc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_buckets() {
+        let kolkata = zone("Asia/Kolkata");
+        // 2024-03-15 10:10 UTC is 15:40 in Kolkata: the hour began 15:00 local.
+        let ts = 1_710_497_400;
+        assert_eq!(hour_start(kolkata, ts), ts - 40 * 60);
+        assert_eq!(hour_start(zone("UTC"), ts), ts - 10 * 60);
+        // Berlin, 2024-10-27: 02:30 happens twice; each is its own hour.
+        let berlin = zone("Europe/Berlin");
+        let first = 1_729_989_000; // 00:30 UTC = 02:30 CEST
+        let second = first + 3600; // 01:30 UTC = 02:30 CET
+        assert_eq!(hour_start(berlin, second) - hour_start(berlin, first), 3600);
+        assert_eq!(day_start(berlin, first), day_start(berlin, second));
+        assert_eq!(
+            day_start(berlin, first),
+            midnight(berlin, NaiveDate::from_ymd_opt(2024, 10, 27).unwrap())
+        );
+        assert!(month_start(berlin, first) < day_start(berlin, first));
+        assert_eq!(zone("Not/AZone"), zone("UTC"));
+    }
+}

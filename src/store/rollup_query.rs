@@ -1,0 +1,487 @@
+//! `RollupQuery`: reports without filters, read from the rollups.
+//!
+//! A range of whole local days is covered by month rows where whole months
+//! fit and day rows elsewhere ([`cover`]); hour rows serve hourly series.
+//! Visits still open are not in the rollups yet, so they are read from
+//! `visits` (few rows, through a partial index) and added. Run every report
+//! in one read transaction, so the rollups and the open visits are the same
+//! instant's.
+//!
+//! Visitors come from merging the buckets' [`VisitorSketch`]es: exact up to
+//! [`super::sketch::SPARSE_MAX`] distinct visitors, within about 2% beyond.
+//! A breakdown needs the sketches of the values it shows only: values are
+//! ranked by an exact upper bound on their visitors (visits, pageviews or
+//! events), and sketches are merged down that ranking until no value left
+//! can overtake the last one shown.
+
+use std::collections::HashMap;
+
+use chrono::{Days, Months};
+use chrono_tz::Tz;
+use rusqlite::{Connection, params};
+
+use super::calendar::{self, first_of_month, local_date, midnight};
+use super::rollups::{
+    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, PROP_SEP,
+    visit_dim,
+};
+use super::sites::GoalKind;
+use super::sketch::VisitorSketch;
+use super::stats::{BreakdownRow, Dimension, TimeRange, Totals};
+use super::StoreError;
+
+/// One stretch of rows: a grain and a half-open range of bucket starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub grain: i64,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// The rows covering `range` (local midnights to local midnights): whole
+/// local months as month rows, the days around them as day rows.
+pub fn cover(tz: Tz, range: TimeRange) -> Vec<Segment> {
+    if range.end <= range.start {
+        return Vec::new();
+    }
+    let first = local_date(tz, range.start);
+    let mut month = first_of_month(first);
+    if midnight(tz, month) < range.start {
+        month = month + Months::new(1);
+    }
+    let months_from = midnight(tz, month);
+    let mut months_to = months_from;
+    loop {
+        let next = midnight(tz, month + Months::new(1));
+        if next > range.end {
+            break;
+        }
+        months_to = next;
+        month = month + Months::new(1);
+    }
+    if months_to == months_from {
+        return vec![Segment {
+            grain: GRAIN_DAY,
+            start: range.start,
+            end: range.end,
+        }];
+    }
+    [
+        (GRAIN_DAY, range.start, months_from),
+        (GRAIN_MONTH, months_from, months_to),
+        (GRAIN_DAY, months_to, range.end),
+    ]
+    .into_iter()
+    .filter(|(_, s, e)| s < e)
+    .map(|(grain, start, end)| Segment { grain, start, end })
+    .collect()
+}
+
+/// Counts of one value, summed over rows, with its visitors merged.
+#[derive(Debug, Default, Clone)]
+struct Sum {
+    visits: i64,
+    pageviews: i64,
+    events: i64,
+    bounces: i64,
+    duration: i64,
+    visitors: VisitorSketch,
+}
+
+impl Sum {
+    fn add_counts(&mut self, r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<()> {
+        self.visits += r.get::<_, i64>(first)?;
+        self.pageviews += r.get::<_, i64>(first + 1)?;
+        self.events += r.get::<_, i64>(first + 2)?;
+        self.bounces += r.get::<_, i64>(first + 3)?;
+        self.duration += r.get::<_, i64>(first + 4)?;
+        Ok(())
+    }
+
+    fn add_sketch(&mut self, bytes: Option<Vec<u8>>) {
+        if let Some(s) = bytes.and_then(|b| VisitorSketch::from_bytes(&b)) {
+            self.visitors.merge(&s);
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            // An estimate can overshoot; every visitor sent an event.
+            visitors: self.visitors.count().min(self.pageviews + self.events),
+            pageviews: self.pageviews,
+            events: self.events,
+            visits: self.visits,
+            bounces: self.bounces,
+            visit_duration_sum: self.duration,
+        }
+    }
+}
+
+/// Open visits started in `range`, per value of `column` (or all together
+/// for `None`): (value, visitor, pageviews, events, bounce, duration).
+type OpenVisit = (Option<String>, i64, i64, i64, i64, i64);
+
+fn open_visits(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    column: Option<&str>,
+) -> Result<Vec<OpenVisit>, StoreError> {
+    let value = column.unwrap_or("NULL");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {value}, visitor_id, pageviews, events, is_bounce, last_seen_at - started_at
+         FROM visits
+         WHERE site_id = ?1 AND rolled = 0 AND started_at >= ?2 AND started_at < ?3"
+    ))?;
+    let rows = stmt.query_map(params![site_id, range.start, range.end], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Adds an open visit to a sum: its visits, bounces and duration, and for an
+/// attribute's rows (which count whole visits) its pageviews and events.
+fn add_open(sum: &mut Sum, v: &OpenVisit, whole_visit: bool) {
+    sum.visits += 1;
+    sum.bounces += v.4;
+    sum.duration += v.5;
+    if whole_visit {
+        sum.pageviews += v.2;
+        sum.events += v.3;
+    }
+}
+
+/// Totals of `range` with no filter.
+pub fn totals(
+    conn: &Connection,
+    tz: Tz,
+    site_id: i64,
+    range: TimeRange,
+) -> Result<Totals, StoreError> {
+    let mut sum = Sum::default();
+    for seg in cover(tz, range) {
+        let mut stmt = conn.prepare_cached(
+            "SELECT visits, pageviews, events, bounces, duration, visitors FROM rollups
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
+        )?;
+        let mut rows = stmt.query(params![site_id, seg.grain, DIM_TOTALS, seg.start, seg.end])?;
+        while let Some(r) = rows.next()? {
+            sum.add_counts(r, 0)?;
+            sum.add_sketch(r.get(5)?);
+        }
+    }
+    for v in open_visits(conn, site_id, range, None)? {
+        add_open(&mut sum, &v, false);
+    }
+    Ok(sum.totals())
+}
+
+/// Totals per bucket of a series: `grain` rows (hour or day) assigned to the
+/// bucket holding their start. `buckets` are in order and contiguous.
+pub fn series(
+    conn: &Connection,
+    tz: Tz,
+    site_id: i64,
+    buckets: &[TimeRange],
+    hourly: bool,
+) -> Result<Vec<Totals>, StoreError> {
+    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
+        return Ok(Vec::new());
+    };
+    if !hourly && buckets.iter().any(|b| b.end - b.start > 2 * 86_400) {
+        // Months: each bucket is a range of its own.
+        return buckets.iter().map(|b| totals(conn, tz, site_id, *b)).collect();
+    }
+    let grain = if hourly { GRAIN_HOUR } else { GRAIN_DAY };
+    let mut sums = vec![Sum::default(); buckets.len()];
+    let index_of = |ts: i64| buckets.partition_point(|b| b.end <= ts).min(buckets.len() - 1);
+    let mut stmt = conn.prepare_cached(
+        "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
+         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
+    )?;
+    let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
+    while let Some(r) = rows.next()? {
+        let sum = &mut sums[index_of(r.get(0)?)];
+        sum.add_counts(r, 1)?;
+        sum.add_sketch(r.get(6)?);
+    }
+    let whole = TimeRange {
+        start: first.start,
+        end: last.end,
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT started_at, is_bounce, last_seen_at - started_at FROM visits
+         WHERE site_id = ?1 AND rolled = 0 AND started_at >= ?2 AND started_at < ?3",
+    )?;
+    let mut rows = stmt.query(params![site_id, whole.start, whole.end])?;
+    while let Some(r) = rows.next()? {
+        let sum = &mut sums[index_of(r.get(0)?)];
+        sum.visits += 1;
+        sum.bounces += r.get::<_, i64>(1)?;
+        sum.duration += r.get::<_, i64>(2)?;
+    }
+    Ok(sums.iter().map(Sum::totals).collect())
+}
+
+/// The rollup dimension and value filter of a breakdown.
+fn dim_of(dimension: &Dimension) -> (i64, Option<String>) {
+    match dimension {
+        Dimension::Page => (DIM_PAGE, None),
+        Dimension::EventName => (DIM_NAME, None),
+        Dimension::Prop(key) => (DIM_PROP, Some(format!("{key}{PROP_SEP}"))),
+        Dimension::Visit(column) => (visit_dim(column), None),
+    }
+}
+
+/// `value >= prefix AND value < prefix-with-last-char-bumped`: one property's rows.
+fn prefix_bounds(prefix: &str) -> (String, String) {
+    let upper = prefix.trim_end_matches(PROP_SEP).to_string() + "\u{20}";
+    (prefix.to_string(), upper)
+}
+
+/// Rows ordered by visitors (then value), `limit` rows after `offset`.
+pub fn breakdown(
+    conn: &Connection,
+    tz: Tz,
+    site_id: i64,
+    range: TimeRange,
+    dimension: &Dimension,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<BreakdownRow>, StoreError> {
+    let (dim, prefix) = dim_of(dimension);
+    let (low, high) = prefix
+        .as_deref()
+        .map(prefix_bounds)
+        .unwrap_or_else(|| (String::new(), "\u{10FFFF}".to_string()));
+    let segments = cover(tz, range);
+    // Pass 1: exact counts of every value; sketches stay on disk.
+    let mut sums: HashMap<String, Sum> = HashMap::new();
+    for seg in &segments {
+        let mut stmt = conn.prepare_cached(
+            "SELECT value, SUM(visits), SUM(pageviews), SUM(events), SUM(bounces), SUM(duration)
+             FROM rollups
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
+                AND value >= ?6 AND value < ?7
+             GROUP BY value",
+        )?;
+        let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, low, high])?;
+        while let Some(r) = rows.next()? {
+            sums.entry(r.get(0)?).or_default().add_counts(r, 1)?;
+        }
+    }
+    // Open visits, for a visit attribute.
+    let mut open_ids: HashMap<String, Vec<i64>> = HashMap::new();
+    if let Dimension::Visit(column) = dimension {
+        for v in open_visits(conn, site_id, range, Some(column))? {
+            let value = v.0.clone().unwrap_or_default();
+            add_open(sums.entry(value.clone()).or_default(), &v, true);
+            open_ids.entry(value).or_default().push(v.1);
+        }
+    }
+    // A value's visitors never exceed this.
+    let bound = |s: &Sum| match dimension {
+        Dimension::Visit(_) => s.visits,
+        Dimension::Page => s.pageviews,
+        Dimension::EventName => s.events,
+        Dimension::Prop(_) => s.pageviews + s.events,
+    };
+    let mut ranked: Vec<(String, Sum)> = sums.into_iter().collect();
+    ranked.sort_by(|a, b| bound(&b.1).cmp(&bound(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    // Pass 2: visitors of the leading values, widening until settled.
+    let need = (offset + limit).max(0) as usize;
+    let mut take = (need * 2 + 10).min(ranked.len());
+    let mut visitors: HashMap<String, i64> = HashMap::new();
+    loop {
+        let wanted: Vec<&str> = ranked[..take]
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .filter(|v| !visitors.contains_key(*v))
+            .collect();
+        let mut sketches = sketches_of(conn, site_id, dim, &segments, &wanted)?;
+        for (value, sum) in &ranked[..take] {
+            if visitors.contains_key(value) {
+                continue;
+            }
+            let mut s = sketches.remove(value).unwrap_or_default();
+            if let Some(ids) = open_ids.get(value) {
+                s.insert_ids(ids);
+            }
+            // An estimate can overshoot; the bound is exact.
+            visitors.insert(value.clone(), s.count().min(bound(sum)));
+        }
+        let mut top: Vec<i64> = ranked[..take].iter().map(|(v, _)| visitors[v]).collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        let settled = take == ranked.len()
+            || (need > 0 && top.len() >= need && top[need - 1] > bound(&ranked[take].1));
+        if settled {
+            break;
+        }
+        take = (take * 4).min(ranked.len());
+    }
+    let mut rows: Vec<BreakdownRow> = ranked
+        .into_iter()
+        .take(take)
+        .map(|(value, s)| BreakdownRow {
+            visitors: visitors[&value],
+            value: decode_value(dimension, value),
+            visits: s.visits,
+            pageviews: s.pageviews,
+            events: s.events,
+            bounces: s.bounces,
+            visit_duration_sum: s.duration,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.visitors.cmp(&a.visitors).then_with(|| a.value.cmp(&b.value)));
+    Ok(rows
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect())
+}
+
+/// The shown value of a stored one: a property's value without its key, and
+/// `None` for a missing attribute.
+fn decode_value(dimension: &Dimension, value: String) -> Option<String> {
+    match dimension {
+        Dimension::Prop(_) => value.split_once(PROP_SEP).map(|(_, v)| v.to_string()),
+        Dimension::Visit(_) if value.is_empty() => None,
+        _ => Some(value),
+    }
+}
+
+/// The merged sketch of each of `values` over `segments`.
+fn sketches_of(
+    conn: &Connection,
+    site_id: i64,
+    dim: i64,
+    segments: &[Segment],
+    values: &[&str],
+) -> Result<HashMap<String, VisitorSketch>, StoreError> {
+    let mut out: HashMap<String, VisitorSketch> = HashMap::new();
+    if values.is_empty() {
+        return Ok(out);
+    }
+    let list = serde_json::to_string(values).expect("strings serialize");
+    for seg in segments {
+        // The sketch column is read only for rows whose value matches.
+        let mut stmt = conn.prepare_cached(
+            "SELECT value, visitors FROM rollups
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
+                AND value IN (SELECT value FROM json_each(?6))",
+        )?;
+        let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, list])?;
+        while let Some(r) = rows.next()? {
+            let value: String = r.get(0)?;
+            let bytes: Option<Vec<u8>> = r.get(1)?;
+            if let Some(s) = bytes.and_then(|b| VisitorSketch::from_bytes(&b)) {
+                out.entry(value).or_default().merge(&s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Visitors who completed any of `goals` in `range`, and how many events
+/// (or pageviews, for page goals) did. A page goal's `*` matches any run of
+/// characters.
+pub fn goal_visitors(
+    conn: &Connection,
+    tz: Tz,
+    site_id: i64,
+    range: TimeRange,
+    goals: &[GoalKind],
+) -> Result<(i64, i64), StoreError> {
+    let mut union = VisitorSketch::default();
+    let mut count = 0;
+    let segments = cover(tz, range);
+    for goal in goals {
+        let (dim, pattern) = match goal {
+            GoalKind::Event(name) => (DIM_NAME, glob_literal(name)),
+            GoalKind::Page(path) => (DIM_PAGE, path.replace('[', "[[]").replace('?', "[?]")),
+        };
+        for seg in &segments {
+            let mut stmt = conn.prepare_cached(
+                "SELECT pageviews + events, visitors FROM rollups
+                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
+                    AND value GLOB ?6",
+            )?;
+            let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, pattern])?;
+            while let Some(r) = rows.next()? {
+                count += r.get::<_, i64>(0)?;
+                let bytes: Option<Vec<u8>> = r.get(1)?;
+                if let Some(s) = bytes.and_then(|b| VisitorSketch::from_bytes(&b)) {
+                    union.merge(&s);
+                }
+            }
+        }
+    }
+    Ok((union.count(), count))
+}
+
+/// A GLOB pattern matching exactly `s`.
+fn glob_literal(s: &str) -> String {
+    s.replace('[', "[[]")
+        .replace('*', "[*]")
+        .replace('?', "[?]")
+}
+
+/// The first local day whose rollups may lack raw detail: before it, raw
+/// events are gone and only unfiltered reports can be answered.
+pub fn raw_kept_since(tz: Tz, now: i64, raw_days: i64) -> i64 {
+    let cutoff = now - raw_days * 86_400;
+    let day = local_date(tz, cutoff) + Days::new(1);
+    calendar::midnight(tz, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_months_use_month_rows() {
+        let tz = calendar::zone("Europe/Berlin");
+        let d = |y, m, d| midnight(tz, chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        let range = TimeRange {
+            start: d(2024, 1, 15),
+            end: d(2024, 4, 3),
+        };
+        assert_eq!(
+            cover(tz, range),
+            vec![
+                Segment {
+                    grain: GRAIN_DAY,
+                    start: d(2024, 1, 15),
+                    end: d(2024, 2, 1)
+                },
+                Segment {
+                    grain: GRAIN_MONTH,
+                    start: d(2024, 2, 1),
+                    end: d(2024, 4, 1)
+                },
+                Segment {
+                    grain: GRAIN_DAY,
+                    start: d(2024, 4, 1),
+                    end: d(2024, 4, 3)
+                },
+            ]
+        );
+        let days = TimeRange {
+            start: d(2024, 3, 2),
+            end: d(2024, 3, 31),
+        };
+        assert_eq!(cover(tz, days).len(), 1);
+        let month = TimeRange {
+            start: d(2024, 3, 1),
+            end: d(2024, 4, 1),
+        };
+        assert_eq!(cover(tz, month)[0].grain, GRAIN_MONTH);
+    }
+}

@@ -1,0 +1,606 @@
+//! The read model: counts per site, local hour/day/month and dimension value,
+//! kept up to date beside the raw tables so reports read a few rows per day.
+//!
+//! Two feeds keep it current, both applied by the single writer:
+//! - events: after each group commit the writer hands the committed events
+//!   to a [`RollupFeed`]; once a second the follower folds them into
+//!   [`Deltas`] and adds them to the rollups, then records the newest event
+//!   id folded in (`rollups_through`). After an unclean stop the events past
+//!   that id are folded in at start ([`recover`]).
+//! - visits: a visit still changes while it is open, so it is added once it
+//!   has ended ([`roll_ended_visits`]), in the same transaction that marks
+//!   its row `rolled`. Reports read open visits from the `visits` table.
+//!
+//! So at any instant: rollups = events up to `rollups_through` + rolled
+//! visits, and nothing is counted twice. [`rebuild`] recomputes a site's
+//! rollups from the raw tables.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono_tz::Tz;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::calendar;
+use super::sketch::VisitorSketch;
+use super::stats::VISIT_COLUMNS;
+use super::{EventWriter, NewEvent, StoreError, VisitDims, VisitRecord, WriteError};
+
+pub const GRAIN_HOUR: i64 = 0;
+pub const GRAIN_DAY: i64 = 1;
+pub const GRAIN_MONTH: i64 = 2;
+
+pub const DIM_TOTALS: i64 = 0;
+pub const DIM_PAGE: i64 = 1;
+pub const DIM_NAME: i64 = 2;
+pub const DIM_PROP: i64 = 3;
+const DIM_VISIT_FIRST: i64 = 10;
+
+/// Separates a property's key from its value in a `DIM_PROP` row. Control
+/// characters are refused in keys at ingest, so the split is unambiguous.
+pub const PROP_SEP: char = '\u{1f}';
+
+/// Events that are not user actions (time-on-page reports) are not counted.
+const NOT_AN_ACTION: &str = "engagement";
+
+/// A visit is added to the rollups this long after its last event: the
+/// 30-minute visit timeout plus a margin for events still in flight.
+pub const VISIT_SETTLED_AFTER: i64 = 30 * 60 + 120;
+
+/// The dimension code of a visit attribute (one of [`VISIT_COLUMNS`]).
+pub fn visit_dim(column: &str) -> i64 {
+    let n = VISIT_COLUMNS
+        .iter()
+        .position(|c| *c == column)
+        .expect("a visit column");
+    DIM_VISIT_FIRST + n as i64
+}
+
+/// The rollup value of a property.
+pub fn prop_value(key: &str, value: &str) -> String {
+    format!("{key}{PROP_SEP}{value}")
+}
+
+/// Committed events waiting to be folded into the rollups.
+#[derive(Default)]
+pub struct RollupFeed {
+    state: Mutex<FeedState>,
+    /// Events handed over, and events whose rollup changes are committed.
+    handed: AtomicU64,
+    folded: AtomicU64,
+}
+
+#[derive(Default)]
+struct FeedState {
+    events: Vec<NewEvent>,
+    /// The largest event id handed over so far.
+    through: i64,
+}
+
+impl RollupFeed {
+    /// Called by the writer after each commit, in commit order.
+    pub(super) fn push(&self, events: impl IntoIterator<Item = NewEvent>, through: i64) {
+        let mut s = self.state.lock().expect("rollup feed");
+        let before = s.events.len();
+        s.events.extend(events);
+        self.handed
+            .fetch_add((s.events.len() - before) as u64, Ordering::Relaxed);
+        s.through = s.through.max(through);
+    }
+
+    /// Events handed over since the last call, and the newest id among them
+    /// (0 when none arrived yet).
+    fn take(&self) -> (Vec<NewEvent>, i64) {
+        let mut s = self.state.lock().expect("rollup feed");
+        (std::mem::take(&mut s.events), s.through)
+    }
+
+    /// Committed events whose rollup changes are not committed yet.
+    pub fn pending(&self) -> u64 {
+        self.handed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.folded.load(Ordering::Relaxed))
+    }
+}
+
+/// What one event contributes; borrowed from a [`NewEvent`] or a stored row.
+struct EventFacts<'a> {
+    site_id: i64,
+    ts: i64,
+    visitor_id: i64,
+    name: &'a str,
+    path: &'a str,
+    props: Option<&'a str>,
+    first_view: bool,
+}
+
+impl<'a> From<&'a NewEvent> for EventFacts<'a> {
+    fn from(e: &'a NewEvent) -> Self {
+        EventFacts {
+            site_id: e.site_id,
+            ts: e.ts,
+            visitor_id: e.visitor_id,
+            name: &e.name,
+            path: &e.path,
+            props: e.props.as_deref(),
+            first_view: e.first_view,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Delta {
+    visits: i64,
+    pageviews: i64,
+    events: i64,
+    bounces: i64,
+    duration: i64,
+    /// Visitor ids seen, duplicates included.
+    visitors: Vec<i64>,
+}
+
+/// (site, grain, dim, bucket) — the part of a row's key shared by many values.
+type Slot = (i64, i64, i64, i64);
+
+/// Changes to rollup rows, gathered in memory and then applied at once.
+#[derive(Default)]
+pub struct Deltas {
+    rows: HashMap<Slot, HashMap<String, Delta>>,
+    /// (site, minute) → starts of its hour, day and month.
+    buckets: HashMap<(i64, i64), [i64; 3]>,
+}
+
+impl Deltas {
+    fn delta(&mut self, slot: Slot, value: &str) -> &mut Delta {
+        let values = self.rows.entry(slot).or_default();
+        if !values.contains_key(value) {
+            values.insert(value.to_string(), Delta::default());
+        }
+        values.get_mut(value).expect("just inserted")
+    }
+
+    fn buckets_of(&mut self, tz: Tz, site_id: i64, ts: i64) -> [i64; 3] {
+        // DST changes fall on whole minutes, so a minute has one of each.
+        *self
+            .buckets
+            .entry((site_id, ts.div_euclid(60)))
+            .or_insert_with(|| {
+                [
+                    calendar::hour_start(tz, ts),
+                    calendar::day_start(tz, ts),
+                    calendar::month_start(tz, ts),
+                ]
+            })
+    }
+
+    fn add_event(&mut self, tz: Tz, e: &EventFacts<'_>) {
+        if e.name == NOT_AN_ACTION {
+            return;
+        }
+        let [hour, day, month] = self.buckets_of(tz, e.site_id, e.ts);
+        let is_pageview = e.name == "pageview";
+        let (pv, ev) = (i64::from(is_pageview), i64::from(!is_pageview));
+        let count = |d: &mut Delta| {
+            d.pageviews += pv;
+            d.events += ev;
+            d.visitors.push(e.visitor_id);
+        };
+        for (grain, bucket) in [(GRAIN_HOUR, hour), (GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+            count(self.delta((e.site_id, grain, DIM_TOTALS, bucket), ""));
+        }
+        let props: Vec<(String, String)> = e
+            .props
+            .and_then(|p| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p).ok())
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| prop_value(&k, v)).map(|pv| (k, pv)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (grain, bucket) in [(GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+            let (dim, value) = if is_pageview {
+                (DIM_PAGE, e.path)
+            } else {
+                (DIM_NAME, e.name)
+            };
+            let d = self.delta((e.site_id, grain, dim, bucket), value);
+            count(d);
+            d.visits += i64::from(e.first_view);
+            for (_, value) in &props {
+                count(self.delta((e.site_id, grain, DIM_PROP, bucket), value));
+            }
+        }
+    }
+
+    /// Adds an ended visit, by the hour, day and month it started in.
+    fn add_visit(&mut self, tz: Tz, v: &VisitRecord) {
+        let [hour, day, month] = self.buckets_of(tz, v.site_id, v.started_at);
+        let (bounce, duration) = (i64::from(v.is_bounce), v.last_seen_at - v.started_at);
+        for (grain, bucket) in [(GRAIN_HOUR, hour), (GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+            let d = self.delta((v.site_id, grain, DIM_TOTALS, bucket), "");
+            d.visits += 1;
+            d.bounces += bounce;
+            d.duration += duration;
+        }
+        for (grain, bucket) in [(GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+            for column in VISIT_COLUMNS {
+                let value = visit_value(v, column).unwrap_or("");
+                let d = self.delta((v.site_id, grain, visit_dim(column), bucket), value);
+                d.visits += 1;
+                d.pageviews += v.pageviews;
+                d.events += v.events;
+                d.bounces += bounce;
+                d.duration += duration;
+                d.visitors.push(v.visitor_id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The changes as a flat list of rows, to apply in chunks.
+    fn into_rows(self) -> Vec<(Slot, String, Delta)> {
+        self.rows
+            .into_iter()
+            .flat_map(|(slot, values)| values.into_iter().map(move |(v, d)| (slot, v, d)))
+            .collect()
+    }
+}
+
+/// The value of a visit attribute named in [`VISIT_COLUMNS`].
+pub fn visit_value<'a>(v: &'a VisitRecord, column: &str) -> Option<&'a str> {
+    let d: &VisitDims = &v.dims;
+    let value = match column {
+        "entry_page" => &v.entry_page,
+        "exit_page" => &v.exit_page,
+        "source" => &d.source,
+        "referrer" => &d.referrer,
+        "utm_medium" => &d.utm_medium,
+        "utm_source" => &d.utm_source,
+        "utm_campaign" => &d.utm_campaign,
+        "utm_term" => &d.utm_term,
+        "utm_content" => &d.utm_content,
+        "device" => &d.device,
+        "browser" => &d.browser,
+        "browser_version" => &d.browser_version,
+        "os" => &d.os,
+        "os_version" => &d.os_version,
+        "country" => &d.country,
+        "region" => &d.region,
+        "city" => &d.city,
+        other => unreachable!("unknown visit column {other}"),
+    };
+    value.as_deref()
+}
+
+/// Adds one row's changes. The sketch is read and rewritten only when the
+/// change has visitors.
+fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<(), StoreError> {
+    let (site_id, grain, dim, bucket) = slot;
+    let sketch = if d.visitors.is_empty() {
+        None
+    } else {
+        let stored: Option<Option<Vec<u8>>> = conn
+            .prepare_cached(
+                "SELECT visitors FROM rollups
+                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket = ?4 AND value = ?5",
+            )?
+            .query_row(params![site_id, grain, dim, bucket, value], |r| r.get(0))
+            .optional()?;
+        let mut sketch = stored
+            .flatten()
+            .and_then(|b| VisitorSketch::from_bytes(&b))
+            .unwrap_or_default();
+        sketch.insert_ids(&d.visitors);
+        Some(sketch.to_bytes())
+    };
+    conn.prepare_cached(
+        "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews, events,
+            bounces, duration, visitors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT DO UPDATE SET
+            visits = visits + excluded.visits, pageviews = pageviews + excluded.pageviews,
+            events = events + excluded.events, bounces = bounces + excluded.bounces,
+            duration = duration + excluded.duration,
+            visitors = COALESCE(excluded.visitors, visitors)",
+    )?
+    .execute(params![
+        site_id,
+        grain,
+        dim,
+        bucket,
+        value,
+        d.visits,
+        d.pageviews,
+        d.events,
+        d.bounces,
+        d.duration,
+        sketch
+    ])?;
+    Ok(())
+}
+
+fn apply_all(conn: &Connection, rows: &[(Slot, String, Delta)]) -> Result<(), StoreError> {
+    for (slot, value, d) in rows {
+        apply_row(conn, *slot, value, d)?;
+    }
+    Ok(())
+}
+
+fn set_through(conn: &Connection, through: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('rollups_through', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
+    )?
+    .execute([through])?;
+    Ok(())
+}
+
+/// Every site's timezone.
+pub fn zones(conn: &Connection) -> Result<HashMap<i64, Tz>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, timezone FROM sites")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, calendar::zone(&r.get::<_, String>(1)?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn zone_of(zones: &HashMap<i64, Tz>, site_id: i64) -> Tz {
+    zones.get(&site_id).copied().unwrap_or(Tz::UTC)
+}
+
+/// Rows per writer transaction: like visit snapshots, small enough that
+/// event commits queued behind one wait a millisecond or two.
+const ROWS_PER_COMMIT: usize = 256;
+
+/// Folds the events committed since the last call into the rollups.
+/// `record_through` keeps the crash-recovery mark; only the server keeps it.
+/// Returns the events folded in.
+pub async fn flush_events(
+    writer: &EventWriter,
+    feed: &RollupFeed,
+    zones: &HashMap<i64, Tz>,
+    record_through: bool,
+) -> Result<usize, WriteError> {
+    let (events, through) = feed.take();
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let mut deltas = Deltas::default();
+    for e in &events {
+        deltas.add_event(zone_of(zones, e.site_id), &EventFacts::from(e));
+    }
+    let rows = deltas.into_rows();
+    let chunks: Vec<Arc<[(Slot, String, Delta)]>> =
+        rows.chunks(ROWS_PER_COMMIT).map(Arc::from).collect();
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let mark = (record_through && i == last).then_some(through);
+        writer
+            .run(move |tx| {
+                apply_all(tx, &chunk)?;
+                if let Some(through) = mark {
+                    set_through(tx, through)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    feed.folded.fetch_add(events.len() as u64, Ordering::Relaxed);
+    Ok(events.len())
+}
+
+/// Ended visits rolled per transaction.
+const VISITS_PER_COMMIT: usize = 256;
+
+/// Adds to the rollups every visit whose last event is older than
+/// `ended_before`, marking each row `rolled` in the same transaction.
+/// Returns the visits added.
+pub async fn roll_ended_visits(
+    writer: &EventWriter,
+    zones: Arc<HashMap<i64, Tz>>,
+    ended_before: i64,
+) -> Result<usize, WriteError> {
+    let mut total = 0;
+    loop {
+        let done = Arc::new(AtomicUsize::new(0));
+        let (zones, counter) = (zones.clone(), done.clone());
+        writer
+            .run(move |tx| {
+                let n = roll_some_visits(tx, &zones, ended_before, VISITS_PER_COMMIT)?;
+                counter.store(n, Ordering::Relaxed);
+                Ok(())
+            })
+            .await?;
+        let n = done.load(Ordering::Relaxed);
+        total += n;
+        if n < VISITS_PER_COMMIT {
+            return Ok(total);
+        }
+    }
+}
+
+/// Rolls up to `limit` ended visits; the caller owns the transaction.
+fn roll_some_visits(
+    conn: &Connection,
+    zones: &HashMap<i64, Tz>,
+    ended_before: i64,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let visits = super::sites::visits_where(
+        conn,
+        "rolled = 0 AND last_seen_at < ?1 LIMIT ?2",
+        params![ended_before, limit as i64],
+    )?;
+    if visits.is_empty() {
+        return Ok(0);
+    }
+    let mut deltas = Deltas::default();
+    for v in &visits {
+        deltas.add_visit(zone_of(zones, v.site_id), v);
+    }
+    apply_all(conn, &deltas.into_rows())?;
+    let mut mark = conn.prepare_cached("UPDATE visits SET rolled = 1 WHERE id = ?1")?;
+    for v in &visits {
+        mark.execute([v.id])?;
+    }
+    Ok(visits.len())
+}
+
+/// Reads stored events into deltas; `sql` selects [`EVENT_COLUMNS`].
+/// Returns how many were read and the largest id among them.
+fn fold_stored_events(
+    conn: &Connection,
+    zones: &HashMap<i64, Tz>,
+    deltas: &mut Deltas,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<(usize, i64), StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(args)?;
+    let (mut count, mut through) = (0, 0);
+    while let Some(r) = rows.next()? {
+        let (name, path, props): (String, String, Option<String>) =
+            (r.get(3)?, r.get(4)?, r.get(5)?);
+        let facts = EventFacts {
+            site_id: r.get(0)?,
+            ts: r.get(1)?,
+            visitor_id: r.get(2)?,
+            name: &name,
+            path: &path,
+            props: props.as_deref(),
+            first_view: r.get(6)?,
+        };
+        deltas.add_event(zone_of(zones, facts.site_id), &facts);
+        through = through.max(r.get::<_, i64>(7)?);
+        count += 1;
+    }
+    Ok((count, through))
+}
+
+const EVENT_COLUMNS: &str = "site_id, ts, visitor_id, name, path, props, first_view, id";
+
+/// Folds in the events an unclean stop kept from the rollups: those past
+/// `rollups_through`. Live events are written within seconds of their
+/// timestamp, so only the last minutes before that mark are read. Run at
+/// start, before the writer. Returns the events folded in.
+pub fn recover(conn: &Connection) -> Result<usize, StoreError> {
+    let through: i64 = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rollups_through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if through == 0 {
+        return Ok(0);
+    }
+    // Event ids are microseconds of the writer's clock.
+    let since = through / 1_000_000 - 600;
+    let zones = zones(conn)?;
+    let tx = conn.unchecked_transaction()?;
+    let mut deltas = Deltas::default();
+    let (count, newest) = fold_stored_events(
+        &tx,
+        &zones,
+        &mut deltas,
+        &format!(
+            "SELECT {EVENT_COLUMNS} FROM events
+             WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1 AND id > ?2"
+        ),
+        params![since, through],
+    )?;
+    if !deltas.is_empty() {
+        apply_all(&tx, &deltas.into_rows())?;
+    }
+    set_through(&tx, newest.max(through))?;
+    tx.commit()?;
+    Ok(count)
+}
+
+/// Recomputes the rollups of every site from `events` and ended visits, if
+/// a migration asked for it. Run at start, before the writer.
+pub fn rebuild_if_asked(conn: &Connection, now: i64) -> Result<(), StoreError> {
+    let asked: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'rollups_rebuild'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if asked.is_none() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let sites: Vec<i64> = zones(conn)?.into_keys().collect();
+    for site in &sites {
+        rebuild(conn, *site, now)?;
+    }
+    conn.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
+    tracing::info!(
+        sites = sites.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "rebuilt rollups from raw events"
+    );
+    Ok(())
+}
+
+/// Recomputes one site's rollups from its raw events and its ended visits
+/// (needed when its timezone changes). Data already past raw-event retention
+/// is gone from the raw tables, so it is gone from the rebuilt rollups too.
+pub fn rebuild(conn: &Connection, site_id: i64, now: i64) -> Result<(), StoreError> {
+    let zones = zones(conn)?;
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM rollups WHERE site_id = ?1", [site_id])?;
+    tx.execute(
+        "UPDATE visits SET rolled = 0 WHERE site_id = ?1 AND rolled = 1",
+        [site_id],
+    )?;
+    let bounds: (Option<i64>, Option<i64>) = tx.query_row(
+        "SELECT MIN(ts), MAX(ts) FROM events WHERE site_id = ?1",
+        [site_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut through = 0;
+    if let (Some(first), Some(last)) = bounds {
+        // A week at a time keeps memory flat however large the site.
+        let step = 7 * 86_400;
+        let mut from = first;
+        while from <= last {
+            let mut deltas = Deltas::default();
+            let (_, newest) = fold_stored_events(
+                &tx,
+                &zones,
+                &mut deltas,
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3"
+                ),
+                params![site_id, from, from + step],
+            )?;
+            through = through.max(newest);
+            apply_all(&tx, &deltas.into_rows())?;
+            from += step;
+        }
+    }
+    while roll_some_visits(&tx, &zones, now - VISIT_SETTLED_AFTER, 10_000)? > 0 {}
+    if through > 0 {
+        set_through(&tx, through)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prop_rows_split_on_the_separator() {
+        let v = prop_value("plan", "pro");
+        assert_eq!(v.split_once(PROP_SEP), Some(("plan", "pro")));
+        assert_eq!(visit_dim("entry_page"), DIM_VISIT_FIRST);
+    }
+}

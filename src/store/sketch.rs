@@ -1,0 +1,274 @@
+//! `VisitorSketch`: a mergeable count of distinct visitors.
+//!
+//! Unique visitors cannot be added up across hours or days, so each rollup
+//! bucket keeps a sketch of its visitor ids and a query merges the sketches
+//! of its buckets. Small sets are kept exactly, as sorted hashes, and merge
+//! exactly; past [`SPARSE_MAX`] distinct visitors the sketch turns into a
+//! HyperLogLog of 2^14 one-byte registers (16 KiB), read with Ertl's
+//! improved estimator ("New cardinality estimation algorithms for
+//! HyperLogLog sketches", 2017), which needs no bias tables. Its relative
+//! standard error is 1.04/√16384 ≈ 0.81%: about 99% of estimates fall within
+//! 2% of the true count.
+//!
+//! The stored form is one tag byte, then either the sorted hashes (8 bytes
+//! each, little-endian) or the registers.
+
+/// Precision: 2^P registers.
+const P: u32 = 14;
+const REGISTERS: usize = 1 << P;
+/// Largest register value: the rank of a hash's remaining 64 − P bits.
+const MAX_RANK: u8 = (64 - P + 1) as u8;
+/// Past this many distinct hashes the exact form would outgrow the registers.
+pub const SPARSE_MAX: usize = 2048;
+
+const TAG_SPARSE: u8 = 0;
+const TAG_DENSE: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VisitorSketch {
+    /// Sorted, distinct hashes of visitor ids: an exact set.
+    Sparse(Vec<u64>),
+    /// HyperLogLog registers.
+    Dense(Box<[u8]>),
+}
+
+impl Default for VisitorSketch {
+    fn default() -> Self {
+        VisitorSketch::Sparse(Vec::new())
+    }
+}
+
+/// Spreads a visitor id over 64 bits (splitmix64's finalizer). Visitor ids
+/// are keyed hashes already; this keeps the sketch sound for any id source.
+fn mix(id: i64) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn register_of(hash: u64) -> (usize, u8) {
+    let index = (hash >> (64 - P)) as usize;
+    let rest = hash << P;
+    let rank = (rest.leading_zeros() + 1).min(MAX_RANK as u32) as u8;
+    (index, rank)
+}
+
+impl VisitorSketch {
+    /// A sketch of the given visitor ids (duplicates are fine).
+    pub fn from_ids(ids: impl IntoIterator<Item = i64>) -> VisitorSketch {
+        let mut hashes: Vec<u64> = ids.into_iter().map(mix).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut s = VisitorSketch::Sparse(hashes);
+        s.densify_if_large();
+        s
+    }
+
+    fn densify_if_large(&mut self) {
+        if let VisitorSketch::Sparse(h) = self
+            && h.len() > SPARSE_MAX
+        {
+            let mut registers = vec![0u8; REGISTERS].into_boxed_slice();
+            for &hash in h.iter() {
+                let (i, r) = register_of(hash);
+                registers[i] = registers[i].max(r);
+            }
+            *self = VisitorSketch::Dense(registers);
+        }
+    }
+
+    /// Adds every visitor of `other` to this sketch.
+    pub fn merge(&mut self, other: &VisitorSketch) {
+        match (&mut *self, other) {
+            (VisitorSketch::Sparse(a), VisitorSketch::Sparse(b)) => {
+                if b.is_empty() {
+                    return;
+                }
+                let mut merged = Vec::with_capacity(a.len() + b.len());
+                let (mut i, mut j) = (0, 0);
+                while i < a.len() && j < b.len() {
+                    let (x, y) = (a[i], b[j]);
+                    merged.push(x.min(y));
+                    i += usize::from(x <= y);
+                    j += usize::from(y <= x);
+                }
+                merged.extend_from_slice(&a[i..]);
+                merged.extend_from_slice(&b[j..]);
+                *a = merged;
+                self.densify_if_large();
+            }
+            (VisitorSketch::Dense(r), VisitorSketch::Sparse(b)) => {
+                for &hash in b {
+                    let (i, rank) = register_of(hash);
+                    r[i] = r[i].max(rank);
+                }
+            }
+            (VisitorSketch::Dense(r), VisitorSketch::Dense(o)) => {
+                for (x, y) in r.iter_mut().zip(o.iter()) {
+                    *x = (*x).max(*y);
+                }
+            }
+            (VisitorSketch::Sparse(_), VisitorSketch::Dense(_)) => {
+                let mine = std::mem::replace(self, other.clone());
+                self.merge(&mine);
+            }
+        }
+    }
+
+    /// Adds visitor ids one by one.
+    pub fn insert_ids(&mut self, ids: &[i64]) {
+        if !ids.is_empty() {
+            self.merge(&VisitorSketch::from_ids(ids.iter().copied()));
+        }
+    }
+
+    /// The number of distinct visitors: exact for the sparse form, an
+    /// estimate for the dense one.
+    pub fn count(&self) -> i64 {
+        match self {
+            VisitorSketch::Sparse(h) => h.len() as i64,
+            VisitorSketch::Dense(r) => estimate(r).round() as i64,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            VisitorSketch::Sparse(h) => {
+                let mut out = Vec::with_capacity(1 + 8 * h.len());
+                out.push(TAG_SPARSE);
+                for x in h {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out
+            }
+            VisitorSketch::Dense(r) => {
+                let mut out = Vec::with_capacity(1 + r.len());
+                out.push(TAG_DENSE);
+                out.extend_from_slice(r);
+                out
+            }
+        }
+    }
+
+    /// Reads a stored sketch; `None` when the bytes are not one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<VisitorSketch> {
+        let (&tag, body) = bytes.split_first()?;
+        match tag {
+            TAG_SPARSE if body.len() % 8 == 0 => Some(VisitorSketch::Sparse(
+                body.chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
+            )),
+            TAG_DENSE if body.len() == REGISTERS && body.iter().all(|&r| r <= MAX_RANK) => {
+                Some(VisitorSketch::Dense(body.into()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Ertl's improved raw estimator: unbiased from a handful of visitors up to
+/// far beyond any site's traffic, with no empirical correction tables.
+fn estimate(registers: &[u8]) -> f64 {
+    let m = REGISTERS as f64;
+    let q = MAX_RANK as usize - 1;
+    let mut hist = vec![0u32; q + 2];
+    for &r in registers {
+        hist[r as usize] += 1;
+    }
+    let mut z = m * tau(1.0 - hist[q + 1] as f64 / m);
+    for k in (1..=q).rev() {
+        z = 0.5 * (z + hist[k] as f64);
+    }
+    z += m * sigma(hist[0] as f64 / m);
+    let alpha_inf = 0.5 / std::f64::consts::LN_2;
+    alpha_inf * m * m / z
+}
+
+fn sigma(x: f64) -> f64 {
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, x);
+    loop {
+        x *= x;
+        let before = z;
+        z += x * y;
+        y += y;
+        if z == before {
+            return z;
+        }
+    }
+}
+
+fn tau(x: f64) -> f64 {
+    if x == 0.0 || x == 1.0 {
+        return 0.0;
+    }
+    let (mut x, mut y, mut z) = (x, 1.0, 1.0 - x);
+    loop {
+        x = x.sqrt();
+        let before = z;
+        y *= 0.5;
+        z -= (1.0 - x).powi(2) * y;
+        if z == before {
+            return z / 3.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(seed: i64, n: i64) -> impl Iterator<Item = i64> {
+        (0..n).map(move |i| i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ seed)
+    }
+
+    #[test]
+    fn small_sets_are_exact_and_merge_exactly() {
+        let a = VisitorSketch::from_ids(ids(1, 1000).chain(ids(1, 10)));
+        assert_eq!(a.count(), 1000);
+        let mut b = VisitorSketch::from_ids(ids(1, 1500));
+        b.merge(&a);
+        assert_eq!(b.count(), 1500);
+        assert!(matches!(b, VisitorSketch::Sparse(_)));
+        let round = VisitorSketch::from_bytes(&b.to_bytes()).unwrap();
+        assert_eq!(round, b);
+        assert_eq!(VisitorSketch::default().count(), 0);
+    }
+
+    #[test]
+    fn large_sets_are_within_two_percent() {
+        for (seed, n) in [(3, 2049), (4, 5_000), (5, 40_000), (6, 100_000), (7, 1_000_000)] {
+            let s = VisitorSketch::from_ids(ids(seed, n));
+            let err = (s.count() - n).abs() as f64 / n as f64;
+            assert!(err < 0.02, "{n}: counted {} ({err:.4})", s.count());
+        }
+    }
+
+    #[test]
+    fn merging_dense_sketches_is_a_union() {
+        // Two overlapping halves of 60,000 visitors, merged in both directions
+        // and through the stored form.
+        let a = VisitorSketch::from_ids(ids(9, 40_000));
+        let b = VisitorSketch::from_ids(ids(9, 60_000).skip(20_000));
+        let small = VisitorSketch::from_ids(ids(9, 100));
+        for (x, y) in [(&a, &b), (&b, &a), (&small, &a)] {
+            let mut u = VisitorSketch::from_bytes(&x.to_bytes()).unwrap();
+            u.merge(y);
+            let want = if std::ptr::eq(x, &small) { 40_000 } else { 60_000 };
+            let err = (u.count() - want).abs() as f64 / want as f64;
+            assert!(err < 0.02, "union counted {} of {want}", u.count());
+        }
+    }
+
+    #[test]
+    fn bad_bytes_are_refused() {
+        assert!(VisitorSketch::from_bytes(&[]).is_none());
+        assert!(VisitorSketch::from_bytes(&[0, 1, 2]).is_none());
+        assert!(VisitorSketch::from_bytes(&[1, 0]).is_none());
+        assert!(VisitorSketch::from_bytes(&[7]).is_none());
+    }
+}
