@@ -583,6 +583,20 @@ fn kill_9_loses_no_acknowledged_event() {
         acked.len(),
         &lost[..lost.len().min(5)]
     );
+
+    // The next start folds every stored event into the rollups: none is
+    // missing and none counted twice.
+    let key = env.api_key();
+    let s = env.start();
+    s.settle();
+    let raw = env.count("SELECT COUNT(*) FROM events WHERE name = 'pageview'");
+    let rolled = env.count("SELECT SUM(pageviews) FROM rollups WHERE grain = 1 AND dim = 0");
+    assert_eq!(rolled, raw, "{:?}", s.log_lines());
+    let r = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&period=7d&metrics=pageviews",
+    );
+    assert_eq!(r.json()["results"]["pageviews"]["value"], raw, "{}", r.body);
 }
 
 #[test]

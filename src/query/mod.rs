@@ -21,7 +21,9 @@ use thiserror::Error;
 use crate::store::calendar;
 use crate::store::rollup_query;
 use crate::store::sites::{GoalKind, Site};
-use crate::store::stats::{self, BreakdownRow, Dimension, Filter, TimeRange, Totals, VISIT_COLUMNS};
+use crate::store::stats::{
+    self, BreakdownRow, Dimension, Filter, TimeRange, Totals, VISIT_COLUMNS,
+};
 use crate::store::{self, Db, StoreError};
 use period::Period;
 
@@ -59,7 +61,12 @@ struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn new(conn: &'a Connection, site: &Site, params: &Params, ctx: &Context) -> Result<Self, QueryError> {
+    fn new(
+        conn: &'a Connection,
+        site: &Site,
+        params: &Params,
+        ctx: &Context,
+    ) -> Result<Self, QueryError> {
         Ok(Source {
             conn,
             site_id: site.id,
@@ -98,7 +105,13 @@ impl<'a> Source<'a> {
         if self.raw() {
             return buckets.iter().map(|b| self.totals(*b)).collect();
         }
-        Ok(rollup_query::series(self.conn, self.tz, self.site_id, buckets, hourly)?)
+        Ok(rollup_query::series(
+            self.conn,
+            self.tz,
+            self.site_id,
+            buckets,
+            hourly,
+        )?)
     }
 
     /// `needs_raw`: the metrics asked for are not in the rollups.
@@ -113,9 +126,25 @@ impl<'a> Source<'a> {
         let raw = self.raw() || needs_raw;
         self.check(range, raw)?;
         Ok(if raw {
-            stats::breakdown(self.conn, self.site_id, range, dimension, &self.filters, limit, offset)?
+            stats::breakdown(
+                self.conn,
+                self.site_id,
+                range,
+                dimension,
+                &self.filters,
+                limit,
+                offset,
+            )?
         } else {
-            rollup_query::breakdown(self.conn, self.tz, self.site_id, range, dimension, limit, offset)?
+            rollup_query::breakdown(
+                self.conn,
+                self.tz,
+                self.site_id,
+                range,
+                dimension,
+                limit,
+                offset,
+            )?
         })
     }
 
@@ -125,13 +154,20 @@ impl<'a> Source<'a> {
         if self.raw() {
             let mut events = 0;
             for g in goals {
-                events += stats::goal_conversions(self.conn, self.site_id, range, g, &self.filters)?.1;
+                events +=
+                    stats::goal_conversions(self.conn, self.site_id, range, g, &self.filters)?.1;
             }
             let visitors =
                 stats::converted_visitors(self.conn, self.site_id, range, goals, &self.filters)?;
             return Ok((visitors, events));
         }
-        Ok(rollup_query::goal_visitors(self.conn, self.tz, self.site_id, range, goals)?)
+        Ok(rollup_query::goal_visitors(
+            self.conn,
+            self.tz,
+            self.site_id,
+            range,
+            goals,
+        )?)
     }
 }
 
@@ -399,8 +435,13 @@ pub fn breakdown(
         matches!(dimension, Dimension::Prop(_)) && metrics.iter().any(|m| m == "visits");
     let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
     let source = Source::new(&tx, site, params, ctx)?;
-    let rows: Vec<BreakdownRow> =
-        source.breakdown(period.range, &dimension, needs_raw, limit, (page - 1) * limit)?;
+    let rows: Vec<BreakdownRow> = source.breakdown(
+        period.range,
+        &dimension,
+        needs_raw,
+        limit,
+        (page - 1) * limit,
+    )?;
     let results: Vec<Value> = rows
         .into_iter()
         .map(|r| {

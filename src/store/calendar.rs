@@ -38,7 +38,11 @@ pub fn local_date(tz: Tz, ts: i64) -> NaiveDate {
 /// time, so in a zone offset by 30 or 45 minutes they start off the UTC hour;
 /// the two local hours of a DST fall-back are two buckets.
 pub fn hour_start(tz: Tz, ts: i64) -> i64 {
-    let offset = i64::from(tz.offset_from_utc_datetime(&utc(ts)).fix().local_minus_utc());
+    let offset = i64::from(
+        tz.offset_from_utc_datetime(&utc(ts))
+            .fix()
+            .local_minus_utc(),
+    );
     let local = ts + offset;
     local - local.rem_euclid(3600) - offset
 }

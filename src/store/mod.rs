@@ -5,11 +5,11 @@
 //! HTTP, payloads or enrichment. Callers hand it plain records ([`NewEvent`],
 //! [`VisitRecord`]) and get plain values back.
 
+pub mod calendar;
 mod db;
 mod error;
 mod migrate;
 mod records;
-pub mod calendar;
 pub mod retention;
 pub mod rollup_query;
 pub mod rollups;

@@ -20,6 +20,7 @@ use chrono::{Days, Months};
 use chrono_tz::Tz;
 use rusqlite::{Connection, params};
 
+use super::StoreError;
 use super::calendar::{self, first_of_month, local_date, midnight};
 use super::rollups::{
     DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, PROP_SEP,
@@ -28,7 +29,6 @@ use super::rollups::{
 use super::sites::GoalKind;
 use super::sketch::VisitorSketch;
 use super::stats::{BreakdownRow, Dimension, TimeRange, Totals};
-use super::StoreError;
 
 /// One stretch of rows: a grain and a half-open range of bucket starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,11 +197,18 @@ pub fn series(
     };
     if !hourly && buckets.iter().any(|b| b.end - b.start > 2 * 86_400) {
         // Months: each bucket is a range of its own.
-        return buckets.iter().map(|b| totals(conn, tz, site_id, *b)).collect();
+        return buckets
+            .iter()
+            .map(|b| totals(conn, tz, site_id, *b))
+            .collect();
     }
     let grain = if hourly { GRAIN_HOUR } else { GRAIN_DAY };
     let mut sums = vec![Sum::default(); buckets.len()];
-    let index_of = |ts: i64| buckets.partition_point(|b| b.end <= ts).min(buckets.len() - 1);
+    let index_of = |ts: i64| {
+        buckets
+            .partition_point(|b| b.end <= ts)
+            .min(buckets.len() - 1)
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
          WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
@@ -272,7 +279,9 @@ pub fn breakdown(
                 AND value >= ?6 AND value < ?7
              GROUP BY value",
         )?;
-        let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, low, high])?;
+        let mut rows = stmt.query(params![
+            site_id, seg.grain, dim, seg.start, seg.end, low, high
+        ])?;
         while let Some(r) = rows.next()? {
             sums.entry(r.get(0)?).or_default().add_counts(r, 1)?;
         }
@@ -339,7 +348,11 @@ pub fn breakdown(
             visit_duration_sum: s.duration,
         })
         .collect();
-    rows.sort_by(|a, b| b.visitors.cmp(&a.visitors).then_with(|| a.value.cmp(&b.value)));
+    rows.sort_by(|a, b| {
+        b.visitors
+            .cmp(&a.visitors)
+            .then_with(|| a.value.cmp(&b.value))
+    });
     Ok(rows
         .into_iter()
         .skip(offset as usize)
@@ -413,7 +426,9 @@ pub fn goal_visitors(
                  WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
                     AND value GLOB ?6",
             )?;
-            let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, pattern])?;
+            let mut rows = stmt.query(params![
+                site_id, seg.grain, dim, seg.start, seg.end, pattern
+            ])?;
             while let Some(r) = rows.next()? {
                 count += r.get::<_, i64>(0)?;
                 let bytes: Option<Vec<u8>> = r.get(1)?;

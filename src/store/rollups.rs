@@ -191,7 +191,9 @@ impl Deltas {
         }
         let props: Vec<(String, String)> = e
             .props
-            .and_then(|p| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p).ok())
+            .and_then(|p| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p).ok()
+            })
             .map(|m| {
                 m.into_iter()
                     .filter_map(|(k, v)| v.as_str().map(|v| prop_value(&k, v)).map(|pv| (k, pv)))
@@ -389,7 +391,8 @@ pub async fn flush_events(
             })
             .await?;
     }
-    feed.folded.fetch_add(events.len() as u64, Ordering::Relaxed);
+    feed.folded
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
     Ok(events.len())
 }
 
@@ -526,9 +529,11 @@ pub fn recover(conn: &Connection) -> Result<usize, StoreError> {
 /// a migration asked for it. Run at start, before the writer.
 pub fn rebuild_if_asked(conn: &Connection, now: i64) -> Result<(), StoreError> {
     let asked: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'rollups_rebuild'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rollups_rebuild'",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     if asked.is_none() {
         return Ok(());

@@ -241,7 +241,13 @@ mod tests {
 
     #[test]
     fn large_sets_are_within_two_percent() {
-        for (seed, n) in [(3, 2049), (4, 5_000), (5, 40_000), (6, 100_000), (7, 1_000_000)] {
+        for (seed, n) in [
+            (3, 2049),
+            (4, 5_000),
+            (5, 40_000),
+            (6, 100_000),
+            (7, 1_000_000),
+        ] {
             let s = VisitorSketch::from_ids(ids(seed, n));
             let err = (s.count() - n).abs() as f64 / n as f64;
             assert!(err < 0.02, "{n}: counted {} ({err:.4})", s.count());
@@ -258,7 +264,11 @@ mod tests {
         for (x, y) in [(&a, &b), (&b, &a), (&small, &a)] {
             let mut u = VisitorSketch::from_bytes(&x.to_bytes()).unwrap();
             u.merge(y);
-            let want = if std::ptr::eq(x, &small) { 40_000 } else { 60_000 };
+            let want = if std::ptr::eq(x, &small) {
+                40_000
+            } else {
+                60_000
+            };
             let err = (u.count() - want).abs() as f64 / want as f64;
             assert!(err < 0.02, "union counted {} of {want}", u.count());
         }

@@ -59,6 +59,9 @@ pub const VISIT_COLUMNS: &[&str] = &[
     "city",
 ];
 
+/// One value of a breakdown. For a page or an event name, `visits` counts
+/// the visits whose first view of that page (first event of that name) falls
+/// in the range: unlike distinct visits, these add up across days.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BreakdownRow {
     pub value: Option<String>,
@@ -291,7 +294,7 @@ pub fn breakdown(
     match dimension {
         Dimension::Page => {
             sql.push(
-                "SELECT e.path, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
+                "SELECT e.path, COUNT(DISTINCT e.visitor_id), SUM(e.first_view),
                     COUNT(*), 0, 0, 0",
             );
             events_from(&mut sql, site_id, range, filters);
@@ -299,7 +302,7 @@ pub fn breakdown(
         }
         Dimension::EventName => {
             sql.push(
-                "SELECT e.name, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
+                "SELECT e.name, COUNT(DISTINCT e.visitor_id), SUM(e.first_view),
                     0, COUNT(*), 0, 0",
             );
             events_from(&mut sql, site_id, range, filters);
