@@ -80,20 +80,26 @@ impl<'a> Source<'a> {
         !self.filters.is_empty()
     }
 
-    /// Refuses a raw report over a range whose raw events are gone.
-    fn check(&self, range: TimeRange, raw: bool) -> Result<(), QueryError> {
+    /// Refuses a raw report over a range whose raw events are gone; `param`
+    /// is the parameter that made the report need them.
+    fn check(&self, range: TimeRange, raw: bool, param: &str) -> Result<(), QueryError> {
         if raw && range.start < self.raw_since {
             let kept = calendar::local_date(self.tz, self.raw_since);
+            let what = if param == "filters" {
+                "filtered reports"
+            } else {
+                "visits of event:props"
+            };
             return Err(bad(format!(
-                "filters: raw events before {kept} are no longer kept, so filtered reports cannot \
-                 reach before that day; only unfiltered reports cover older periods"
+                "{param}: raw events before {kept} are no longer kept, so {what} cannot reach \
+                 before that day; only unfiltered reports cover older periods"
             )));
         }
         Ok(())
     }
 
     fn totals(&self, range: TimeRange) -> Result<Totals, QueryError> {
-        self.check(range, self.raw())?;
+        self.check(range, self.raw(), "filters")?;
         Ok(if self.raw() {
             stats::totals(self.conn, self.site_id, range, &self.filters)?
         } else {
@@ -123,8 +129,9 @@ impl<'a> Source<'a> {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<BreakdownRow>, QueryError> {
+        self.check(range, self.raw(), "filters")?;
+        self.check(range, needs_raw, "metrics")?;
         let raw = self.raw() || needs_raw;
-        self.check(range, raw)?;
         Ok(if raw {
             stats::breakdown(
                 self.conn,
@@ -150,7 +157,7 @@ impl<'a> Source<'a> {
 
     /// Visitors who completed any of `goals`, and the completions.
     fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), QueryError> {
-        self.check(range, self.raw())?;
+        self.check(range, self.raw(), "filters")?;
         if self.raw() {
             let mut events = 0;
             for g in goals {
@@ -217,16 +224,15 @@ fn metrics(params: &Params, allowed: &[&str], extra: &[&str]) -> Result<Vec<Stri
     Ok(list)
 }
 
-fn ratio(num: i64, den: i64) -> f64 {
+/// `num / den` rounded half away from zero, in exact integer arithmetic
+/// (floating point turns 1.005 into 1.00 and -21.5 into -21); 0 for 0/0.
+fn div_round(num: i64, den: i64) -> i64 {
     if den == 0 {
-        0.0
-    } else {
-        num as f64 / den as f64
+        return 0;
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
+    let (n, d) = (i128::from(num), i128::from(den));
+    let q = (2 * n.abs() + d.abs()) / (2 * d.abs());
+    (if (n < 0) != (d < 0) { -q } else { q }) as i64
 }
 
 fn metric_of(name: &str, t: &Totals) -> Value {
@@ -235,29 +241,31 @@ fn metric_of(name: &str, t: &Totals) -> Value {
         "visits" => json!(t.visits),
         "pageviews" => json!(t.pageviews),
         "events" => json!(t.events),
-        "views_per_visit" => json!(round2(ratio(t.pageviews, t.visits))),
-        "bounce_rate" => json!((ratio(t.bounces, t.visits) * 100.0).round() as i64),
-        "visit_duration" => json!((ratio(t.visit_duration_sum, t.visits)).round() as i64),
+        "views_per_visit" => json!(div_round(t.pageviews * 100, t.visits) as f64 / 100.0),
+        "bounce_rate" => json!(div_round(t.bounces * 100, t.visits)),
+        "visit_duration" => json!(div_round(t.visit_duration_sum, t.visits)),
         _ => Value::Null,
     }
 }
 
 /// `part` of `whole` in percent, one decimal.
 fn percent(part: i64, whole: i64) -> f64 {
-    (ratio(part, whole) * 1000.0).round() / 10.0
+    div_round(part * 1000, whole) as f64 / 10.0
 }
 
 /// Change against the previous period, as Plausible reports it: points for
 /// the bounce rate, a rounded percentage otherwise (100 from nothing).
+/// Metrics have at most two decimals, so hundredths compare exactly.
 fn change(name: &str, now: &Value, before: &Value) -> Value {
-    let (now, before) = (now.as_f64().unwrap_or(0.0), before.as_f64().unwrap_or(0.0));
+    let hundredths = |v: &Value| (v.as_f64().unwrap_or(0.0) * 100.0).round() as i64;
+    let (now, before) = (hundredths(now), hundredths(before));
     if name == "bounce_rate" {
-        return json!((now - before).round() as i64);
+        return json!(div_round(now - before, 100));
     }
-    if before == 0.0 {
-        return json!(if now > 0.0 { 100 } else { 0 });
+    if before == 0 {
+        return json!(if now > 0 { 100 } else { 0 });
     }
-    json!(((now - before) / before * 100.0).round() as i64)
+    json!(div_round((now - before) * 100, before))
 }
 
 /// `GET /api/v1/stats/aggregate`.

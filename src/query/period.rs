@@ -1,10 +1,10 @@
 //! Periods (`period`, `date`) resolved to UTC ranges in the site's timezone.
 
-use chrono::{Datelike, Days, Months, NaiveDate, TimeZone};
+use chrono::{Datelike, Days, Months, NaiveDate};
 use chrono_tz::Tz;
 
 use super::{Params, QueryError, bad};
-use crate::store::calendar::{local_date, midnight, zone};
+use crate::store::calendar::{first_instant_of_hour, local_date, midnight, zone};
 use crate::store::stats::TimeRange;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -184,13 +184,11 @@ impl Period {
             Interval::Hour => {
                 while day <= self.last {
                     for h in 0..24 {
-                        let naive = day.and_hms_opt(h, 0, 0).expect("valid hour");
-                        // A local hour skipped by DST has no bucket.
-                        if let Some(t) = tz.from_local_datetime(&naive).earliest() {
-                            starts.push((
-                                naive.format("%Y-%m-%d %H:%M:%S").to_string(),
-                                t.timestamp(),
-                            ));
+                        // A local hour skipped by DST has no bucket; one that
+                        // DST enters halfway begins at the change.
+                        if let Some(t) = first_instant_of_hour(tz, day, h) {
+                            let label = day.and_hms_opt(h, 0, 0).expect("valid hour");
+                            starts.push((label.format("%Y-%m-%d %H:%M:%S").to_string(), t));
                         }
                     }
                     day = day + Days::new(1);

@@ -38,13 +38,44 @@ pub fn local_date(tz: Tz, ts: i64) -> NaiveDate {
 /// time, so in a zone offset by 30 or 45 minutes they start off the UTC hour;
 /// the two local hours of a DST fall-back are two buckets.
 pub fn hour_start(tz: Tz, ts: i64) -> i64 {
-    let offset = i64::from(
+    let offset = offset_at(tz, ts);
+    let local = ts + offset;
+    let start = local - local.rem_euclid(3600) - offset;
+    if offset_at(tz, start) == offset {
+        return start;
+    }
+    // The offset changed within this local hour (Lord Howe moves by 30
+    // minutes, so a local hour can begin at a transition): the hour began at
+    // the change, found by halving on whole minutes.
+    let (mut lo, mut hi) = (start.div_euclid(60), ts.div_euclid(60));
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if offset_at(tz, mid * 60) == offset {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi * 60
+}
+
+/// The earliest instant of local hour `hour` of `day`, if any of it exists:
+/// its start, or the moment a DST change lands inside it.
+pub fn first_instant_of_hour(tz: Tz, day: NaiveDate, hour: u32) -> Option<i64> {
+    (0..60).find_map(|minute| {
+        let naive = day.and_hms_opt(hour, minute, 0)?;
+        tz.from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.timestamp())
+    })
+}
+
+fn offset_at(tz: Tz, ts: i64) -> i64 {
+    i64::from(
         tz.offset_from_utc_datetime(&utc(ts))
             .fix()
             .local_minus_utc(),
-    );
-    let local = ts + offset;
-    local - local.rem_euclid(3600) - offset
+    )
 }
 
 /// Start of the local day holding `ts`.
@@ -89,6 +120,18 @@ mod tests {
             midnight(berlin, NaiveDate::from_ymd_opt(2024, 10, 27).unwrap())
         );
         assert!(month_start(berlin, first) < day_start(berlin, first));
+        // Lord Howe, 2026-10-04: 02:00 (+10:30) jumps to 02:30 (+11). The
+        // local hour 02 begins at the jump, as the report's hour bucket does.
+        let howe = zone("Australia/Lord_Howe");
+        let day = NaiveDate::from_ymd_opt(2026, 10, 4).unwrap();
+        let jump = first_instant_of_hour(howe, day, 2).unwrap();
+        assert_eq!(hour_start(howe, jump + 1200), jump);
+        let one = first_instant_of_hour(howe, day, 1).unwrap();
+        assert_eq!(hour_start(howe, jump - 60), one);
+        assert_eq!(jump - one, 3600);
+        // Berlin skips 02:00-03:00 entirely on 2024-03-31.
+        let spring = NaiveDate::from_ymd_opt(2024, 3, 31).unwrap();
+        assert_eq!(first_instant_of_hour(berlin, spring, 2), None);
         assert_eq!(zone("Not/AZone"), zone("UTC"));
     }
 }

@@ -239,6 +239,7 @@ fn visits_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]
             .arg(site_id);
         sql.push(" AND e.ts >= ").arg(range.start);
         sql.push(" AND e.ts < ").arg(range.end + 86_400);
+        sql.push(" AND e.name <> ").arg(NOT_AN_ACTION);
         for f in event_filters {
             filter_sql(sql, f);
         }
