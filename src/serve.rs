@@ -58,6 +58,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening on http://{addr}");
 
     let raw_days = settings.raw.retention.raw_events_days;
+    let aggregates_days = settings.raw.retention.aggregates_days;
     let store_for_shutdown = store.clone();
     let state = AppState {
         ingestor: ingestor.clone(),
@@ -94,12 +95,22 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 let mut tick = tokio::time::interval(RETENTION_EVERY);
                 loop {
                     tick.tick().await;
-                    let cutoff = now_unix() - i64::from(raw_days) * SECONDS_PER_DAY;
-                    match retention::trim_raw(&writer, cutoff).await {
-                        Ok(t) => tracing::info!(
+                    let now = now_unix();
+                    let raw_cutoff = now - i64::from(raw_days) * SECONDS_PER_DAY;
+                    let rollup_cutoff = now - i64::from(aggregates_days) * SECONDS_PER_DAY;
+                    let trimmed = match retention::trim_raw(&writer, raw_cutoff).await {
+                        Ok(t) => retention::trim_rollups(&writer, rollup_cutoff)
+                            .await
+                            .map(|rollups| (t, rollups)),
+                        Err(e) => Err(e),
+                    };
+                    match trimmed {
+                        Ok((t, rollups)) => tracing::info!(
                             events = t.events,
                             visits = t.visits,
+                            rollup_rows = rollups,
                             raw_events_days = raw_days,
+                            aggregates_days,
                             "retention pass removed expired rows"
                         ),
                         Err(e) => tracing::error!(error = %e, "retention pass failed"),

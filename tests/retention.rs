@@ -1,4 +1,5 @@
-//! Retention runs at start and removes raw rows older than `raw_events_days`.
+//! Retention runs at start and removes raw rows older than `raw_events_days`
+//! and rollup rows older than `aggregates_days`.
 
 mod common;
 
@@ -8,7 +9,7 @@ use common::*;
 
 #[test]
 fn expired_rows_are_removed_at_start_and_logged() {
-    let env = Env::new("[retention]\nraw_events_days = 30\n");
+    let env = Env::new("[retention]\nraw_events_days = 30\naggregates_days = 60\n");
     env.add_site("example.com");
     let s = env.start();
     assert_eq!(
@@ -30,6 +31,14 @@ fn expired_rows_are_removed_at_start_and_logged() {
          FROM events, n;",
     )
     .unwrap();
+    // Rollup rows of 61 and 59 days ago: 2500 of each, all grains.
+    db.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+         INSERT INTO rollups (site_id, grain, dim, bucket, value, pageviews)
+         SELECT 1, i % 3, 1, unixepoch() - d * 86400, '/p' || i, 1
+         FROM n, (SELECT 61 AS d UNION ALL SELECT 59);",
+    )
+    .unwrap();
     drop(db);
     assert_eq!(env.count("SELECT COUNT(*) FROM events"), 5001);
     let s = env.start();
@@ -48,7 +57,9 @@ fn expired_rows_are_removed_at_start_and_logged() {
         .find(|l| l.contains("retention pass"))
         .unwrap();
     assert!(
-        line.contains("events=5000") && line.contains("visits=1"),
+        line.contains("events=5000")
+            && line.contains("visits=1")
+            && line.contains("rollup_rows=2500"),
         "{line}"
     );
     drop(s);
@@ -58,4 +69,12 @@ fn expired_rows_are_removed_at_start_and_logged() {
         1
     );
     assert_eq!(env.count("SELECT COUNT(*) FROM visits"), 1);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM rollups WHERE bucket < unixepoch() - 60 * 86400"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM rollups WHERE value LIKE '/p%'"),
+        2500
+    );
 }

@@ -36,10 +36,40 @@ type Key = (i64, i64); // (site_id, visitor_id)
 struct Open {
     visit: VisitRecord,
     dirty: bool,
-    /// Hashes of the pages viewed and custom events sent in this visit, to
-    /// tell first views. Not kept across a restart: after one, a page seen
-    /// before it counts as first seen again.
-    seen: Vec<u64>,
+    /// The pages viewed and custom events sent in this visit, to tell first
+    /// views. Not kept across a restart: after one, a page seen before it
+    /// counts as first seen again.
+    seen: Seen,
+}
+
+/// Hashes of what a visit has seen. Most visits see one or two things and
+/// a busy server holds many open visits, so the first hash is kept inline.
+#[derive(Default)]
+struct Seen {
+    first: Option<u64>,
+    more: Option<Box<Vec<u64>>>,
+}
+
+impl Seen {
+    /// Records `key`; true if it had not been seen.
+    fn insert(&mut self, key: u64) -> bool {
+        match self.first {
+            None => {
+                self.first = Some(key);
+                true
+            }
+            Some(k) if k == key => false,
+            Some(_) => {
+                let more = self.more.get_or_insert_with(Default::default);
+                if more.contains(&key) {
+                    false
+                } else {
+                    more.push(key);
+                    true
+                }
+            }
+        }
+    }
 }
 
 /// What makes an event a "first view" in its visit: its page, or its name.
@@ -102,7 +132,7 @@ impl SessionTracker {
             let open = Open {
                 visit: v,
                 dirty: false,
-                seen: Vec::new(),
+                seen: Seen::default(),
             };
             self.shard(key)
                 .lock()
@@ -185,13 +215,7 @@ impl SessionTracker {
             }
             v.is_bounce = v.pageviews <= 1 && v.interactive == 0;
             open.dirty = true;
-            let first_view = seen_key(&step).is_some_and(|k| {
-                let first = !open.seen.contains(&k);
-                if first {
-                    open.seen.push(k);
-                }
-                first
-            });
+            let first_view = seen_key(&step).is_some_and(|k| open.seen.insert(k));
             return Some(Tracked {
                 visit_id: v.id,
                 visitor_id: v.visitor_id,
@@ -230,7 +254,10 @@ impl SessionTracker {
         let open = Open {
             visit,
             dirty: true,
-            seen: seen_key(&step).into_iter().collect(),
+            seen: Seen {
+                first: seen_key(&step),
+                more: None,
+            },
         };
         if let Some(old) = shard.insert(key, open)
             && old.dirty

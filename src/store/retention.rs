@@ -1,11 +1,15 @@
-//! Retention: raw events and visits older than the configured number of days
-//! are deleted in small batches, each its own short writer transaction, so
-//! ingest never waits behind one long delete.
+//! Retention: raw events and visits older than `raw_events_days`, and rollup
+//! rows older than `aggregates_days`, are deleted in small batches, each its
+//! own short writer transaction, so ingest never waits behind one long delete.
 
 use std::sync::{Arc, Mutex};
 
 use rusqlite::params;
 
+use super::rollups::{
+    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, visit_dim,
+};
+use super::stats::VISIT_COLUMNS;
 use super::{EventWriter, StoreError, WriteError};
 
 /// Rows deleted per transaction.
@@ -67,6 +71,57 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
         total.events += batch.events;
         total.visits += batch.visits;
         if batch.events < BATCH as u64 && batch.visits < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Deletes rollup rows whose bucket starts before `cutoff`: a month that
+/// began before it goes whole. Returns the rows removed.
+pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, WriteError> {
+    let mut total = 0;
+    loop {
+        let removed: Arc<Mutex<u64>> = Arc::default();
+        let out = removed.clone();
+        writer
+            .run(move |tx| {
+                let mut sites = tx.prepare_cached("SELECT id FROM sites")?;
+                let ids: Vec<i64> = sites
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let dims = [DIM_TOTALS, DIM_PAGE, DIM_NAME, DIM_PROP]
+                    .into_iter()
+                    .chain(VISIT_COLUMNS.iter().map(|c| visit_dim(c)));
+                let mut removed = 0;
+                // Per site, grain and dimension, so the key bounds each delete.
+                'all: for id in ids {
+                    for grain in [GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH] {
+                        for dim in dims.clone() {
+                            let left = BATCH - removed;
+                            if left <= 0 {
+                                break 'all;
+                            }
+                            removed += tx
+                                .prepare_cached(
+                                    "DELETE FROM rollups
+                                     WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket < ?4
+                                       AND (bucket, value) IN (
+                                        SELECT bucket, value FROM rollups
+                                        WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
+                                          AND bucket < ?4 LIMIT ?5)",
+                                )?
+                                .execute(params![id, grain, dim, cutoff, left])?
+                                as i64;
+                        }
+                    }
+                }
+                *out.lock().expect("retention slot") = removed as u64;
+                Ok::<(), StoreError>(())
+            })
+            .await?;
+        let batch = *removed.lock().expect("retention slot");
+        total += batch;
+        if batch < BATCH as u64 {
             return Ok(total);
         }
     }

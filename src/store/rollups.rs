@@ -73,25 +73,25 @@ pub struct RollupFeed {
 
 #[derive(Default)]
 struct FeedState {
-    events: Vec<NewEvent>,
+    events: Vec<FedEvent>,
     /// The largest event id handed over so far.
     through: i64,
 }
 
 impl RollupFeed {
     /// Called by the writer after each commit, in commit order.
-    pub(super) fn push(&self, events: impl IntoIterator<Item = NewEvent>, through: i64) {
+    pub(super) fn push(&self, events: Vec<NewEvent>, through: i64) {
+        let n = events.len() as u64;
+        let fed = events.into_iter().map(FedEvent::from);
         let mut s = self.state.lock().expect("rollup feed");
-        let before = s.events.len();
-        s.events.extend(events);
-        self.handed
-            .fetch_add((s.events.len() - before) as u64, Ordering::Relaxed);
+        s.events.extend(fed);
         s.through = s.through.max(through);
+        self.handed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Events handed over since the last call, and the newest id among them
     /// (0 when none arrived yet).
-    fn take(&self) -> (Vec<NewEvent>, i64) {
+    fn take(&self) -> (Vec<FedEvent>, i64) {
         let mut s = self.state.lock().expect("rollup feed");
         (std::mem::take(&mut s.events), s.through)
     }
@@ -104,7 +104,36 @@ impl RollupFeed {
     }
 }
 
-/// What one event contributes; borrowed from a [`NewEvent`] or a stored row.
+/// The part of a committed event the rollups need: a second of traffic waits
+/// in memory in this form, so the rest is dropped at once.
+struct FedEvent {
+    site_id: i64,
+    ts: i64,
+    visitor_id: i64,
+    /// The name, or `None` for a pageview.
+    name: Option<String>,
+    path: String,
+    props: Option<String>,
+    first_view: bool,
+}
+
+impl From<NewEvent> for FedEvent {
+    fn from(e: NewEvent) -> Self {
+        let pageview = e.name == "pageview";
+        FedEvent {
+            site_id: e.site_id,
+            ts: e.ts,
+            visitor_id: e.visitor_id,
+            name: (!pageview).then_some(e.name),
+            // A custom event's rows are keyed by its name only.
+            path: if pageview { e.path } else { String::new() },
+            props: e.props,
+            first_view: e.first_view,
+        }
+    }
+}
+
+/// What one event contributes; borrowed from a [`FedEvent`] or a stored row.
 struct EventFacts<'a> {
     site_id: i64,
     ts: i64,
@@ -115,13 +144,13 @@ struct EventFacts<'a> {
     first_view: bool,
 }
 
-impl<'a> From<&'a NewEvent> for EventFacts<'a> {
-    fn from(e: &'a NewEvent) -> Self {
+impl<'a> From<&'a FedEvent> for EventFacts<'a> {
+    fn from(e: &'a FedEvent) -> Self {
         EventFacts {
             site_id: e.site_id,
             ts: e.ts,
             visitor_id: e.visitor_id,
-            name: &e.name,
+            name: e.name.as_deref().unwrap_or("pageview"),
             path: &e.path,
             props: e.props.as_deref(),
             first_view: e.first_view,
