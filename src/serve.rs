@@ -16,6 +16,8 @@ const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 const VISIT_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Small, so event commits never wait long behind a rollup transaction.
+const VISITS_ROLLED_PER_COMMIT: usize = 256;
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -84,7 +86,9 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 loop {
                     tick.tick().await;
                     ingestor.flush().await;
-                    ingestor.roll_ended_visits(now_unix()).await;
+                    ingestor
+                        .roll_ended_visits(now_unix(), VISITS_ROLLED_PER_COMMIT)
+                        .await;
                 }
             }
         });

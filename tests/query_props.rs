@@ -86,10 +86,11 @@ const fn site(domain: &'static str, tz: &'static str, pageviews: u32, days: u32)
 }
 
 const SITES: &[SiteSpec] = &[
-    // Large enough for visitor counts above 2,048 over long periods.
+    // Large enough for visitor counts above 4,096 (where visitor sketches
+    // turn approximate) over long periods.
     SiteSpec {
         live: true,
-        ..site("utc.test", "UTC", 6000, 45)
+        ..site("utc.test", "UTC", 14000, 45)
     },
     // EU DST changes on the last Sundays of March and October.
     site("berlin.test", "Europe/Berlin", 2500, 280),

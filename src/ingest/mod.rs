@@ -172,8 +172,9 @@ impl Ingestor {
         }
     }
 
-    /// Adds visits that ended before `now` to the rollups (every second).
-    pub async fn roll_ended_visits(&self, now: i64) {
+    /// Adds visits that ended before `now` to the rollups (every second),
+    /// `per_commit` visits per writer transaction.
+    pub async fn roll_ended_visits(&self, now: i64, per_commit: usize) {
         let zones = match self.zones() {
             Ok(z) => Arc::new(z),
             Err(e) => {
@@ -182,7 +183,7 @@ impl Ingestor {
             }
         };
         let ended_before = now - rollups::VISIT_SETTLED_AFTER;
-        match rollups::roll_ended_visits(&self.writer, zones, ended_before).await {
+        match rollups::roll_ended_visits(&self.writer, zones, ended_before, per_commit).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(visits = n, "added ended visits to the rollups"),
             Err(e) => tracing::error!(error = %e, "adding ended visits to the rollups failed"),

@@ -425,16 +425,18 @@ pub async fn flush_events(
     Ok(events.len())
 }
 
-/// Ended visits rolled per transaction.
-const VISITS_PER_COMMIT: usize = 256;
-
 /// Adds to the rollups every visit whose last event is older than
-/// `ended_before`, marking each row `rolled` in the same transaction.
-/// Returns the visits added.
+/// `ended_before`, `per_commit` visits per transaction, marking each row
+/// `rolled` in the same transaction. Returns the visits added.
+///
+/// Visits in one transaction share most of their rows (same days, same
+/// browsers), so large batches are much cheaper per visit; the server uses
+/// small ones so that event commits never wait long behind one.
 pub async fn roll_ended_visits(
     writer: &EventWriter,
     zones: Arc<HashMap<i64, Tz>>,
     ended_before: i64,
+    per_commit: usize,
 ) -> Result<usize, WriteError> {
     let mut total = 0;
     loop {
@@ -442,14 +444,14 @@ pub async fn roll_ended_visits(
         let (zones, counter) = (zones.clone(), done.clone());
         writer
             .run(move |tx| {
-                let n = roll_some_visits(tx, &zones, ended_before, VISITS_PER_COMMIT)?;
+                let n = roll_some_visits(tx, &zones, ended_before, per_commit)?;
                 counter.store(n, Ordering::Relaxed);
                 Ok(())
             })
             .await?;
         let n = done.load(Ordering::Relaxed);
         total += n;
-        if n < VISITS_PER_COMMIT {
+        if n < per_commit {
             return Ok(total);
         }
     }
