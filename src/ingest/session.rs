@@ -47,6 +47,9 @@ struct Open {
 #[derive(Default)]
 struct Seen {
     first: Option<u64>,
+    // Boxed: 8 bytes inline instead of a `Vec`'s 24, in every open visit,
+    // for a second allocation in the few visits that see a third thing.
+    #[allow(clippy::box_collection)]
     more: Option<Box<Vec<u64>>>,
 }
 
