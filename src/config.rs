@@ -57,6 +57,7 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub queue_capacity: usize,
+    pub recent_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -106,6 +107,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
             queue_capacity: 10_000,
+            recent_days: 32,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! visits of several pages and bounces, and custom events with properties.
 //! The same seed gives the same traffic.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -209,6 +210,9 @@ struct PlannedVisit {
     start: i64,
     seed: u64,
     pageviews: u64,
+    /// The visitor: an address from a pool and an index into `AGENTS`.
+    who: u32,
+    agent: usize,
 }
 
 pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport> {
@@ -235,6 +239,7 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
             queue_capacity: settings.raw.storage.queue_capacity,
             respect_opt_out: false,
             recover_visits: false,
+            recent_days: None,
         },
         now,
     )?;
@@ -252,12 +257,28 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
                 .collect(),
         );
         let mut report = DemoReport::default();
+        // Two visits of one visitor must not interleave: the session tracker
+        // would see time run backwards. Each visitor's visits get numbered
+        // tickets in plan (time) order and wait for their turn.
+        let mut turns: HashMap<(u32, usize), (u64, Turn)> = HashMap::new();
         let mut results = futures_util::stream::iter(plan.into_iter().map(|visit| {
             let ingestor = ingestor.clone();
             let pages = pages.clone();
             let page_weights = page_weights.clone();
             let domain = domain.clone();
-            async move { play_visit(&ingestor, &domain, &pages, &page_weights, visit).await }
+            let (next, serving) = turns
+                .entry((visit.who, visit.agent))
+                .or_insert_with(|| (0, Arc::new(tokio::sync::watch::Sender::new(0))));
+            let ticket = *next;
+            *next += 1;
+            let serving = serving.clone();
+            async move {
+                let mut turn = serving.subscribe();
+                let _ = turn.wait_for(|serving| *serving == ticket).await;
+                let played = play_visit(&ingestor, &domain, &pages, &page_weights, visit).await;
+                serving.send_modify(|s| *s += 1);
+                played
+            }
         }))
         .buffer_unordered(CONCURRENT_VISITS);
         while let Some(result) = results.next().await {
@@ -278,12 +299,17 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
     })?;
     drop(ingestor);
     writer.shutdown();
+    // A server running beside this process reloads what it holds in memory.
+    store::recent::mark_external_writes(&store.write_connection()?)?;
     Ok(report)
 }
 
 /// Draws every visit's start and length so that the pageviews add up to
 /// exactly `opts.events`, sorted by start so each visitor's visits replay in
 /// order.
+/// The ticket a visitor's visits are now serving.
+type Turn = Arc<tokio::sync::watch::Sender<u64>>;
+
 /// Visits played between two flushes.
 const FLUSH_EVERY_VISITS: u64 = 20_000;
 
@@ -309,14 +335,20 @@ fn plan_visits(opts: &DemoOptions, now: i64) -> Vec<PlannedVisit> {
             }
             let hour = rng.weighted(&HOURS) as i64;
             let t = day * 86_400 + hour * 3600 + rng.below(3600) as i64;
-            if t <= now {
-                break t;
-            }
+            // Later today moves to yesterday: the draws, and so the whole
+            // plan, do not depend on the time of day.
+            break if t > now { t - 86_400 } else { t };
         };
+        // A returning visitor keeps address and browser; a pool the size of
+        // a few thousand makes some visitors come back on other days.
+        let who = rng.below(50_000) as u32;
+        let agent = rng.weighted(&AGENTS.iter().map(|a| a.2).collect::<Vec<_>>());
         visits.push(PlannedVisit {
             start,
             seed: rng.next(),
             pageviews: n,
+            who,
+            agent,
         });
     }
     visits.sort_unstable_by_key(|v| v.start);
@@ -333,10 +365,8 @@ async fn play_visit(
 ) -> anyhow::Result<(u64, u64)> {
     let mut rng = Rng(visit.seed);
     let pageviews = visit.pageviews;
-    let (ua, width, _) = AGENTS[rng.weighted(&AGENTS.iter().map(|a| a.2).collect::<Vec<_>>())];
-    // A returning visitor keeps address and browser; a pool the size of a few
-    // thousand makes some visitors come back on other days.
-    let who = rng.below(50_000) as u32;
+    let (ua, width, _) = AGENTS[visit.agent];
+    let who = visit.who;
     let ip = IpAddr::V4(Ipv4Addr::new(
         (11 + who % 200) as u8,
         (who >> 8) as u8,

@@ -48,6 +48,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             queue_capacity: settings.raw.storage.queue_capacity,
             respect_opt_out: settings.raw.privacy.respect_gpc,
             recover_visits: true,
+            recent_days: Some(settings.raw.storage.recent_days),
         },
         now_unix(),
     )?;
@@ -67,6 +68,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         store,
         trusted_proxies: settings.trusted_proxies.clone(),
         raw_events_days: raw_days,
+        recent: ingestor.recent(),
     };
     let result = actix_web::rt::System::new().block_on(async move {
         let maintenance = tokio::spawn({

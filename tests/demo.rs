@@ -75,3 +75,51 @@ fn demo_needs_an_existing_site() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tally site add nope.example"));
 }
+
+#[test]
+fn demo_beside_a_running_server_reaches_filtered_reports() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let s = env.start();
+    // The server holds recent traffic in memory; this demo writes beside it.
+    env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        "2000",
+        "--days",
+        "7",
+    ]);
+    let query = |filters: &str| {
+        let r = s.stats(
+            &key,
+            &format!(
+                "/api/v1/stats/aggregate?site_id=example.com&period=7d&metrics=pageviews,visits{filters}"
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["results"].clone()
+    };
+    let unfiltered = query("");
+    assert_eq!(unfiltered["pageviews"]["value"], 2000);
+    // A filter every visit passes: the in-memory answer must equal the rollups'.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let filtered = query("&filters=visit:browser!=NoSuchBrowser");
+        if filtered == unfiltered {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "filtered {filtered} != unfiltered {unfiltered}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        s.log_lines()
+            .iter()
+            .any(|l| l.contains("reloaded recent traffic"))
+    );
+}

@@ -19,6 +19,7 @@ pub use error::ApiError;
 
 use crate::ingest::Ingestor;
 use crate::store::Store;
+use crate::store::recent::RecentTraffic;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -27,6 +28,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// How long raw events are kept: filtered reports cannot reach further.
     pub raw_events_days: u32,
+    /// Recent traffic held in memory for filtered reports.
+    pub recent: Option<Arc<RecentTraffic>>,
 }
 
 /// Registers every route on an actix app.

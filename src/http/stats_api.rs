@@ -28,6 +28,7 @@ async fn answer(
     let key = bearer(&req).ok_or(ApiError::Unauthorized)?;
     let store: Store = state.store.clone();
     let raw_days = i64::from(state.raw_events_days);
+    let recent = state.recent.clone();
     let params = params.into_inner();
     let value = web::block(move || -> Result<serde_json::Value, ApiError> {
         let conn = store.reader()?;
@@ -42,6 +43,7 @@ async fn answer(
             today: period::today_in(&site.timezone, now),
             now,
             raw_since: now - raw_days * 86_400,
+            recent,
         };
         Ok(handler(&conn, &site, &params, &ctx)?)
     })

@@ -16,11 +16,12 @@ pub mod visitor;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 pub use error::{IngestError, StartError};
 pub use payload::{EventKind, EventPayload};
 
+use crate::store::recent::RecentTraffic;
 use crate::store::rollups::{self, RollupFeed};
 use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
 use enrich::bots::BotReason;
@@ -47,6 +48,9 @@ pub struct IngestOptions {
     /// clean-stop and rollup marks: true for the server, false for a second
     /// process beside it (`tally demo`), since those belong to the server.
     pub recover_visits: bool,
+    /// Days of recent traffic to hold in memory for filtered reports; `None`
+    /// or 0 holds none.
+    pub recent_days: Option<u32>,
 }
 
 /// Facts about the request that are not in the payload. Never stored.
@@ -89,6 +93,10 @@ pub struct Ingestor {
     store: Store,
     feed: Arc<RollupFeed>,
     recover_visits: bool,
+    recent: Option<Arc<RecentTraffic>>,
+    /// The other-writer counter last seen, and the hour of the last trim.
+    external_writes: AtomicI64,
+    trimmed_hour: AtomicI64,
     ua: UaParser,
     geo: GeoLookup,
     hasher: VisitorHasher,
@@ -112,6 +120,7 @@ impl Ingestor {
             queue_capacity,
             respect_opt_out,
             recover_visits,
+            recent_days,
         } = options;
         let hasher = VisitorHasher::load(&conn, now)?;
         rollups::rebuild_if_asked(&conn, now)?;
@@ -131,6 +140,20 @@ impl Ingestor {
             now - session::VISIT_TIMEOUT_SECS,
         )?);
         tracing::info!(open_visits = sessions.len(), "restored open visits");
+        let recent = match recent_days.filter(|d| *d > 0) {
+            Some(days) => {
+                let started = std::time::Instant::now();
+                let r = RecentTraffic::load(&conn, now, i64::from(days))?;
+                tracing::info!(
+                    days,
+                    ms = started.elapsed().as_millis() as u64,
+                    "loaded recent traffic for filtered reports"
+                );
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        let external_writes = AtomicI64::new(store::recent::external_writes(&conn)?);
         let feed = Arc::new(RollupFeed::default());
         let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone());
         let ingestor = Ingestor {
@@ -138,6 +161,9 @@ impl Ingestor {
             store: store.clone(),
             feed,
             recover_visits,
+            recent,
+            external_writes,
+            trimmed_hour: AtomicI64::new(now / 3600),
             ua: UaParser::new(),
             geo,
             hasher,
@@ -153,7 +179,18 @@ impl Ingestor {
     /// the events committed since then into the rollups (every second, and
     /// once more at shutdown).
     pub async fn flush(&self) {
+        // Events first: a visit is marked changed before its event is
+        // committed, so every visit of these events is in this batch of
+        // snapshots or an earlier one.
+        if let Err(e) = self.upkeep_recent(store::now_unix()) {
+            tracing::error!(error = %e, "keeping recent traffic failed");
+        }
+        let events = self.feed.take();
         let dirty = self.sessions.take_dirty();
+        if let Some(recent) = &self.recent {
+            recent.apply_visits(&dirty);
+            recent.apply_events(&events.0);
+        }
         let n = dirty.len();
         if let Err(e) = store::visits::write_snapshots(&self.writer, dirty).await {
             tracing::error!(error = %e, visits = n, "writing visit snapshots failed");
@@ -165,8 +202,14 @@ impl Ingestor {
                 return;
             }
         };
-        if let Err(e) =
-            rollups::flush_events(&self.writer, &self.feed, &zones, self.recover_visits).await
+        if let Err(e) = rollups::flush_events(
+            &self.writer,
+            &self.feed,
+            events,
+            &zones,
+            self.recover_visits,
+        )
+        .await
         {
             tracing::error!(error = %e, "adding events to the rollups failed");
         }
@@ -188,6 +231,29 @@ impl Ingestor {
             Ok(n) => tracing::debug!(visits = n, "added ended visits to the rollups"),
             Err(e) => tracing::error!(error = %e, "adding ended visits to the rollups failed"),
         }
+    }
+
+    /// Recent traffic held for filtered reports, if any.
+    pub fn recent(&self) -> Option<Arc<RecentTraffic>> {
+        self.recent.clone()
+    }
+
+    /// Keeps recent traffic to its window (hourly) and reloads it when
+    /// another process wrote events.
+    fn upkeep_recent(&self, now: i64) -> Result<(), store::StoreError> {
+        let Some(recent) = &self.recent else {
+            return Ok(());
+        };
+        let conn = self.store.reader()?;
+        let seen = store::recent::external_writes(&conn)?;
+        if self.external_writes.swap(seen, Ordering::Relaxed) != seen {
+            recent.reload(&conn, now)?;
+            tracing::info!("reloaded recent traffic after writes by another process");
+        }
+        if self.trimmed_hour.swap(now / 3600, Ordering::Relaxed) != now / 3600 {
+            recent.trim(now);
+        }
+        Ok(())
     }
 
     fn zones(&self) -> Result<HashMap<i64, chrono_tz::Tz>, store::StoreError> {
@@ -339,6 +405,7 @@ impl Ingestor {
                 continue;
             };
             events.push(NewEvent {
+                id: 0,
                 site_id: site.id,
                 visitor_id: tracked.visitor_id,
                 ts: meta.now,

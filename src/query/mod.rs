@@ -18,7 +18,10 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use std::sync::Arc;
+
 use crate::store::calendar;
+use crate::store::recent::RecentTraffic;
 use crate::store::rollup_query;
 use crate::store::sites::{GoalKind, Site};
 use crate::store::stats::{
@@ -41,13 +44,16 @@ pub enum QueryError {
 pub type Params = HashMap<String, String>;
 
 /// What a query needs to know besides its parameters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Context {
     /// Today in the site's timezone.
     pub today: chrono::NaiveDate,
     pub now: i64,
     /// Raw events before this instant may have been removed by retention.
     pub raw_since: i64,
+    /// Recent traffic in memory: filtered reports within it read it instead
+    /// of the raw tables.
+    pub recent: Option<Arc<RecentTraffic>>,
 }
 
 /// Where a report's numbers come from: the rollups without filters, the raw
@@ -58,6 +64,7 @@ struct Source<'a> {
     tz: Tz,
     filters: Vec<Filter>,
     raw_since: i64,
+    recent: Option<&'a RecentTraffic>,
 }
 
 impl<'a> Source<'a> {
@@ -65,7 +72,7 @@ impl<'a> Source<'a> {
         conn: &'a Connection,
         site: &Site,
         params: &Params,
-        ctx: &Context,
+        ctx: &'a Context,
     ) -> Result<Self, QueryError> {
         Ok(Source {
             conn,
@@ -73,7 +80,13 @@ impl<'a> Source<'a> {
             tz: calendar::zone(&site.timezone),
             filters: filters::parse(params.get("filters").map(String::as_str))?,
             raw_since: ctx.raw_since,
+            recent: ctx.recent.as_deref(),
         })
+    }
+
+    /// Recent traffic, if it covers `range`.
+    fn recent(&self, range: TimeRange) -> Option<&'a RecentTraffic> {
+        self.recent.filter(|r| r.covers(range))
     }
 
     fn raw(&self) -> bool {
@@ -101,7 +114,10 @@ impl<'a> Source<'a> {
     fn totals(&self, range: TimeRange) -> Result<Totals, QueryError> {
         self.check(range, self.raw(), "filters")?;
         Ok(if self.raw() {
-            stats::totals(self.conn, self.site_id, range, &self.filters)?
+            match self.recent(range) {
+                Some(r) => r.totals(self.site_id, range, &self.filters),
+                None => stats::totals(self.conn, self.site_id, range, &self.filters)?,
+            }
         } else {
             rollup_query::totals(self.conn, self.tz, self.site_id, range)?
         })
@@ -132,6 +148,10 @@ impl<'a> Source<'a> {
         self.check(range, self.raw(), "filters")?;
         self.check(range, needs_raw, "metrics")?;
         let raw = self.raw() || needs_raw;
+        if let Some(r) = self.recent(range).filter(|_| raw) {
+            let f = &self.filters;
+            return Ok(r.breakdown(self.site_id, range, dimension, f, limit, offset));
+        }
         Ok(if raw {
             stats::breakdown(
                 self.conn,
@@ -158,6 +178,9 @@ impl<'a> Source<'a> {
     /// Visitors who completed any of `goals`, and the completions.
     fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), QueryError> {
         self.check(range, self.raw(), "filters")?;
+        if let Some(r) = self.recent(range).filter(|_| self.raw()) {
+            return Ok(r.goals(self.site_id, range, goals, &self.filters));
+        }
         if self.raw() {
             let mut events = 0;
             for g in goals {

@@ -9,6 +9,7 @@ pub mod calendar;
 mod db;
 mod error;
 mod migrate;
+pub mod recent;
 mod records;
 pub mod retention;
 pub mod rollup_query;

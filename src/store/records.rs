@@ -90,6 +90,8 @@ pub struct VisitRecord {
 /// [`super::visits`]); the first event of a visit carries its attributes.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// Set by the writer when it inserts the event (0 before).
+    pub id: i64,
     pub site_id: i64,
     pub visitor_id: i64,
     pub ts: i64,

@@ -91,7 +91,7 @@ impl RollupFeed {
 
     /// Events handed over since the last call, and the newest id among them
     /// (0 when none arrived yet).
-    fn take(&self) -> (Vec<FedEvent>, i64) {
+    pub fn take(&self) -> (Vec<FedEvent>, i64) {
         let mut s = self.state.lock().expect("rollup feed");
         (std::mem::take(&mut s.events), s.through)
     }
@@ -104,29 +104,32 @@ impl RollupFeed {
     }
 }
 
-/// The part of a committed event the rollups need: a second of traffic waits
-/// in memory in this form, so the rest is dropped at once.
-struct FedEvent {
-    site_id: i64,
-    ts: i64,
-    visitor_id: i64,
+/// The part of a committed event the read models need: a second of traffic
+/// waits in memory in this form, so the rest is dropped at once.
+pub struct FedEvent {
+    pub id: i64,
+    pub site_id: i64,
+    pub ts: i64,
+    pub visitor_id: i64,
+    pub visit_id: i64,
     /// The name, or `None` for a pageview.
-    name: Option<String>,
-    path: String,
-    props: Option<String>,
-    first_view: bool,
+    pub name: Option<String>,
+    pub path: String,
+    pub props: Option<String>,
+    pub first_view: bool,
 }
 
 impl From<NewEvent> for FedEvent {
     fn from(e: NewEvent) -> Self {
         let pageview = e.name == "pageview";
         FedEvent {
+            id: e.id,
             site_id: e.site_id,
             ts: e.ts,
             visitor_id: e.visitor_id,
+            visit_id: e.visit_id,
             name: (!pageview).then_some(e.name),
-            // A custom event's rows are keyed by its name only.
-            path: if pageview { e.path } else { String::new() },
+            path: e.path,
             props: e.props,
             first_view: e.first_view,
         }
@@ -387,16 +390,16 @@ fn zone_of(zones: &HashMap<i64, Tz>, site_id: i64) -> Tz {
 /// event commits queued behind one wait a millisecond or two.
 const ROWS_PER_COMMIT: usize = 256;
 
-/// Folds the events committed since the last call into the rollups.
-/// `record_through` keeps the crash-recovery mark; only the server keeps it.
-/// Returns the events folded in.
+/// Folds `events`, taken from `feed` with the newest id `through`, into the
+/// rollups. `record_through` keeps the crash-recovery mark; only the server
+/// keeps it. Returns the events folded in.
 pub async fn flush_events(
     writer: &EventWriter,
     feed: &RollupFeed,
+    (events, through): (Vec<FedEvent>, i64),
     zones: &HashMap<i64, Tz>,
     record_through: bool,
 ) -> Result<usize, WriteError> {
-    let (events, through) = feed.take();
     if events.is_empty() {
         return Ok(0);
     }

@@ -181,7 +181,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats, feed: &Rollu
         }
         stats.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
         let started = Instant::now();
-        let result = commit(&mut conn, &mut ids, &batch);
+        let result = commit(&mut conn, &mut ids, &mut batch);
         let through = ids.last();
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
@@ -213,7 +213,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats, feed: &Rollu
                 for op in batch.drain(..) {
                     let n = events_of(&op);
                     let mut single = vec![op];
-                    let r = commit(&mut conn, &mut ids, &single);
+                    let r = commit(&mut conn, &mut ids, &mut single);
                     let (events, ack) = split(single.pop().expect("one op"));
                     if r.is_ok() {
                         stats.events_written.fetch_add(n, Ordering::Relaxed);
@@ -258,12 +258,12 @@ fn split(op: Op) -> (Vec<NewEvent>, Option<Ack>) {
 
 /// Writes every op in one transaction. Jobs are `Fn`, not `FnOnce`: when a
 /// group fails it is rolled back and each op, jobs included, runs again alone.
-fn commit(conn: &mut Connection, ids: &mut EventIds, batch: &[Op]) -> Result<(), StoreError> {
+fn commit(conn: &mut Connection, ids: &mut EventIds, batch: &mut [Op]) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for op in batch.iter() {
+    for op in batch.iter_mut() {
         match op {
             Op::Events(events, _) => {
-                for ev in events.iter() {
+                for ev in events.iter_mut() {
                     insert_event(&tx, ids, ev)?;
                 }
             }
@@ -302,7 +302,8 @@ impl EventIds {
     }
 }
 
-fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &NewEvent) -> Result<(), StoreError> {
+fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &mut NewEvent) -> Result<(), StoreError> {
+    ev.id = ids.take();
     let none = VisitDims::default();
     let d = ev.first_of_visit.as_deref().unwrap_or(&none);
     tx.prepare_cached(
@@ -331,7 +332,7 @@ fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &NewEvent) -> Result<(
             &ev.interactive,
             &ev.first_of_visit.is_some(),
             &ev.first_view,
-            &ids.take(),
+            &ev.id,
         ]
         .into_iter()
         .chain(d.params()),
