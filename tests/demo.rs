@@ -82,16 +82,6 @@ fn demo_beside_a_running_server_reaches_filtered_reports() {
     env.add_site("example.com");
     let key = env.api_key();
     let s = env.start();
-    // The server holds recent traffic in memory; this demo writes beside it.
-    env.tally(&[
-        "demo",
-        "--site",
-        "example.com",
-        "--events",
-        "2000",
-        "--days",
-        "7",
-    ]);
     let query = |filters: &str| {
         let r = s.stats(
             &key,
@@ -102,24 +92,47 @@ fn demo_beside_a_running_server_reaches_filtered_reports() {
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()["results"].clone()
     };
+    // `log_lines` hands out each line once: keep them all.
+    let lines = std::cell::RefCell::new(Vec::<String>::new());
+    let logged = |what: &str| {
+        let mut lines = lines.borrow_mut();
+        lines.extend(s.log_lines());
+        lines.iter().filter(|l| l.contains(what)).count()
+    };
+    // A filter every visit passes. The first filtered report starts loading
+    // the site's recent traffic into memory.
+    let all = "&filters=visit:browser!=NoSuchBrowser";
+    query(all);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while logged("loaded recent traffic") == 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", lines.borrow());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Then another process writes events beside the server.
+    env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        "2000",
+        "--days",
+        "7",
+    ]);
     let unfiltered = query("");
     assert_eq!(unfiltered["pageviews"]["value"], 2000);
-    // A filter every visit passes: the in-memory answer must equal the rollups'.
+    // The held traffic is reloaded; answers from memory equal the rollups'.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let filtered = query("&filters=visit:browser!=NoSuchBrowser");
-        if filtered == unfiltered {
+        let filtered = query(all);
+        if filtered == unfiltered && logged("loaded recent traffic") == 2 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "filtered {filtered} != unfiltered {unfiltered}"
+            "filtered {filtered} != unfiltered {unfiltered}: {:?}",
+            lines.borrow()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(
-        s.log_lines()
-            .iter()
-            .any(|l| l.contains("reloaded recent traffic"))
-    );
+    assert_eq!(logged("reloading recent traffic"), 1);
 }

@@ -140,19 +140,9 @@ impl Ingestor {
             now - session::VISIT_TIMEOUT_SECS,
         )?);
         tracing::info!(open_visits = sessions.len(), "restored open visits");
-        let recent = match recent_days.filter(|d| *d > 0) {
-            Some(days) => {
-                let started = std::time::Instant::now();
-                let r = RecentTraffic::load(&conn, now, i64::from(days))?;
-                tracing::info!(
-                    days,
-                    ms = started.elapsed().as_millis() as u64,
-                    "loaded recent traffic for filtered reports"
-                );
-                Some(Arc::new(r))
-            }
-            None => None,
-        };
+        let recent = recent_days
+            .filter(|d| *d > 0)
+            .map(|days| RecentTraffic::new(store.clone(), i64::from(days)));
         let external_writes = AtomicI64::new(store::recent::external_writes(&conn)?);
         let feed = Arc::new(RollupFeed::default());
         let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone());
@@ -188,8 +178,7 @@ impl Ingestor {
         let events = self.feed.take();
         let dirty = self.sessions.take_dirty();
         if let Some(recent) = &self.recent {
-            recent.apply_visits(&dirty);
-            recent.apply_events(&events.0);
+            recent.apply(&dirty, &events.0);
         }
         let n = dirty.len();
         if let Err(e) = store::visits::write_snapshots(&self.writer, dirty).await {
@@ -244,11 +233,9 @@ impl Ingestor {
         let Some(recent) = &self.recent else {
             return Ok(());
         };
-        let conn = self.store.reader()?;
-        let seen = store::recent::external_writes(&conn)?;
+        let seen = store::recent::external_writes(&*self.store.reader()?)?;
         if self.external_writes.swap(seen, Ordering::Relaxed) != seen {
-            recent.reload(&conn, now)?;
-            tracing::info!("reloaded recent traffic after writes by another process");
+            recent.reload(now);
         }
         if self.trimmed_hour.swap(now / 3600, Ordering::Relaxed) != now / 3600 {
             recent.trim(now);

@@ -64,7 +64,8 @@ struct Source<'a> {
     tz: Tz,
     filters: Vec<Filter>,
     raw_since: i64,
-    recent: Option<&'a RecentTraffic>,
+    recent: Option<&'a Arc<RecentTraffic>>,
+    now: i64,
 }
 
 impl<'a> Source<'a> {
@@ -80,13 +81,16 @@ impl<'a> Source<'a> {
             tz: calendar::zone(&site.timezone),
             filters: filters::parse(params.get("filters").map(String::as_str))?,
             raw_since: ctx.raw_since,
-            recent: ctx.recent.as_deref(),
+            recent: ctx.recent.as_ref(),
+            now: ctx.now,
         })
     }
 
-    /// Recent traffic, if it covers `range`.
+    /// Recent traffic, if it holds this site over `range`.
     fn recent(&self, range: TimeRange) -> Option<&'a RecentTraffic> {
-        self.recent.filter(|r| r.covers(range))
+        self.recent
+            .filter(|r| r.ready(self.site_id, range, self.now))
+            .map(|r| &**r)
     }
 
     fn raw(&self) -> bool {
@@ -114,8 +118,11 @@ impl<'a> Source<'a> {
     fn totals(&self, range: TimeRange) -> Result<Totals, QueryError> {
         self.check(range, self.raw(), "filters")?;
         Ok(if self.raw() {
-            match self.recent(range) {
-                Some(r) => r.totals(self.site_id, range, &self.filters),
+            match self
+                .recent(range)
+                .and_then(|r| r.totals(self.site_id, range, &self.filters))
+            {
+                Some(t) => t,
                 None => stats::totals(self.conn, self.site_id, range, &self.filters)?,
             }
         } else {
@@ -148,9 +155,12 @@ impl<'a> Source<'a> {
         self.check(range, self.raw(), "filters")?;
         self.check(range, needs_raw, "metrics")?;
         let raw = self.raw() || needs_raw;
-        if let Some(r) = self.recent(range).filter(|_| raw) {
-            let f = &self.filters;
-            return Ok(r.breakdown(self.site_id, range, dimension, f, limit, offset));
+        // Only a raw report asks: asking starts loading the site.
+        let recent = raw.then(|| self.recent(range)).flatten();
+        if let Some(rows) = recent
+            .and_then(|r| r.breakdown(self.site_id, range, dimension, &self.filters, limit, offset))
+        {
+            return Ok(rows);
         }
         Ok(if raw {
             stats::breakdown(
@@ -178,8 +188,11 @@ impl<'a> Source<'a> {
     /// Visitors who completed any of `goals`, and the completions.
     fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), QueryError> {
         self.check(range, self.raw(), "filters")?;
-        if let Some(r) = self.recent(range).filter(|_| self.raw()) {
-            return Ok(r.goals(self.site_id, range, goals, &self.filters));
+        let recent = self.raw().then(|| self.recent(range)).flatten();
+        if let Some(answer) =
+            recent.and_then(|r| r.goals(self.site_id, range, goals, &self.filters))
+        {
+            return Ok(answer);
         }
         if self.raw() {
             let mut events = 0;

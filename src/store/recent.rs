@@ -1,22 +1,30 @@
-//! `RecentTraffic`: the last few weeks of events and visits in memory, for
-//! filtered reports.
+//! `RecentTraffic`: the last few weeks of a site's events and visits in
+//! memory, for filtered reports.
 //!
 //! A filter can combine any two dimensions ("pages of visits from Google"),
 //! which pre-aggregated rows cannot answer, and scanning SQLite rows with a
 //! join costs about half a microsecond per event: seconds for a month of a
 //! busy site. Here the same rows live as compact records (strings replaced by
-//! ids into one dictionary), so a month of a million-pageview site scans in
-//! milliseconds. Reports over older ranges read SQLite ([`super::stats`]);
-//! both give the same answers, and the property tests hold both to one
-//! reference.
+//! ids into a per-site dictionary), so a month of a million-pageview site
+//! scans in milliseconds. Reports over older ranges read SQLite
+//! ([`super::stats`]); both give the same answers, and the property tests
+//! hold both to one reference.
 //!
-//! Kept current by the follower that also feeds the rollups: visit snapshots
-//! and committed events arrive once a second, so this trails the database by
-//! about a second, as the rollups do. Another process writing events (`tally
-//! demo`) bumps a counter in `meta`; the follower sees it and reloads.
+//! Memory is spent only on sites whose filtered reports are used: the first
+//! filtered report of a site starts loading it in the background (that report
+//! and those until the load ends read SQLite), and a site unused for a day is
+//! dropped. While loaded, a site is kept current by the follower that also
+//! feeds the rollups: visit snapshots and committed events arrive once a
+//! second. Events that arrive while a site loads wait and are added after,
+//! except those the load already read (matched by event id). Another process
+//! writing events (`tally demo`) bumps a counter in `meta`; the follower
+//! notices and reloads the loaded sites the same way.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -24,13 +32,47 @@ use super::rollups::FedEvent;
 use super::sites::GoalKind;
 use super::stats::VISIT_COLUMNS;
 use super::stats::{BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals};
-use super::{StoreError, VisitRecord};
+use super::{Store, StoreError, VisitRecord};
 
 /// Dictionary id of a missing value.
 const NONE: u32 = 0;
 
-/// Strings seen in recent traffic, each stored once.
+/// Events that are not user actions are never counted, so never held.
+const NOT_AN_ACTION: &str = "engagement";
+
+/// A site unused this long is dropped from memory.
+const IDLE_SECS: i64 = 24 * 3600;
+
+/// Hashing for integer keys that are ids or hashes already: one multiply
+/// instead of SipHash, which dominated the scans.
 #[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+}
+
+type IdBuild = BuildHasherDefault<IdHasher>;
+type IdSet<T> = HashSet<T, IdBuild>;
+type IdMap<K, V> = HashMap<K, V, IdBuild>;
+
+/// Strings seen in a site's recent traffic, each stored once.
 struct Dictionary {
     strings: Vec<Box<str>>,
     ids: HashMap<Box<str>, u32>,
@@ -61,12 +103,18 @@ impl Dictionary {
     fn get(&self, id: u32) -> Option<&str> {
         (id != NONE).then(|| &*self.strings[id as usize])
     }
+
+    fn len(&self) -> usize {
+        self.strings.len()
+    }
 }
 
 struct Event {
     ts: i64,
     /// Index into the site's visits.
     visit: u32,
+    /// The visit's visitor, as a dense per-site number (see `visitor_numbers`).
+    visitor: u32,
     name: u32,
     path: u32,
     /// 1 + index into the site's property lists, or 0 without properties.
@@ -77,7 +125,8 @@ struct Event {
 
 struct Visit {
     id: i64,
-    visitor: i64,
+    /// Dense per-site number of the visitor id.
+    visitor: u32,
     started_at: i64,
     last_seen_at: i64,
     pageviews: i64,
@@ -87,72 +136,96 @@ struct Visit {
     columns: [u32; VISIT_COLUMNS.len()],
 }
 
-#[derive(Default)]
+/// One site's recent traffic.
 struct SiteTraffic {
+    dict: Dictionary,
     /// Ordered by time.
     events: Vec<Event>,
     visits: Vec<Visit>,
-    visit_index: HashMap<i64, u32>,
+    visit_index: IdMap<i64, u32>,
+    /// Visitor ids numbered densely, so a report counts distinct visitors in
+    /// a bitmap or a sorted list of small integers rather than a hash set.
+    visitor_numbers: IdMap<i64, u32>,
     /// (key, value) dictionary ids.
     props: Vec<Box<[(u32, u32)]>>,
-}
-
-struct Inner {
-    dict: Dictionary,
-    sites: HashMap<i64, SiteTraffic>,
-    /// Events before this are not held.
-    since: i64,
-    /// After a reload: ids of the events it read, since the feed may hand
-    /// them over again; kept for the next two batches.
-    reloaded: Option<(HashSet<i64>, u8)>,
-}
-
-pub struct RecentTraffic {
-    days: i64,
-    inner: RwLock<Inner>,
-}
-
-fn visit_from(v: &VisitRecord, dict: &mut Dictionary) -> Visit {
-    let mut columns = [NONE; VISIT_COLUMNS.len()];
-    for (slot, column) in columns.iter_mut().zip(VISIT_COLUMNS) {
-        *slot = dict.opt(super::rollups::visit_value(v, column));
-    }
-    Visit {
-        id: v.id,
-        visitor: v.visitor_id,
-        started_at: v.started_at,
-        last_seen_at: v.last_seen_at,
-        pageviews: v.pageviews,
-        events: v.events,
-        bounce: v.is_bounce,
-        columns,
-    }
+    /// When a report last used it.
+    used: AtomicI64,
 }
 
 impl SiteTraffic {
-    fn upsert_visit(&mut self, v: &VisitRecord, dict: &mut Dictionary) -> u32 {
-        let visit = visit_from(v, dict);
+    fn new(now: i64) -> SiteTraffic {
+        SiteTraffic {
+            dict: Dictionary::new(),
+            events: Vec::new(),
+            visits: Vec::new(),
+            visit_index: IdMap::default(),
+            visitor_numbers: IdMap::default(),
+            props: Vec::new(),
+            used: AtomicI64::new(now),
+        }
+    }
+
+    fn upsert_visit(&mut self, v: &VisitRecord) {
+        let mut columns = [NONE; VISIT_COLUMNS.len()];
+        for (slot, column) in columns.iter_mut().zip(VISIT_COLUMNS) {
+            *slot = self.dict.opt(super::rollups::visit_value(v, column));
+        }
+        let next = self.visitor_numbers.len() as u32;
+        let visitor = *self.visitor_numbers.entry(v.visitor_id).or_insert(next);
+        let visit = Visit {
+            id: v.id,
+            visitor,
+            started_at: v.started_at,
+            last_seen_at: v.last_seen_at,
+            pageviews: v.pageviews,
+            events: v.events,
+            bounce: v.is_bounce,
+            columns,
+        };
         match self.visit_index.get(&v.id) {
-            Some(&i) => {
-                self.visits[i as usize] = visit;
-                i
-            }
+            Some(&i) => self.visits[i as usize] = visit,
             None => {
-                let i = self.visits.len() as u32;
+                self.visit_index.insert(v.id, self.visits.len() as u32);
                 self.visits.push(visit);
-                self.visit_index.insert(v.id, i);
-                i
             }
         }
     }
 
-    fn add_event(&mut self, e: Event) {
-        // Events arrive about in time order; keep them sorted.
-        let at = self.events.partition_point(|x| x.ts <= e.ts);
-        self.events.insert(at, e);
+    /// Adds an event of a known visit (others started before the window).
+    #[allow(clippy::too_many_arguments)]
+    fn add_event(
+        &mut self,
+        ts: i64,
+        visit_id: i64,
+        name: &str,
+        path: &str,
+        props: Option<&str>,
+        first_view: bool,
+        in_order: bool,
+    ) {
+        let Some(&visit) = self.visit_index.get(&visit_id) else {
+            return;
+        };
+        let event = Event {
+            ts,
+            visit,
+            visitor: self.visits[visit as usize].visitor,
+            name: self.dict.id(name),
+            path: self.dict.id(path),
+            props: self.props_of(props),
+            pageview: name == "pageview",
+            first_view,
+        };
+        if in_order {
+            self.events.push(event);
+        } else {
+            // Events arrive about in time order; keep them sorted.
+            let at = self.events.partition_point(|x| x.ts <= ts);
+            self.events.insert(at, event);
+        }
     }
 
-    fn props_of(&mut self, json: Option<&str>, dict: &mut Dictionary) -> u32 {
+    fn props_of(&mut self, json: Option<&str>) -> u32 {
         let Some(map) = json.and_then(|p| {
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p).ok()
         }) else {
@@ -160,7 +233,7 @@ impl SiteTraffic {
         };
         let pairs: Box<[(u32, u32)]> = map
             .iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| (dict.id(k), dict.id(v))))
+            .filter_map(|(k, v)| v.as_str().map(|v| (self.dict.id(k), self.dict.id(v))))
             .collect();
         if pairs.is_empty() {
             return 0;
@@ -169,159 +242,266 @@ impl SiteTraffic {
         self.props.len() as u32
     }
 
+    fn apply_fed(&mut self, e: &FedEvent) {
+        self.add_event(
+            e.ts,
+            e.visit_id,
+            e.name.as_deref().unwrap_or("pageview"),
+            &e.path,
+            e.props.as_deref(),
+            e.first_view,
+            false,
+        );
+    }
+
     /// Events in `[start, end)`.
     fn events_in(&self, start: i64, end: i64) -> &[Event] {
         let a = self.events.partition_point(|e| e.ts < start);
         let b = self.events.partition_point(|e| e.ts < end);
         &self.events[a..b]
     }
+
+    /// Drops events before `since` and visits no longer needed.
+    fn trim(&mut self, since: i64) {
+        let cut = self.events.partition_point(|e| e.ts < since);
+        self.events.drain(..cut);
+        let mut keep = vec![false; self.visits.len()];
+        for e in &self.events {
+            keep[e.visit as usize] = true;
+        }
+        for (i, v) in self.visits.iter().enumerate() {
+            keep[i] |= v.last_seen_at >= since;
+        }
+        let mut remap = vec![u32::MAX; self.visits.len()];
+        let mut visits = Vec::new();
+        for (i, v) in std::mem::take(&mut self.visits).into_iter().enumerate() {
+            if keep[i] {
+                remap[i] = visits.len() as u32;
+                visits.push(v);
+            }
+        }
+        // Renumber visitors too, so the numbers stay as many as the visitors held.
+        let mut numbers: IdMap<u32, u32> = IdMap::default();
+        for v in &mut visits {
+            let next = numbers.len() as u32;
+            v.visitor = *numbers.entry(v.visitor).or_insert(next);
+        }
+        self.visitor_numbers = self
+            .visitor_numbers
+            .iter()
+            .filter_map(|(id, n)| numbers.get(n).map(|m| (*id, *m)))
+            .collect();
+        for e in &mut self.events {
+            e.visit = remap[e.visit as usize];
+            e.visitor = visits[e.visit as usize].visitor;
+        }
+        self.visit_index = visits
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.id, i as u32))
+            .collect();
+        self.visits = visits;
+    }
+}
+
+enum SiteState {
+    /// Being read from the database; what arrives meanwhile waits here.
+    Loading {
+        visits: Vec<VisitRecord>,
+        events: Vec<FedEvent>,
+    },
+    Loaded(SiteTraffic),
+}
+
+pub struct RecentTraffic {
+    days: i64,
+    store: Store,
+    sites: RwLock<HashMap<i64, SiteState>>,
+    /// Loads started; tests and logs read it.
+    loads: AtomicI64,
 }
 
 impl RecentTraffic {
-    /// Loads the last `days` days of events (and their visits) from `conn`.
-    pub fn load(conn: &Connection, now: i64, days: i64) -> Result<RecentTraffic, StoreError> {
-        let since = now - days * 86_400;
-        let inner = load_inner(conn, since, None)?;
-        Ok(RecentTraffic {
+    /// Holds up to `days` days of traffic of sites whose filtered reports
+    /// are used, read from `store`.
+    pub fn new(store: Store, days: i64) -> Arc<RecentTraffic> {
+        Arc::new(RecentTraffic {
             days,
-            inner: RwLock::new(inner),
+            store,
+            sites: RwLock::new(HashMap::new()),
+            loads: AtomicI64::new(0),
         })
     }
 
-    /// Reloads everything, after another process wrote events. Call it
-    /// between two batches of the feed: the events it reads that the feed
-    /// hands over next are recognised by id and not added twice.
-    pub fn reload(&self, conn: &Connection, now: i64) -> Result<(), StoreError> {
-        let mut ids = HashSet::new();
-        let mut inner = load_inner(conn, now - self.days * 86_400, Some(&mut ids))?;
-        inner.reloaded = Some((ids, 2));
-        *self.inner.write().expect("recent traffic") = inner;
-        Ok(())
+    fn since(&self, now: i64) -> i64 {
+        now - self.days * 86_400
     }
 
-    /// Whether reports over `range` can be answered here.
-    pub fn covers(&self, range: TimeRange) -> bool {
-        range.start >= self.inner.read().expect("recent traffic").since
+    /// Whether filtered reports of `site_id` over `range` can be answered
+    /// here now. A site not held yet starts loading, and the answer is no
+    /// until it is loaded.
+    pub fn ready(self: &Arc<Self>, site_id: i64, range: TimeRange, now: i64) -> bool {
+        if range.start < self.since(now) {
+            return false;
+        }
+        {
+            let sites = self.sites.read().expect("recent traffic");
+            match sites.get(&site_id) {
+                Some(SiteState::Loaded(t)) => {
+                    t.used.store(now, Ordering::Relaxed);
+                    return true;
+                }
+                Some(SiteState::Loading { .. }) => return false,
+                None => {}
+            }
+        }
+        self.start_load(site_id, now);
+        false
     }
 
-    /// Applies visit snapshots (new visits and changed totals).
-    pub fn apply_visits(&self, visits: &[VisitRecord]) {
-        if visits.is_empty() {
-            return;
-        }
-        let mut guard = self.inner.write().expect("recent traffic");
-        let Inner { dict, sites, .. } = &mut *guard;
-        for v in visits {
-            sites.entry(v.site_id).or_default().upsert_visit(v, dict);
-        }
-    }
-
-    /// Applies committed events. Their visits' snapshots came first; an
-    /// event whose visit is unknown (it started before the window) is not
-    /// held, and neither is anything older than the window.
-    pub fn apply_events(&self, events: &[FedEvent]) {
-        if events.is_empty() {
-            return;
-        }
-        let mut guard = self.inner.write().expect("recent traffic");
-        let Inner {
-            dict,
-            sites,
-            since,
-            reloaded,
-        } = &mut *guard;
-        let read = reloaded.as_ref().map(|(ids, _)| ids);
-        for e in events {
-            if e.ts < *since
-                || e.name.as_deref() == Some(NOT_AN_ACTION)
-                || read.is_some_and(|ids| ids.contains(&e.id))
-            {
-                continue;
+    /// Marks `site_id` loading and reads it on a thread of its own.
+    fn start_load(self: &Arc<Self>, site_id: i64, now: i64) {
+        {
+            let mut sites = self.sites.write().expect("recent traffic");
+            if matches!(sites.get(&site_id), Some(SiteState::Loading { .. })) {
+                return;
             }
-            let site = sites.entry(e.site_id).or_default();
-            let Some(&visit) = site.visit_index.get(&e.visit_id) else {
-                continue;
-            };
-            let name = dict.id(e.name.as_deref().unwrap_or("pageview"));
-            let path = dict.id(&e.path);
-            let props = site.props_of(e.props.as_deref(), dict);
-            site.add_event(Event {
-                ts: e.ts,
-                visit,
-                name,
-                path,
-                props,
-                pageview: e.name.is_none(),
-                first_view: e.first_view,
-            });
+            sites.insert(
+                site_id,
+                SiteState::Loading {
+                    visits: Vec::new(),
+                    events: Vec::new(),
+                },
+            );
         }
-        if let Some((_, left)) = reloaded {
-            *left -= 1;
-            if *left == 0 {
-                *reloaded = None;
-            }
-        }
-    }
-
-    /// Drops what has left the window (daily is enough).
-    pub fn trim(&self, now: i64) {
-        let mut guard = self.inner.write().expect("recent traffic");
-        let since = now - self.days * 86_400;
-        guard.since = since;
-        for site in guard.sites.values_mut() {
-            let cut = site.events.partition_point(|e| e.ts < since);
-            site.events.drain(..cut);
-            // Visits: keep those still referenced or started in the window.
-            let mut keep = vec![false; site.visits.len()];
-            for e in &site.events {
-                keep[e.visit as usize] = true;
-            }
-            for (i, v) in site.visits.iter().enumerate() {
-                keep[i] |= v.last_seen_at >= since;
-            }
-            let mut remap = vec![u32::MAX; site.visits.len()];
-            let mut visits = Vec::new();
-            for (i, v) in std::mem::take(&mut site.visits).into_iter().enumerate() {
-                if keep[i] {
-                    remap[i] = visits.len() as u32;
-                    visits.push(v);
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let since = this.since(now);
+            let loaded = this
+                .store
+                .reader()
+                .and_then(|conn| load_site(&conn, site_id, since, now));
+            let mut sites = this.sites.write().expect("recent traffic");
+            match loaded {
+                Ok((mut traffic, read)) => {
+                    if let Some(SiteState::Loading { visits, events }) = sites.remove(&site_id) {
+                        for v in &visits {
+                            traffic.upsert_visit(v);
+                        }
+                        for e in events.iter().filter(|e| !read.contains(&e.id)) {
+                            traffic.apply_fed(e);
+                        }
+                    }
+                    tracing::info!(
+                        site_id,
+                        events = traffic.events.len(),
+                        visits = traffic.visits.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "loaded recent traffic for filtered reports"
+                    );
+                    sites.insert(site_id, SiteState::Loaded(traffic));
+                }
+                Err(e) => {
+                    sites.remove(&site_id);
+                    tracing::error!(site_id, error = %e, "loading recent traffic failed");
                 }
             }
-            for e in &mut site.events {
-                e.visit = remap[e.visit as usize];
+        });
+    }
+
+    /// Reloads every held site, after another process wrote events.
+    pub fn reload(self: &Arc<Self>, now: i64) {
+        let held: Vec<i64> = self
+            .sites
+            .read()
+            .expect("recent traffic")
+            .keys()
+            .copied()
+            .collect();
+        for site_id in held {
+            self.sites.write().expect("recent traffic").remove(&site_id);
+            self.start_load(site_id, now);
+        }
+        tracing::info!("reloading recent traffic after writes by another process");
+    }
+
+    /// Applies visit snapshots, then the committed events of the same batch.
+    pub fn apply(&self, visits: &[VisitRecord], events: &[FedEvent]) {
+        if visits.is_empty() && events.is_empty() {
+            return;
+        }
+        let mut sites = self.sites.write().expect("recent traffic");
+        for v in visits {
+            match sites.get_mut(&v.site_id) {
+                Some(SiteState::Loaded(t)) => t.upsert_visit(v),
+                Some(SiteState::Loading { visits, .. }) => visits.push(v.clone()),
+                None => {}
             }
-            site.visit_index = visits
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (v.id, i as u32))
-                .collect();
-            site.visits = visits;
+        }
+        for e in events
+            .iter()
+            .filter(|e| e.name.as_deref() != Some(NOT_AN_ACTION))
+        {
+            match sites.get_mut(&e.site_id) {
+                Some(SiteState::Loaded(t)) => t.apply_fed(e),
+                Some(SiteState::Loading { events, .. }) => events.push(e.clone()),
+                None => {}
+            }
         }
     }
 
-    pub fn totals(&self, site_id: i64, range: TimeRange, filters: &[Filter]) -> Totals {
-        let guard = self.inner.read().expect("recent traffic");
-        let Some(site) = guard.sites.get(&site_id) else {
-            return Totals::default();
-        };
-        let q = Scan::new(&guard.dict, site, filters);
-        let mut visitors = HashSet::new();
-        let mut t = Totals::default();
-        for e in q.events(range) {
-            visitors.insert(site.visits[e.visit as usize].visitor);
-            if e.pageview {
-                t.pageviews += 1;
-            } else {
-                t.events += 1;
+    /// Drops what has left the window and sites unused for a day (hourly).
+    pub fn trim(&self, now: i64) {
+        let since = self.since(now);
+        let mut sites = self.sites.write().expect("recent traffic");
+        sites.retain(|_, state| match state {
+            SiteState::Loaded(t) => now - t.used.load(Ordering::Relaxed) < IDLE_SECS,
+            SiteState::Loading { .. } => true,
+        });
+        for state in sites.values_mut() {
+            if let SiteState::Loaded(t) = state {
+                t.trim(since);
             }
         }
-        t.visitors = visitors.len() as i64;
-        for v in q.visits(range) {
-            t.visits += 1;
-            t.bounces += i64::from(v.bounce);
-            t.visit_duration_sum += v.last_seen_at - v.started_at;
+    }
+
+    /// Loads started since the server started.
+    pub fn loads(&self) -> i64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    fn with_site<T>(&self, site_id: i64, f: impl FnOnce(&SiteTraffic) -> T) -> Option<T> {
+        let sites = self.sites.read().expect("recent traffic");
+        match sites.get(&site_id) {
+            Some(SiteState::Loaded(t)) => Some(f(t)),
+            _ => None,
         }
-        t
+    }
+
+    /// Totals of a site held here (check [`RecentTraffic::ready`] first).
+    pub fn totals(&self, site_id: i64, range: TimeRange, filters: &[Filter]) -> Option<Totals> {
+        self.with_site(site_id, |site| {
+            let q = Scan::new(site, filters);
+            let mut visitors = Bitmap::new(site.visitor_numbers.len());
+            let mut t = Totals::default();
+            for e in q.events(range) {
+                visitors.insert(e.visitor);
+                if e.pageview {
+                    t.pageviews += 1;
+                } else {
+                    t.events += 1;
+                }
+            }
+            t.visitors = visitors.count();
+            for v in q.visits(range) {
+                t.visits += 1;
+                t.bounces += i64::from(v.bounce);
+                t.visit_duration_sum += v.last_seen_at - v.started_at;
+            }
+            t
+        })
     }
 
     /// Rows ordered by visitors (then value), `limit` after `offset`.
@@ -333,85 +513,10 @@ impl RecentTraffic {
         filters: &[Filter],
         limit: i64,
         offset: i64,
-    ) -> Vec<BreakdownRow> {
-        let guard = self.inner.read().expect("recent traffic");
-        let Some(site) = guard.sites.get(&site_id) else {
-            return Vec::new();
-        };
-        let dict = &guard.dict;
-        let q = Scan::new(dict, site, filters);
-        // value id → (row, visitors, visits)
-        type Row = (BreakdownRow, HashSet<i64>, HashSet<u32>);
-        let mut rows: HashMap<u32, Row> = HashMap::new();
-        fn row(rows: &mut HashMap<u32, Row>, id: u32) -> &mut Row {
-            rows.entry(id).or_default()
-        }
-        match dimension {
-            Dimension::Page | Dimension::EventName => {
-                let pages = matches!(dimension, Dimension::Page);
-                for e in q.events(range).filter(|e| e.pageview == pages) {
-                    let (r, visitors, _) = row(&mut rows, if pages { e.path } else { e.name });
-                    visitors.insert(site.visits[e.visit as usize].visitor);
-                    r.visits += i64::from(e.first_view);
-                    if pages {
-                        r.pageviews += 1;
-                    } else {
-                        r.events += 1;
-                    }
-                }
-            }
-            Dimension::Prop(key) => {
-                let Some(key) = prop_key(dict, key) else {
-                    return Vec::new();
-                };
-                for e in q.events(range) {
-                    let Some(value) = prop_value(site, e, key) else {
-                        continue;
-                    };
-                    let (r, visitors, visits) = row(&mut rows, value);
-                    visitors.insert(site.visits[e.visit as usize].visitor);
-                    visits.insert(e.visit);
-                    if e.pageview {
-                        r.pageviews += 1;
-                    } else {
-                        r.events += 1;
-                    }
-                }
-            }
-            Dimension::Visit(column) => {
-                let c = column_index(column);
-                for v in q.visits(range) {
-                    let (r, visitors, _) = row(&mut rows, v.columns[c]);
-                    visitors.insert(v.visitor);
-                    r.visits += 1;
-                    r.pageviews += v.pageviews;
-                    r.events += v.events;
-                    r.bounces += i64::from(v.bounce);
-                    r.visit_duration_sum += v.last_seen_at - v.started_at;
-                }
-            }
-        }
-        let prop = matches!(dimension, Dimension::Prop(_));
-        let mut out: Vec<BreakdownRow> = rows
-            .into_iter()
-            .map(|(id, (mut r, visitors, visits))| {
-                r.value = dict.get(id).map(str::to_string);
-                r.visitors = visitors.len() as i64;
-                if prop {
-                    r.visits = visits.len() as i64;
-                }
-                r
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.visitors
-                .cmp(&a.visitors)
-                .then_with(|| a.value.cmp(&b.value))
-        });
-        out.into_iter()
-            .skip(offset.max(0) as usize)
-            .take(limit.max(0) as usize)
-            .collect()
+    ) -> Option<Vec<BreakdownRow>> {
+        self.with_site(site_id, |site| {
+            breakdown(site, range, dimension, filters, limit, offset)
+        })
     }
 
     /// Visitors who completed any of `goals` in `range`, and the completions.
@@ -421,37 +526,156 @@ impl RecentTraffic {
         range: TimeRange,
         goals: &[GoalKind],
         filters: &[Filter],
-    ) -> (i64, i64) {
-        let guard = self.inner.read().expect("recent traffic");
-        let Some(site) = guard.sites.get(&site_id) else {
-            return (0, 0);
-        };
-        let dict = &guard.dict;
-        let q = Scan::new(dict, site, filters);
-        let mut visitors = HashSet::new();
-        let mut count = 0;
-        let mut memo: HashMap<(u32, u32), bool> = HashMap::new();
-        for e in q.events(range) {
-            let done = *memo.entry((e.name, e.path)).or_insert_with(|| {
-                let (name, path) = (
-                    dict.get(e.name).unwrap_or(""),
-                    dict.get(e.path).unwrap_or(""),
-                );
-                goals.iter().any(|g| match g {
-                    GoalKind::Event(goal) => name == goal,
-                    GoalKind::Page(goal) => e.pageview && glob(goal, path),
-                })
-            });
-            if done {
-                count += 1;
-                visitors.insert(site.visits[e.visit as usize].visitor);
+    ) -> Option<(i64, i64)> {
+        self.with_site(site_id, |site| {
+            let q = Scan::new(site, filters);
+            let mut visitors = Bitmap::new(site.visitor_numbers.len());
+            let mut count = 0;
+            let mut memo: IdMap<(u32, u32), bool> = IdMap::default();
+            for e in q.events(range) {
+                let done = *memo.entry((e.name, e.path)).or_insert_with(|| {
+                    let name = site.dict.get(e.name).unwrap_or("");
+                    let path = site.dict.get(e.path).unwrap_or("");
+                    goals.iter().any(|g| match g {
+                        GoalKind::Event(goal) => name == goal,
+                        GoalKind::Page(goal) => e.pageview && glob(goal, path),
+                    })
+                });
+                if done {
+                    count += 1;
+                    visitors.insert(e.visitor);
+                }
             }
-        }
-        (visitors.len() as i64, count)
+            (visitors.count(), count)
+        })
     }
 }
 
-const NOT_AN_ACTION: &str = "engagement";
+fn breakdown(
+    site: &SiteTraffic,
+    range: TimeRange,
+    dimension: &Dimension,
+    filters: &[Filter],
+    limit: i64,
+    offset: i64,
+) -> Vec<BreakdownRow> {
+    let q = Scan::new(site, filters);
+    let mut rows: IdMap<u32, BreakdownRow> = IdMap::default();
+    // (value id, visitor) pairs, and for properties (value id, visit): sorted
+    // and counted once at the end, much cheaper than a hash set per value.
+    let mut visitor_pairs: Vec<u64> = Vec::new();
+    let mut visit_pairs: Vec<u64> = Vec::new();
+    let pair = |value: u32, n: u32| (u64::from(value) << 32) | u64::from(n);
+    match dimension {
+        Dimension::Page | Dimension::EventName => {
+            let pages = matches!(dimension, Dimension::Page);
+            for e in q.events(range).filter(|e| e.pageview == pages) {
+                let value = if pages { e.path } else { e.name };
+                let r = rows.entry(value).or_default();
+                visitor_pairs.push(pair(value, e.visitor));
+                r.visits += i64::from(e.first_view);
+                if pages {
+                    r.pageviews += 1;
+                } else {
+                    r.events += 1;
+                }
+            }
+        }
+        Dimension::Prop(key) => {
+            let Some(key) = prop_key(&site.dict, key) else {
+                return Vec::new();
+            };
+            for e in q.events(range) {
+                let Some(value) = prop_value(site, e, key) else {
+                    continue;
+                };
+                let r = rows.entry(value).or_default();
+                visitor_pairs.push(pair(value, e.visitor));
+                visit_pairs.push(pair(value, e.visit));
+                if e.pageview {
+                    r.pageviews += 1;
+                } else {
+                    r.events += 1;
+                }
+            }
+        }
+        Dimension::Visit(column) => {
+            let c = column_index(column);
+            for v in q.visits(range) {
+                let value = v.columns[c];
+                let r = rows.entry(value).or_default();
+                visitor_pairs.push(pair(value, v.visitor));
+                r.visits += 1;
+                r.pageviews += v.pageviews;
+                r.events += v.events;
+                r.bounces += i64::from(v.bounce);
+                r.visit_duration_sum += v.last_seen_at - v.started_at;
+            }
+        }
+    }
+    for (value, n) in count_distinct(visitor_pairs) {
+        rows.get_mut(&value).expect("a row per value").visitors = n;
+    }
+    for (value, n) in count_distinct(visit_pairs) {
+        rows.get_mut(&value).expect("a row per value").visits = n;
+    }
+    let mut out: Vec<BreakdownRow> = rows
+        .into_iter()
+        .map(|(id, mut r)| {
+            r.value = site.dict.get(id).map(str::to_string);
+            r
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.visitors
+            .cmp(&a.visitors)
+            .then_with(|| a.value.cmp(&b.value))
+    });
+    out.into_iter()
+        .skip(offset.max(0) as usize)
+        .take(limit.max(0) as usize)
+        .collect()
+}
+
+/// Distinct low halves per high half of `pairs`.
+fn count_distinct(mut pairs: Vec<u64>) -> Vec<(u32, i64)> {
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut out: Vec<(u32, i64)> = Vec::new();
+    for p in pairs {
+        let value = (p >> 32) as u32;
+        match out.last_mut() {
+            Some((v, n)) if *v == value => *n += 1,
+            _ => out.push((value, 1)),
+        }
+    }
+    out
+}
+
+/// A set of small integers.
+struct Bitmap {
+    words: Vec<u64>,
+}
+
+impl Bitmap {
+    fn new(size: usize) -> Bitmap {
+        Bitmap {
+            words: vec![0; size.div_ceil(64)],
+        }
+    }
+
+    fn insert(&mut self, n: u32) {
+        let (word, bit) = (n as usize / 64, n % 64);
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << bit;
+    }
+
+    fn count(&self) -> i64 {
+        self.words.iter().map(|w| i64::from(w.count_ones())).sum()
+    }
+}
 
 /// A property key's id. A key with `"` cannot be named in the JSON path the
 /// SQL uses, so there it matches nothing; here too.
@@ -479,33 +703,40 @@ fn prop_value(site: &SiteTraffic, e: &Event, key: u32) -> Option<u32> {
         .map(|(_, v)| *v)
 }
 
-/// One filter, its answers remembered per dictionary id.
+/// Answers not known yet, false, true.
+const UNKNOWN: u8 = 0;
+const NO: u8 = 1;
+const YES: u8 = 2;
+
+/// One filter, its answer remembered per dictionary id.
 struct Compiled<'a> {
     filter: &'a Filter,
     /// For a property filter, the key's id (`None`: no event has the key).
     prop_key: Option<u32>,
-    memo: std::cell::RefCell<HashMap<u32, bool>>,
+    memo: Vec<Cell<u8>>,
 }
 
 /// Filters applied to one site's traffic, with the semantics of the SQL in
 /// [`super::stats`] (three-valued: a missing value matches `!=`, and `==`
 /// only when the none label is among the values).
 struct Scan<'a> {
-    dict: &'a Dictionary,
     site: &'a SiteTraffic,
     event_filters: Vec<Compiled<'a>>,
     visit_filters: Vec<(usize, Compiled<'a>)>,
+    /// Each visit's answer to the visit filters, once known: events look it
+    /// up in this small array instead of reading their visit.
+    visit_memo: Vec<Cell<u8>>,
 }
 
 impl<'a> Scan<'a> {
-    fn new(dict: &'a Dictionary, site: &'a SiteTraffic, filters: &'a [Filter]) -> Scan<'a> {
+    fn new(site: &'a SiteTraffic, filters: &'a [Filter]) -> Scan<'a> {
         let compiled = |f: &'a Filter| Compiled {
             filter: f,
             prop_key: match &f.field {
-                FilterField::Prop(k) => prop_key(dict, k),
+                FilterField::Prop(k) => prop_key(&site.dict, k),
                 _ => None,
             },
-            memo: Default::default(),
+            memo: (0..site.dict.len()).map(|_| Cell::new(UNKNOWN)).collect(),
         };
         let mut event_filters = Vec::new();
         let mut visit_filters = Vec::new();
@@ -517,21 +748,47 @@ impl<'a> Scan<'a> {
                 _ => event_filters.push(compiled(f)),
             }
         }
+        let visit_memo = if visit_filters.is_empty() {
+            Vec::new()
+        } else {
+            (0..site.visits.len()).map(|_| Cell::new(UNKNOWN)).collect()
+        };
         Scan {
-            dict,
             site,
             event_filters,
             visit_filters,
+            visit_memo,
+        }
+    }
+
+    /// Whether the visit at `index` passes the visit filters.
+    fn visit_at_matches(&self, index: u32) -> bool {
+        if self.visit_filters.is_empty() {
+            return true;
+        }
+        let slot = &self.visit_memo[index as usize];
+        match slot.get() {
+            YES => true,
+            NO => false,
+            _ => {
+                let answer = self.visit_matches(&self.site.visits[index as usize]);
+                slot.set(if answer { YES } else { NO });
+                answer
+            }
         }
     }
 
     fn matches(&self, c: &Compiled<'_>, id: u32) -> bool {
-        if let Some(&known) = c.memo.borrow().get(&id) {
-            return known;
+        let slot = &c.memo[id as usize];
+        match slot.get() {
+            YES => true,
+            NO => false,
+            _ => {
+                let answer = value_matches(c.filter, self.site.dict.get(id));
+                slot.set(if answer { YES } else { NO });
+                answer
+            }
         }
-        let answer = value_matches(c.filter, self.dict.get(id));
-        c.memo.borrow_mut().insert(id, answer);
-        answer
     }
 
     fn event_matches(&self, e: &Event) -> bool {
@@ -560,15 +817,13 @@ impl<'a> Scan<'a> {
         self.site
             .events_in(range.start, range.end)
             .iter()
-            .filter(move |e| {
-                self.event_matches(e) && self.visit_matches(&self.site.visits[e.visit as usize])
-            })
+            .filter(move |e| self.event_matches(e) && self.visit_at_matches(e.visit))
     }
 
     /// Visits started in `range` matching the visit filters and, with event
     /// filters, having a matching event up to a day past the range.
     fn visits(&'a self, range: TimeRange) -> impl Iterator<Item = &'a Visit> + 'a {
-        let had_event: Option<HashSet<u32>> = (!self.event_filters.is_empty()).then(|| {
+        let had_event: Option<IdSet<u32>> = (!self.event_filters.is_empty()).then(|| {
             self.site
                 .events_in(range.start, range.end + 86_400)
                 .iter()
@@ -634,63 +889,47 @@ fn glob(pattern: &str, s: &str) -> bool {
     true
 }
 
-/// Reads events since `since` and their visits; with `ids`, collects the
-/// ids of the events read.
-fn load_inner(
+/// Reads one site's events since `since` and their visits, in one snapshot;
+/// returns them with the ids of the events read.
+fn load_site(
     conn: &Connection,
+    site_id: i64,
     since: i64,
-    mut ids: Option<&mut HashSet<i64>>,
-) -> Result<Inner, StoreError> {
-    let mut inner = Inner {
-        dict: Dictionary::new(),
-        sites: HashMap::new(),
-        since,
-        reloaded: None,
-    };
-    // One snapshot for visits and events.
+    now: i64,
+) -> Result<(SiteTraffic, IdSet<i64>), StoreError> {
     let snapshot = conn.unchecked_transaction()?;
     let conn: &Connection = &snapshot;
+    let mut site = SiteTraffic::new(now);
     // Visits of events in the window: those started up to a day before it
     // cover every visit (no visit spans a day of continuous activity).
     for v in super::sites::visits_where(
         conn,
-        "site_id IN (SELECT id FROM sites) AND started_at >= ?1 ORDER BY started_at",
-        [since - 86_400],
+        "site_id = ?1 AND started_at >= ?2 ORDER BY started_at",
+        params![site_id, since - 86_400],
     )? {
-        let Inner { dict, sites, .. } = &mut inner;
-        sites.entry(v.site_id).or_default().upsert_visit(&v, dict);
+        site.upsert_visit(&v);
     }
+    let mut read = IdSet::default();
     let mut stmt = conn.prepare(
-        "SELECT site_id, ts, visit_id, name, path, props, first_view, id FROM events
-         WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1 AND name <> ?2
-         ORDER BY site_id, ts, id",
+        "SELECT ts, visit_id, name, path, props, first_view, id FROM events
+         WHERE site_id = ?1 AND ts >= ?2 AND name <> ?3 ORDER BY ts, id",
     )?;
-    let mut rows = stmt.query(params![since, NOT_AN_ACTION])?;
+    let mut rows = stmt.query(params![site_id, since, NOT_AN_ACTION])?;
     while let Some(r) = rows.next()? {
         let (name, path, props): (String, String, Option<String>) =
-            (r.get(3)?, r.get(4)?, r.get(5)?);
-        if let Some(ids) = ids.as_deref_mut() {
-            ids.insert(r.get(7)?);
-        }
-        let Inner { dict, sites, .. } = &mut inner;
-        let site = sites.entry(r.get(0)?).or_default();
-        let Some(&visit) = site.visit_index.get(&r.get::<_, i64>(2)?) else {
-            continue;
-        };
-        let pageview = name == "pageview";
-        let (name, path) = (dict.id(&name), dict.id(&path));
-        let props = site.props_of(props.as_deref(), dict);
-        site.events.push(Event {
-            ts: r.get(1)?,
-            visit,
-            name,
-            path,
-            props,
-            pageview,
-            first_view: r.get(6)?,
-        });
+            (r.get(2)?, r.get(3)?, r.get(4)?);
+        read.insert(r.get(6)?);
+        site.add_event(
+            r.get(0)?,
+            r.get(1)?,
+            &name,
+            &path,
+            props.as_deref(),
+            r.get(5)?,
+            true,
+        );
     }
-    Ok(inner)
+    Ok((site, read))
 }
 
 /// Tells a running server that events were written beside it.

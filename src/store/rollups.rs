@@ -106,6 +106,7 @@ impl RollupFeed {
 
 /// The part of a committed event the read models need: a second of traffic
 /// waits in memory in this form, so the rest is dropped at once.
+#[derive(Debug, Clone)]
 pub struct FedEvent {
     pub id: i64,
     pub site_id: i64,
