@@ -1,6 +1,6 @@
 //! `GET /api/health`: version, database reachability, writer queue depth,
-//! counts of events accepted, refused and dropped since start, and events
-//! not yet in the rollups.
+//! counts of events accepted, refused and dropped since start, events not
+//! yet in the rollups, and sites whose recent traffic is held in memory.
 
 use std::sync::atomic::Ordering;
 
@@ -21,6 +21,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let ingest = state.ingestor.stats();
     let writer = state.ingestor.writer().stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let recent = state.recent.as_ref().map_or((0, 0), |r| r.sites());
     let body = json!({
         "status": if db_ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -34,6 +35,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         },
         "rollups": {
             "pending_events": state.ingestor.rollup_pending(),
+        },
+        "recent_traffic": {
+            "sites_loaded": recent.0,
+            "sites_loading": recent.1,
         },
         "events": {
             "accepted": count(&ingest.accepted),

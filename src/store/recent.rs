@@ -317,8 +317,6 @@ pub struct RecentTraffic {
     days: i64,
     store: Store,
     sites: RwLock<HashMap<i64, SiteState>>,
-    /// Loads started; tests and logs read it.
-    loads: AtomicI64,
 }
 
 impl RecentTraffic {
@@ -329,7 +327,6 @@ impl RecentTraffic {
             days,
             store,
             sites: RwLock::new(HashMap::new()),
-            loads: AtomicI64::new(0),
         })
     }
 
@@ -374,7 +371,6 @@ impl RecentTraffic {
                 },
             );
         }
-        self.loads.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
@@ -467,9 +463,14 @@ impl RecentTraffic {
         }
     }
 
-    /// Loads started since the server started.
-    pub fn loads(&self) -> i64 {
-        self.loads.load(Ordering::Relaxed)
+    /// Sites held, and sites being loaded.
+    pub fn sites(&self) -> (usize, usize) {
+        let sites = self.sites.read().expect("recent traffic");
+        let loading = sites
+            .values()
+            .filter(|s| matches!(s, SiteState::Loading { .. }))
+            .count();
+        (sites.len() - loading, loading)
     }
 
     fn with_site<T>(&self, site_id: i64, f: impl FnOnce(&SiteTraffic) -> T) -> Option<T> {
