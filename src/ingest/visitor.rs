@@ -6,9 +6,9 @@
 //! Yesterday's salt is kept to carry visits across midnight.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::RwLock;
 
-use crate::store::{self, EventWriter, StoreError};
+use crate::store::{self, EventWriter};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -106,22 +106,11 @@ impl VisitorHasher {
     async fn rotate(&self, writer: &EventWriter, now: i64) -> Result<Salts, SaltError> {
         let day = day_of(now);
         let fresh = new_salt()?;
-        let stored: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
-        let out = stored.clone();
-        writer
-            .run(move |tx| {
-                let salt = store::sites::put_salt(tx, day, &fresh, day - 1)?;
-                *out.lock().expect("salt slot") = Some(salt);
-                Ok::<(), StoreError>(())
-            })
+        let stored = writer
+            .run_for(move |tx| store::sites::put_salt(tx, day, &fresh, day - 1))
             .await
             .map_err(|e| SaltError::Store(e.to_string()))?;
-        let current = stored
-            .lock()
-            .expect("salt slot")
-            .take()
-            .and_then(|s| to_key(&s))
-            .ok_or(SaltError::Store("salt missing after write".into()))?;
+        let current = to_key(&stored).ok_or(SaltError::Store("salt missing after write".into()))?;
         let mut salts = self.salts.write().expect("salt lock");
         if salts.day < day {
             let previous = (salts.day == day - 1).then_some(salts.current);

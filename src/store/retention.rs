@@ -2,8 +2,6 @@
 //! rows older than `aggregates_days`, are deleted in small batches, each its
 //! own short writer transaction, so ingest never waits behind one long delete.
 
-use std::sync::{Arc, Mutex};
-
 use rusqlite::params;
 
 use super::rollups::{
@@ -26,17 +24,11 @@ pub struct Trimmed {
 pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, WriteError> {
     let mut total = Trimmed::default();
     loop {
-        let removed: Arc<Mutex<Trimmed>> = Arc::default();
-        let out = removed.clone();
-        writer
-            .run(move |tx| {
-                // Per site, so the (site_id, ts) key bounds each delete.
-                let mut sites = tx.prepare_cached("SELECT id FROM sites")?;
-                let ids: Vec<i64> = sites
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+        let batch = writer
+            .run_for(move |tx| {
                 let mut events = 0;
-                for id in ids {
+                // Per site, so the (site_id, ts) key bounds each delete.
+                for id in super::sites::site_ids(tx)? {
                     let left = BATCH - events;
                     if left <= 0 {
                         break;
@@ -60,14 +52,12 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
                               AND started_at < ?1 LIMIT ?2)",
                     )?
                     .execute(params![cutoff, BATCH])?;
-                *out.lock().expect("retention slot") = Trimmed {
+                Ok::<_, StoreError>(Trimmed {
                     events: events as u64,
                     visits: visits as u64,
-                };
-                Ok::<(), StoreError>(())
+                })
             })
             .await?;
-        let batch = *removed.lock().expect("retention slot");
         total.events += batch.events;
         total.visits += batch.visits;
         if batch.events < BATCH as u64 && batch.visits < BATCH as u64 {
@@ -81,14 +71,9 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
 pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, WriteError> {
     let mut total = 0;
     loop {
-        let removed: Arc<Mutex<u64>> = Arc::default();
-        let out = removed.clone();
-        writer
-            .run(move |tx| {
-                let mut sites = tx.prepare_cached("SELECT id FROM sites")?;
-                let ids: Vec<i64> = sites
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+        let batch = writer
+            .run_for(move |tx| {
+                let ids = super::sites::site_ids(tx)?;
                 let dims = [DIM_TOTALS, DIM_PAGE, DIM_NAME, DIM_PROP]
                     .into_iter()
                     .chain(VISIT_COLUMNS.iter().map(|c| visit_dim(c)));
@@ -115,11 +100,9 @@ pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, Writ
                         }
                     }
                 }
-                *out.lock().expect("retention slot") = removed as u64;
-                Ok::<(), StoreError>(())
+                Ok::<_, StoreError>(removed as u64)
             })
             .await?;
-        let batch = *removed.lock().expect("retention slot");
         total += batch;
         if batch < BATCH as u64 {
             return Ok(total);

@@ -16,7 +16,7 @@
 //! rollups from the raw tables.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono_tz::Tz;
@@ -444,16 +444,10 @@ pub async fn roll_ended_visits(
 ) -> Result<usize, WriteError> {
     let mut total = 0;
     loop {
-        let done = Arc::new(AtomicUsize::new(0));
-        let (zones, counter) = (zones.clone(), done.clone());
-        writer
-            .run(move |tx| {
-                let n = roll_some_visits(tx, &zones, ended_before, per_commit)?;
-                counter.store(n, Ordering::Relaxed);
-                Ok(())
-            })
+        let zones = zones.clone();
+        let n = writer
+            .run_for(move |tx| roll_some_visits(tx, &zones, ended_before, per_commit))
             .await?;
-        let n = done.load(Ordering::Relaxed);
         total += n;
         if n < per_commit {
             return Ok(total);

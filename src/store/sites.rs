@@ -48,6 +48,13 @@ pub fn add_site(
     })
 }
 
+/// Every site's id.
+pub fn site_ids(conn: &Connection) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM sites")?;
+    let ids = stmt.query_map([], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
 pub fn list_sites(conn: &Connection) -> Result<Vec<Site>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, domain, timezone, public, created_at FROM sites ORDER BY domain",

@@ -8,9 +8,9 @@
 //! The queue is bounded: when it is full, `submit` fails at once instead of
 //! letting memory grow.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -119,6 +119,25 @@ impl EventWriter {
         let (ack, done) = oneshot::channel();
         self.enqueue(Op::Job(Box::new(job), ack))?;
         done.await.unwrap_or(Err(WriteError::Closed))
+    }
+
+    /// Like [`EventWriter::run`], resolving with what `job` returned (in the
+    /// run that was committed, when a failed group made it run again).
+    pub async fn run_for<T, F>(&self, job: F) -> Result<T, WriteError>
+    where
+        T: Send + 'static,
+        F: Fn(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let slot: Arc<Mutex<Option<T>>> = Arc::default();
+        let out = slot.clone();
+        self.run(move |tx| {
+            let value = job(tx)?;
+            *out.lock().expect("job result") = Some(value);
+            Ok(())
+        })
+        .await?;
+        let value = slot.lock().expect("job result").take();
+        value.ok_or(WriteError::Closed)
     }
 
     fn enqueue(&self, op: Op) -> Result<(), WriteError> {
