@@ -109,8 +109,10 @@ impl Dictionary {
     }
 }
 
+/// Fields are 32-bit where they can be: a month of a busy site is a
+/// million of these. Times are Unix seconds (u32 lasts until 2106).
 struct Event {
-    ts: i64,
+    ts: u32,
     /// Index into the site's visits.
     visit: u32,
     /// The visit's visitor, as a dense per-site number (see `visitor_numbers`).
@@ -127,13 +129,29 @@ struct Visit {
     id: i64,
     /// Dense per-site number of the visitor id.
     visitor: u32,
-    started_at: i64,
-    last_seen_at: i64,
-    pageviews: i64,
-    events: i64,
+    started_at: u32,
+    last_seen_at: u32,
+    pageviews: u32,
+    events: u32,
     bounce: bool,
-    /// Dictionary ids of the [`VISIT_COLUMNS`], in that order.
-    columns: [u32; VISIT_COLUMNS.len()],
+    /// Dictionary ids of the entry and exit pages.
+    pages: [u32; 2],
+    /// Index into the site's attribute sets: visits share them (source,
+    /// location, browser, device…), so each set is stored once.
+    attributes: u32,
+}
+
+/// The [`VISIT_COLUMNS`] after the entry and exit pages.
+const ATTRIBUTES: usize = VISIT_COLUMNS.len() - 2;
+
+fn seconds(ts: i64) -> u32 {
+    ts.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+impl Visit {
+    fn duration(&self) -> i64 {
+        i64::from(self.last_seen_at) - i64::from(self.started_at)
+    }
 }
 
 /// One site's recent traffic.
@@ -148,6 +166,9 @@ struct SiteTraffic {
     visitor_numbers: IdMap<i64, u32>,
     /// (key, value) dictionary ids.
     props: Vec<Box<[(u32, u32)]>>,
+    /// Distinct attribute sets of visits, as dictionary ids.
+    attribute_sets: Vec<[u32; ATTRIBUTES]>,
+    attribute_index: HashMap<[u32; ATTRIBUTES], u32>,
     /// When a report last used it.
     used: AtomicI64,
 }
@@ -161,26 +182,42 @@ impl SiteTraffic {
             visit_index: IdMap::default(),
             visitor_numbers: IdMap::default(),
             props: Vec::new(),
+            attribute_sets: Vec::new(),
+            attribute_index: HashMap::new(),
             used: AtomicI64::new(now),
         }
     }
 
     fn upsert_visit(&mut self, v: &VisitRecord) {
-        let mut columns = [NONE; VISIT_COLUMNS.len()];
-        for (slot, column) in columns.iter_mut().zip(VISIT_COLUMNS) {
+        let mut set = [NONE; ATTRIBUTES];
+        for (slot, column) in set.iter_mut().zip(&VISIT_COLUMNS[2..]) {
             *slot = self.dict.opt(super::rollups::visit_value(v, column));
         }
+        let attributes = match self.attribute_index.get(&set) {
+            Some(&i) => i,
+            None => {
+                let i = self.attribute_sets.len() as u32;
+                self.attribute_sets.push(set);
+                self.attribute_index.insert(set, i);
+                i
+            }
+        };
+        let pages = [
+            self.dict.opt(v.entry_page.as_deref()),
+            self.dict.opt(v.exit_page.as_deref()),
+        ];
         let next = self.visitor_numbers.len() as u32;
         let visitor = *self.visitor_numbers.entry(v.visitor_id).or_insert(next);
         let visit = Visit {
             id: v.id,
             visitor,
-            started_at: v.started_at,
-            last_seen_at: v.last_seen_at,
-            pageviews: v.pageviews,
-            events: v.events,
+            started_at: seconds(v.started_at),
+            last_seen_at: seconds(v.last_seen_at),
+            pageviews: v.pageviews.clamp(0, i64::from(u32::MAX)) as u32,
+            events: v.events.clamp(0, i64::from(u32::MAX)) as u32,
             bounce: v.is_bounce,
-            columns,
+            pages,
+            attributes,
         };
         match self.visit_index.get(&v.id) {
             Some(&i) => self.visits[i as usize] = visit,
@@ -207,7 +244,7 @@ impl SiteTraffic {
             return;
         };
         let event = Event {
-            ts,
+            ts: seconds(ts),
             visit,
             visitor: self.visits[visit as usize].visitor,
             name: self.dict.id(name),
@@ -220,7 +257,7 @@ impl SiteTraffic {
             self.events.push(event);
         } else {
             // Events arrive about in time order; keep them sorted.
-            let at = self.events.partition_point(|x| x.ts <= ts);
+            let at = self.events.partition_point(|x| i64::from(x.ts) <= ts);
             self.events.insert(at, event);
         }
     }
@@ -254,23 +291,32 @@ impl SiteTraffic {
         );
     }
 
+    /// The dictionary id of the visit's value of the `index`-th of the
+    /// [`VISIT_COLUMNS`].
+    fn column(&self, v: &Visit, index: usize) -> u32 {
+        match index {
+            0 | 1 => v.pages[index],
+            _ => self.attribute_sets[v.attributes as usize][index - 2],
+        }
+    }
+
     /// Events in `[start, end)`.
     fn events_in(&self, start: i64, end: i64) -> &[Event] {
-        let a = self.events.partition_point(|e| e.ts < start);
-        let b = self.events.partition_point(|e| e.ts < end);
+        let a = self.events.partition_point(|e| i64::from(e.ts) < start);
+        let b = self.events.partition_point(|e| i64::from(e.ts) < end);
         &self.events[a..b]
     }
 
     /// Drops events before `since` and visits no longer needed.
     fn trim(&mut self, since: i64) {
-        let cut = self.events.partition_point(|e| e.ts < since);
+        let cut = self.events.partition_point(|e| i64::from(e.ts) < since);
         self.events.drain(..cut);
         let mut keep = vec![false; self.visits.len()];
         for e in &self.events {
             keep[e.visit as usize] = true;
         }
         for (i, v) in self.visits.iter().enumerate() {
-            keep[i] |= v.last_seen_at >= since;
+            keep[i] |= i64::from(v.last_seen_at) >= since;
         }
         let mut remap = vec![u32::MAX; self.visits.len()];
         let mut visits = Vec::new();
@@ -280,12 +326,26 @@ impl SiteTraffic {
                 visits.push(v);
             }
         }
-        // Renumber visitors too, so the numbers stay as many as the visitors held.
+        // Renumber visitors and attribute sets too, so they stay as many as
+        // the visits held need.
         let mut numbers: IdMap<u32, u32> = IdMap::default();
+        let mut sets: IdMap<u32, u32> = IdMap::default();
+        let mut attribute_sets = Vec::new();
         for v in &mut visits {
             let next = numbers.len() as u32;
             v.visitor = *numbers.entry(v.visitor).or_insert(next);
+            let old = v.attributes;
+            v.attributes = *sets.entry(old).or_insert_with(|| {
+                attribute_sets.push(self.attribute_sets[old as usize]);
+                attribute_sets.len() as u32 - 1
+            });
         }
+        self.attribute_index = attribute_sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| (*set, i as u32))
+            .collect();
+        self.attribute_sets = attribute_sets;
         self.visitor_numbers = self
             .visitor_numbers
             .iter()
@@ -310,7 +370,7 @@ enum SiteState {
         visits: Vec<VisitRecord>,
         events: Vec<FedEvent>,
     },
-    Loaded(SiteTraffic),
+    Loaded(Box<SiteTraffic>),
 }
 
 pub struct RecentTraffic {
@@ -397,7 +457,7 @@ impl RecentTraffic {
                         ms = started.elapsed().as_millis() as u64,
                         "loaded recent traffic for filtered reports"
                     );
-                    sites.insert(site_id, SiteState::Loaded(traffic));
+                    sites.insert(site_id, SiteState::Loaded(Box::new(traffic)));
                 }
                 Err(e) => {
                     sites.remove(&site_id);
@@ -499,7 +559,7 @@ impl RecentTraffic {
             for v in q.visits(range) {
                 t.visits += 1;
                 t.bounces += i64::from(v.bounce);
-                t.visit_duration_sum += v.last_seen_at - v.started_at;
+                t.visit_duration_sum += v.duration();
             }
             t
         })
@@ -603,14 +663,14 @@ fn breakdown(
         Dimension::Visit(column) => {
             let c = column_index(column);
             for v in q.visits(range) {
-                let value = v.columns[c];
+                let value = site.column(v, c);
                 let r = rows.entry(value).or_default();
                 visitor_pairs.push(pair(value, v.visitor));
                 r.visits += 1;
-                r.pageviews += v.pageviews;
-                r.events += v.events;
+                r.pageviews += i64::from(v.pageviews);
+                r.events += i64::from(v.events);
                 r.bounces += i64::from(v.bounce);
-                r.visit_duration_sum += v.last_seen_at - v.started_at;
+                r.visit_duration_sum += v.duration();
             }
         }
     }
@@ -810,7 +870,7 @@ impl<'a> Scan<'a> {
     fn visit_matches(&self, v: &Visit) -> bool {
         self.visit_filters
             .iter()
-            .all(|(col, c)| self.matches(c, v.columns[*col]))
+            .all(|(col, c)| self.matches(c, self.site.column(v, *col)))
     }
 
     /// Action events in `range` matching every filter.
@@ -837,8 +897,8 @@ impl<'a> Scan<'a> {
             .iter()
             .enumerate()
             .filter(move |(i, v)| {
-                v.started_at >= range.start
-                    && v.started_at < range.end
+                i64::from(v.started_at) >= range.start
+                    && i64::from(v.started_at) < range.end
                     && self.visit_matches(v)
                     && had_event.as_ref().is_none_or(|s| s.contains(&(*i as u32)))
             })
@@ -958,6 +1018,71 @@ pub fn external_writes(conn: &Connection) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::VisitDims;
+
+    fn visit(id: i64, visitor: i64, at: i64, source: &str) -> VisitRecord {
+        VisitRecord {
+            id,
+            site_id: 1,
+            visitor_id: visitor,
+            seq: 1,
+            started_at: at,
+            last_seen_at: at + 60,
+            entry_page: Some("/".into()),
+            exit_page: Some("/b".into()),
+            pageviews: 2,
+            events: 0,
+            interactive: 0,
+            is_bounce: false,
+            dims: std::sync::Arc::new(VisitDims {
+                source: Some(source.into()),
+                ..VisitDims::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn trimming_keeps_the_window_intact() {
+        let mut site = SiteTraffic::new(0);
+        // Day 0: two visits from Google, one of them again on day 2; day 2:
+        // one from Bing.
+        let day = 86_400;
+        for (id, visitor, at, source) in [
+            (1, 10, 100, "Google"),
+            (2, 11, 200, "Google"),
+            (3, 10, 2 * day, "Google"),
+            (4, 12, 2 * day + 50, "Bing"),
+        ] {
+            site.upsert_visit(&visit(id, visitor, at, source));
+            for (dt, path) in [(0, "/"), (60, "/b")] {
+                site.add_event(at + dt, id, "pageview", path, None, true, false);
+            }
+        }
+        let recent = TimeRange {
+            start: 2 * day,
+            end: 3 * day,
+        };
+        let by_source = |site: &SiteTraffic| {
+            breakdown(site, recent, &Dimension::Visit("source"), &[], 10, 0)
+                .into_iter()
+                .map(|r| (r.value, r.visitors, r.visits, r.pageviews))
+                .collect::<Vec<_>>()
+        };
+        let pages = |site: &SiteTraffic| breakdown(site, recent, &Dimension::Page, &[], 10, 0);
+        let (before, pages_before) = (by_source(&site), pages(&site));
+        site.trim(day);
+        assert_eq!(by_source(&site), before);
+        assert_eq!(pages(&site), pages_before);
+        assert_eq!(site.events.len(), 4, "day 0's events are gone");
+        assert_eq!(site.visits.len(), 2);
+        assert_eq!(site.attribute_sets.len(), 2);
+        assert_eq!(site.visitor_numbers.len(), 2);
+        // Still kept current after trimming.
+        site.upsert_visit(&visit(5, 11, 2 * day + 100, "Google"));
+        site.add_event(2 * day + 100, 5, "pageview", "/", None, true, false);
+        let after = by_source(&site);
+        assert_eq!(after[0], (Some("Google".into()), 2, 2, 4));
+    }
 
     #[test]
     fn glob_has_one_wildcard() {
