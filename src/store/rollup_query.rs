@@ -98,9 +98,9 @@ impl Sum {
         Ok(())
     }
 
-    fn add_sketch(&mut self, bytes: Option<Vec<u8>>) {
-        if let Some(s) = bytes.and_then(|b| VisitorSketch::from_bytes(&b)) {
-            self.visitors.merge(&s);
+    fn add_sketch(&mut self, bytes: Option<&[u8]>) {
+        if let Some(b) = bytes {
+            self.visitors.merge_bytes(b);
         }
     }
 
@@ -174,7 +174,7 @@ pub fn totals(
         let mut rows = stmt.query(params![site_id, seg.grain, DIM_TOTALS, seg.start, seg.end])?;
         while let Some(r) = rows.next()? {
             sum.add_counts(r, 0)?;
-            sum.add_sketch(r.get(5)?);
+            sum.add_sketch(r.get_ref(5)?.as_blob_or_null().ok().flatten());
         }
     }
     for v in open_visits(conn, site_id, range, None)? {
@@ -217,7 +217,7 @@ pub fn series(
     while let Some(r) = rows.next()? {
         let sum = &mut sums[index_of(r.get(0)?)];
         sum.add_counts(r, 1)?;
-        sum.add_sketch(r.get(6)?);
+        sum.add_sketch(r.get_ref(6)?.as_blob_or_null().ok().flatten());
     }
     let whole = TimeRange {
         start: first.start,
@@ -306,7 +306,8 @@ pub fn breakdown(
     ranked.sort_by(|a, b| bound(&b.1).cmp(&bound(&a.1)).then_with(|| a.0.cmp(&b.0)));
     // Pass 2: visitors of the leading values, widening until settled.
     let need = (offset + limit).max(0) as usize;
-    let mut take = (need * 2 + 10).min(ranked.len());
+    // A few more than shown: widened below when a value left could overtake.
+    let mut take = (need + need / 2 + 5).min(ranked.len());
     let mut visitors: HashMap<String, i64> = HashMap::new();
     loop {
         let wanted: Vec<&str> = ranked[..take]
@@ -393,9 +394,8 @@ fn sketches_of(
         let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, list])?;
         while let Some(r) = rows.next()? {
             let value: String = r.get(0)?;
-            let bytes: Option<Vec<u8>> = r.get(1)?;
-            if let Some(s) = bytes.and_then(|b| VisitorSketch::from_bytes(&b)) {
-                out.entry(value).or_default().merge(&s);
+            if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
+                out.entry(value).or_default().merge_bytes(bytes);
             }
         }
     }
@@ -431,9 +431,8 @@ pub fn goal_visitors(
             ])?;
             while let Some(r) = rows.next()? {
                 count += r.get::<_, i64>(0)?;
-                let bytes: Option<Vec<u8>> = r.get(1)?;
-                if let Some(s) = bytes.and_then(|b| VisitorSketch::from_bytes(&b)) {
-                    union.merge(&s);
+                if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
+                    union.merge_bytes(bytes);
                 }
             }
         }

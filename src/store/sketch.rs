@@ -119,6 +119,29 @@ impl VisitorSketch {
         }
     }
 
+    /// Adds the visitors of a stored sketch, reading the registers in place
+    /// (queries merge many 16 KiB sketches). False when the bytes are not a
+    /// sketch; nothing is added then.
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> bool {
+        match (bytes.split_first(), &mut *self) {
+            (Some((&TAG_DENSE, body)), VisitorSketch::Dense(r))
+                if body.len() == REGISTERS && body.iter().all(|&x| x <= MAX_RANK) =>
+            {
+                for (x, y) in r.iter_mut().zip(body) {
+                    *x = (*x).max(*y);
+                }
+                true
+            }
+            _ => match VisitorSketch::from_bytes(bytes) {
+                Some(other) => {
+                    self.merge(&other);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
     /// Adds visitor ids one by one.
     pub fn insert_ids(&mut self, ids: &[i64]) {
         if !ids.is_empty() {
@@ -285,6 +308,9 @@ mod tests {
         for (x, y) in [(&a, &b), (&b, &a), (&small, &a)] {
             let mut u = VisitorSketch::from_bytes(&x.to_bytes()).unwrap();
             u.merge(y);
+            let mut v = x.clone();
+            assert!(v.merge_bytes(&y.to_bytes()));
+            assert_eq!(u, v, "merging stored bytes is merging the sketch");
             let want = if std::ptr::eq(x, &small) {
                 40_000
             } else {
