@@ -169,20 +169,21 @@ impl Ingestor {
     /// the events committed since then into the rollups (every second, and
     /// once more at shutdown).
     pub async fn flush(&self) {
-        // Events first: a visit is marked changed before its event is
-        // committed, so every visit of these events is in this batch of
-        // snapshots or an earlier one.
         if let Err(e) = self.upkeep_recent(store::now_unix()) {
             tracing::error!(error = %e, "keeping recent traffic failed");
         }
+        // Events first: a visit is marked changed before its event is
+        // committed, so every visit of these events is in this batch of
+        // snapshots or an earlier one.
         let events = self.feed.take();
         let dirty = self.sessions.take_dirty();
+        if let Err(e) = store::visits::write_snapshots(&self.writer, &dirty).await {
+            tracing::error!(error = %e, visits = dirty.len(), "writing visit snapshots failed");
+        }
+        // After the snapshots are written: a site that starts loading now
+        // either reads them from the database or gets them here.
         if let Some(recent) = &self.recent {
             recent.apply(&dirty, &events.0);
-        }
-        let n = dirty.len();
-        if let Err(e) = store::visits::write_snapshots(&self.writer, dirty).await {
-            tracing::error!(error = %e, visits = n, "writing visit snapshots failed");
         }
         let zones = match self.zones() {
             Ok(z) => z,

@@ -228,7 +228,8 @@ impl SiteTraffic {
         }
     }
 
-    /// Adds an event of a known visit (others started before the window).
+    /// Adds an event of a known visit (others started before the window);
+    /// false if the visit is not known.
     #[allow(clippy::too_many_arguments)]
     fn add_event(
         &mut self,
@@ -239,9 +240,9 @@ impl SiteTraffic {
         props: Option<&str>,
         first_view: bool,
         in_order: bool,
-    ) {
+    ) -> bool {
         let Some(&visit) = self.visit_index.get(&visit_id) else {
-            return;
+            return false;
         };
         let event = Event {
             ts: seconds(ts),
@@ -260,6 +261,7 @@ impl SiteTraffic {
             let at = self.events.partition_point(|x| i64::from(x.ts) <= ts);
             self.events.insert(at, event);
         }
+        true
     }
 
     fn props_of(&mut self, json: Option<&str>) -> u32 {
@@ -280,7 +282,7 @@ impl SiteTraffic {
     }
 
     fn apply_fed(&mut self, e: &FedEvent) {
-        self.add_event(
+        let _ = self.add_event(
             e.ts,
             e.visit_id,
             e.name.as_deref().unwrap_or("pageview"),
@@ -979,8 +981,7 @@ fn load_site(
     while let Some(r) = rows.next()? {
         let (name, path, props): (String, String, Option<String>) =
             (r.get(2)?, r.get(3)?, r.get(4)?);
-        read.insert(r.get(6)?);
-        site.add_event(
+        let added = site.add_event(
             r.get(0)?,
             r.get(1)?,
             &name,
@@ -989,6 +990,11 @@ fn load_site(
             r.get(5)?,
             true,
         );
+        // Only events held count as read: one whose visit row was not written
+        // yet is added when the feed hands it over.
+        if added {
+            read.insert(r.get(6)?);
+        }
     }
     Ok((site, read))
 }
@@ -1055,7 +1061,7 @@ mod tests {
         ] {
             site.upsert_visit(&visit(id, visitor, at, source));
             for (dt, path) in [(0, "/"), (60, "/b")] {
-                site.add_event(at + dt, id, "pageview", path, None, true, false);
+                assert!(site.add_event(at + dt, id, "pageview", path, None, true, false));
             }
         }
         let recent = TimeRange {
@@ -1079,7 +1085,7 @@ mod tests {
         assert_eq!(site.visitor_numbers.len(), 2);
         // Still kept current after trimming.
         site.upsert_visit(&visit(5, 11, 2 * day + 100, "Google"));
-        site.add_event(2 * day + 100, 5, "pageview", "/", None, true, false);
+        assert!(site.add_event(2 * day + 100, 5, "pageview", "/", None, true, false));
         let after = by_source(&site);
         assert_eq!(after[0], (Some("Google".into()), 2, 2, 4));
     }

@@ -57,7 +57,7 @@ const SNAPSHOTS_PER_COMMIT: usize = 256;
 /// Writes visit snapshots, a few hundred per transaction.
 pub async fn write_snapshots(
     writer: &EventWriter,
-    visits: Vec<VisitRecord>,
+    visits: &[VisitRecord],
 ) -> Result<(), WriteError> {
     for chunk in visits.chunks(SNAPSHOTS_PER_COMMIT) {
         let chunk: Arc<[VisitRecord]> = chunk.into();
