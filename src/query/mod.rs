@@ -56,8 +56,9 @@ pub struct Context {
     pub recent: Option<Arc<RecentTraffic>>,
 }
 
-/// Where a report's numbers come from: the rollups without filters, the raw
-/// tables with them. Built inside one read transaction.
+/// Where a report's numbers come from: the rollups without filters; with
+/// them, recent traffic in memory when it holds the site over the range, the
+/// raw tables otherwise. Built inside one read transaction.
 struct Source<'a> {
     conn: &'a Connection,
     site_id: i64,
