@@ -5,8 +5,11 @@ mod common;
 
 use common::*;
 
+/// A rollup row: key (site, grain, dim, bucket, value), counts, sketch.
+type RollupRow = (i64, i64, i64, i64, String, [i64; 5], Option<Vec<u8>>);
+
 /// Every rollup row, in key order, sketches included.
-fn rollup_rows(env: &Env) -> Vec<(i64, i64, i64, i64, String, [i64; 5], Option<Vec<u8>>)> {
+fn rollup_rows(env: &Env) -> Vec<RollupRow> {
     let db = env.db();
     let mut stmt = db
         .prepare(

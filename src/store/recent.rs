@@ -23,7 +23,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -368,7 +368,9 @@ impl SiteTraffic {
 
 enum SiteState {
     /// Being read from the database; what arrives meanwhile waits here.
+    /// `load` tells this load from an earlier one a reload replaced.
     Loading {
+        load: u64,
         visits: Vec<VisitRecord>,
         events: Vec<FedEvent>,
     },
@@ -379,6 +381,7 @@ pub struct RecentTraffic {
     days: i64,
     store: Store,
     sites: RwLock<HashMap<i64, SiteState>>,
+    loads: AtomicU64,
 }
 
 impl RecentTraffic {
@@ -389,6 +392,7 @@ impl RecentTraffic {
             days,
             store,
             sites: RwLock::new(HashMap::new()),
+            loads: AtomicU64::new(0),
         })
     }
 
@@ -420,6 +424,7 @@ impl RecentTraffic {
 
     /// Marks `site_id` loading and reads it on a thread of its own.
     fn start_load(self: &Arc<Self>, site_id: i64, now: i64) {
+        let load = self.loads.fetch_add(1, Ordering::Relaxed);
         {
             let mut sites = self.sites.write().expect("recent traffic");
             if matches!(sites.get(&site_id), Some(SiteState::Loading { .. })) {
@@ -428,6 +433,7 @@ impl RecentTraffic {
             sites.insert(
                 site_id,
                 SiteState::Loading {
+                    load,
                     visits: Vec::new(),
                     events: Vec::new(),
                 },
@@ -437,14 +443,25 @@ impl RecentTraffic {
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let since = this.since(now);
-            let loaded = this
-                .store
-                .reader()
-                .and_then(|conn| load_site(&conn, site_id, since, now));
+            // A panic must not leave the site loading for ever (collecting
+            // what arrives): it counts as a failed load.
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                this.store
+                    .reader()
+                    .and_then(|conn| load_site(&conn, site_id, since, now))
+                    .map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the load panicked".to_string()));
             let mut sites = this.sites.write().expect("recent traffic");
+            // Only the newest load of a site installs what it read.
+            let mine = matches!(sites.get(&site_id), Some(SiteState::Loading { load: l, .. }) if *l == load);
+            if !mine {
+                return;
+            }
             match loaded {
                 Ok((mut traffic, read)) => {
-                    if let Some(SiteState::Loading { visits, events }) = sites.remove(&site_id) {
+                    if let Some(SiteState::Loading { visits, events, .. }) = sites.remove(&site_id)
+                    {
                         for v in &visits {
                             traffic.upsert_visit(v);
                         }
