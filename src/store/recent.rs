@@ -30,15 +30,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rollups::FedEvent;
 use super::sites::GoalKind;
-use super::stats::VISIT_COLUMNS;
 use super::stats::{BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals};
+use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index as column_index};
 use super::{Store, StoreError, VisitRecord};
 
 /// Dictionary id of a missing value.
 const NONE: u32 = 0;
-
-/// Events that are not user actions are never counted, so never held.
-const NOT_AN_ACTION: &str = "engagement";
 
 /// A site unused this long is dropped from memory.
 const IDLE_SECS: i64 = 24 * 3600;
@@ -764,13 +761,6 @@ fn prop_key(dict: &Dictionary, key: &str) -> Option<u32> {
         return None;
     }
     dict.ids.get(key).copied()
-}
-
-fn column_index(column: &str) -> usize {
-    VISIT_COLUMNS
-        .iter()
-        .position(|c| *c == column)
-        .expect("a visit column")
 }
 
 fn prop_value(site: &SiteTraffic, e: &Event, key: u32) -> Option<u32> {

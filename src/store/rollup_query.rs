@@ -28,7 +28,7 @@ use super::rollups::{
 };
 use super::sites::GoalKind;
 use super::sketch::VisitorSketch;
-use super::stats::{BreakdownRow, Dimension, TimeRange, Totals};
+use super::stats::{BreakdownRow, Dimension, TimeRange, Totals, glob_of};
 
 /// One stretch of rows: a grain and a half-open range of bucket starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,7 +418,7 @@ pub fn goal_visitors(
     for goal in goals {
         let (dim, pattern) = match goal {
             GoalKind::Event(name) => (DIM_NAME, glob_literal(name)),
-            GoalKind::Page(path) => (DIM_PAGE, path.replace('[', "[[]").replace('?', "[?]")),
+            GoalKind::Page(path) => (DIM_PAGE, glob_of(path)),
         };
         for seg in &segments {
             let mut stmt = conn.prepare_cached(

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::calendar;
 use super::sketch::VisitorSketch;
-use super::stats::VISIT_COLUMNS;
+use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index};
 use super::{EventWriter, NewEvent, StoreError, VisitDims, VisitRecord, WriteError};
 
 pub const GRAIN_HOUR: i64 = 0;
@@ -41,20 +41,13 @@ const DIM_VISIT_FIRST: i64 = 10;
 /// characters are refused in keys at ingest, so the split is unambiguous.
 pub const PROP_SEP: char = '\u{1f}';
 
-/// Events that are not user actions (time-on-page reports) are not counted.
-const NOT_AN_ACTION: &str = "engagement";
-
 /// A visit is added to the rollups this long after its last event: the
 /// 30-minute visit timeout plus a margin for events still in flight.
 pub const VISIT_SETTLED_AFTER: i64 = 30 * 60 + 120;
 
 /// The dimension code of a visit attribute (one of [`VISIT_COLUMNS`]).
 pub fn visit_dim(column: &str) -> i64 {
-    let n = VISIT_COLUMNS
-        .iter()
-        .position(|c| *c == column)
-        .expect("a visit column");
-    DIM_VISIT_FIRST + n as i64
+    DIM_VISIT_FIRST + visit_column_index(column) as i64
 }
 
 /// The rollup value of a property.

@@ -73,8 +73,17 @@ pub struct BreakdownRow {
     pub visit_duration_sum: i64,
 }
 
-/// Events that are not user actions: they never count as events or visitors.
-const NOT_AN_ACTION: &str = "engagement";
+/// Events that are not user actions: they never count as events or visitors,
+/// in any read model.
+pub(super) const NOT_AN_ACTION: &str = "engagement";
+
+/// The position of a visit attribute in [`VISIT_COLUMNS`].
+pub(super) fn visit_column_index(column: &str) -> usize {
+    VISIT_COLUMNS
+        .iter()
+        .position(|c| *c == column)
+        .expect("a visit column")
+}
 
 /// What a filter looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,8 +193,7 @@ fn filter_sql(sql: &mut Sql, f: &Filter) {
             }
             (Some(v), _) if f.field == FilterField::Page && v.contains('*') => {
                 // `**` and `*` both become GLOB's `*`; `?` and `[` stay literal.
-                let glob = v.replace("**", "*").replace('[', "[[]").replace('?', "[?]");
-                sql.push(" GLOB ").arg(glob);
+                sql.push(" GLOB ").arg(glob_of(&v.replace("**", "*")));
             }
             (Some(v), _) => {
                 sql.push(" = ").arg(v.clone());
@@ -412,7 +420,8 @@ pub fn converted_visitors(
         .query_row(sql.params(), |r| r.get(0))?)
 }
 
-/// A page goal as a GLOB pattern: `*` stays a wildcard, `?` and `[` are literal.
-fn glob_of(path: &str) -> String {
+/// A page path with `*` wildcards as a GLOB pattern: `*` stays a wildcard,
+/// `?` and `[` are literal.
+pub(super) fn glob_of(path: &str) -> String {
     path.replace('[', "[[]").replace('?', "[?]")
 }
