@@ -31,12 +31,16 @@ fn expired_rows_are_removed_at_start_and_logged() {
          FROM events, n;",
     )
     .unwrap();
-    // Rollup rows of 61 and 59 days ago: 2500 of each, all grains.
+    // Rollup rows of 61 and 59 days ago: 2500 of each, all grains, with
+    // their visitor sketches.
     db.execute_batch(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
          INSERT INTO rollups (site_id, grain, dim, bucket, value, pageviews)
          SELECT 1, i % 3, 1, unixepoch() - d * 86400, '/p' || i, 1
-         FROM n, (SELECT 61 AS d UNION ALL SELECT 59);",
+         FROM n, (SELECT 61 AS d UNION ALL SELECT 59);
+         INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
+         SELECT site_id, grain, dim, bucket, value, X'0201000000' FROM rollups
+         WHERE value LIKE '/p%';",
     )
     .unwrap();
     drop(db);
@@ -59,7 +63,7 @@ fn expired_rows_are_removed_at_start_and_logged() {
     assert!(
         line.contains("events=5000")
             && line.contains("visits=1")
-            && line.contains("rollup_rows=2500"),
+            && line.contains("rollup_rows=5000"),
         "{line}"
     );
     drop(s);
@@ -75,6 +79,14 @@ fn expired_rows_are_removed_at_start_and_logged() {
     );
     assert_eq!(
         env.count("SELECT COUNT(*) FROM rollups WHERE value LIKE '/p%'"),
+        2500
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM rollup_sketches WHERE bucket < unixepoch() - 60 * 86400"),
+        0
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM rollup_sketches WHERE value LIKE '/p%'"),
         2500
     );
 }

@@ -14,8 +14,9 @@ fn rollup_rows(env: &Env) -> Vec<RollupRow> {
     let mut stmt = db
         .prepare(
             "SELECT site_id, grain, dim, bucket, value, visits, pageviews, events, bounces,
-                duration, visitors
-             FROM rollups ORDER BY site_id, grain, dim, bucket, value",
+                duration, s.visitors
+             FROM rollups LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
+             ORDER BY site_id, grain, dim, bucket, value",
         )
         .unwrap();
     stmt.query_map([], |r| {
@@ -61,6 +62,7 @@ fn rebuilt_rollups_equal_the_maintained_ones() {
     env.db()
         .execute_batch(
             "DELETE FROM rollups;
+             DELETE FROM rollup_sketches;
              UPDATE visits SET rolled = 0;
              INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all');",
         )

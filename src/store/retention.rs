@@ -67,7 +67,7 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
 }
 
 /// Deletes rollup rows whose bucket starts before `cutoff`: a month that
-/// began before it goes whole. Returns the rows removed.
+/// began before it goes whole. Returns the rows removed, sketches included.
 pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, WriteError> {
     let mut total = 0;
     loop {
@@ -82,21 +82,23 @@ pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, Writ
                 'all: for id in ids {
                     for grain in [GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH] {
                         for dim in dims.clone() {
-                            let left = BATCH - removed;
-                            if left <= 0 {
-                                break 'all;
+                            for table in ["rollups", "rollup_sketches"] {
+                                let left = BATCH - removed;
+                                if left <= 0 {
+                                    break 'all;
+                                }
+                                removed += tx
+                                    .prepare_cached(&format!(
+                                        "DELETE FROM {table}
+                                         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
+                                           AND bucket < ?4 AND (bucket, value) IN (
+                                            SELECT bucket, value FROM {table}
+                                            WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
+                                              AND bucket < ?4 LIMIT ?5)"
+                                    ))?
+                                    .execute(params![id, grain, dim, cutoff, left])?
+                                    as i64;
                             }
-                            removed += tx
-                                .prepare_cached(
-                                    "DELETE FROM rollups
-                                     WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket < ?4
-                                       AND (bucket, value) IN (
-                                        SELECT bucket, value FROM rollups
-                                        WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
-                                          AND bucket < ?4 LIMIT ?5)",
-                                )?
-                                .execute(params![id, grain, dim, cutoff, left])?
-                                as i64;
                         }
                     }
                 }

@@ -7,7 +7,8 @@
 //! in one read transaction, so the rollups and the open visits are the same
 //! instant's.
 //!
-//! Visitors come from merging the buckets' [`VisitorSketch`]es: exact up to
+//! Visitors come from merging the buckets' visitor sketches
+//! ([`super::sketch::VisitorSketch`], kept in `rollup_sketches`): exact up to
 //! [`super::sketch::SPARSE_MAX`] distinct visitors, within about 2% beyond.
 //! A breakdown needs the sketches of the values it shows only: values are
 //! ranked by an exact upper bound on their visitors (visits, pageviews or
@@ -27,7 +28,7 @@ use super::rollups::{
     visit_dim,
 };
 use super::sites::GoalKind;
-use super::sketch::VisitorSketch;
+use super::sketch::VisitorUnion;
 use super::stats::{BreakdownRow, Dimension, TimeRange, Totals, glob_of};
 
 /// One stretch of rows: a grain and a half-open range of bucket starts.
@@ -85,7 +86,7 @@ struct Sum {
     events: i64,
     bounces: i64,
     duration: i64,
-    visitors: VisitorSketch,
+    visitors: VisitorUnion,
 }
 
 impl Sum {
@@ -100,11 +101,11 @@ impl Sum {
 
     fn add_sketch(&mut self, bytes: Option<&[u8]>) {
         if let Some(b) = bytes {
-            self.visitors.merge_bytes(b);
+            self.visitors.add_bytes(b);
         }
     }
 
-    fn totals(&self) -> Totals {
+    fn totals(&mut self) -> Totals {
         Totals {
             // An estimate can overshoot; every visitor sent an event.
             visitors: self.visitors.count().min(self.pageviews + self.events),
@@ -168,8 +169,10 @@ pub fn totals(
     let mut sum = Sum::default();
     for seg in cover(tz, range) {
         let mut stmt = conn.prepare_cached(
-            "SELECT visits, pageviews, events, bounces, duration, visitors FROM rollups
-             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
+            "SELECT r.visits, r.pageviews, r.events, r.bounces, r.duration, s.visitors
+             FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
+             WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
+                AND r.bucket >= ?4 AND r.bucket < ?5",
         )?;
         let mut rows = stmt.query(params![site_id, seg.grain, DIM_TOTALS, seg.start, seg.end])?;
         while let Some(r) = rows.next()? {
@@ -210,8 +213,10 @@ pub fn series(
             .min(buckets.len() - 1)
     };
     let mut stmt = conn.prepare_cached(
-        "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
-         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
+        "SELECT r.bucket, r.visits, r.pageviews, r.events, r.bounces, r.duration, s.visitors
+         FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
+         WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
+            AND r.bucket >= ?4 AND r.bucket < ?5",
     )?;
     let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
     while let Some(r) = rows.next()? {
@@ -234,7 +239,7 @@ pub fn series(
         sum.bounces += r.get::<_, i64>(1)?;
         sum.duration += r.get::<_, i64>(2)?;
     }
-    Ok(sums.iter().map(Sum::totals).collect())
+    Ok(sums.iter_mut().map(Sum::totals).collect())
 }
 
 /// The rollup dimension and value filter of a breakdown.
@@ -322,7 +327,7 @@ pub fn breakdown(
             }
             let mut s = sketches.remove(value).unwrap_or_default();
             if let Some(ids) = open_ids.get(value) {
-                s.insert_ids(ids);
+                s.add_ids(ids);
             }
             // An estimate can overshoot; the bound is exact.
             visitors.insert(value.clone(), s.count().min(bound(sum)));
@@ -378,16 +383,15 @@ fn sketches_of(
     dim: i64,
     segments: &[Segment],
     values: &[&str],
-) -> Result<HashMap<String, VisitorSketch>, StoreError> {
-    let mut out: HashMap<String, VisitorSketch> = HashMap::new();
+) -> Result<HashMap<String, VisitorUnion>, StoreError> {
+    let mut out: HashMap<String, VisitorUnion> = HashMap::new();
     if values.is_empty() {
         return Ok(out);
     }
     let list = serde_json::to_string(values).expect("strings serialize");
     for seg in segments {
-        // The sketch column is read only for rows whose value matches.
         let mut stmt = conn.prepare_cached(
-            "SELECT value, visitors FROM rollups
+            "SELECT value, visitors FROM rollup_sketches
              WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
                 AND value IN (SELECT value FROM json_each(?6))",
         )?;
@@ -395,7 +399,7 @@ fn sketches_of(
         while let Some(r) = rows.next()? {
             let value: String = r.get(0)?;
             if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
-                out.entry(value).or_default().merge_bytes(bytes);
+                out.entry(value).or_default().add_bytes(bytes);
             }
         }
     }
@@ -412,7 +416,7 @@ pub fn goal_visitors(
     range: TimeRange,
     goals: &[GoalKind],
 ) -> Result<(i64, i64), StoreError> {
-    let mut union = VisitorSketch::default();
+    let mut union = VisitorUnion::default();
     let mut count = 0;
     let segments = cover(tz, range);
     for goal in goals {
@@ -422,9 +426,10 @@ pub fn goal_visitors(
         };
         for seg in &segments {
             let mut stmt = conn.prepare_cached(
-                "SELECT pageviews + events, visitors FROM rollups
-                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
-                    AND value GLOB ?6",
+                "SELECT r.pageviews + r.events, s.visitors
+                 FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
+                 WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
+                    AND r.bucket >= ?4 AND r.bucket < ?5 AND r.value GLOB ?6",
             )?;
             let mut rows = stmt.query(params![
                 site_id, seg.grain, dim, seg.start, seg.end, pattern
@@ -432,7 +437,7 @@ pub fn goal_visitors(
             while let Some(r) = rows.next()? {
                 count += r.get::<_, i64>(0)?;
                 if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
-                    union.merge_bytes(bytes);
+                    union.add_bytes(bytes);
                 }
             }
         }

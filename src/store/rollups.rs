@@ -308,32 +308,14 @@ pub fn visit_value<'a>(v: &'a VisitRecord, column: &str) -> Option<&'a str> {
 /// change has visitors.
 fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<(), StoreError> {
     let (site_id, grain, dim, bucket) = slot;
-    let sketch = if d.visitors.is_empty() {
-        None
-    } else {
-        let stored: Option<Option<Vec<u8>>> = conn
-            .prepare_cached(
-                "SELECT visitors FROM rollups
-                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket = ?4 AND value = ?5",
-            )?
-            .query_row(params![site_id, grain, dim, bucket, value], |r| r.get(0))
-            .optional()?;
-        let mut sketch = stored
-            .flatten()
-            .and_then(|b| VisitorSketch::from_bytes(&b))
-            .unwrap_or_default();
-        sketch.insert_ids(&d.visitors);
-        Some(sketch.to_bytes())
-    };
     conn.prepare_cached(
         "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews, events,
-            bounces, duration, visitors)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+            bounces, duration)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT DO UPDATE SET
             visits = visits + excluded.visits, pageviews = pageviews + excluded.pageviews,
             events = events + excluded.events, bounces = bounces + excluded.bounces,
-            duration = duration + excluded.duration,
-            visitors = COALESCE(excluded.visitors, visitors)",
+            duration = duration + excluded.duration",
     )?
     .execute(params![
         site_id,
@@ -346,7 +328,33 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
         d.events,
         d.bounces,
         d.duration,
-        sketch
+    ])?;
+    if d.visitors.is_empty() {
+        return Ok(());
+    }
+    let stored: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT visitors FROM rollup_sketches
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket = ?4 AND value = ?5",
+        )?
+        .query_row(params![site_id, grain, dim, bucket, value], |r| r.get(0))
+        .optional()?;
+    let mut sketch = stored
+        .and_then(|b| VisitorSketch::from_bytes(&b))
+        .unwrap_or_default();
+    sketch.insert_ids(&d.visitors);
+    conn.prepare_cached(
+        "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO UPDATE SET visitors = excluded.visitors",
+    )?
+    .execute(params![
+        site_id,
+        grain,
+        dim,
+        bucket,
+        value,
+        sketch.to_bytes()
     ])?;
     Ok(())
 }
@@ -581,6 +589,7 @@ pub fn rebuild(conn: &Connection, site_id: i64, now: i64) -> Result<(), StoreErr
     let zones = zones(conn)?;
     let tx = conn.unchecked_transaction()?;
     tx.execute("DELETE FROM rollups WHERE site_id = ?1", [site_id])?;
+    tx.execute("DELETE FROM rollup_sketches WHERE site_id = ?1", [site_id])?;
     tx.execute(
         "UPDATE visits SET rolled = 0 WHERE site_id = ?1 AND rolled = 1",
         [site_id],
