@@ -1,8 +1,10 @@
 -- Visitor sketches move out of `rollups` into a table of their own. In a
 -- WITHOUT ROWID table the first kilobyte of a large blob stays in the row,
 -- so a busy site's count rows were a kilobyte each and a breakdown's first
--- pass (counts only) read twenty times the pages it needed. Same key, same
--- meaning; a row without visitors has no sketch row.
+-- pass (counts only) read twenty times the pages it needed. Same key and
+-- meaning (a row without visitors has no sketch row), ordered by value
+-- before bucket: a breakdown reads the sketches of a few values over a
+-- range of buckets, each value's rows side by side.
 CREATE TABLE rollup_sketches (
     site_id   INTEGER NOT NULL,
     grain     INTEGER NOT NULL,
@@ -10,12 +12,13 @@ CREATE TABLE rollup_sketches (
     bucket    INTEGER NOT NULL,
     value     TEXT    NOT NULL,
     visitors  BLOB    NOT NULL,
-    PRIMARY KEY (site_id, grain, dim, bucket, value)
+    PRIMARY KEY (site_id, grain, dim, value, bucket)
 ) WITHOUT ROWID;
 
 INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
     SELECT site_id, grain, dim, bucket, value, visitors FROM rollups
-    WHERE visitors IS NOT NULL;
+    WHERE visitors IS NOT NULL
+    ORDER BY site_id, grain, dim, value, bucket;
 
 CREATE TABLE rollup_counts (
     site_id   INTEGER NOT NULL,

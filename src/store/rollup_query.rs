@@ -277,18 +277,24 @@ pub fn breakdown(
     // Pass 1: exact counts of every value; sketches stay on disk.
     let mut sums: HashMap<String, Sum> = HashMap::new();
     for seg in &segments {
+        // Summed here rather than with GROUP BY, which sorts the rows first.
         let mut stmt = conn.prepare_cached(
-            "SELECT value, SUM(visits), SUM(pageviews), SUM(events), SUM(bounces), SUM(duration)
-             FROM rollups
+            "SELECT value, visits, pageviews, events, bounces, duration FROM rollups
              WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
-                AND value >= ?6 AND value < ?7
-             GROUP BY value",
+                AND value >= ?6 AND value < ?7",
         )?;
         let mut rows = stmt.query(params![
             site_id, seg.grain, dim, seg.start, seg.end, low, high
         ])?;
         while let Some(r) = rows.next()? {
-            sums.entry(r.get(0)?).or_default().add_counts(r, 1)?;
+            let value = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            match sums.get_mut(value) {
+                Some(sum) => sum.add_counts(r, 1)?,
+                None => sums
+                    .entry(value.to_string())
+                    .or_default()
+                    .add_counts(r, 1)?,
+            }
         }
     }
     // Open visits, for a visit attribute.
@@ -385,21 +391,22 @@ fn sketches_of(
     values: &[&str],
 ) -> Result<HashMap<String, VisitorUnion>, StoreError> {
     let mut out: HashMap<String, VisitorUnion> = HashMap::new();
-    if values.is_empty() {
-        return Ok(out);
-    }
-    let list = serde_json::to_string(values).expect("strings serialize");
-    for seg in segments {
-        let mut stmt = conn.prepare_cached(
-            "SELECT value, visitors FROM rollup_sketches
-             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
-                AND value IN (SELECT value FROM json_each(?6))",
-        )?;
-        let mut rows = stmt.query(params![site_id, seg.grain, dim, seg.start, seg.end, list])?;
-        while let Some(r) = rows.next()? {
-            let value: String = r.get(0)?;
-            if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
-                out.entry(value).or_default().add_bytes(bytes);
+    // Sketches are keyed by value before bucket: one seek per value and
+    // segment, then that value's rows in order.
+    let mut stmt = conn.prepare_cached(
+        "SELECT visitors FROM rollup_sketches
+         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = ?4
+            AND bucket >= ?5 AND bucket < ?6",
+    )?;
+    for &value in values {
+        let union = out.entry(value.to_string()).or_default();
+        for seg in segments {
+            let mut rows =
+                stmt.query(params![site_id, seg.grain, dim, value, seg.start, seg.end])?;
+            while let Some(r) = rows.next()? {
+                if let Some(bytes) = r.get_ref(0)?.as_blob_or_null().ok().flatten() {
+                    union.add_bytes(bytes);
+                }
             }
         }
     }
