@@ -127,13 +127,12 @@ struct Event {
     first_view: bool,
 }
 
-/// A site's events in time order, column by column. A filtered report
-/// passes a share of the events in its range (a quarter, say) scattered
-/// through it: gathering those from whole 32-byte records fetches most of
-/// the memory anyway, while the two or three narrow columns a report reads
-/// stream through in order.
+/// Events column by column. A filtered report passes a share of the events
+/// in its range (a quarter, say): gathering those from whole 32-byte
+/// records would fetch most of the memory anyway, while the two or three
+/// narrow columns a report reads stream through.
 #[derive(Default)]
-struct EventLog {
+struct Columns {
     ts: Vec<u32>,
     attributes: Vec<u32>,
     visit: Vec<u32>,
@@ -148,12 +147,12 @@ struct EventLog {
 const PAGEVIEW: u8 = 1;
 const FIRST_VIEW: u8 = 2;
 
-impl EventLog {
+impl Columns {
     fn len(&self) -> usize {
         self.ts.len()
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, i: usize) -> Event {
         let flags = self.flags[i];
         Event {
@@ -181,24 +180,125 @@ impl EventLog {
         self.flags.insert(at, flags);
     }
 
-    /// Indexes of the events in `[start, end)`.
-    fn range(&self, start: i64, end: i64) -> std::ops::Range<usize> {
-        let a = self.ts.partition_point(|&t| i64::from(t) < start);
-        let b = self.ts.partition_point(|&t| i64::from(t) < end);
-        a..b.max(a)
+    /// Indexes of the events in `[start, end)` among `within`, whose times
+    /// are in order.
+    fn range(
+        &self,
+        within: std::ops::Range<usize>,
+        start: i64,
+        end: i64,
+    ) -> std::ops::Range<usize> {
+        let ts = &self.ts[within.clone()];
+        let a = ts.partition_point(|&t| i64::from(t) < start);
+        let b = ts.partition_point(|&t| i64::from(t) < end).max(a);
+        within.start + a..within.start + b
+    }
+}
+
+/// The events of one attribute set, `start..end` in [`EventLog::sorted`].
+struct Run {
+    set: u32,
+    start: u32,
+    end: u32,
+}
+
+/// A site's events, kept like a table clustered on (attribute set, time):
+/// a filter on visit attributes is answered once per run of one set and
+/// skips the runs it rejects whole, then reads the events it keeps in
+/// order, time-bounded by a binary search per run. Events arriving since
+/// the last compaction wait in a small time-ordered tail, read event by
+/// event.
+#[derive(Default)]
+struct EventLog {
+    sorted: Columns,
+    runs: Vec<Run>,
+    tail: Columns,
+}
+
+impl EventLog {
+    fn len(&self) -> usize {
+        self.sorted.len() + self.tail.len()
     }
 
-    /// Drops the events before `since`.
-    fn drop_before(&mut self, since: i64) {
-        let cut = self.ts.partition_point(|&t| i64::from(t) < since);
-        self.ts.drain(..cut);
-        self.attributes.drain(..cut);
-        self.visit.drain(..cut);
-        self.visitor.drain(..cut);
-        self.name.drain(..cut);
-        self.path.drain(..cut);
-        self.props.drain(..cut);
-        self.flags.drain(..cut);
+    /// Adds an event to the tail, in time order.
+    fn insert(&mut self, e: Event) {
+        let at = match self.tail.ts.last() {
+            Some(&last) if last > e.ts => self.tail.ts.partition_point(|&t| t <= e.ts),
+            _ => self.tail.len(),
+        };
+        self.tail.insert(at, e);
+    }
+
+    /// Calls `f` with every event in `[start, end)` whose attribute set
+    /// `keep_set` accepts.
+    #[inline]
+    fn for_each(
+        &self,
+        start: i64,
+        end: i64,
+        mut keep_set: impl FnMut(u32) -> bool,
+        mut f: impl FnMut(Event),
+    ) {
+        for run in &self.runs {
+            if keep_set(run.set) {
+                let within = run.start as usize..run.end as usize;
+                for i in self.sorted.range(within, start, end) {
+                    f(self.sorted.get(i));
+                }
+            }
+        }
+        for i in self.tail.range(0..self.tail.len(), start, end) {
+            if keep_set(self.tail.attributes[i]) {
+                f(self.tail.get(i));
+            }
+        }
+    }
+
+    /// Every event, in no particular order.
+    fn all(&self) -> impl Iterator<Item = Event> + '_ {
+        (0..self.sorted.len())
+            .map(|i| self.sorted.get(i))
+            .chain((0..self.tail.len()).map(|i| self.tail.get(i)))
+    }
+
+    /// Rebuilds the log from `events`, clustered on (attribute set, time).
+    fn from_events(mut events: Vec<Event>) -> EventLog {
+        events.sort_unstable_by_key(|e| (e.attributes, e.ts, e.visit));
+        let mut sorted = Columns::default();
+        let mut runs: Vec<Run> = Vec::new();
+        for e in events {
+            let i = sorted.len() as u32;
+            match runs.last_mut() {
+                Some(run) if run.set == e.attributes => run.end = i + 1,
+                _ => runs.push(Run {
+                    set: e.attributes,
+                    start: i,
+                    end: i + 1,
+                }),
+            }
+            sorted.insert(sorted.len(), e);
+        }
+        EventLog {
+            sorted,
+            runs,
+            tail: Columns::default(),
+        }
+    }
+
+    /// Folds the tail into the clustered part.
+    fn compact(&mut self) {
+        if self.tail.len() > 0 {
+            *self = EventLog::from_events(self.all().collect());
+        }
+    }
+
+    /// Compacts once the tail is large enough to slow scans down: a few
+    /// times a day for a busy site, and never costs more than the events
+    /// added since the last time, in the long run.
+    fn compact_if_large(&mut self) {
+        if self.tail.len() > (self.sorted.len() / 8).max(1 << 16) {
+            self.compact();
+        }
     }
 }
 
@@ -306,7 +406,6 @@ impl SiteTraffic {
 
     /// Adds an event of a known visit (others started before the window);
     /// false if the visit is not known.
-    #[allow(clippy::too_many_arguments)]
     fn add_event(
         &mut self,
         ts: i64,
@@ -315,7 +414,6 @@ impl SiteTraffic {
         path: &str,
         props: Option<&str>,
         first_view: bool,
-        in_order: bool,
     ) -> bool {
         let Some(&visit) = self.visit_index.get(&visit_id) else {
             return false;
@@ -331,13 +429,7 @@ impl SiteTraffic {
             pageview: name == "pageview",
             first_view,
         };
-        let at = if in_order {
-            self.events.len()
-        } else {
-            // Events arrive about in time order; keep them sorted.
-            self.events.ts.partition_point(|&t| i64::from(t) <= ts)
-        };
-        self.events.insert(at, event);
+        self.events.insert(event);
         true
     }
 
@@ -366,7 +458,6 @@ impl SiteTraffic {
             &e.path,
             e.props.as_deref(),
             e.first_view,
-            false,
         );
     }
 
@@ -381,10 +472,14 @@ impl SiteTraffic {
 
     /// Drops events before `since` and visits no longer needed.
     fn trim(&mut self, since: i64) {
-        self.events.drop_before(since);
+        let mut events: Vec<Event> = self
+            .events
+            .all()
+            .filter(|e| i64::from(e.ts) >= since)
+            .collect();
         let mut keep = vec![false; self.visits.len()];
-        for &visit in &self.events.visit {
-            keep[visit as usize] = true;
+        for e in &events {
+            keep[e.visit as usize] = true;
         }
         for (i, v) in self.visits.iter().enumerate() {
             keep[i] |= i64::from(v.last_seen_at) >= since;
@@ -422,13 +517,12 @@ impl SiteTraffic {
             .iter()
             .filter_map(|(id, n)| numbers.get(n).map(|m| (*id, *m)))
             .collect();
-        let log = &mut self.events;
-        for i in 0..log.len() {
-            let visit = remap[log.visit[i] as usize];
-            log.visit[i] = visit;
-            log.visitor[i] = visits[visit as usize].visitor;
-            log.attributes[i] = visits[visit as usize].attributes;
+        for e in &mut events {
+            e.visit = remap[e.visit as usize];
+            e.visitor = visits[e.visit as usize].visitor;
+            e.attributes = visits[e.visit as usize].attributes;
         }
+        self.events = EventLog::from_events(events);
         self.visit_index = visits
             .iter()
             .enumerate()
@@ -597,6 +691,11 @@ impl RecentTraffic {
                 None => {}
             }
         }
+        for state in sites.values_mut() {
+            if let SiteState::Loaded(t) = state {
+                t.events.compact_if_large();
+            }
+        }
     }
 
     /// Drops what has left the window and sites unused for a day (hourly).
@@ -704,9 +803,12 @@ impl RecentTraffic {
 }
 
 /// Breakdown rows in the making, one per value seen, found through a table
-/// indexed by dictionary id rather than a hash per event.
+/// indexed by dictionary id rather than a hash per event. That table spans
+/// the whole dictionary, so a small direct-mapped cache in front of it
+/// answers the few values a breakdown sees over and over.
 struct Rows {
     slot_of: Vec<u32>,
+    cache: Box<[(u32, u32); 1024]>,
     values: Vec<u32>,
     rows: Vec<BreakdownRow>,
 }
@@ -715,18 +817,25 @@ impl Rows {
     fn new(dict_len: usize) -> Rows {
         Rows {
             slot_of: vec![u32::MAX; dict_len],
+            cache: Box::new([(u32::MAX, 0); 1024]),
             values: Vec::new(),
             rows: Vec::new(),
         }
     }
 
+    #[inline]
     fn slot(&mut self, value: u32) -> u32 {
+        let cached = &mut self.cache[value as usize % 1024];
+        if cached.0 == value {
+            return cached.1;
+        }
         let slot = &mut self.slot_of[value as usize];
         if *slot == u32::MAX {
             *slot = self.rows.len() as u32;
             self.values.push(value);
             self.rows.push(BreakdownRow::default());
         }
+        *cached = (value, *slot);
         *slot
     }
 }
@@ -1076,55 +1185,37 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// Indexes of the events in `range` whose visits pass the filters on
-    /// visit attributes, in order. A filter passes a share of events that no
-    /// branch predictor guesses, so the answers are gathered without a
-    /// branch per event; the events that pass are read after, in order,
-    /// which the memory prefetcher follows well.
-    fn passing(&self, range: TimeRange) -> Vec<u32> {
-        let log = &self.site.events;
-        let span = log.range(range.start, range.end);
-        let mut out = vec![0u32; span.len()];
-        let mut n = 0;
-        let pass: Vec<u8> = (0..self.site.attribute_sets.len() as u32)
-            .map(|set| u8::from(self.set_matches(set)))
-            .collect();
-        for (i, &set) in span.clone().zip(&log.attributes[span]) {
-            out[n] = i as u32;
-            n += usize::from(pass[set as usize]);
-        }
-        out.truncate(n);
-        out
-    }
-
     /// Calls `f` with each action event in `range` matching every filter.
     fn each_event(&self, range: TimeRange, mut f: impl FnMut(Event)) {
-        let log = &self.site.events;
-        let mut offer = |i: usize| {
-            let e = log.get(i);
-            if self.pages_match(e.visit) && self.event_matches(&e) {
-                f(e);
-            }
-        };
-        if self.set_filters.is_empty() {
-            log.range(range.start, range.end).for_each(&mut offer);
-        } else {
-            for i in self.passing(range) {
-                offer(i as usize);
-            }
-        }
+        let plain = self.page_filters.is_empty() && self.event_filters.is_empty();
+        self.site.events.for_each(
+            range.start,
+            range.end,
+            |set| self.set_matches(set),
+            |e| {
+                if plain || (self.pages_match(e.visit) && self.event_matches(&e)) {
+                    f(e);
+                }
+            },
+        );
     }
 
     /// Visits started in `range` matching the visit filters and, with event
     /// filters, having a matching event up to a day past the range.
     fn visits(&'a self, range: TimeRange) -> impl Iterator<Item = &'a Visit> + 'a {
         let had_event: Option<IdSet<u32>> = (!self.event_filters.is_empty()).then(|| {
-            let log = &self.site.events;
-            log.range(range.start, range.end + 86_400)
-                .map(|i| log.get(i))
-                .filter(|e| self.event_matches(e))
-                .map(|e| e.visit)
-                .collect()
+            let mut visits = IdSet::default();
+            self.site.events.for_each(
+                range.start,
+                range.end + 86_400,
+                |_| true,
+                |e| {
+                    if self.event_matches(&e) {
+                        visits.insert(e.visit);
+                    }
+                },
+            );
+            visits
         });
         self.site
             .visits
@@ -1220,7 +1311,6 @@ fn load_site(
             &path,
             props.as_deref(),
             r.get(5)?,
-            true,
         );
         // Only events held count as read: one whose visit row was not written
         // yet is added when the feed hands it over.
@@ -1228,6 +1318,7 @@ fn load_site(
             read.insert(r.get(6)?);
         }
     }
+    site.events.compact();
     Ok((site, read))
 }
 
@@ -1293,7 +1384,7 @@ mod tests {
         ] {
             site.upsert_visit(&visit(id, visitor, at, source));
             for (dt, path) in [(0, "/"), (60, "/b")] {
-                assert!(site.add_event(at + dt, id, "pageview", path, None, true, false));
+                assert!(site.add_event(at + dt, id, "pageview", path, None, true));
             }
         }
         let recent = TimeRange {
@@ -1317,7 +1408,7 @@ mod tests {
         assert_eq!(site.visitor_numbers.len(), 2);
         // Still kept current after trimming.
         site.upsert_visit(&visit(5, 11, 2 * day + 100, "Google"));
-        assert!(site.add_event(2 * day + 100, 5, "pageview", "/", None, true, false));
+        assert!(site.add_event(2 * day + 100, 5, "pageview", "/", None, true));
         let after = by_source(&site);
         assert_eq!(after[0], (Some("Google".into()), 2, 2, 4));
     }

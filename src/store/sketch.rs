@@ -163,12 +163,19 @@ impl VisitorSketch {
                     .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect(),
             )),
-            TAG_DENSE if body.len() == REGISTERS && body.iter().all(|&r| r <= MAX_RANK) => {
+            TAG_DENSE if registers_valid(body) => {
                 Some(VisitorSketch::Dense(body.into()))
             }
             _ => None,
         }
     }
+}
+
+/// Whether `body` is a register array. The largest register is found by a
+/// fold rather than `all`, whose early exit keeps it from running on wide
+/// vectors: a query checks hundreds of these.
+fn registers_valid(body: &[u8]) -> bool {
+    body.len() == REGISTERS && body.iter().fold(0, |m, &x| m.max(x)) <= MAX_RANK
 }
 
 /// The union of many stored sketches, as one query builds it: dozens to
@@ -202,7 +209,7 @@ impl VisitorUnion {
             return false;
         };
         match tag {
-            TAG_DENSE if body.len() == REGISTERS && body.iter().all(|&x| x <= MAX_RANK) => {
+            TAG_DENSE if registers_valid(body) => {
                 // A dense sketch holds more than SPARSE_MAX visitors already.
                 self.dense = true;
                 let hashes = std::mem::take(&mut self.hashes);
