@@ -31,6 +31,9 @@ CREATE TABLE rollup_counts (
     events    INTEGER NOT NULL DEFAULT 0,
     bounces   INTEGER NOT NULL DEFAULT 0,
     duration  INTEGER NOT NULL DEFAULT 0,
+    -- This row's own distinct visitors, counted from its sketch whenever
+    -- the sketch changes: a series of days reads one number per day.
+    visitors  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, grain, dim, bucket, value)
 ) WITHOUT ROWID;
 
@@ -41,3 +44,10 @@ INSERT INTO rollup_counts (site_id, grain, dim, bucket, value, visits, pageviews
 
 DROP TABLE rollups;
 ALTER TABLE rollup_counts RENAME TO rollups;
+
+-- Week rows (grain 3: local weeks from Monday) are new: a 30-day report
+-- reads four weeks and a few days instead of thirty days. They, and each
+-- row's visitors, are built with everything else by a rebuild at the next
+-- start.
+INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;

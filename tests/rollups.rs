@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 /// A rollup row: key (site, grain, dim, bucket, value), counts, sketch.
-type RollupRow = (i64, i64, i64, i64, String, [i64; 5], Option<Vec<u8>>);
+type RollupRow = (i64, i64, i64, i64, String, [i64; 6], Option<Vec<u8>>);
 
 /// Every rollup row, in key order, sketches included.
 fn rollup_rows(env: &Env) -> Vec<RollupRow> {
@@ -14,8 +14,8 @@ fn rollup_rows(env: &Env) -> Vec<RollupRow> {
     let mut stmt = db
         .prepare(
             "SELECT site_id, grain, dim, bucket, value, visits, pageviews, events, bounces,
-                duration, s.visitors
-             FROM rollups LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
+                duration, r.visitors, s.visitors
+             FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
              ORDER BY site_id, grain, dim, bucket, value",
         )
         .unwrap();
@@ -26,8 +26,15 @@ fn rollup_rows(env: &Env) -> Vec<RollupRow> {
             r.get(2)?,
             r.get(3)?,
             r.get(4)?,
-            [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
-            r.get(10)?,
+            [
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+            ],
+            r.get(11)?,
         ))
     })
     .unwrap()

@@ -83,6 +83,16 @@ pub fn day_start(tz: Tz, ts: i64) -> i64 {
     midnight(tz, local_date(tz, ts))
 }
 
+/// Start of the local week (from Monday) holding `ts`.
+pub fn week_start(tz: Tz, ts: i64) -> i64 {
+    midnight(tz, monday_of(local_date(tz, ts)))
+}
+
+/// The Monday on or before `day`.
+pub fn monday_of(day: NaiveDate) -> NaiveDate {
+    day - chrono::Days::new(u64::from(day.weekday().num_days_from_monday()))
+}
+
 /// Start of the local month holding `ts`.
 pub fn month_start(tz: Tz, ts: i64) -> i64 {
     midnight(tz, first_of_month(local_date(tz, ts)))
@@ -120,6 +130,11 @@ mod tests {
             midnight(berlin, NaiveDate::from_ymd_opt(2024, 10, 27).unwrap())
         );
         assert!(month_start(berlin, first) < day_start(berlin, first));
+        // That Sunday's week began on Monday the 21st, local midnight.
+        assert_eq!(
+            week_start(berlin, first),
+            midnight(berlin, NaiveDate::from_ymd_opt(2024, 10, 21).unwrap())
+        );
         // Lord Howe, 2026-10-04: 02:00 (+10:30) jumps to 02:30 (+11). The
         // local hour 02 begins at the jump, as the report's hour bucket does.
         let howe = zone("Australia/Lord_Howe");

@@ -229,27 +229,28 @@ impl EventLog {
         self.tail.insert(at, e);
     }
 
-    /// Calls `f` with every event in `[start, end)` whose attribute set
-    /// `keep_set` accepts.
+    /// Calls `f` with the columns and index of every event in `[start, end)`
+    /// whose attribute set `keep_set` accepts. `f` reads only the columns it
+    /// needs.
     #[inline]
     fn for_each(
         &self,
         start: i64,
         end: i64,
         mut keep_set: impl FnMut(u32) -> bool,
-        mut f: impl FnMut(Event),
+        mut f: impl FnMut(&Columns, usize),
     ) {
         for run in &self.runs {
             if keep_set(run.set) {
                 let within = run.start as usize..run.end as usize;
                 for i in self.sorted.range(within, start, end) {
-                    f(self.sorted.get(i));
+                    f(&self.sorted, i);
                 }
             }
         }
         for i in self.tail.range(0..self.tail.len(), start, end) {
             if keep_set(self.tail.attributes[i]) {
-                f(self.tail.get(i));
+                f(&self.tail, i);
             }
         }
     }
@@ -737,9 +738,9 @@ impl RecentTraffic {
             let q = Scan::new(site, filters);
             let mut visitors = Bitmap::new(site.visitor_numbers.len());
             let mut t = Totals::default();
-            q.each_event(range, |e| {
-                visitors.insert(e.visitor);
-                if e.pageview {
+            q.each_event(range, |c, i| {
+                visitors.insert(c.visitor[i]);
+                if c.flags[i] & PAGEVIEW != 0 {
                     t.pageviews += 1;
                 } else {
                     t.events += 1;
@@ -783,7 +784,8 @@ impl RecentTraffic {
             let mut visitors = Bitmap::new(site.visitor_numbers.len());
             let mut count = 0;
             let mut memo: IdMap<(u32, u32), bool> = IdMap::default();
-            q.each_event(range, |e| {
+            q.each_event(range, |c, i| {
+                let e = c.get(i);
                 let done = *memo.entry((e.name, e.path)).or_insert_with(|| {
                     let name = site.dict.get(e.name).unwrap_or("");
                     let path = site.dict.get(e.path).unwrap_or("");
@@ -897,14 +899,15 @@ fn breakdown(
     match dimension {
         Dimension::Page | Dimension::EventName => {
             let pages = matches!(dimension, Dimension::Page);
-            q.each_event(range, |e| {
-                if e.pageview != pages {
+            q.each_event(range, |c, i| {
+                let flags = c.flags[i];
+                if (flags & PAGEVIEW != 0) != pages {
                     return;
                 }
-                let slot = rows.slot(if pages { e.path } else { e.name });
-                visitor_pairs.push((slot, e.visitor));
+                let slot = rows.slot(if pages { c.path[i] } else { c.name[i] });
+                visitor_pairs.push((slot, c.visitor[i]));
                 let r = &mut rows.rows[slot as usize];
-                r.visits += i64::from(e.first_view);
+                r.visits += i64::from(flags & FIRST_VIEW != 0);
                 if pages {
                     r.pageviews += 1;
                 } else {
@@ -916,7 +919,8 @@ fn breakdown(
             let Some(key) = prop_key(&site.dict, key) else {
                 return Vec::new();
             };
-            q.each_event(range, |e| {
+            q.each_event(range, |c, i| {
+                let e = c.get(i);
                 let Some(value) = prop_value(site, &e, key) else {
                     return;
                 };
@@ -1185,16 +1189,21 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// Calls `f` with each action event in `range` matching every filter.
-    fn each_event(&self, range: TimeRange, mut f: impl FnMut(Event)) {
+    /// Calls `f` with the columns and index of each action event in `range`
+    /// matching every filter.
+    #[inline]
+    fn each_event(&self, range: TimeRange, mut f: impl FnMut(&Columns, usize)) {
         let plain = self.page_filters.is_empty() && self.event_filters.is_empty();
         self.site.events.for_each(
             range.start,
             range.end,
             |set| self.set_matches(set),
-            |e| {
-                if plain || (self.pages_match(e.visit) && self.event_matches(&e)) {
-                    f(e);
+            |c, i| {
+                if plain || {
+                    let e = c.get(i);
+                    self.pages_match(e.visit) && self.event_matches(&e)
+                } {
+                    f(c, i);
                 }
             },
         );
@@ -1209,9 +1218,9 @@ impl<'a> Scan<'a> {
                 range.start,
                 range.end + 86_400,
                 |_| true,
-                |e| {
-                    if self.event_matches(&e) {
-                        visits.insert(e.visit);
+                |c, i| {
+                    if self.event_matches(&c.get(i)) {
+                        visits.insert(c.visit[i]);
                     }
                 },
             );

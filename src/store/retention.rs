@@ -5,7 +5,8 @@
 use rusqlite::params;
 
 use super::rollups::{
-    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, visit_dim,
+    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
+    visit_dim,
 };
 use super::stats::VISIT_COLUMNS;
 use super::{EventWriter, StoreError, WriteError};
@@ -80,7 +81,7 @@ pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, Writ
                 let mut removed = 0;
                 // Per site, grain and dimension, so the key bounds each delete.
                 'all: for id in ids {
-                    for grain in [GRAIN_HOUR, GRAIN_DAY, GRAIN_MONTH] {
+                    for grain in [GRAIN_HOUR, GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH] {
                         for dim in dims.clone() {
                             for table in ["rollups", "rollup_sketches"] {
                                 let left = BATCH - removed;

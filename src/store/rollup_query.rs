@@ -17,15 +17,15 @@
 
 use std::collections::HashMap;
 
-use chrono::{Days, Months};
+use chrono::{Days, Months, NaiveDate};
 use chrono_tz::Tz;
 use rusqlite::{Connection, params};
 
 use super::StoreError;
-use super::calendar::{self, first_of_month, local_date, midnight};
+use super::calendar::{self, first_of_month, local_date, midnight, monday_of};
 use super::rollups::{
-    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, PROP_SEP,
-    visit_dim,
+    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
+    PROP_SEP, visit_dim,
 };
 use super::sites::GoalKind;
 use super::sketch::VisitorUnion;
@@ -40,7 +40,8 @@ pub struct Segment {
 }
 
 /// The rows covering `range` (local midnights to local midnights): whole
-/// local months as month rows, the days around them as day rows.
+/// local months as month rows, whole weeks (from Monday) around them as week
+/// rows, the days left as day rows.
 pub fn cover(tz: Tz, range: TimeRange) -> Vec<Segment> {
     if range.end <= range.start {
         return Vec::new();
@@ -50,31 +51,73 @@ pub fn cover(tz: Tz, range: TimeRange) -> Vec<Segment> {
     if midnight(tz, month) < range.start {
         month = month + Months::new(1);
     }
-    let months_from = midnight(tz, month);
-    let mut months_to = months_from;
+    let months = whole_units(tz, month, range.end, |d| d + Months::new(1));
+    let mut out = Vec::new();
+    match months {
+        Some((from, to)) => {
+            out.extend(weeks_and_days(tz, range.start, from));
+            out.push(Segment {
+                grain: GRAIN_MONTH,
+                start: from,
+                end: to,
+            });
+            out.extend(weeks_and_days(tz, to, range.end));
+        }
+        None => out.extend(weeks_and_days(tz, range.start, range.end)),
+    }
+    out
+}
+
+/// The stretch from the local midnight of `first` to the last of
+/// `first`, `next(first)`, … at or before `end`; `None` when not even one
+/// unit fits.
+fn whole_units(
+    tz: Tz,
+    first: NaiveDate,
+    end: i64,
+    next: impl Fn(NaiveDate) -> NaiveDate,
+) -> Option<(i64, i64)> {
+    let from = midnight(tz, first);
+    let (mut unit, mut to) = (first, from);
     loop {
-        let next = midnight(tz, month + Months::new(1));
-        if next > range.end {
+        let after = midnight(tz, next(unit));
+        if after > end {
             break;
         }
-        months_to = next;
-        month = month + Months::new(1);
+        to = after;
+        unit = next(unit);
     }
-    if months_to == months_from {
-        return vec![Segment {
-            grain: GRAIN_DAY,
-            start: range.start,
-            end: range.end,
-        }];
+    (to > from).then_some((from, to))
+}
+
+/// Week rows for the whole weeks in `[start, end)`, day rows around them.
+fn weeks_and_days(tz: Tz, start: i64, end: i64) -> Vec<Segment> {
+    if end <= start {
+        return Vec::new();
     }
+    let mut monday = monday_of(local_date(tz, start));
+    if midnight(tz, monday) < start {
+        monday = monday + Days::new(7);
+    }
+    let day = |start, end| Segment {
+        grain: GRAIN_DAY,
+        start,
+        end,
+    };
+    let Some((from, to)) = whole_units(tz, monday, end, |d| d + Days::new(7)) else {
+        return vec![day(start, end)];
+    };
     [
-        (GRAIN_DAY, range.start, months_from),
-        (GRAIN_MONTH, months_from, months_to),
-        (GRAIN_DAY, months_to, range.end),
+        day(start, from),
+        Segment {
+            grain: GRAIN_WEEK,
+            start: from,
+            end: to,
+        },
+        day(to, end),
     ]
     .into_iter()
-    .filter(|(_, s, e)| s < e)
-    .map(|(grain, start, end)| Segment { grain, start, end })
+    .filter(|s| s.start < s.end)
     .collect()
 }
 
@@ -87,6 +130,8 @@ struct Sum {
     bounces: i64,
     duration: i64,
     visitors: VisitorUnion,
+    /// The visitors of a sum of one row, as stored with it.
+    stored_visitors: Option<i64>,
 }
 
 impl Sum {
@@ -108,7 +153,10 @@ impl Sum {
     fn totals(&mut self) -> Totals {
         Totals {
             // An estimate can overshoot; every visitor sent an event.
-            visitors: self.visitors.count().min(self.pageviews + self.events),
+            visitors: self
+                .stored_visitors
+                .unwrap_or_else(|| self.visitors.count())
+                .min(self.pageviews + self.events),
             pageviews: self.pageviews,
             events: self.events,
             visits: self.visits,
@@ -212,17 +260,36 @@ pub fn series(
             .partition_point(|b| b.end <= ts)
             .min(buckets.len() - 1)
     };
+    // A bucket is one row (its visitors are stored with it) except around
+    // a DST change, where two rows share one; those merge their sketches.
+    let mut rows_of: Vec<Vec<(i64, i64)>> = vec![Vec::new(); buckets.len()];
     let mut stmt = conn.prepare_cached(
-        "SELECT r.bucket, r.visits, r.pageviews, r.events, r.bounces, r.duration, s.visitors
-         FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
-         WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
-            AND r.bucket >= ?4 AND r.bucket < ?5",
+        "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
+         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
     )?;
     let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
     while let Some(r) = rows.next()? {
-        let sum = &mut sums[index_of(r.get(0)?)];
-        sum.add_counts(r, 1)?;
-        sum.add_sketch(r.get_ref(6)?.as_blob_or_null().ok().flatten());
+        let bucket: i64 = r.get(0)?;
+        let i = index_of(bucket);
+        sums[i].add_counts(r, 1)?;
+        rows_of[i].push((bucket, r.get(6)?));
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT visitors FROM rollup_sketches
+         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = '' AND bucket = ?4",
+    )?;
+    for (sum, rows) in sums.iter_mut().zip(&rows_of) {
+        match rows.as_slice() {
+            [(_, visitors)] => sum.stored_visitors = Some(*visitors),
+            _ => {
+                for (bucket, _) in rows {
+                    let mut found = stmt.query(params![site_id, grain, DIM_TOTALS, bucket])?;
+                    while let Some(r) = found.next()? {
+                        sum.add_sketch(r.get_ref(0)?.as_blob_or_null().ok().flatten());
+                    }
+                }
+            }
+        }
     }
     let whole = TimeRange {
         start: first.start,
@@ -472,9 +539,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn whole_months_use_month_rows() {
+    fn whole_months_and_weeks_use_their_rows() {
         let tz = calendar::zone("Europe/Berlin");
         let d = |y, m, d| midnight(tz, chrono::NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        let seg = |grain, start, end| Segment { grain, start, end };
+        // 2024-01-15 is a Monday; 2024-01-29 too, and its week runs into
+        // February, so it stays days.
         let range = TimeRange {
             start: d(2024, 1, 15),
             end: d(2024, 4, 3),
@@ -482,32 +552,41 @@ mod tests {
         assert_eq!(
             cover(tz, range),
             vec![
-                Segment {
-                    grain: GRAIN_DAY,
-                    start: d(2024, 1, 15),
-                    end: d(2024, 2, 1)
-                },
-                Segment {
-                    grain: GRAIN_MONTH,
-                    start: d(2024, 2, 1),
-                    end: d(2024, 4, 1)
-                },
-                Segment {
-                    grain: GRAIN_DAY,
-                    start: d(2024, 4, 1),
-                    end: d(2024, 4, 3)
-                },
+                seg(GRAIN_WEEK, d(2024, 1, 15), d(2024, 1, 29)),
+                seg(GRAIN_DAY, d(2024, 1, 29), d(2024, 2, 1)),
+                seg(GRAIN_MONTH, d(2024, 2, 1), d(2024, 4, 1)),
+                seg(GRAIN_DAY, d(2024, 4, 1), d(2024, 4, 3)),
             ]
         );
+        // Saturday 2 March to Sunday 31 March (DST began that day): days to
+        // Monday the 4th, three weeks, then days.
         let days = TimeRange {
             start: d(2024, 3, 2),
             end: d(2024, 3, 31),
         };
-        assert_eq!(cover(tz, days).len(), 1);
+        assert_eq!(
+            cover(tz, days),
+            vec![
+                seg(GRAIN_DAY, d(2024, 3, 2), d(2024, 3, 4)),
+                seg(GRAIN_WEEK, d(2024, 3, 4), d(2024, 3, 25)),
+                seg(GRAIN_DAY, d(2024, 3, 25), d(2024, 3, 31)),
+            ]
+        );
         let month = TimeRange {
             start: d(2024, 3, 1),
             end: d(2024, 4, 1),
         };
-        assert_eq!(cover(tz, month)[0].grain, GRAIN_MONTH);
+        assert_eq!(
+            cover(tz, month),
+            vec![seg(GRAIN_MONTH, d(2024, 3, 1), d(2024, 4, 1))]
+        );
+        let short = TimeRange {
+            start: d(2024, 3, 5),
+            end: d(2024, 3, 9),
+        };
+        assert_eq!(
+            cover(tz, short),
+            vec![seg(GRAIN_DAY, d(2024, 3, 5), d(2024, 3, 9))]
+        );
     }
 }

@@ -30,6 +30,12 @@ use super::{EventWriter, NewEvent, StoreError, VisitDims, VisitRecord, WriteErro
 pub const GRAIN_HOUR: i64 = 0;
 pub const GRAIN_DAY: i64 = 1;
 pub const GRAIN_MONTH: i64 = 2;
+/// Local weeks from Monday: a 30-day report reads four weeks and a few days
+/// rather than thirty days.
+pub const GRAIN_WEEK: i64 = 3;
+
+/// The grains every dimension has rows of (hours keep totals only).
+const DAY_AND_LONGER: [i64; 3] = [GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH];
 
 pub const DIM_TOTALS: i64 = 0;
 pub const DIM_PAGE: i64 = 1;
@@ -166,6 +172,25 @@ struct Delta {
     visitors: Vec<i64>,
 }
 
+/// Where one instant falls: its local hour, and its day, week and month.
+#[derive(Clone, Copy)]
+struct Buckets {
+    hour: i64,
+    longer: [i64; 3],
+}
+
+impl Buckets {
+    /// (grain, bucket) for the day and longer grains.
+    fn longer(self) -> impl Iterator<Item = (i64, i64)> {
+        DAY_AND_LONGER.into_iter().zip(self.longer)
+    }
+
+    /// (grain, bucket) for every grain.
+    fn all(self) -> impl Iterator<Item = (i64, i64)> {
+        std::iter::once((GRAIN_HOUR, self.hour)).chain(self.longer())
+    }
+}
+
 /// (site, grain, dim, bucket) — the part of a row's key shared by many values.
 type Slot = (i64, i64, i64, i64);
 
@@ -173,8 +198,8 @@ type Slot = (i64, i64, i64, i64);
 #[derive(Default)]
 pub struct Deltas {
     rows: HashMap<Slot, HashMap<String, Delta>>,
-    /// (site, minute) → starts of its hour, day and month.
-    buckets: HashMap<(i64, i64), [i64; 3]>,
+    /// (site, minute) → starts of its hour, day, week and month.
+    buckets: HashMap<(i64, i64), Buckets>,
 }
 
 impl Deltas {
@@ -186,17 +211,18 @@ impl Deltas {
         values.get_mut(value).expect("just inserted")
     }
 
-    fn buckets_of(&mut self, tz: Tz, site_id: i64, ts: i64) -> [i64; 3] {
+    fn buckets_of(&mut self, tz: Tz, site_id: i64, ts: i64) -> Buckets {
         // DST changes fall on whole minutes, so a minute has one of each.
         *self
             .buckets
             .entry((site_id, ts.div_euclid(60)))
-            .or_insert_with(|| {
-                [
-                    calendar::hour_start(tz, ts),
+            .or_insert_with(|| Buckets {
+                hour: calendar::hour_start(tz, ts),
+                longer: [
                     calendar::day_start(tz, ts),
+                    calendar::week_start(tz, ts),
                     calendar::month_start(tz, ts),
-                ]
+                ],
             })
     }
 
@@ -204,7 +230,7 @@ impl Deltas {
         if e.name == NOT_AN_ACTION {
             return;
         }
-        let [hour, day, month] = self.buckets_of(tz, e.site_id, e.ts);
+        let b = self.buckets_of(tz, e.site_id, e.ts);
         let is_pageview = e.name == "pageview";
         let (pv, ev) = (i64::from(is_pageview), i64::from(!is_pageview));
         let count = |d: &mut Delta| {
@@ -212,7 +238,7 @@ impl Deltas {
             d.events += ev;
             d.visitors.push(e.visitor_id);
         };
-        for (grain, bucket) in [(GRAIN_HOUR, hour), (GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+        for (grain, bucket) in b.all() {
             count(self.delta((e.site_id, grain, DIM_TOTALS, bucket), ""));
         }
         let props: Vec<(String, String)> = e
@@ -226,7 +252,7 @@ impl Deltas {
                     .collect()
             })
             .unwrap_or_default();
-        for (grain, bucket) in [(GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+        for (grain, bucket) in b.longer() {
             let (dim, value) = if is_pageview {
                 (DIM_PAGE, e.path)
             } else {
@@ -243,15 +269,15 @@ impl Deltas {
 
     /// Adds an ended visit, by the hour, day and month it started in.
     fn add_visit(&mut self, tz: Tz, v: &VisitRecord) {
-        let [hour, day, month] = self.buckets_of(tz, v.site_id, v.started_at);
+        let b = self.buckets_of(tz, v.site_id, v.started_at);
         let (bounce, duration) = (i64::from(v.is_bounce), v.last_seen_at - v.started_at);
-        for (grain, bucket) in [(GRAIN_HOUR, hour), (GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+        for (grain, bucket) in b.all() {
             let d = self.delta((v.site_id, grain, DIM_TOTALS, bucket), "");
             d.visits += 1;
             d.bounces += bounce;
             d.duration += duration;
         }
-        for (grain, bucket) in [(GRAIN_DAY, day), (GRAIN_MONTH, month)] {
+        for (grain, bucket) in b.longer() {
             for column in VISIT_COLUMNS {
                 let value = visit_value(v, column).unwrap_or("");
                 let d = self.delta((v.site_id, grain, visit_dim(column), bucket), value);
@@ -304,18 +330,35 @@ pub fn visit_value<'a>(v: &'a VisitRecord, column: &str) -> Option<&'a str> {
     value.as_deref()
 }
 
-/// Adds one row's changes. The sketch is read and rewritten only when the
-/// change has visitors.
+/// Adds one row's changes. The sketch is read and rewritten, and the row's
+/// visitors recounted, only when the change has visitors.
 fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<(), StoreError> {
     let (site_id, grain, dim, bucket) = slot;
+    let sketch = if d.visitors.is_empty() {
+        None
+    } else {
+        let stored: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT visitors FROM rollup_sketches
+                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = ?4 AND bucket = ?5",
+            )?
+            .query_row(params![site_id, grain, dim, value, bucket], |r| r.get(0))
+            .optional()?;
+        let mut sketch = stored
+            .and_then(|b| VisitorSketch::from_bytes(&b))
+            .unwrap_or_default();
+        sketch.insert_ids(&d.visitors);
+        Some(sketch)
+    };
     conn.prepare_cached(
         "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews, events,
-            bounces, duration)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            bounces, duration, visitors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, COALESCE(?11, 0))
          ON CONFLICT DO UPDATE SET
             visits = visits + excluded.visits, pageviews = pageviews + excluded.pageviews,
             events = events + excluded.events, bounces = bounces + excluded.bounces,
-            duration = duration + excluded.duration",
+            duration = duration + excluded.duration,
+            visitors = COALESCE(?11, visitors)",
     )?
     .execute(params![
         site_id,
@@ -328,34 +371,23 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
         d.events,
         d.bounces,
         d.duration,
+        sketch.as_ref().map(VisitorSketch::count),
     ])?;
-    if d.visitors.is_empty() {
-        return Ok(());
-    }
-    let stored: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT visitors FROM rollup_sketches
-             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket = ?4 AND value = ?5",
+    if let Some(sketch) = sketch {
+        conn.prepare_cached(
+            "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO UPDATE SET visitors = excluded.visitors",
         )?
-        .query_row(params![site_id, grain, dim, bucket, value], |r| r.get(0))
-        .optional()?;
-    let mut sketch = stored
-        .and_then(|b| VisitorSketch::from_bytes(&b))
-        .unwrap_or_default();
-    sketch.insert_ids(&d.visitors);
-    conn.prepare_cached(
-        "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT DO UPDATE SET visitors = excluded.visitors",
-    )?
-    .execute(params![
-        site_id,
-        grain,
-        dim,
-        bucket,
-        value,
-        sketch.to_bytes()
-    ])?;
+        .execute(params![
+            site_id,
+            grain,
+            dim,
+            bucket,
+            value,
+            sketch.to_bytes()
+        ])?;
+    }
     Ok(())
 }
 

@@ -163,9 +163,7 @@ impl VisitorSketch {
                     .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .collect(),
             )),
-            TAG_DENSE if registers_valid(body) => {
-                Some(VisitorSketch::Dense(body.into()))
-            }
+            TAG_DENSE if registers_valid(body) => Some(VisitorSketch::Dense(body.into())),
             _ => None,
         }
     }
