@@ -1,22 +1,29 @@
 -- Visitor sketches move out of `rollups` into a table of their own. In a
 -- WITHOUT ROWID table the first kilobyte of a large blob stays in the row,
 -- so a busy site's count rows were a kilobyte each and a breakdown's first
--- pass (counts only) read twenty times the pages it needed. Same key and
--- meaning (a row without visitors has no sketch row), ordered by value
--- before bucket: a breakdown reads the sketches of a few values over a
--- range of buckets, each value's rows side by side.
+-- pass (counts only) read twenty times the pages it needed. And a seek in
+-- such a table copies whole 16 KiB records out of their overflow pages to
+-- compare keys. So sketches live in a rowid table, found through an index
+-- of small entries: same key and meaning (a row without visitors has no
+-- sketch row), ordered by value before bucket, since a breakdown reads the
+-- sketches of a few values over a range of buckets.
 CREATE TABLE rollup_sketches (
     site_id   INTEGER NOT NULL,
     grain     INTEGER NOT NULL,
     dim       INTEGER NOT NULL,
     bucket    INTEGER NOT NULL,
     value     TEXT    NOT NULL,
+    -- The row's visits + pageviews + events when the sketch was written:
+    -- it grows with every change to the sketch, so a copy of the sketch
+    -- kept in memory is known to be current when the versions match.
+    version   INTEGER NOT NULL,
     visitors  BLOB    NOT NULL,
-    PRIMARY KEY (site_id, grain, dim, value, bucket)
-) WITHOUT ROWID;
+    UNIQUE (site_id, grain, dim, value, bucket)
+);
 
-INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
-    SELECT site_id, grain, dim, bucket, value, visitors FROM rollups
+INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, version, visitors)
+    SELECT site_id, grain, dim, bucket, value, visits + pageviews + events, visitors
+    FROM rollups
     WHERE visitors IS NOT NULL
     ORDER BY site_id, grain, dim, value, bucket;
 

@@ -38,8 +38,8 @@ fn expired_rows_are_removed_at_start_and_logged() {
          INSERT INTO rollups (site_id, grain, dim, bucket, value, pageviews)
          SELECT 1, i % 3, 1, unixepoch() - d * 86400, '/p' || i, 1
          FROM n, (SELECT 61 AS d UNION ALL SELECT 59);
-         INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
-         SELECT site_id, grain, dim, bucket, value, X'0201000000' FROM rollups
+         INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, version, visitors)
+         SELECT site_id, grain, dim, bucket, value, 1, X'0201000000' FROM rollups
          WHERE value LIKE '/p%';",
     )
     .unwrap();

@@ -44,6 +44,7 @@ async fn answer(
             now,
             raw_since: now - raw_days * 86_400,
             recent,
+            sketches: store.sketches().clone(),
         };
         Ok(handler(&conn, &site, &params, &ctx)?)
     })

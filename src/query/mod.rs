@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use crate::store::calendar;
 use crate::store::recent::RecentTraffic;
-use crate::store::rollup_query;
+use crate::store::rollup_query::RollupQuery;
 use crate::store::sites::{GoalKind, Site};
+use crate::store::sketch_cache::SketchCache;
 use crate::store::stats::{
     self, BreakdownRow, Dimension, Filter, TimeRange, Totals, VISIT_COLUMNS,
 };
@@ -54,6 +55,8 @@ pub struct Context {
     /// Recent traffic in memory: filtered reports within it read it instead
     /// of the raw tables.
     pub recent: Option<Arc<RecentTraffic>>,
+    /// Visitor sketches recently read from the rollups.
+    pub sketches: Arc<SketchCache>,
 }
 
 /// Where a report's numbers come from: the rollups without filters; with
@@ -66,6 +69,7 @@ struct Source<'a> {
     filters: Vec<Filter>,
     raw_since: i64,
     recent: Option<&'a Arc<RecentTraffic>>,
+    sketches: &'a SketchCache,
     now: i64,
 }
 
@@ -83,8 +87,18 @@ impl<'a> Source<'a> {
             filters: filters::parse(params.get("filters").map(String::as_str))?,
             raw_since: ctx.raw_since,
             recent: ctx.recent.as_ref(),
+            sketches: &ctx.sketches,
             now: ctx.now,
         })
+    }
+
+    fn rollups(&self) -> RollupQuery<'a> {
+        RollupQuery {
+            conn: self.conn,
+            cache: self.sketches,
+            tz: self.tz,
+            site_id: self.site_id,
+        }
     }
 
     /// Recent traffic, if it holds this site over `range`.
@@ -127,7 +141,7 @@ impl<'a> Source<'a> {
                 None => stats::totals(self.conn, self.site_id, range, &self.filters)?,
             }
         } else {
-            rollup_query::totals(self.conn, self.tz, self.site_id, range)?
+            self.rollups().totals(range)?
         })
     }
 
@@ -135,13 +149,7 @@ impl<'a> Source<'a> {
         if self.raw() {
             return buckets.iter().map(|b| self.totals(*b)).collect();
         }
-        Ok(rollup_query::series(
-            self.conn,
-            self.tz,
-            self.site_id,
-            buckets,
-            hourly,
-        )?)
+        Ok(self.rollups().series(buckets, hourly)?)
     }
 
     /// `needs_raw`: the metrics asked for are not in the rollups.
@@ -174,15 +182,7 @@ impl<'a> Source<'a> {
                 offset,
             )?
         } else {
-            rollup_query::breakdown(
-                self.conn,
-                self.tz,
-                self.site_id,
-                range,
-                dimension,
-                limit,
-                offset,
-            )?
+            self.rollups().breakdown(range, dimension, limit, offset)?
         })
     }
 
@@ -205,13 +205,7 @@ impl<'a> Source<'a> {
                 stats::converted_visitors(self.conn, self.site_id, range, goals, &self.filters)?;
             return Ok((visitors, events));
         }
-        Ok(rollup_query::goal_visitors(
-            self.conn,
-            self.tz,
-            self.site_id,
-            range,
-            goals,
-        )?)
+        Ok(self.rollups().goal_visitors(range, goals)?)
     }
 }
 

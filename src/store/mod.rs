@@ -16,6 +16,7 @@ pub mod rollup_query;
 pub mod rollups;
 pub mod sites;
 pub mod sketch;
+pub mod sketch_cache;
 pub mod stats;
 pub mod visits;
 mod writer;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use chrono::{Days, Months, NaiveDate};
 use chrono_tz::Tz;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::calendar::{self, first_of_month, local_date, midnight, monday_of};
@@ -29,6 +29,7 @@ use super::rollups::{
 };
 use super::sites::GoalKind;
 use super::sketch::VisitorUnion;
+use super::sketch_cache::{RowKey, SketchCache};
 use super::stats::{BreakdownRow, Dimension, TimeRange, Totals, glob_of};
 
 /// One stretch of rows: a grain and a half-open range of bucket starts.
@@ -207,106 +208,323 @@ fn add_open(sum: &mut Sum, v: &OpenVisit, whole_visit: bool) {
     }
 }
 
-/// Totals of `range` with no filter.
-pub fn totals(
-    conn: &Connection,
-    tz: Tz,
-    site_id: i64,
-    range: TimeRange,
-) -> Result<Totals, StoreError> {
-    let mut sum = Sum::default();
-    for seg in cover(tz, range) {
-        let mut stmt = conn.prepare_cached(
-            "SELECT r.visits, r.pageviews, r.events, r.bounces, r.duration, s.visitors
-             FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
-             WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
-                AND r.bucket >= ?4 AND r.bucket < ?5",
-        )?;
-        let mut rows = stmt.query(params![site_id, seg.grain, DIM_TOTALS, seg.start, seg.end])?;
-        while let Some(r) = rows.next()? {
-            sum.add_counts(r, 0)?;
-            sum.add_sketch(r.get_ref(5)?.as_blob_or_null().ok().flatten());
-        }
-    }
-    for v in open_visits(conn, site_id, range, None)? {
-        add_open(&mut sum, &v, false);
-    }
-    Ok(sum.totals())
+/// The reports of one site without filters, read from the rollups within
+/// the caller's read transaction.
+#[derive(Clone, Copy)]
+pub struct RollupQuery<'a> {
+    pub conn: &'a Connection,
+    pub cache: &'a SketchCache,
+    pub tz: Tz,
+    pub site_id: i64,
 }
 
-/// Totals per bucket of a series: `grain` rows (hour or day) assigned to the
-/// bucket holding their start. `buckets` are in order and contiguous.
-pub fn series(
-    conn: &Connection,
-    tz: Tz,
-    site_id: i64,
-    buckets: &[TimeRange],
-    hourly: bool,
-) -> Result<Vec<Totals>, StoreError> {
-    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
-        return Ok(Vec::new());
-    };
-    if !hourly && buckets.iter().any(|b| b.end - b.start > 2 * 86_400) {
-        // Months: each bucket is a range of its own.
-        return buckets
-            .iter()
-            .map(|b| totals(conn, tz, site_id, *b))
-            .collect();
+impl RollupQuery<'_> {
+    /// Totals of `range` with no filter.
+    pub fn totals(&self, range: TimeRange) -> Result<Totals, StoreError> {
+        let RollupQuery {
+            conn, tz, site_id, ..
+        } = *self;
+        let mut sum = Sum::default();
+        let segments = cover(tz, range);
+        for seg in &segments {
+            let mut stmt = conn.prepare_cached(
+                "SELECT visits, pageviews, events, bounces, duration FROM rollups
+                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
+            )?;
+            let mut rows =
+                stmt.query(params![site_id, seg.grain, DIM_TOTALS, seg.start, seg.end])?;
+            while let Some(r) = rows.next()? {
+                sum.add_counts(r, 0)?;
+            }
+        }
+        self.merge_sketches(DIM_TOTALS, &segments, "", &mut sum.visitors)?;
+        for v in open_visits(conn, site_id, range, None)? {
+            add_open(&mut sum, &v, false);
+        }
+        Ok(sum.totals())
     }
-    let grain = if hourly { GRAIN_HOUR } else { GRAIN_DAY };
-    let mut sums = vec![Sum::default(); buckets.len()];
-    let index_of = |ts: i64| {
-        buckets
-            .partition_point(|b| b.end <= ts)
-            .min(buckets.len() - 1)
-    };
-    // A bucket is one row (its visitors are stored with it) except around
-    // a DST change, where two rows share one; those merge their sketches.
-    let mut rows_of: Vec<Vec<(i64, i64)>> = vec![Vec::new(); buckets.len()];
-    let mut stmt = conn.prepare_cached(
-        "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
-         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
-    )?;
-    let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
-    while let Some(r) = rows.next()? {
-        let bucket: i64 = r.get(0)?;
-        let i = index_of(bucket);
-        sums[i].add_counts(r, 1)?;
-        rows_of[i].push((bucket, r.get(6)?));
-    }
-    let mut stmt = conn.prepare_cached(
-        "SELECT visitors FROM rollup_sketches
-         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = '' AND bucket = ?4",
-    )?;
-    for (sum, rows) in sums.iter_mut().zip(&rows_of) {
-        match rows.as_slice() {
-            [(_, visitors)] => sum.stored_visitors = Some(*visitors),
-            _ => {
-                for (bucket, _) in rows {
-                    let mut found = stmt.query(params![site_id, grain, DIM_TOTALS, bucket])?;
-                    while let Some(r) = found.next()? {
-                        sum.add_sketch(r.get_ref(0)?.as_blob_or_null().ok().flatten());
+
+    /// Totals per bucket of a series: `grain` rows (hour or day) assigned to the
+    /// bucket holding their start. `buckets` are in order and contiguous.
+    pub fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, StoreError> {
+        let RollupQuery { conn, site_id, .. } = *self;
+        let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
+            return Ok(Vec::new());
+        };
+        if !hourly && buckets.iter().any(|b| b.end - b.start > 2 * 86_400) {
+            // Months: each bucket is a range of its own.
+            return buckets.iter().map(|b| self.totals(*b)).collect();
+        }
+        let grain = if hourly { GRAIN_HOUR } else { GRAIN_DAY };
+        let mut sums = vec![Sum::default(); buckets.len()];
+        let index_of = |ts: i64| {
+            buckets
+                .partition_point(|b| b.end <= ts)
+                .min(buckets.len() - 1)
+        };
+        // A bucket is one row (its visitors are stored with it) except around
+        // a DST change, where two rows share one; those merge their sketches.
+        let mut rows_of: Vec<Vec<(i64, i64)>> = vec![Vec::new(); buckets.len()];
+        let mut stmt = conn.prepare_cached(
+            "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
+        )?;
+        let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
+        while let Some(r) = rows.next()? {
+            let bucket: i64 = r.get(0)?;
+            let i = index_of(bucket);
+            sums[i].add_counts(r, 1)?;
+            rows_of[i].push((bucket, r.get(6)?));
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT visitors FROM rollup_sketches
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = '' AND bucket = ?4",
+        )?;
+        for (sum, rows) in sums.iter_mut().zip(&rows_of) {
+            match rows.as_slice() {
+                [(_, visitors)] => sum.stored_visitors = Some(*visitors),
+                _ => {
+                    for (bucket, _) in rows {
+                        let mut found = stmt.query(params![site_id, grain, DIM_TOTALS, bucket])?;
+                        while let Some(r) = found.next()? {
+                            sum.add_sketch(r.get_ref(0)?.as_blob_or_null().ok().flatten());
+                        }
                     }
                 }
             }
         }
+        let whole = TimeRange {
+            start: first.start,
+            end: last.end,
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT started_at, is_bounce, last_seen_at - started_at FROM visits
+             WHERE site_id = ?1 AND rolled = 0 AND started_at >= ?2 AND started_at < ?3",
+        )?;
+        let mut rows = stmt.query(params![site_id, whole.start, whole.end])?;
+        while let Some(r) = rows.next()? {
+            let sum = &mut sums[index_of(r.get(0)?)];
+            sum.visits += 1;
+            sum.bounces += r.get::<_, i64>(1)?;
+            sum.duration += r.get::<_, i64>(2)?;
+        }
+        Ok(sums.iter_mut().map(Sum::totals).collect())
     }
-    let whole = TimeRange {
-        start: first.start,
-        end: last.end,
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT started_at, is_bounce, last_seen_at - started_at FROM visits
-         WHERE site_id = ?1 AND rolled = 0 AND started_at >= ?2 AND started_at < ?3",
-    )?;
-    let mut rows = stmt.query(params![site_id, whole.start, whole.end])?;
-    while let Some(r) = rows.next()? {
-        let sum = &mut sums[index_of(r.get(0)?)];
-        sum.visits += 1;
-        sum.bounces += r.get::<_, i64>(1)?;
-        sum.duration += r.get::<_, i64>(2)?;
+
+    /// Rows ordered by visitors (then value), `limit` rows after `offset`.
+    pub fn breakdown(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BreakdownRow>, StoreError> {
+        let RollupQuery {
+            conn, tz, site_id, ..
+        } = *self;
+        let (dim, prefix) = dim_of(dimension);
+        let (low, high) = prefix
+            .as_deref()
+            .map(prefix_bounds)
+            .unwrap_or_else(|| (String::new(), "\u{10FFFF}".to_string()));
+        let segments = cover(tz, range);
+        // Pass 1: exact counts of every value; sketches stay on disk.
+        let mut sums: HashMap<String, Sum> = HashMap::new();
+        for seg in &segments {
+            // Summed here rather than with GROUP BY, which sorts the rows first.
+            let mut stmt = conn.prepare_cached(
+                "SELECT value, visits, pageviews, events, bounces, duration FROM rollups
+                 WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
+                    AND value >= ?6 AND value < ?7",
+            )?;
+            let mut rows = stmt.query(params![
+                site_id, seg.grain, dim, seg.start, seg.end, low, high
+            ])?;
+            while let Some(r) = rows.next()? {
+                let value = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+                match sums.get_mut(value) {
+                    Some(sum) => sum.add_counts(r, 1)?,
+                    None => sums
+                        .entry(value.to_string())
+                        .or_default()
+                        .add_counts(r, 1)?,
+                }
+            }
+        }
+        // Open visits, for a visit attribute.
+        let mut open_ids: HashMap<String, Vec<i64>> = HashMap::new();
+        if let Dimension::Visit(column) = dimension {
+            for v in open_visits(conn, site_id, range, Some(column))? {
+                let value = v.0.clone().unwrap_or_default();
+                add_open(sums.entry(value.clone()).or_default(), &v, true);
+                open_ids.entry(value).or_default().push(v.1);
+            }
+        }
+        // A value's visitors never exceed this.
+        let bound = |s: &Sum| match dimension {
+            Dimension::Visit(_) => s.visits,
+            Dimension::Page => s.pageviews,
+            Dimension::EventName => s.events,
+            Dimension::Prop(_) => s.pageviews + s.events,
+        };
+        let mut ranked: Vec<(String, Sum)> = sums.into_iter().collect();
+        ranked.sort_by(|a, b| bound(&b.1).cmp(&bound(&a.1)).then_with(|| a.0.cmp(&b.0)));
+        // Pass 2: visitors of the leading values, widening until settled.
+        let need = (offset + limit).max(0) as usize;
+        // A few more than shown: widened below when a value left could overtake.
+        let mut take = (need + need / 2 + 5).min(ranked.len());
+        let mut visitors: HashMap<String, i64> = HashMap::new();
+        loop {
+            let wanted: Vec<&str> = ranked[..take]
+                .iter()
+                .map(|(v, _)| v.as_str())
+                .filter(|v| !visitors.contains_key(*v))
+                .collect();
+            let mut sketches = self.sketches_of(dim, &segments, &wanted)?;
+            for (value, sum) in &ranked[..take] {
+                if visitors.contains_key(value) {
+                    continue;
+                }
+                let mut s = sketches.remove(value).unwrap_or_default();
+                if let Some(ids) = open_ids.get(value) {
+                    s.add_ids(ids);
+                }
+                // An estimate can overshoot; the bound is exact.
+                visitors.insert(value.clone(), s.count().min(bound(sum)));
+            }
+            let mut top: Vec<i64> = ranked[..take].iter().map(|(v, _)| visitors[v]).collect();
+            top.sort_unstable_by(|a, b| b.cmp(a));
+            let settled = take == ranked.len()
+                || (need > 0 && top.len() >= need && top[need - 1] > bound(&ranked[take].1));
+            if settled {
+                break;
+            }
+            take = (take * 4).min(ranked.len());
+        }
+        let mut rows: Vec<BreakdownRow> = ranked
+            .into_iter()
+            .take(take)
+            .map(|(value, s)| BreakdownRow {
+                visitors: visitors[&value],
+                value: decode_value(dimension, value),
+                visits: s.visits,
+                pageviews: s.pageviews,
+                events: s.events,
+                bounces: s.bounces,
+                visit_duration_sum: s.duration,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.visitors
+                .cmp(&a.visitors)
+                .then_with(|| a.value.cmp(&b.value))
+        });
+        Ok(rows
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect())
     }
-    Ok(sums.iter_mut().map(Sum::totals).collect())
+
+    /// Visitors who completed any of `goals` in `range`, and how many events
+    /// (or pageviews, for page goals) did. A page goal's `*` matches any run of
+    /// characters.
+    pub fn goal_visitors(
+        &self,
+        range: TimeRange,
+        goals: &[GoalKind],
+    ) -> Result<(i64, i64), StoreError> {
+        let RollupQuery {
+            conn, tz, site_id, ..
+        } = *self;
+        let mut union = VisitorUnion::default();
+        let mut count = 0;
+        let segments = cover(tz, range);
+        for goal in goals {
+            let (dim, pattern) = match goal {
+                GoalKind::Event(name) => (DIM_NAME, glob_literal(name)),
+                GoalKind::Page(path) => (DIM_PAGE, glob_of(path)),
+            };
+            for seg in &segments {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT r.pageviews + r.events, s.visitors
+                     FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
+                     WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
+                        AND r.bucket >= ?4 AND r.bucket < ?5 AND r.value GLOB ?6",
+                )?;
+                let mut rows = stmt.query(params![
+                    site_id, seg.grain, dim, seg.start, seg.end, pattern
+                ])?;
+                while let Some(r) = rows.next()? {
+                    count += r.get::<_, i64>(0)?;
+                    if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
+                        union.add_bytes(bytes);
+                    }
+                }
+            }
+        }
+        Ok((union.count(), count))
+    }
+
+    /// The merged sketch of each of `values` over `segments`.
+    fn sketches_of(
+        &self,
+        dim: i64,
+        segments: &[Segment],
+        values: &[&str],
+    ) -> Result<HashMap<String, VisitorUnion>, StoreError> {
+        let mut out: HashMap<String, VisitorUnion> = HashMap::new();
+        for &value in values {
+            let union = out.entry(value.to_string()).or_default();
+            self.merge_sketches(dim, segments, value, union)?;
+        }
+        Ok(out)
+    }
+
+    /// Merges into `union` the sketches of `value` over `segments`: from the
+    /// cache when it holds the row's current version, else read (and cached).
+    /// The index on sketches puts value before bucket, so one seek per segment
+    /// finds a value's rows side by side; their versions are read without
+    /// touching the sketches' overflow pages.
+    fn merge_sketches(
+        &self,
+        dim: i64,
+        segments: &[Segment],
+        value: &str,
+        union: &mut VisitorUnion,
+    ) -> Result<(), StoreError> {
+        let RollupQuery {
+            conn,
+            cache,
+            site_id,
+            ..
+        } = *self;
+        let mut versions = conn.prepare_cached(
+            "SELECT bucket, version, rowid FROM rollup_sketches
+             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = ?4
+                AND bucket >= ?5 AND bucket < ?6",
+        )?;
+        let mut sketch =
+            conn.prepare_cached("SELECT visitors FROM rollup_sketches WHERE rowid = ?1")?;
+        for seg in segments {
+            let mut rows =
+                versions.query(params![site_id, seg.grain, dim, value, seg.start, seg.end])?;
+            while let Some(r) = rows.next()? {
+                let (bucket, version, rowid): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                let key: RowKey = (site_id, seg.grain, dim, bucket, value.into());
+                if let Some(bytes) = cache.get(&key, version) {
+                    union.add_bytes(&bytes);
+                    continue;
+                }
+                let bytes: Option<Vec<u8>> = sketch.query_row([rowid], |r| r.get(0)).optional()?;
+                if let Some(bytes) = bytes {
+                    union.add_bytes(&bytes);
+                    cache.put(key, version, bytes.into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The rollup dimension and value filter of a breakdown.
@@ -325,120 +543,6 @@ fn prefix_bounds(prefix: &str) -> (String, String) {
     (prefix.to_string(), upper)
 }
 
-/// Rows ordered by visitors (then value), `limit` rows after `offset`.
-pub fn breakdown(
-    conn: &Connection,
-    tz: Tz,
-    site_id: i64,
-    range: TimeRange,
-    dimension: &Dimension,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<BreakdownRow>, StoreError> {
-    let (dim, prefix) = dim_of(dimension);
-    let (low, high) = prefix
-        .as_deref()
-        .map(prefix_bounds)
-        .unwrap_or_else(|| (String::new(), "\u{10FFFF}".to_string()));
-    let segments = cover(tz, range);
-    // Pass 1: exact counts of every value; sketches stay on disk.
-    let mut sums: HashMap<String, Sum> = HashMap::new();
-    for seg in &segments {
-        // Summed here rather than with GROUP BY, which sorts the rows first.
-        let mut stmt = conn.prepare_cached(
-            "SELECT value, visits, pageviews, events, bounces, duration FROM rollups
-             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
-                AND value >= ?6 AND value < ?7",
-        )?;
-        let mut rows = stmt.query(params![
-            site_id, seg.grain, dim, seg.start, seg.end, low, high
-        ])?;
-        while let Some(r) = rows.next()? {
-            let value = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-            match sums.get_mut(value) {
-                Some(sum) => sum.add_counts(r, 1)?,
-                None => sums
-                    .entry(value.to_string())
-                    .or_default()
-                    .add_counts(r, 1)?,
-            }
-        }
-    }
-    // Open visits, for a visit attribute.
-    let mut open_ids: HashMap<String, Vec<i64>> = HashMap::new();
-    if let Dimension::Visit(column) = dimension {
-        for v in open_visits(conn, site_id, range, Some(column))? {
-            let value = v.0.clone().unwrap_or_default();
-            add_open(sums.entry(value.clone()).or_default(), &v, true);
-            open_ids.entry(value).or_default().push(v.1);
-        }
-    }
-    // A value's visitors never exceed this.
-    let bound = |s: &Sum| match dimension {
-        Dimension::Visit(_) => s.visits,
-        Dimension::Page => s.pageviews,
-        Dimension::EventName => s.events,
-        Dimension::Prop(_) => s.pageviews + s.events,
-    };
-    let mut ranked: Vec<(String, Sum)> = sums.into_iter().collect();
-    ranked.sort_by(|a, b| bound(&b.1).cmp(&bound(&a.1)).then_with(|| a.0.cmp(&b.0)));
-    // Pass 2: visitors of the leading values, widening until settled.
-    let need = (offset + limit).max(0) as usize;
-    // A few more than shown: widened below when a value left could overtake.
-    let mut take = (need + need / 2 + 5).min(ranked.len());
-    let mut visitors: HashMap<String, i64> = HashMap::new();
-    loop {
-        let wanted: Vec<&str> = ranked[..take]
-            .iter()
-            .map(|(v, _)| v.as_str())
-            .filter(|v| !visitors.contains_key(*v))
-            .collect();
-        let mut sketches = sketches_of(conn, site_id, dim, &segments, &wanted)?;
-        for (value, sum) in &ranked[..take] {
-            if visitors.contains_key(value) {
-                continue;
-            }
-            let mut s = sketches.remove(value).unwrap_or_default();
-            if let Some(ids) = open_ids.get(value) {
-                s.add_ids(ids);
-            }
-            // An estimate can overshoot; the bound is exact.
-            visitors.insert(value.clone(), s.count().min(bound(sum)));
-        }
-        let mut top: Vec<i64> = ranked[..take].iter().map(|(v, _)| visitors[v]).collect();
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        let settled = take == ranked.len()
-            || (need > 0 && top.len() >= need && top[need - 1] > bound(&ranked[take].1));
-        if settled {
-            break;
-        }
-        take = (take * 4).min(ranked.len());
-    }
-    let mut rows: Vec<BreakdownRow> = ranked
-        .into_iter()
-        .take(take)
-        .map(|(value, s)| BreakdownRow {
-            visitors: visitors[&value],
-            value: decode_value(dimension, value),
-            visits: s.visits,
-            pageviews: s.pageviews,
-            events: s.events,
-            bounces: s.bounces,
-            visit_duration_sum: s.duration,
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        b.visitors
-            .cmp(&a.visitors)
-            .then_with(|| a.value.cmp(&b.value))
-    });
-    Ok(rows
-        .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .collect())
-}
-
 /// The shown value of a stored one: a property's value without its key, and
 /// `None` for a missing attribute.
 fn decode_value(dimension: &Dimension, value: String) -> Option<String> {
@@ -447,76 +551,6 @@ fn decode_value(dimension: &Dimension, value: String) -> Option<String> {
         Dimension::Visit(_) if value.is_empty() => None,
         _ => Some(value),
     }
-}
-
-/// The merged sketch of each of `values` over `segments`.
-fn sketches_of(
-    conn: &Connection,
-    site_id: i64,
-    dim: i64,
-    segments: &[Segment],
-    values: &[&str],
-) -> Result<HashMap<String, VisitorUnion>, StoreError> {
-    let mut out: HashMap<String, VisitorUnion> = HashMap::new();
-    // Sketches are keyed by value before bucket: one seek per value and
-    // segment, then that value's rows in order.
-    let mut stmt = conn.prepare_cached(
-        "SELECT visitors FROM rollup_sketches
-         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = ?4
-            AND bucket >= ?5 AND bucket < ?6",
-    )?;
-    for &value in values {
-        let union = out.entry(value.to_string()).or_default();
-        for seg in segments {
-            let mut rows =
-                stmt.query(params![site_id, seg.grain, dim, value, seg.start, seg.end])?;
-            while let Some(r) = rows.next()? {
-                if let Some(bytes) = r.get_ref(0)?.as_blob_or_null().ok().flatten() {
-                    union.add_bytes(bytes);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Visitors who completed any of `goals` in `range`, and how many events
-/// (or pageviews, for page goals) did. A page goal's `*` matches any run of
-/// characters.
-pub fn goal_visitors(
-    conn: &Connection,
-    tz: Tz,
-    site_id: i64,
-    range: TimeRange,
-    goals: &[GoalKind],
-) -> Result<(i64, i64), StoreError> {
-    let mut union = VisitorUnion::default();
-    let mut count = 0;
-    let segments = cover(tz, range);
-    for goal in goals {
-        let (dim, pattern) = match goal {
-            GoalKind::Event(name) => (DIM_NAME, glob_literal(name)),
-            GoalKind::Page(path) => (DIM_PAGE, glob_of(path)),
-        };
-        for seg in &segments {
-            let mut stmt = conn.prepare_cached(
-                "SELECT r.pageviews + r.events, s.visitors
-                 FROM rollups r LEFT JOIN rollup_sketches s USING (site_id, grain, dim, bucket, value)
-                 WHERE r.site_id = ?1 AND r.grain = ?2 AND r.dim = ?3
-                    AND r.bucket >= ?4 AND r.bucket < ?5 AND r.value GLOB ?6",
-            )?;
-            let mut rows = stmt.query(params![
-                site_id, seg.grain, dim, seg.start, seg.end, pattern
-            ])?;
-            while let Some(r) = rows.next()? {
-                count += r.get::<_, i64>(0)?;
-                if let Some(bytes) = r.get_ref(1)?.as_blob_or_null().ok().flatten() {
-                    union.add_bytes(bytes);
-                }
-            }
-        }
-    }
-    Ok((union.count(), count))
 }
 
 /// A GLOB pattern matching exactly `s`.

@@ -350,34 +350,40 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
         sketch.insert_ids(&d.visitors);
         Some(sketch)
     };
-    conn.prepare_cached(
-        "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews, events,
-            bounces, duration, visitors)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, COALESCE(?11, 0))
-         ON CONFLICT DO UPDATE SET
-            visits = visits + excluded.visits, pageviews = pageviews + excluded.pageviews,
-            events = events + excluded.events, bounces = bounces + excluded.bounces,
-            duration = duration + excluded.duration,
-            visitors = COALESCE(?11, visitors)",
-    )?
-    .execute(params![
-        site_id,
-        grain,
-        dim,
-        bucket,
-        value,
-        d.visits,
-        d.pageviews,
-        d.events,
-        d.bounces,
-        d.duration,
-        sketch.as_ref().map(VisitorSketch::count),
-    ])?;
+    // The row's new visits + pageviews + events versions its sketch.
+    let version: i64 = conn
+        .prepare_cached(
+            "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews, events,
+                bounces, duration, visitors)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, COALESCE(?11, 0))
+             ON CONFLICT DO UPDATE SET
+                visits = visits + excluded.visits, pageviews = pageviews + excluded.pageviews,
+                events = events + excluded.events, bounces = bounces + excluded.bounces,
+                duration = duration + excluded.duration,
+                visitors = COALESCE(?11, visitors)
+             RETURNING visits + pageviews + events",
+        )?
+        .query_row(
+            params![
+                site_id,
+                grain,
+                dim,
+                bucket,
+                value,
+                d.visits,
+                d.pageviews,
+                d.events,
+                d.bounces,
+                d.duration,
+                sketch.as_ref().map(VisitorSketch::count),
+            ],
+            |r| r.get(0),
+        )?;
     if let Some(sketch) = sketch {
         conn.prepare_cached(
-            "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, visitors)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT DO UPDATE SET visitors = excluded.visitors",
+            "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, version, visitors)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT DO UPDATE SET version = excluded.version, visitors = excluded.visitors",
         )?
         .execute(params![
             site_id,
@@ -385,6 +391,7 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
             dim,
             bucket,
             value,
+            version,
             sketch.to_bytes()
         ])?;
     }
