@@ -30,7 +30,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rollups::FedEvent;
 use super::sites::GoalKind;
-use super::stats::{BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals};
+use super::stats::{
+    BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, count_leading,
+};
 use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index as column_index};
 use super::{Store, StoreError, VisitRecord};
 
@@ -959,29 +961,19 @@ fn breakdown(
     };
     let mut ranked: Vec<u32> = (0..rows.rows.len() as u32).collect();
     ranked.sort_by_key(|&s| std::cmp::Reverse(bound(&rows.rows[s as usize])));
+    let bounds: Vec<i64> = ranked
+        .iter()
+        .map(|&s| bound(&rows.rows[s as usize]))
+        .collect();
     let need = (offset + limit).max(0) as usize;
-    let mut counted = 0;
-    let mut take = (need + need / 2 + 5).min(ranked.len());
-    loop {
-        let fresh = &ranked[counted..take];
-        let visitors = count_distinct(&visitor_pairs, fresh, site.visitor_numbers.len());
-        for (&slot, n) in fresh.iter().zip(visitors) {
-            rows.rows[slot as usize].visitors = n;
-        }
-        counted = take;
-        let mut top: Vec<i64> = ranked[..take]
-            .iter()
-            .map(|&s| rows.rows[s as usize].visitors)
-            .collect();
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        let settled = take == ranked.len()
-            || (need > 0
-                && top.len() >= need
-                && top[need - 1] > bound(&rows.rows[ranked[take] as usize]));
-        if settled {
-            break;
-        }
-        take = (take * 4).min(ranked.len());
+    let universe = site.visitor_numbers.len();
+    let visitors = count_leading(&bounds, need, |ranks| {
+        Ok::<_, std::convert::Infallible>(count_distinct(&visitor_pairs, &ranked[ranks], universe))
+    })
+    .unwrap_or_else(|never| match never {});
+    let take = visitors.len();
+    for (&slot, n) in ranked.iter().zip(visitors) {
+        rows.rows[slot as usize].visitors = n;
     }
     let mut candidates: Vec<u32> = ranked[..take].to_vec();
     let name = |slot: u32| site.dict.get(rows.values[slot as usize]);

@@ -30,7 +30,7 @@ use super::rollups::{
 use super::sites::GoalKind;
 use super::sketch::VisitorUnion;
 use super::sketch_cache::{RowKey, SketchCache};
-use super::stats::{BreakdownRow, Dimension, TimeRange, Totals, glob_of};
+use super::stats::{BreakdownRow, Dimension, TimeRange, Totals, count_leading, glob_of};
 
 /// One stretch of rows: a grain and a half-open range of bucket starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,42 +370,31 @@ impl RollupQuery<'_> {
         let mut ranked: Vec<(String, Sum)> = sums.into_iter().collect();
         ranked.sort_by(|a, b| bound(&b.1).cmp(&bound(&a.1)).then_with(|| a.0.cmp(&b.0)));
         // Pass 2: visitors of the leading values, widening until settled.
+        let bounds: Vec<i64> = ranked.iter().map(|(_, s)| bound(s)).collect();
         let need = (offset + limit).max(0) as usize;
-        // A few more than shown: widened below when a value left could overtake.
-        let mut take = (need + need / 2 + 5).min(ranked.len());
-        let mut visitors: HashMap<String, i64> = HashMap::new();
-        loop {
-            let wanted: Vec<&str> = ranked[..take]
-                .iter()
-                .map(|(v, _)| v.as_str())
-                .filter(|v| !visitors.contains_key(*v))
-                .collect();
+        let visitors = count_leading(&bounds, need, |ranks| {
+            let leading = &ranked[ranks];
+            let wanted: Vec<&str> = leading.iter().map(|(v, _)| v.as_str()).collect();
             let mut sketches = self.sketches_of(dim, &segments, &wanted)?;
-            for (value, sum) in &ranked[..take] {
-                if visitors.contains_key(value) {
-                    continue;
-                }
-                let mut s = sketches.remove(value).unwrap_or_default();
-                if let Some(ids) = open_ids.get(value) {
-                    s.add_ids(ids);
-                }
-                // An estimate can overshoot; the bound is exact.
-                visitors.insert(value.clone(), s.count().min(bound(sum)));
-            }
-            let mut top: Vec<i64> = ranked[..take].iter().map(|(v, _)| visitors[v]).collect();
-            top.sort_unstable_by(|a, b| b.cmp(a));
-            let settled = take == ranked.len()
-                || (need > 0 && top.len() >= need && top[need - 1] > bound(&ranked[take].1));
-            if settled {
-                break;
-            }
-            take = (take * 4).min(ranked.len());
-        }
+            Ok::<_, StoreError>(
+                leading
+                    .iter()
+                    .map(|(value, sum)| {
+                        let mut s = sketches.remove(value).unwrap_or_default();
+                        if let Some(ids) = open_ids.get(value) {
+                            s.add_ids(ids);
+                        }
+                        // An estimate can overshoot; the bound is exact.
+                        s.count().min(bound(sum))
+                    })
+                    .collect(),
+            )
+        })?;
         let mut rows: Vec<BreakdownRow> = ranked
             .into_iter()
-            .take(take)
-            .map(|(value, s)| BreakdownRow {
-                visitors: visitors[&value],
+            .zip(visitors)
+            .map(|((value, s), visitors)| BreakdownRow {
+                visitors,
                 value: decode_value(dimension, value),
                 visits: s.visits,
                 pageviews: s.pageviews,

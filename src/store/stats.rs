@@ -73,6 +73,34 @@ pub struct BreakdownRow {
     pub visit_duration_sum: i64,
 }
 
+/// The visitors of the leading values of a breakdown that shows `need`
+/// rows, without counting every value's: `bounds` are exact upper bounds on
+/// each value's visitors (its visits, pageviews or events), in descending
+/// order, and `count(ranks)` counts the visitors of the values at those
+/// ranks. Counting starts a little past `need` and widens until no value
+/// left can overtake the last one shown. Returns the visitors of the
+/// leading ranks, as many as were counted. Both read models rank this way.
+pub(super) fn count_leading<E>(
+    bounds: &[i64],
+    need: usize,
+    mut count: impl FnMut(std::ops::Range<usize>) -> Result<Vec<i64>, E>,
+) -> Result<Vec<i64>, E> {
+    let mut visitors: Vec<i64> = Vec::new();
+    let mut take = (need + need / 2 + 5).min(bounds.len());
+    loop {
+        let counted = count(visitors.len()..take)?;
+        visitors.extend(counted);
+        let mut top = visitors.clone();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        let settled =
+            take == bounds.len() || (need > 0 && top.len() >= need && top[need - 1] > bounds[take]);
+        if settled {
+            return Ok(visitors);
+        }
+        take = (take * 4).min(bounds.len());
+    }
+}
+
 /// Events that are not user actions: they never count as events or visitors,
 /// in any read model.
 pub(super) const NOT_AN_ACTION: &str = "engagement";
