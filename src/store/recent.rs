@@ -1075,6 +1075,11 @@ struct Scan<'a> {
     visit_memo: Vec<Cell<u8>>,
 }
 
+/// `n` answers not known yet.
+fn unknown_answers(n: usize) -> Vec<Cell<u8>> {
+    (0..n).map(|_| Cell::new(UNKNOWN)).collect()
+}
+
 /// Remembers a yes/no answer in `slot`.
 fn remembered(slot: &Cell<u8>, answer: impl FnOnce() -> bool) -> bool {
     match slot.get() {
@@ -1096,7 +1101,7 @@ impl<'a> Scan<'a> {
                 FilterField::Prop(k) => prop_key(&site.dict, k),
                 _ => None,
             },
-            memo: (0..site.dict.len()).map(|_| Cell::new(UNKNOWN)).collect(),
+            memo: unknown_answers(site.dict.len()),
         };
         let mut event_filters = Vec::new();
         let mut set_filters = Vec::new();
@@ -1110,19 +1115,14 @@ impl<'a> Scan<'a> {
                 _ => event_filters.push(compiled(f)),
             }
         }
-        let unknown = |n: usize, used: bool| -> Vec<Cell<u8>> {
-            if used {
-                (0..n).map(|_| Cell::new(UNKNOWN)).collect()
-            } else {
-                Vec::new()
-            }
-        };
+        // Memos only for the kinds of filter present.
+        let memo = |n: usize, used: bool| if used { unknown_answers(n) } else { Vec::new() };
         Scan {
             site,
             event_filters,
-            set_memo: unknown(site.attribute_sets.len(), !set_filters.is_empty()),
+            set_memo: memo(site.attribute_sets.len(), !set_filters.is_empty()),
             set_filters,
-            visit_memo: unknown(site.visits.len(), !page_filters.is_empty()),
+            visit_memo: memo(site.visits.len(), !page_filters.is_empty()),
             page_filters,
         }
     }
@@ -1155,7 +1155,7 @@ impl<'a> Scan<'a> {
                 let v = &self.site.visits[index as usize];
                 self.page_filters
                     .iter()
-                    .all(|(col, c)| self.matches(c, v.pages[*col]))
+                    .all(|(col, c)| self.matches(c, self.site.column(v, *col)))
             })
     }
 

@@ -131,31 +131,36 @@ struct Sum {
     bounces: i64,
     duration: i64,
     visitors: VisitorUnion,
-    /// The visitors of a sum of one row, as stored with it.
-    stored_visitors: Option<i64>,
+    /// Rows summed, and the visitors stored with the last one: a sum of
+    /// one row knows its visitors without reading a sketch.
+    rows: u32,
+    row_visitors: i64,
 }
 
 impl Sum {
+    /// Adds a row's visits, pageviews, events, bounces, duration and
+    /// visitors, read from columns `first..first + 6`.
     fn add_counts(&mut self, r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<()> {
         self.visits += r.get::<_, i64>(first)?;
         self.pageviews += r.get::<_, i64>(first + 1)?;
         self.events += r.get::<_, i64>(first + 2)?;
         self.bounces += r.get::<_, i64>(first + 3)?;
         self.duration += r.get::<_, i64>(first + 4)?;
+        self.row_visitors = r.get(first + 5)?;
+        self.rows += 1;
         Ok(())
     }
 
-    fn add_sketch(&mut self, bytes: Option<&[u8]>) {
-        if let Some(b) = bytes {
-            self.visitors.add_bytes(b);
-        }
+    /// The visitors of a sum of one row, as stored with it.
+    fn single_row_visitors(&self) -> Option<i64> {
+        (self.rows == 1).then_some(self.row_visitors)
     }
 
     fn totals(&mut self) -> Totals {
         Totals {
             // An estimate can overshoot; every visitor sent an event.
             visitors: self
-                .stored_visitors
+                .single_row_visitors()
                 .unwrap_or_else(|| self.visitors.count())
                 .min(self.pageviews + self.events),
             pageviews: self.pageviews,
@@ -228,7 +233,7 @@ impl RollupQuery<'_> {
         let segments = cover(tz, range);
         for seg in &segments {
             let mut stmt = conn.prepare_cached(
-                "SELECT visits, pageviews, events, bounces, duration FROM rollups
+                "SELECT visits, pageviews, events, bounces, duration, visitors FROM rollups
                  WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
             )?;
             let mut rows =
@@ -237,7 +242,9 @@ impl RollupQuery<'_> {
                 sum.add_counts(r, 0)?;
             }
         }
-        self.merge_sketches(DIM_TOTALS, &segments, "", &mut sum.visitors)?;
+        if sum.single_row_visitors().is_none() {
+            self.merge_sketches(DIM_TOTALS, &segments, "", &mut sum.visitors)?;
+        }
         for v in open_visits(conn, site_id, range, None)? {
             add_open(&mut sum, &v, false);
         }
@@ -262,35 +269,24 @@ impl RollupQuery<'_> {
                 .partition_point(|b| b.end <= ts)
                 .min(buckets.len() - 1)
         };
-        // A bucket is one row (its visitors are stored with it) except around
-        // a DST change, where two rows share one; those merge their sketches.
-        let mut rows_of: Vec<Vec<(i64, i64)>> = vec![Vec::new(); buckets.len()];
         let mut stmt = conn.prepare_cached(
             "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
              WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
         )?;
         let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
         while let Some(r) = rows.next()? {
-            let bucket: i64 = r.get(0)?;
-            let i = index_of(bucket);
-            sums[i].add_counts(r, 1)?;
-            rows_of[i].push((bucket, r.get(6)?));
+            sums[index_of(r.get(0)?)].add_counts(r, 1)?;
         }
-        let mut stmt = conn.prepare_cached(
-            "SELECT visitors FROM rollup_sketches
-             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND value = '' AND bucket = ?4",
-        )?;
-        for (sum, rows) in sums.iter_mut().zip(&rows_of) {
-            match rows.as_slice() {
-                [(_, visitors)] => sum.stored_visitors = Some(*visitors),
-                _ => {
-                    for (bucket, _) in rows {
-                        let mut found = stmt.query(params![site_id, grain, DIM_TOTALS, bucket])?;
-                        while let Some(r) = found.next()? {
-                            sum.add_sketch(r.get_ref(0)?.as_blob_or_null().ok().flatten());
-                        }
-                    }
-                }
+        // A bucket is one row, whose visitors are stored with it, except
+        // around a DST change, where two rows share one.
+        for (sum, b) in sums.iter_mut().zip(buckets) {
+            if sum.rows > 1 {
+                let seg = Segment {
+                    grain,
+                    start: b.start,
+                    end: b.end,
+                };
+                self.merge_sketches(DIM_TOTALS, &[seg], "", &mut sum.visitors)?;
             }
         }
         let whole = TimeRange {
@@ -333,7 +329,8 @@ impl RollupQuery<'_> {
         for seg in &segments {
             // Summed here rather than with GROUP BY, which sorts the rows first.
             let mut stmt = conn.prepare_cached(
-                "SELECT value, visits, pageviews, events, bounces, duration FROM rollups
+                "SELECT value, visits, pageviews, events, bounces, duration, visitors
+                 FROM rollups
                  WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5
                     AND value >= ?6 AND value < ?7",
             )?;
@@ -372,14 +369,27 @@ impl RollupQuery<'_> {
         // Pass 2: visitors of the leading values, widening until settled.
         let bounds: Vec<i64> = ranked.iter().map(|(_, s)| bound(s)).collect();
         let need = (offset + limit).max(0) as usize;
+        // A value held in one row (a whole month or week, a single day)
+        // needs no sketch, unless open visits add visitors to it.
+        let stored = |value: &String, sum: &Sum| {
+            sum.single_row_visitors()
+                .filter(|_| !open_ids.contains_key(value))
+        };
         let visitors = count_leading(&bounds, need, |ranks| {
             let leading = &ranked[ranks];
-            let wanted: Vec<&str> = leading.iter().map(|(v, _)| v.as_str()).collect();
+            let wanted: Vec<&str> = leading
+                .iter()
+                .filter(|(v, s)| stored(v, s).is_none())
+                .map(|(v, _)| v.as_str())
+                .collect();
             let mut sketches = self.sketches_of(dim, &segments, &wanted)?;
             Ok::<_, StoreError>(
                 leading
                     .iter()
                     .map(|(value, sum)| {
+                        if let Some(n) = stored(value, sum) {
+                            return n.min(bound(sum));
+                        }
                         let mut s = sketches.remove(value).unwrap_or_default();
                         if let Some(ids) = open_ids.get(value) {
                             s.add_ids(ids);
