@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, LogFormat, Settings};
-use crate::store::{Store, StoreError, sites};
-use crate::{demo, keys, serve};
+use crate::store::{self, Store, StoreError, sites, users};
+use crate::{auth, demo, keys, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +39,9 @@ pub enum Command {
     /// Manage goals (conversions).
     #[command(subcommand)]
     Goal(GoalCommand),
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Write realistic demo traffic for a site (through the real ingest path).
     Demo {
         /// The site to fill; it must exist.
@@ -97,6 +100,30 @@ pub enum GoalCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a dashboard user. Without --site the user is an admin and sees
+    /// every site; with it, only the sites named.
+    Add {
+        email: String,
+        /// Only these sites (repeat for several).
+        #[arg(long = "site", value_name = "DOMAIN")]
+        sites: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password; the user's open sessions end.
+    Passwd {
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ApiKeyCommand {
     /// Create a key; it is printed once, as the last line.
     Create { name: String },
@@ -126,7 +153,12 @@ pub fn main() -> ExitCode {
                 || e.downcast_ref::<ConfigError>().is_some()
                 || matches!(
                     e.downcast_ref::<StoreError>(),
-                    Some(StoreError::SiteExists(_) | StoreError::NoSuchSite(_))
+                    Some(
+                        StoreError::SiteExists(_)
+                            | StoreError::NoSuchSite(_)
+                            | StoreError::UserExists(_)
+                            | StoreError::NoSuchUser(_)
+                    )
                 );
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -151,6 +183,7 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve => serve::serve(settings),
         Command::Site(cmd) => site(cmd, &settings),
         Command::Goal(cmd) => goal(cmd, &settings),
+        Command::User(cmd) => user(cmd, &settings),
         Command::Demo {
             site,
             events,
@@ -202,21 +235,12 @@ fn open(settings: &Settings) -> anyhow::Result<Store> {
 
 /// Lower-cases a domain and refuses anything that is not a bare host name.
 fn normalize_domain(domain: &str) -> anyhow::Result<String> {
-    let d = domain.trim().to_ascii_lowercase();
-    let d = d.strip_prefix("www.").unwrap_or(&d).to_string();
-    let valid = !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if !valid {
-        bail!(UsageError(format!(
+    match sites::normalize_domain(domain) {
+        Some(d) => Ok(d),
+        None => bail!(UsageError(format!(
             "{domain:?} is not a domain like example.com (no scheme, path or port)"
-        )));
+        ))),
     }
-    Ok(d)
 }
 
 fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -266,7 +290,10 @@ fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> {
                     bail!(UsageError("not confirmed; nothing removed".into()));
                 }
             }
-            sites::remove_site(&mut store.write_connection()?, &domain)?;
+            let mut conn = store.write_connection()?;
+            let tx = conn.transaction()?;
+            sites::remove_site(&tx, &domain)?;
+            tx.commit()?;
             println!("Removed {domain}");
         }
     }
@@ -304,6 +331,85 @@ fn goal(cmd: GoalCommand, settings: &Settings) -> anyhow::Result<()> {
         GoalCommand::List { .. } => {
             for g in sites::list_goals(&*store.reader()?, site.id)? {
                 println!("{}", g.display_name());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A password from stdin's first line, or typed twice at a hidden prompt.
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let password = if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            bail!(UsageError("the passwords differ".into()));
+        }
+        first
+    };
+    auth::hash_password(&password).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// Trims an email and refuses what cannot be one.
+fn normalize_email(email: &str) -> anyhow::Result<String> {
+    match auth::valid_email(email) {
+        Some(e) => Ok(e),
+        None => bail!(UsageError(format!("{email:?} is not an email address"))),
+    }
+}
+
+fn user(cmd: UserCommand, settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    match cmd {
+        UserCommand::Add {
+            email,
+            sites: domains,
+            password_stdin,
+        } => {
+            let email = normalize_email(&email)?;
+            let conn = store.write_connection()?;
+            let mut granted = Vec::new();
+            for d in &domains {
+                let d = normalize_domain(d)?;
+                match sites::find_site(&conn, &d)? {
+                    Some(site) => granted.push(site),
+                    None => bail!(UsageError(format!("no site {d}"))),
+                }
+            }
+            let hash = read_password(password_stdin)?;
+            let tx = conn.unchecked_transaction()?;
+            let user = users::add_user(&tx, &email, &hash, granted.is_empty(), store::now_unix())?;
+            for site in &granted {
+                users::grant(&tx, site.id, user.id)?;
+            }
+            tx.commit()?;
+            if user.admin {
+                println!("Added {email} (admin: sees every site)");
+            } else {
+                let names: Vec<&str> = granted.iter().map(|s| s.domain.as_str()).collect();
+                println!("Added {email} (sees {})", names.join(", "));
+            }
+        }
+        UserCommand::Passwd {
+            email,
+            password_stdin,
+        } => {
+            let email = normalize_email(&email)?;
+            if users::find_user(&*store.reader()?, &email)?.is_none() {
+                bail!(StoreError::NoSuchUser(email));
+            }
+            let hash = read_password(password_stdin)?;
+            users::set_password(&store.write_connection()?, &email, &hash)?;
+            println!("Password of {email} changed; its sessions have ended");
+        }
+        UserCommand::List => {
+            let conn = store.reader()?;
+            for (email, admin) in users::list_users(&conn)? {
+                println!("{email}\t{}", if admin { "admin" } else { "member" });
             }
         }
     }

@@ -60,6 +60,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     // Tests and scripts read this line to find an ephemeral port.
     tracing::info!(%addr, "listening on http://{addr}");
 
+    let setup_token = first_run_token(&store, addr)?;
     let raw_days = settings.raw.retention.raw_events_days;
     let aggregates_days = settings.raw.retention.aggregates_days;
     let store_for_shutdown = store.clone();
@@ -69,6 +70,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         trusted_proxies: settings.trusted_proxies.clone(),
         raw_events_days: raw_days,
         recent: ingestor.recent(),
+        login_limiter: Default::default(),
+        setup_token,
     };
     let result = actix_web::rt::System::new().block_on(async move {
         let maintenance = tokio::spawn({
@@ -137,4 +140,20 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::store::visits::mark_clean_stop(&store_for_shutdown.write_connection()?)?;
     tracing::info!("shut down cleanly");
     result.context("running the HTTP server")
+}
+
+/// While no dashboard user exists, a one-time token for the first-run page,
+/// printed in the log: only someone who can read the server's log can claim
+/// the new dashboard.
+fn first_run_token(store: &Store, addr: std::net::SocketAddr) -> anyhow::Result<Option<String>> {
+    if crate::store::users::count_users(&*store.reader()?)? > 0 {
+        return Ok(None);
+    }
+    let token = crate::auth::random_token().context("reading the OS random source")?;
+    tracing::warn!(
+        setup_token = %token,
+        "no dashboard user yet: open http://{addr}/setup and enter this setup token \
+         (or run `tally user add EMAIL`)"
+    );
+    Ok(Some(token))
 }

@@ -1,5 +1,6 @@
-//! Browser assets embedded in the binary: the tracker at `/js/script.js`,
-//! compressed once (gzip, brotli) and served with an ETag.
+//! Browser assets embedded in the binary: the tracker at `/js/script.js` and
+//! the dashboard's stylesheet and script, compressed once (gzip, brotli) and
+//! served with an ETag.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -45,6 +46,13 @@ pub fn tracker() -> &'static Encoded {
     ENCODED.get_or_init(|| Encoded::new(TRACKER.as_bytes()))
 }
 
+static STYLESHEET: &str = include_str!("../../static/app.css");
+static DASHBOARD_SCRIPT: &str = include_str!("../../static/app.js");
+
+/// Dashboard assets are revalidated on every load (a 304 thanks to the
+/// ETag), so an upgrade never pairs new pages with an old stylesheet.
+const DASHBOARD_CACHE: &str = "no-cache";
+
 /// Whether `accept` (an Accept-Encoding value) allows `coding` (q > 0).
 fn accepts(accept: &str, coding: &str) -> bool {
     accept.split(',').any(|part| {
@@ -61,10 +69,40 @@ fn accepts(accept: &str, coding: &str) -> bool {
 }
 
 pub async fn script(req: HttpRequest) -> HttpResponse {
-    let asset = tracker();
+    serve(
+        &req,
+        tracker(),
+        "text/javascript; charset=utf-8",
+        CACHE_CONTROL,
+    )
+}
+
+pub async fn stylesheet(req: HttpRequest) -> HttpResponse {
+    static ENCODED: OnceLock<Encoded> = OnceLock::new();
+    let asset = ENCODED.get_or_init(|| Encoded::new(STYLESHEET.as_bytes()));
+    serve(&req, asset, "text/css; charset=utf-8", DASHBOARD_CACHE)
+}
+
+pub async fn dashboard_script(req: HttpRequest) -> HttpResponse {
+    static ENCODED: OnceLock<Encoded> = OnceLock::new();
+    let asset = ENCODED.get_or_init(|| Encoded::new(DASHBOARD_SCRIPT.as_bytes()));
+    serve(
+        &req,
+        asset,
+        "text/javascript; charset=utf-8",
+        DASHBOARD_CACHE,
+    )
+}
+
+fn serve(
+    req: &HttpRequest,
+    asset: &'static Encoded,
+    content_type: &str,
+    cache_control: &str,
+) -> HttpResponse {
     let headers = req.headers();
     let mut resp = HttpResponse::Ok();
-    resp.insert_header((header::CACHE_CONTROL, CACHE_CONTROL))
+    resp.insert_header((header::CACHE_CONTROL, cache_control))
         .insert_header((header::ETAG, asset.etag.clone()))
         .insert_header((header::VARY, "Accept-Encoding"));
     let matches = headers
@@ -79,7 +117,7 @@ pub async fn script(req: HttpRequest) -> HttpResponse {
             .status(actix_web::http::StatusCode::NOT_MODIFIED)
             .finish();
     }
-    resp.content_type("text/javascript; charset=utf-8");
+    resp.content_type(content_type);
     let accept = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())

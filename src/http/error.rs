@@ -86,3 +86,95 @@ impl ResponseError for ApiError {
         }
     }
 }
+
+/// Errors of the HTML pages: shown as a page, never as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// Not signed in: the sign-in page, then back to this path.
+    #[error("sign in to continue")]
+    SignIn(String),
+    /// No such page, or one the viewer may not see (the same answer, so a
+    /// stranger cannot tell which domains exist).
+    #[error("page not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many attempts; wait a few minutes and try again")]
+    TooManyRequests,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        PageError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::store::WriteError> for PageError {
+    fn from(e: crate::store::WriteError) -> Self {
+        PageError::Internal(e.to_string())
+    }
+}
+
+impl From<QueryError> for PageError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadParam(m) => PageError::BadRequest(m),
+            QueryError::NoSuchSite(_) => PageError::NotFound,
+            QueryError::Store(e) => PageError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    message: &'a str,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PageError::SignIn(_) => StatusCode::SEE_OTHER,
+            PageError::NotFound => StatusCode::NOT_FOUND,
+            PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::Forbidden(_) => StatusCode::FORBIDDEN,
+            PageError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        use askama::Template;
+        let status = self.status_code();
+        if let PageError::SignIn(next) = self {
+            let target = format!(
+                "/login?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("next", next)
+                    .finish()
+            );
+            return HttpResponse::SeeOther()
+                .insert_header(("Location", target))
+                .finish();
+        }
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "page failed");
+        }
+        let message = self.to_string();
+        let page = ErrorPage {
+            status: status.as_u16(),
+            message: &message,
+        };
+        let mut resp = HttpResponse::build(status);
+        if matches!(self, PageError::TooManyRequests) {
+            resp.insert_header(("Retry-After", "900"));
+        }
+        resp.content_type("text/html; charset=utf-8")
+            .body(page.render().unwrap_or(message))
+    }
+}

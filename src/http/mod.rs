@@ -7,6 +7,7 @@ mod client_ip;
 mod error;
 mod event;
 mod health;
+mod pages;
 mod stats_api;
 
 use std::sync::Arc;
@@ -15,11 +16,14 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use ipnet::IpNet;
 
-pub use error::ApiError;
+pub use error::{ApiError, PageError};
 
+use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
-use crate::store::Store;
+use crate::query::{self, period};
 use crate::store::recent::RecentTraffic;
+use crate::store::sites::Site;
+use crate::store::{self, Store};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -30,7 +34,27 @@ pub struct AppState {
     pub raw_events_days: u32,
     /// Recent traffic held in memory for filtered reports.
     pub recent: Option<Arc<RecentTraffic>>,
+    pub login_limiter: LoginLimiter,
+    /// While no user exists, the token the first-run page asks for.
+    pub setup_token: Option<String>,
 }
+
+/// What a query on `site` needs besides its parameters, as of now.
+pub fn query_context(state: &AppState, site: &Site) -> query::Context {
+    let now = store::now_unix();
+    query::Context {
+        today: period::today_in(&site.timezone, now),
+        now,
+        raw_since: now - i64::from(state.raw_events_days) * 86_400,
+        recent: state.recent.clone(),
+        sketches: state.store.sketches().clone(),
+    }
+}
+
+/// The Content-Security-Policy of every response: scripts and styles only
+/// from this server, no inline script, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Registers every route on an actix app.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -41,6 +65,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::method(actix_web::http::Method::OPTIONS).to(event::preflight)),
     )
     .route("/js/script.js", web::get().to(assets::script))
+    .route("/static/app.css", web::get().to(assets::stylesheet))
+    .route("/static/app.js", web::get().to(assets::dashboard_script))
     .route("/api/health", web::get().to(health::health))
     .route(
         "/api/v1/stats/aggregate",
@@ -57,7 +83,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route(
         "/api/v1/stats/realtime/visitors",
         web::get().to(stats_api::realtime_visitors),
-    );
+    )
+    .configure(pages::routes);
+}
+
+/// Security headers on every response (a handler may set its own).
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add(("Content-Security-Policy", CSP))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
+        .add(("X-Frame-Options", "DENY"))
 }
 
 /// Runs the HTTP server on `listener` until SIGINT or SIGTERM; in-flight
@@ -68,12 +104,17 @@ pub async fn run(
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
     let state = web::Data::new(state);
-    HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
-        // Slow clients: headers must arrive within 5 s; bodies are bounded in `event`.
-        .client_request_timeout(Duration::from_secs(5))
-        .client_disconnect_timeout(Duration::from_secs(2))
-        .shutdown_timeout(shutdown_timeout.as_secs())
-        .listen(listener)?
-        .run()
-        .await
+    HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(security_headers())
+            .configure(routes)
+    })
+    // Slow clients: headers must arrive within 5 s; bodies are bounded in `event`.
+    .client_request_timeout(Duration::from_secs(5))
+    .client_disconnect_timeout(Duration::from_secs(2))
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run()
+    .await
 }

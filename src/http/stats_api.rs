@@ -4,9 +4,9 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, query_context};
 use crate::keys;
-use crate::query::{self, Params, QueryError, period};
+use crate::query::{self, Params, QueryError};
 use crate::store::{self, Db, Store, sites::Site};
 
 type Handler = fn(&Db, &Site, &Params, &query::Context) -> Result<serde_json::Value, QueryError>;
@@ -27,8 +27,6 @@ async fn answer(
 ) -> Result<HttpResponse, ApiError> {
     let key = bearer(&req).ok_or(ApiError::Unauthorized)?;
     let store: Store = state.store.clone();
-    let raw_days = i64::from(state.raw_events_days);
-    let recent = state.recent.clone();
     let params = params.into_inner();
     let value = web::block(move || -> Result<serde_json::Value, ApiError> {
         let conn = store.reader()?;
@@ -38,14 +36,7 @@ async fn answer(
         let domain = query::site_param(&params)?;
         let site = store::sites::find_site(&conn, domain)?
             .ok_or_else(|| QueryError::NoSuchSite(domain.to_string()))?;
-        let now = store::now_unix();
-        let ctx = query::Context {
-            today: period::today_in(&site.timezone, now),
-            now,
-            raw_since: now - raw_days * 86_400,
-            recent,
-            sketches: store.sketches().clone(),
-        };
+        let ctx = query_context(&state, &site);
         Ok(handler(&conn, &site, &params, &ctx)?)
     })
     .await

@@ -32,4 +32,8 @@ pub enum StoreError {
     SiteExists(String),
     #[error("no site {0}")]
     NoSuchSite(String),
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no user {0}")]
+    NoSuchUser(String),
 }

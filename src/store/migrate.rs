@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/0002_goals.sql")),
     (3, include_str!("../../migrations/0003_rollups.sql")),
     (4, include_str!("../../migrations/0004_rollup_sketches.sql")),
+    (5, include_str!("../../migrations/0005_users.sql")),
 ];
 
 /// The schema version this binary writes.

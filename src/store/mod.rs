@@ -18,6 +18,7 @@ pub mod sites;
 pub mod sketch;
 pub mod sketch_cache;
 pub mod stats;
+pub mod users;
 pub mod visits;
 mod writer;
 

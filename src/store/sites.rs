@@ -14,7 +14,7 @@ pub struct Site {
     pub created_at: i64,
 }
 
-fn site_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
+pub(super) fn site_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
     Ok(Site {
         id: r.get(0)?,
         domain: r.get(1)?,
@@ -24,6 +24,21 @@ fn site_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
     })
 }
 
+/// A site's domain as stored: lower case, without `www.`; `None` for
+/// anything that is not a bare host name.
+pub fn normalize_domain(domain: &str) -> Option<String> {
+    let d = domain.trim().to_ascii_lowercase();
+    let d = d.strip_prefix("www.").unwrap_or(&d).to_string();
+    let valid = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    valid.then_some(d)
+}
+
 pub fn add_site(
     conn: &Connection,
     domain: &str,
@@ -31,8 +46,14 @@ pub fn add_site(
     public: bool,
 ) -> Result<Site, StoreError> {
     let created_at = now_unix();
+    // Ids are never reused: memory (recent traffic, caches) may still hold
+    // a removed site's data under its id.
     let inserted = conn.execute(
-        "INSERT INTO sites (domain, timezone, public, created_at) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO sites (id, domain, timezone, public, created_at)
+         VALUES (1 + max(coalesce((SELECT max(id) FROM sites), 0),
+                         coalesce((SELECT CAST(value AS INTEGER) FROM meta
+                                    WHERE key = 'last_removed_site_id'), 0)),
+                 ?1, ?2, ?3, ?4)
          ON CONFLICT (domain) DO NOTHING",
         params![domain, timezone, public, created_at],
     )?;
@@ -46,6 +67,22 @@ pub fn add_site(
         public,
         created_at,
     })
+}
+
+pub fn set_timezone(conn: &Connection, site_id: i64, timezone: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE sites SET timezone = ?2 WHERE id = ?1",
+        params![site_id, timezone],
+    )?;
+    Ok(())
+}
+
+pub fn set_public(conn: &Connection, site_id: i64, public: bool) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE sites SET public = ?2 WHERE id = ?1",
+        params![site_id, public],
+    )?;
+    Ok(())
 }
 
 /// Every site's id.
@@ -72,16 +109,23 @@ pub fn find_site(conn: &Connection, domain: &str) -> Result<Option<Site>, StoreE
         .optional()?)
 }
 
-/// Removes a site with all its visits and events.
-pub fn remove_site(conn: &mut Connection, domain: &str) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    let Some(site) = find_site(&tx, domain)? else {
+/// Removes a site with all its data, inside the caller's transaction.
+pub fn remove_site(conn: &Connection, domain: &str) -> Result<(), StoreError> {
+    let Some(site) = find_site(conn, domain)? else {
         return Err(StoreError::NoSuchSite(domain.to_string()));
     };
-    tx.execute("DELETE FROM events WHERE site_id = ?1", [site.id])?;
-    tx.execute("DELETE FROM visits WHERE site_id = ?1", [site.id])?;
-    tx.execute("DELETE FROM sites WHERE id = ?1", [site.id])?;
-    tx.commit()?;
+    for table in ["events", "visits", "rollups", "rollup_sketches"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE site_id = ?1"),
+            [site.id],
+        )?;
+    }
+    conn.execute("DELETE FROM sites WHERE id = ?1", [site.id])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('last_removed_site_id', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        [site.id],
+    )?;
     Ok(())
 }
 

@@ -1,0 +1,208 @@
+//! Dashboard sign-in: password hashes, random tokens and the login rate
+//! limiter. Storage of users and sessions is `store::users`; cookies and
+//! forms are `http`'s.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use subtle::ConstantTimeEq;
+
+/// Shorter passwords are refused.
+pub const MIN_PASSWORD_CHARS: usize = 10;
+/// Longer ones too: hashing is deliberately slow, and this bounds it.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the password needs at least {MIN_PASSWORD_CHARS} characters")]
+    PasswordTooShort,
+    #[error("the password may have at most {MAX_PASSWORD_BYTES} bytes")]
+    PasswordTooLong,
+    #[error("hashing the password: {0}")]
+    Hash(String),
+}
+
+/// A trimmed email address, if it looks like one.
+pub fn valid_email(email: &str) -> Option<String> {
+    let e = email.trim();
+    let ok = e.len() <= 254
+        && e.split_once('@')
+            .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'))
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| e.to_string())
+}
+
+/// The Argon2id PHC string of `password`, with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AuthError::PasswordTooShort);
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AuthError::PasswordTooLong);
+    }
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Whether `password` matches the stored PHC string.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return false;
+    }
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A PHC string no password matches, verified when an email is unknown so
+/// that a wrong email takes as long as a wrong password.
+pub fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut pw = [0u8; 24];
+        let _ = getrandom::fill(&mut pw);
+        let pw: String = pw.iter().map(|b| format!("{b:02x}")).collect();
+        hash_password(&pw).unwrap_or_default()
+    })
+}
+
+/// 32 random bytes as 64 hex characters: session, CSRF, setup and share tokens.
+pub fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The stored form of a session token: it has 256 random bits, so a fast
+/// hash is enough.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    blake3::hash(token.as_bytes()).as_bytes().to_vec()
+}
+
+/// Compares secrets without leaking, through timing, how much of them matched.
+pub fn tokens_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Failed sign-ins allowed per window, from one address and against one account.
+const FAILURES_PER_IP: u32 = 20;
+const FAILURES_PER_ACCOUNT: u32 = 5;
+const WINDOW_SECS: i64 = 15 * 60;
+/// Bounds memory under a flood of distinct addresses or emails.
+const MAX_TRACKED: usize = 100_000;
+
+/// Counts failed sign-ins per client address and per account over a fixed
+/// window, in memory only (addresses are never written anywhere).
+#[derive(Default)]
+pub struct LoginLimiter {
+    inner: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_ip: HashMap<IpAddr, (i64, u32)>,
+    by_account: HashMap<String, (i64, u32)>,
+}
+
+fn live(entry: Option<&(i64, u32)>, now: i64) -> u32 {
+    match entry {
+        Some(&(since, n)) if now - since < WINDOW_SECS => n,
+        _ => 0,
+    }
+}
+
+fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, (i64, u32)>, key: K, now: i64) {
+    if map.len() >= MAX_TRACKED {
+        map.retain(|_, (since, _)| now - *since < WINDOW_SECS);
+    }
+    let e = map.entry(key).or_insert((now, 0));
+    if now - e.0 >= WINDOW_SECS {
+        *e = (now, 0);
+    }
+    e.1 += 1;
+}
+
+impl LoginLimiter {
+    /// Whether a sign-in from `ip` for `email` may be tried now.
+    pub fn allowed(&self, ip: Option<IpAddr>, email: &str, now: i64) -> bool {
+        let f = self.inner.lock().expect("login limiter");
+        let ip_ok = ip.is_none_or(|ip| live(f.by_ip.get(&ip), now) < FAILURES_PER_IP);
+        let account_ok = live(f.by_account.get(&email.to_lowercase()), now) < FAILURES_PER_ACCOUNT;
+        ip_ok && account_ok
+    }
+
+    pub fn failed(&self, ip: Option<IpAddr>, email: &str, now: i64) {
+        let mut f = self.inner.lock().expect("login limiter");
+        if let Some(ip) = ip {
+            bump(&mut f.by_ip, ip, now);
+        }
+        bump(&mut f.by_account, email.to_lowercase(), now);
+    }
+
+    /// A successful sign-in clears the account's failures (not the address's).
+    pub fn succeeded(&self, email: &str) {
+        let mut f = self.inner.lock().expect("login limiter");
+        f.by_account.remove(&email.to_lowercase());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_round_trip() {
+        let phc = hash_password("correct horse battery").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &phc));
+        assert!(!verify_password("correct horse batterx", &phc));
+        assert!(!verify_password("x", "not a phc string"));
+        assert!(matches!(
+            hash_password("short"),
+            Err(AuthError::PasswordTooShort)
+        ));
+    }
+
+    #[test]
+    fn limiter_counts_per_account_and_address() {
+        let l = LoginLimiter::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..FAILURES_PER_ACCOUNT {
+            assert!(l.allowed(Some(ip), "A@x.org", 0));
+            l.failed(Some(ip), "a@x.org", 0);
+        }
+        assert!(!l.allowed(Some(ip), "a@X.org", 10));
+        assert!(
+            l.allowed(Some(ip), "b@x.org", 10),
+            "other accounts still work"
+        );
+        assert!(
+            l.allowed(Some(ip), "a@x.org", WINDOW_SECS),
+            "the window ends"
+        );
+        for i in 0..FAILURES_PER_IP {
+            l.failed(Some(ip), &format!("{i}@x.org"), 20);
+        }
+        assert!(!l.allowed(Some(ip), "new@x.org", 30));
+        assert!(l.allowed(Some("192.0.2.2".parse().unwrap()), "new@x.org", 30));
+    }
+
+    #[test]
+    fn tokens_are_random_and_compare_exactly() {
+        let (a, b) = (random_token().unwrap(), random_token().unwrap());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(tokens_equal(&a, &a.clone()));
+        assert!(!tokens_equal(&a, &b));
+        assert!(!tokens_equal(&a, &a[..10]));
+    }
+}

@@ -1,0 +1,253 @@
+//! `/login`, `/logout` and the first-run `/setup` page.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::session::{self, form_token};
+use super::{blocking, html_with_cookie, redirect};
+use crate::auth;
+use crate::http::{AppState, PageError};
+use crate::store::{self, Store, users};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    next: String,
+    email: String,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    csrf: String,
+    email: String,
+    error: Option<String>,
+    min_password: usize,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+async fn user_count(store: &Store) -> Result<i64, PageError> {
+    let store = store.clone();
+    blocking(move || Ok(users::count_users(&*store.reader()?)?)).await
+}
+
+pub async fn login_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<NextQuery>,
+) -> Result<HttpResponse, PageError> {
+    if user_count(&state.store).await? == 0 {
+        return Ok(redirect("/setup"));
+    }
+    let next = session::safe_next(q.next.as_deref());
+    if session::signed_in(&state, &req).await?.is_some() {
+        return Ok(redirect(&next));
+    }
+    let (csrf, fresh) = form_token(&req)?;
+    let page = LoginPage {
+        csrf: csrf.clone(),
+        next,
+        email: String::new(),
+        error: None,
+    };
+    let cookie = fresh.then(|| session::form_cookie(csrf, session::is_https(&state, &req)));
+    html_with_cookie(&page, actix_web::http::StatusCode::OK, cookie)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    csrf: String,
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    session::check_form_token(&req, &form.csrf)?;
+    let ip = session::client_addr(&state, &req);
+    let email = form.email.trim().to_string();
+    let now = store::now_unix();
+    if !state.login_limiter.allowed(ip, &email, now) {
+        tracing::warn!("sign-in refused: too many failed attempts");
+        return Err(PageError::TooManyRequests);
+    }
+    let store = state.store.clone();
+    let (e, password) = (email.clone(), form.password);
+    let user = blocking(move || {
+        let found = users::find_user(&*store.reader()?, &e)?;
+        // An unknown email costs as much as a wrong password.
+        let phc = found
+            .as_ref()
+            .map(|(_, h)| h.as_str())
+            .unwrap_or(auth::decoy_hash());
+        let ok = auth::verify_password(&password, phc);
+        Ok(found.filter(|_| ok).map(|(u, _)| u))
+    })
+    .await?;
+    let Some(user) = user else {
+        state.login_limiter.failed(ip, &email, now);
+        let page = LoginPage {
+            csrf: form.csrf,
+            next: session::safe_next(form.next.as_deref()),
+            email,
+            error: Some("Wrong email or password.".into()),
+        };
+        return html_with_cookie(&page, actix_web::http::StatusCode::UNAUTHORIZED, None);
+    };
+    state.login_limiter.succeeded(&email);
+    start_session(
+        &state,
+        &req,
+        user.id,
+        &session::safe_next(form.next.as_deref()),
+    )
+    .await
+}
+
+/// Stores a new session for `user_id` and answers with its cookie and a
+/// redirect to `next`.
+async fn start_session(
+    state: &AppState,
+    req: &HttpRequest,
+    user_id: i64,
+    next: &str,
+) -> Result<HttpResponse, PageError> {
+    let token = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
+    let csrf = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
+    let hash = auth::token_hash(&token);
+    let now = store::now_unix();
+    state
+        .ingestor
+        .writer()
+        .run(move |tx| {
+            users::delete_expired_sessions(tx, now)?;
+            users::create_session(tx, &hash, user_id, &csrf, now, now + session::SESSION_SECS)
+        })
+        .await?;
+    let secure = session::is_https(state, req);
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", next))
+        .cookie(session::session_cookie(token, secure))
+        .cookie(session::expired(session::FORM_COOKIE, secure))
+        .finish())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    let secure = session::is_https(&state, &req);
+    if let Some(s) = session::signed_in(&state, &req).await? {
+        s.check_csrf(&form.csrf)?;
+        let hash = s.token_hash().to_vec();
+        state
+            .ingestor
+            .writer()
+            .run(move |tx| users::delete_session(tx, &hash))
+            .await?;
+    }
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", "/login"))
+        .cookie(session::expired(session::SESSION_COOKIE, secure))
+        .finish())
+}
+
+pub async fn setup_page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, PageError> {
+    if user_count(&state.store).await? > 0 {
+        return Err(PageError::NotFound);
+    }
+    let (csrf, fresh) = form_token(&req)?;
+    let page = SetupPage {
+        csrf: csrf.clone(),
+        email: String::new(),
+        error: None,
+        min_password: auth::MIN_PASSWORD_CHARS,
+    };
+    let cookie = fresh.then(|| session::form_cookie(csrf, session::is_https(&state, &req)));
+    html_with_cookie(&page, actix_web::http::StatusCode::OK, cookie)
+}
+
+#[derive(Deserialize)]
+pub struct SetupForm {
+    csrf: String,
+    token: String,
+    email: String,
+    password: String,
+}
+
+pub async fn setup(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<SetupForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    session::check_form_token(&req, &form.csrf)?;
+    if user_count(&state.store).await? > 0 {
+        return Err(PageError::NotFound);
+    }
+    let ip = session::client_addr(&state, &req);
+    let now = store::now_unix();
+    if !state.login_limiter.allowed(ip, "setup", now) {
+        return Err(PageError::TooManyRequests);
+    }
+    let retry = |error: String| {
+        let page = SetupPage {
+            csrf: form.csrf.clone(),
+            email: form.email.clone(),
+            error: Some(error),
+            min_password: auth::MIN_PASSWORD_CHARS,
+        };
+        html_with_cookie(&page, actix_web::http::StatusCode::BAD_REQUEST, None)
+    };
+    let token_ok = state
+        .setup_token
+        .as_deref()
+        .is_some_and(|t| auth::tokens_equal(t, form.token.trim()));
+    if !token_ok {
+        state.login_limiter.failed(ip, "setup", now);
+        return retry("That is not the setup token printed in the server log.".into());
+    }
+    let Some(email) = auth::valid_email(&form.email) else {
+        return retry("Enter an email address.".into());
+    };
+    let password = form.password.clone();
+    let hash = match blocking(move || Ok(auth::hash_password(&password))).await? {
+        Ok(h) => h,
+        Err(e) => return retry(format!("{e}.")),
+    };
+    let user = state
+        .ingestor
+        .writer()
+        .run_for(move |tx| {
+            // Checked again inside the write: two racing setups make one user.
+            if users::count_users(tx)? > 0 {
+                return Ok(None);
+            }
+            Ok(Some(users::add_user(tx, &email, &hash, true, now)?))
+        })
+        .await?
+        .ok_or(PageError::NotFound)?;
+    tracing::info!("first dashboard user created");
+    start_session(&state, &req, user.id, "/").await
+}

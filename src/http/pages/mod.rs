@@ -1,0 +1,88 @@
+//! The dashboard's HTML side: sign-in, the site list, each site's dashboard
+//! and settings, rendered on the server with askama (which escapes every
+//! value; no template marks tracked data safe).
+
+mod chart;
+mod dashboard;
+mod login;
+pub mod session;
+mod settings;
+mod sites;
+mod view;
+
+use actix_web::cookie::Cookie;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use super::PageError;
+use session::SignedIn;
+
+/// The account corner of the top bar.
+pub struct Nav {
+    pub email: String,
+    pub csrf: String,
+}
+
+impl Nav {
+    pub fn of(s: &SignedIn) -> Nav {
+        Nav {
+            email: s.user.email.clone(),
+            csrf: s.csrf_token.clone(),
+        }
+    }
+}
+
+/// Registers the HTML routes; `/{domain}` comes last so fixed paths win.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login", web::get().to(login::login_page))
+        .route("/login", web::post().to(login::login))
+        .route("/logout", web::post().to(login::logout))
+        .route("/setup", web::get().to(login::setup_page))
+        .route("/setup", web::post().to(login::setup))
+        .route("/", web::get().to(sites::list))
+        .route("/sites", web::post().to(sites::add))
+        .route("/share/{domain}", web::get().to(dashboard::shared))
+        .route("/{domain}/settings", web::get().to(settings::page))
+        .route("/{domain}/settings", web::post().to(settings::update))
+        .route("/{domain}", web::get().to(dashboard::site));
+}
+
+/// Runs blocking store work off the async threads.
+pub async fn blocking<T, F>(f: F) -> Result<T, PageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, PageError> + Send + 'static,
+{
+    web::block(f)
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?
+}
+
+pub fn html(page: &impl Template) -> Result<HttpResponse, PageError> {
+    html_with_cookie(page, StatusCode::OK, None)
+}
+
+pub fn html_with_cookie(
+    page: &impl Template,
+    status: StatusCode,
+    cookie: Option<Cookie<'static>>,
+) -> Result<HttpResponse, PageError> {
+    let body = page
+        .render()
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let mut resp = HttpResponse::build(status);
+    resp.content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"));
+    if let Some(c) = cookie {
+        resp.cookie(c);
+    }
+    Ok(resp.body(body))
+}
+
+/// 303 See Other: after a form, the browser GETs `to`.
+pub fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header(("Location", to))
+        .finish()
+}

@@ -1,0 +1,143 @@
+//! `/`: the signed-in user's sites with a 30-day sparkline each, and adding
+//! a site from the browser.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use super::session::{self, SignedIn};
+use super::{Nav, blocking, html, redirect};
+use crate::http::{AppState, PageError, query_context};
+use crate::query::{self, Params};
+use crate::store::{self, sites, users};
+
+pub struct SiteCard {
+    pub domain: String,
+    pub href: String,
+    pub points: String,
+    pub visitors: String,
+}
+
+#[derive(Template)]
+#[template(path = "sites.html")]
+struct SitesPage {
+    signed_in: Option<Nav>,
+    csrf: String,
+    sites: Vec<SiteCard>,
+    error: Option<String>,
+    timezones: Vec<&'static str>,
+}
+
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PageError> {
+    let me = session::require_user(&state, &req).await?;
+    render(&state, &me, None).await
+}
+
+async fn render(
+    state: &AppState,
+    me: &SignedIn,
+    error: Option<String>,
+) -> Result<HttpResponse, PageError> {
+    let (store, user) = (state.store.clone(), me.user.clone());
+    let mine = {
+        let store = store.clone();
+        blocking(move || Ok(users::sites_of(&*store.reader()?, &user)?)).await?
+    };
+    let contexts: Vec<_> = mine.iter().map(|s| query_context(state, s)).collect();
+    let cards = blocking(move || {
+        let conn = store.reader()?;
+        let mut cards = Vec::new();
+        for (site, ctx) in mine.iter().zip(&contexts) {
+            let mut p = Params::new();
+            p.insert("site_id".into(), site.domain.clone());
+            p.insert("period".into(), "30d".into());
+            p.insert("metrics".into(), "visitors".into());
+            let series = query::timeseries(&conn, site, &p, ctx)?;
+            let values: Vec<f64> = series["results"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r["visitors"].as_f64().unwrap_or(0.0))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let total = query::aggregate(&conn, site, &p, ctx)?["results"]["visitors"]["value"]
+                .as_i64()
+                .unwrap_or(0);
+            cards.push(SiteCard {
+                href: format!("/{}", site.domain),
+                domain: site.domain.clone(),
+                points: super::chart::sparkline(&values),
+                visitors: super::view::count(total),
+            });
+        }
+        Ok(cards)
+    })
+    .await?;
+    html(&SitesPage {
+        signed_in: Some(Nav::of(me)),
+        csrf: me.csrf_token.clone(),
+        sites: cards,
+        error,
+        timezones: chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct AddSite {
+    csrf: String,
+    domain: String,
+    timezone: String,
+}
+
+pub async fn add(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<AddSite>,
+) -> Result<HttpResponse, PageError> {
+    let me = session::require_user(&state, &req).await?;
+    me.check_csrf(&form.csrf)?;
+    let Some(domain) = sites::normalize_domain(&form.domain) else {
+        return render(
+            &state,
+            &me,
+            Some("Enter a bare domain like example.com (no scheme, path or port).".into()),
+        )
+        .await;
+    };
+    let timezone = form.timezone.trim().to_string();
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        return render(
+            &state,
+            &me,
+            Some(format!("{timezone} is not a timezone like Europe/Berlin.")),
+        )
+        .await;
+    }
+    let user = me.user.clone();
+    let d = domain.clone();
+    let added = state
+        .ingestor
+        .writer()
+        .run_for(move |tx| match sites::add_site(tx, &d, &timezone, false) {
+            Ok(site) => {
+                if !user.admin {
+                    users::grant(tx, site.id, user.id)?;
+                }
+                Ok(true)
+            }
+            Err(store::StoreError::SiteExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await?;
+    if !added {
+        return render(
+            &state,
+            &me,
+            Some(format!("{domain} is already registered.")),
+        )
+        .await;
+    }
+    tracing::info!(%domain, "site added from the dashboard");
+    Ok(redirect(&format!("/{domain}/settings")))
+}

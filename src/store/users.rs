@@ -1,0 +1,275 @@
+//! Dashboard users, login sessions, site membership and share links.
+//!
+//! Only stored forms arrive here: a password's PHC string, a session token's
+//! hash. Hashing and checking them is `crate::auth`'s business.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::sites::Site;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    /// Sees and manages every site.
+    pub admin: bool,
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        admin: r.get(2)?,
+    })
+}
+
+pub fn count_users(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+}
+
+pub fn add_user(
+    conn: &Connection,
+    email: &str,
+    password_hash: &str,
+    admin: bool,
+    now: i64,
+) -> Result<User, StoreError> {
+    let inserted = conn.execute(
+        "INSERT INTO users (email, password_hash, admin, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (email) DO NOTHING",
+        params![email, password_hash, admin, now],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::UserExists(email.to_string()));
+    }
+    Ok(User {
+        id: conn.last_insert_rowid(),
+        email: email.to_string(),
+        admin,
+    })
+}
+
+/// Every user's email and whether they are an admin.
+pub fn list_users(conn: &Connection) -> Result<Vec<(String, bool)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT email, admin FROM users ORDER BY email")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The user with `email` (any case) and their password's PHC string.
+pub fn find_user(conn: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, email, admin, password_hash FROM users WHERE email = ?1")?
+        .query_row([email], |r| Ok((user_from_row(r)?, r.get(3)?)))
+        .optional()?)
+}
+
+/// Replaces a password and ends every session of the user.
+pub fn set_password(conn: &Connection, email: &str, password_hash: &str) -> Result<(), StoreError> {
+    let Some((user, _)) = find_user(conn, email)? else {
+        return Err(StoreError::NoSuchUser(email.to_string()));
+    };
+    conn.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        params![user.id, password_hash],
+    )?;
+    conn.execute("DELETE FROM login_sessions WHERE user_id = ?1", [user.id])?;
+    Ok(())
+}
+
+/// Lets `user_id` see `site_id` (admins see every site anyway).
+pub fn grant(conn: &Connection, site_id: i64, user_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO site_members (site_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![site_id, user_id],
+    )?;
+    Ok(())
+}
+
+/// The sites `user` sees, by domain.
+pub fn sites_of(conn: &Connection, user: &User) -> Result<Vec<Site>, StoreError> {
+    if user.admin {
+        return super::sites::list_sites(conn);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.domain, s.timezone, s.public, s.created_at
+           FROM sites s JOIN site_members m ON m.site_id = s.id
+          WHERE m.user_id = ?1 ORDER BY s.domain",
+    )?;
+    let rows = stmt.query_map([user.id], super::sites::site_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether `user` sees `site_id`.
+pub fn can_view(conn: &Connection, user: &User, site_id: i64) -> Result<bool, StoreError> {
+    if user.admin {
+        return Ok(true);
+    }
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM site_members WHERE site_id = ?1 AND user_id = ?2")?
+        .query_row(params![site_id, user.id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// A live login session: its user and the CSRF token its forms carry.
+#[derive(Debug, Clone)]
+pub struct LoginSession {
+    pub user: User,
+    pub csrf_token: String,
+}
+
+pub fn create_session(
+    conn: &Connection,
+    token_hash: &[u8],
+    user_id: i64,
+    csrf_token: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO login_sessions (token_hash, user_id, csrf_token, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![token_hash, user_id, csrf_token, now, expires_at],
+    )?;
+    Ok(())
+}
+
+/// The session with `token_hash`, unless it has expired.
+pub fn find_session(
+    conn: &Connection,
+    token_hash: &[u8],
+    now: i64,
+) -> Result<Option<LoginSession>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT u.id, u.email, u.admin, s.csrf_token
+               FROM login_sessions s JOIN users u ON u.id = s.user_id
+              WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+        )?
+        .query_row(params![token_hash, now], |r| {
+            Ok(LoginSession {
+                user: user_from_row(r)?,
+                csrf_token: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn delete_session(conn: &Connection, token_hash: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM login_sessions WHERE token_hash = ?1",
+        [token_hash],
+    )?;
+    Ok(())
+}
+
+/// Removes expired sessions; returns how many.
+pub fn delete_expired_sessions(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute("DELETE FROM login_sessions WHERE expires_at <= ?1", [now])?)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareLink {
+    pub id: i64,
+    pub name: String,
+    pub token: String,
+}
+
+pub fn add_share_link(
+    conn: &Connection,
+    site_id: i64,
+    name: &str,
+    token: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO share_links (site_id, name, token, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![site_id, name, token, now],
+    )?;
+    Ok(())
+}
+
+pub fn share_links(conn: &Connection, site_id: i64) -> Result<Vec<ShareLink>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, name, token FROM share_links WHERE site_id = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([site_id], |r| {
+        Ok(ShareLink {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            token: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether `token` is a live share link of `site_id`.
+pub fn share_link_valid(conn: &Connection, site_id: i64, token: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM share_links WHERE site_id = ?1 AND token = ?2")?
+        .query_row(params![site_id, token], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+pub fn delete_share_link(conn: &Connection, site_id: i64, id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM share_links WHERE site_id = ?1 AND id = ?2",
+        params![site_id, id],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        super::super::migrate::run(&mut conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn members_see_only_their_sites() {
+        let conn = db();
+        let a = super::super::sites::add_site(&conn, "a.example", "UTC", false).unwrap();
+        let b = super::super::sites::add_site(&conn, "b.example", "UTC", false).unwrap();
+        let admin = add_user(&conn, "root@example.com", "x", true, 0).unwrap();
+        let member = add_user(&conn, "Ann@example.com", "x", false, 0).unwrap();
+        grant(&conn, b.id, member.id).unwrap();
+        assert_eq!(sites_of(&conn, &admin).unwrap().len(), 2);
+        let seen: Vec<String> = sites_of(&conn, &member)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.domain)
+            .collect();
+        assert_eq!(seen, ["b.example"]);
+        assert!(!can_view(&conn, &member, a.id).unwrap());
+        assert!(can_view(&conn, &member, b.id).unwrap());
+        // Emails compare without case; the same address cannot join twice.
+        assert!(find_user(&conn, "ann@EXAMPLE.com").unwrap().is_some());
+        assert!(matches!(
+            add_user(&conn, "ann@example.com", "y", false, 0),
+            Err(StoreError::UserExists(_))
+        ));
+    }
+
+    #[test]
+    fn sessions_expire_and_end_with_a_new_password() {
+        let conn = db();
+        let user = add_user(&conn, "a@example.com", "x", true, 0).unwrap();
+        create_session(&conn, b"t1", user.id, "csrf", 0, 100).unwrap();
+        assert_eq!(
+            find_session(&conn, b"t1", 50).unwrap().unwrap().csrf_token,
+            "csrf"
+        );
+        assert!(find_session(&conn, b"t1", 100).unwrap().is_none());
+        assert_eq!(delete_expired_sessions(&conn, 100).unwrap(), 1);
+        create_session(&conn, b"t2", user.id, "csrf", 0, 100).unwrap();
+        set_password(&conn, "a@example.com", "y").unwrap();
+        assert!(find_session(&conn, b"t2", 50).unwrap().is_none());
+    }
+}
