@@ -8,6 +8,7 @@
 
 pub mod enrich;
 mod error;
+pub mod live;
 pub mod payload;
 pub mod session;
 pub mod sites;
@@ -26,6 +27,7 @@ use crate::store::rollups::{self, RollupFeed};
 use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
 use enrich::bots::BotReason;
 use enrich::{GeoLookup, UaParser, referrer};
+use live::{LiveCounters, LiveEvent};
 use session::{SessionTracker, Step};
 use sites::SiteDirectory;
 use visitor::VisitorHasher;
@@ -101,6 +103,7 @@ pub struct Ingestor {
     geo: GeoLookup,
     hasher: VisitorHasher,
     sessions: SessionTracker,
+    live: LiveCounters,
     sites: SiteDirectory,
     respect_opt_out: bool,
     stats: IngestStats,
@@ -134,11 +137,14 @@ impl Ingestor {
             );
         }
         let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
-        sessions.restore(store::sites::open_visits(
+        let open = store::sites::open_visits(
             &conn,
             now - RESTORE_STARTED_WITHIN,
             now - session::VISIT_TIMEOUT_SECS,
-        )?);
+        )?;
+        let live = LiveCounters::default();
+        live.restore(&open, now);
+        sessions.restore(open);
         tracing::info!(open_visits = sessions.len(), "restored open visits");
         let recent = recent_days
             .filter(|d| *d > 0)
@@ -158,6 +164,7 @@ impl Ingestor {
             geo,
             hasher,
             sessions,
+            live,
             sites: SiteDirectory::new(store),
             respect_opt_out,
             stats: IngestStats::default(),
@@ -260,6 +267,7 @@ impl Ingestor {
         if ended > 0 {
             tracing::debug!(ended, "forgot ended visits");
         }
+        self.live.sweep(now);
         if let Err(e) = self.hasher.ensure_current(&self.writer, now).await {
             tracing::error!(error = %e, "rotating the visitor-id salt failed");
         }
@@ -271,6 +279,11 @@ impl Ingestor {
 
     pub fn writer(&self) -> &EventWriter {
         &self.writer
+    }
+
+    /// Who is on each site right now.
+    pub fn live(&self) -> &LiveCounters {
+        &self.live
     }
 
     pub fn sessions(&self) -> &SessionTracker {
@@ -374,6 +387,7 @@ impl Ingestor {
         };
 
         let mut events = Vec::with_capacity(sites.len());
+        let mut live = Vec::with_capacity(sites.len());
         for site in &sites {
             let ids = self
                 .hasher
@@ -392,6 +406,7 @@ impl Ingestor {
             else {
                 continue;
             };
+            live.push((site.id, tracked.visitor_id, tracked.dims.clone()));
             events.push(NewEvent {
                 id: 0,
                 site_id: site.id,
@@ -418,6 +433,17 @@ impl Ingestor {
             WriteError::QueueFull => IngestError::Overloaded,
             other => IngestError::Storage(other.to_string()),
         })?;
+        // Only committed events reach the live view.
+        let pageview = matches!(payload.kind, EventKind::Pageview).then_some(path.as_str());
+        for (site_id, visitor_id, dims) in &live {
+            self.live.record(LiveEvent {
+                site_id: *site_id,
+                visitor_id: *visitor_id,
+                ts: meta.now,
+                pageview,
+                dims,
+            });
+        }
         Ok(Outcome::Stored)
     }
 }

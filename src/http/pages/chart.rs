@@ -81,7 +81,7 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
         .chain(previous.unwrap_or(&[]))
         .map(|s| s.value)
         .fold(0.0, f64::max);
-    let ceiling = view::nice_ceiling(max);
+    let ceiling = 4.0 * view::nice_step(max, metric != "views_per_visit");
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let n = samples.len().max(1);
@@ -211,7 +211,7 @@ mod tests {
         let c = chart("visitors", &s, None, false);
         assert_eq!(c.hits.len(), 30);
         assert!(c.line.starts_with("48.0,"));
-        assert_eq!(c.gridlines.last().unwrap().label, "50");
+        assert_eq!(c.gridlines.last().unwrap().label, "32");
         assert_eq!(c.ticks[0].label, "Nov 1");
         assert!(c.hits[3].title.contains("Nov 4: 3 visitors"));
         assert_eq!(bucket_label("2026-11-03 14:00:00", false), "14:00");

@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_lab::sse;
 use askama::Template;
 use chrono::{Datelike, Days, Months};
+use futures_util::StreamExt;
 use serde_json::Value;
+use std::convert::Infallible;
 
 use super::chart::{self, Chart, Sample};
 use super::session::{self, SignedIn};
@@ -159,6 +162,7 @@ pub struct DashboardPage {
     pub custom_to: String,
     /// Query pairs the custom-range form keeps.
     pub keep: Vec<(String, String)>,
+    pub live_href: String,
     pub compare_on: bool,
     pub compare_href: String,
     pub chips: Vec<Chip>,
@@ -178,65 +182,133 @@ enum Viewer {
     },
 }
 
+/// The site at `domain` and who is looking, or why not: signed-in users see
+/// their sites, anyone sees a public site, a valid share token opens its
+/// site. Unknown and private sites look alike to a stranger.
+async fn admit(
+    state: &AppState,
+    req: &HttpRequest,
+    domain: &str,
+    share: Option<&str>,
+) -> Result<(Site, Viewer, String), PageError> {
+    let domain = domain.to_ascii_lowercase();
+    let site = find_site(state, &domain).await?;
+    if let Some(token) = share {
+        let site = site.ok_or(PageError::NotFound)?;
+        let (store, id, t) = (state.store.clone(), site.id, token.to_string());
+        let valid = !token.is_empty()
+            && blocking(move || Ok(users::share_link_valid(&*store.reader()?, id, &t)?)).await?;
+        if !valid {
+            return Err(PageError::NotFound);
+        }
+        let auth = Some(token.to_string());
+        return Ok((site, Viewer::Guest { auth }, format!("/share/{domain}")));
+    }
+    let public = site.as_ref().is_some_and(|s| s.public);
+    let viewer = match session::signed_in(state, req).await? {
+        Some(me) => {
+            let (store, user) = (state.store.clone(), me.user.clone());
+            let allowed = match site.as_ref().map(|s| s.id) {
+                Some(id) => {
+                    blocking(move || Ok(users::can_view(&*store.reader()?, &user, id)?)).await?
+                }
+                None => false,
+            };
+            match (allowed, public) {
+                (true, _) => Viewer::User(me),
+                (false, true) => Viewer::Guest { auth: None },
+                (false, false) => return Err(PageError::NotFound),
+            }
+        }
+        None if public => Viewer::Guest { auth: None },
+        None => return Err(PageError::SignIn(req.uri().to_string())),
+    };
+    let site = site.ok_or(PageError::NotFound)?;
+    Ok((site, viewer, format!("/{domain}")))
+}
+
 pub async fn site(
     state: web::Data<AppState>,
     req: HttpRequest,
     domain: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, PageError> {
-    let domain = domain.into_inner().to_ascii_lowercase();
-    let site = find_site(&state, &domain).await?;
-    let viewer = match session::signed_in(&state, &req).await? {
-        Some(s) => {
-            let (store, user, id) = (
-                state.store.clone(),
-                s.user.clone(),
-                site.as_ref().map(|s| s.id),
-            );
-            let allowed = match id {
-                Some(id) => {
-                    blocking(move || Ok(users::can_view(&*store.reader()?, &user, id)?)).await?
-                }
-                None => false,
-            };
-            if !allowed && !site.as_ref().is_some_and(|s| s.public) {
-                return Err(PageError::NotFound);
-            }
-            Viewer::User(s)
-        }
-        None if site.as_ref().is_some_and(|s| s.public) => Viewer::Guest { auth: None },
-        // Unknown and private sites look alike to a stranger.
-        None => return Err(PageError::SignIn(req.uri().to_string())),
+    let (site, viewer, base) = admit(&state, &req, &domain, None).await?;
+    let signed_in = match &viewer {
+        Viewer::User(me) => Some(Nav::of(me)),
+        Viewer::Guest { .. } => session::signed_in(&state, &req)
+            .await?
+            .as_ref()
+            .map(Nav::of),
     };
-    let site = site.ok_or(PageError::NotFound)?;
-    render(&state, site, format!("/{domain}"), viewer, q.into_inner()).await
+    render(&state, site, base, viewer, signed_in, q.into_inner()).await
 }
 
 pub async fn shared(
     state: web::Data<AppState>,
+    req: HttpRequest,
     domain: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, PageError> {
-    let domain = domain.into_inner().to_ascii_lowercase();
     let token = q.get("auth").cloned().unwrap_or_default();
-    let site = find_site(&state, &domain)
-        .await?
-        .ok_or(PageError::NotFound)?;
-    let (store, id, t) = (state.store.clone(), site.id, token.clone());
-    let valid = !token.is_empty()
-        && blocking(move || Ok(users::share_link_valid(&*store.reader()?, id, &t)?)).await?;
-    if !valid {
-        return Err(PageError::NotFound);
-    }
-    let base = format!("/share/{domain}");
-    render(
-        &state,
-        site,
-        base,
-        Viewer::Guest { auth: Some(token) },
-        q.into_inner(),
+    let (site, viewer, base) = admit(&state, &req, &domain, Some(&token)).await?;
+    let mut resp = render(&state, site, base, viewer, None, q.into_inner()).await?;
+    // Share links are for reading, not for passing on: no Referer leaks the token.
+    resp.headers_mut().insert(
+        actix_web::http::header::REFERRER_POLICY,
+        actix_web::http::header::HeaderValue::from_static("no-referrer"),
+    );
+    Ok(resp)
+}
+
+/// How long one live stream lasts before the browser reconnects (which
+/// checks access again).
+const LIVE_STREAM_SECS: u64 = 600;
+
+/// `/{domain}/live` and `/share/{domain}/live`: the live numbers as
+/// Server-Sent Events, at most once a second and only when they change.
+pub async fn live(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    domain: web::Path<String>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<impl actix_web::Responder, PageError> {
+    let share = req.path().starts_with("/share/");
+    let token = q.get("auth").cloned().unwrap_or_default();
+    let (site, _, _) = admit(&state, &req, &domain, share.then_some(token.as_str())).await?;
+    let state = state.into_inner();
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    let ticks = futures_util::stream::unfold(
+        tokio::time::interval(std::time::Duration::from_secs(1)),
+        |mut tick| async move {
+            tick.tick().await;
+            Some(((), tick))
+        },
     )
-    .await
+    .take_while(move |_| std::future::ready(started.elapsed().as_secs() < LIVE_STREAM_SECS));
+    let stream = ticks.filter_map(move |_| {
+        let snapshot = state.ingestor.live().snapshot(site.id, store::now_unix());
+        let json = serde_json::json!({
+            "visitors": snapshot.visitors,
+            "visitors_text": view::count(snapshot.visitors as i64),
+            "pages": snapshot.pages,
+            "sources": snapshot.sources,
+            "countries": snapshot.countries,
+            "pageviews_per_minute": snapshot.pageviews_per_minute,
+        })
+        .to_string();
+        let changed = json != last;
+        if changed {
+            last = json.clone();
+        }
+        std::future::ready(
+            changed.then(|| Ok::<_, Infallible>(sse::Event::Data(sse::Data::new(json)))),
+        )
+    });
+    Ok(sse::Sse::from_stream(stream)
+        .with_keep_alive(std::time::Duration::from_secs(15))
+        .with_retry_duration(std::time::Duration::from_secs(1)))
 }
 
 async fn find_site(state: &AppState, domain: &str) -> Result<Option<Site>, PageError> {
@@ -262,6 +334,7 @@ async fn render(
     site: Site,
     base: String,
     viewer: Viewer,
+    signed_in: Option<Nav>,
     q: HashMap<String, String>,
 ) -> Result<HttpResponse, PageError> {
     let auth = match &viewer {
@@ -280,7 +353,42 @@ async fn render(
             .finish());
     }
     let v = ViewState::from_query(&q);
+    let live_href = match &auth {
+        Some(a) => format!(
+            "{base}/live?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("auth", a)
+                .finish()
+        ),
+        None => format!("{base}/live"),
+    };
     let link = linker(base.clone(), auth);
+    let periods = period_links(&v, &link, query_context(state, &site).today);
+    if v.period == "realtime" {
+        let snapshot = state.ingestor.live().snapshot(site.id, store::now_unix());
+        return html(&RealtimePage {
+            signed_in,
+            home: link(&ViewState::from_query(&HashMap::new())),
+            domain: site.domain.clone(),
+            periods,
+            live_href,
+            current_visitors: view::count(snapshot.visitors as i64),
+            minutes: minute_bars(&snapshot.pageviews_per_minute),
+            lists: vec![
+                ("pages", "Current pages", "Page", snapshot.pages),
+                ("sources", "Sources", "Source", snapshot.sources),
+                ("countries", "Countries", "Country", snapshot.countries),
+            ]
+            .into_iter()
+            .map(|(key, title, column, rows)| LiveList {
+                key,
+                title,
+                column,
+                rows: live_rows(&rows),
+            })
+            .collect(),
+        });
+    }
     let ctx = query_context(state, &site);
     let today = ctx.today;
     let period = Period::from_params(&api_params(&site, &v), &site.timezone, today)?;
@@ -294,26 +402,6 @@ async fn render(
         .await?
     };
 
-    let active = |p: &str, d: Option<String>| v.period == p && v.date == d;
-    let yesterday = (today - Days::new(1)).to_string();
-    let last_month = (today.with_day(1).expect("day 1") - Months::new(1)).to_string();
-    let mut periods = Vec::new();
-    for (label, p, d) in [
-        ("Today", "day", None),
-        ("Yesterday", "day", Some(yesterday)),
-        ("7 days", "7d", None),
-        ("30 days", "30d", None),
-        ("This month", "month", None),
-        ("Last month", "month", Some(last_month)),
-        ("6 months", "6mo", None),
-        ("12 months", "12mo", None),
-    ] {
-        periods.push(Link {
-            label: label.into(),
-            active: active(p, d.clone()),
-            href: link(&v.with_period(p, d)),
-        });
-    }
     let mut keep: Vec<(String, String)> = Vec::new();
     if let Some(f) = v.filters_param() {
         keep.push(("filters".into(), f));
@@ -399,9 +487,9 @@ async fn render(
         })
         .collect();
 
-    let (signed_in, settings_href) = match &viewer {
-        Viewer::User(s) => (Some(Nav::of(s)), Some(format!("/{}/settings", site.domain))),
-        Viewer::Guest { .. } => (None, None),
+    let settings_href = match &viewer {
+        Viewer::User(_) => Some(format!("/{}/settings", site.domain)),
+        Viewer::Guest { .. } => None,
     };
     let page = DashboardPage {
         signed_in,
@@ -412,6 +500,7 @@ async fn render(
         custom_from: period.first.to_string(),
         custom_to: period.last.to_string(),
         keep,
+        live_href,
         compare_on: v.compare,
         compare_href: link(&v.with_compare(!v.compare)),
         chips,
@@ -422,6 +511,104 @@ async fn render(
         settings_href,
     };
     html(&page)
+}
+
+/// The period picker's links, realtime first.
+fn period_links(
+    v: &ViewState,
+    link: &impl Fn(&ViewState) -> String,
+    today: chrono::NaiveDate,
+) -> Vec<Link> {
+    let active = |p: &str, d: Option<String>| v.period == p && v.date == d;
+    let yesterday = (today - Days::new(1)).to_string();
+    let last_month = (today.with_day(1).expect("day 1") - Months::new(1)).to_string();
+    let mut periods = Vec::new();
+    for (label, p, d) in [
+        ("Realtime", "realtime", None),
+        ("Today", "day", None),
+        ("Yesterday", "day", Some(yesterday)),
+        ("7 days", "7d", None),
+        ("30 days", "30d", None),
+        ("This month", "month", None),
+        ("Last month", "month", Some(last_month)),
+        ("6 months", "6mo", None),
+        ("12 months", "12mo", None),
+    ] {
+        periods.push(Link {
+            label: label.into(),
+            active: active(p, d.clone()),
+            href: link(&v.with_period(p, d)),
+        });
+    }
+    periods
+}
+
+pub struct LiveRow {
+    pub label: String,
+    pub count: String,
+    pub bar: String,
+}
+
+pub struct LiveList {
+    pub key: &'static str,
+    pub title: &'static str,
+    pub column: &'static str,
+    pub rows: Vec<LiveRow>,
+}
+
+pub struct MinuteBar {
+    pub x: String,
+    pub y: String,
+    pub height: String,
+    pub title: String,
+}
+
+#[derive(Template)]
+#[template(path = "realtime.html")]
+pub struct RealtimePage {
+    pub signed_in: Option<Nav>,
+    pub domain: String,
+    pub home: String,
+    pub periods: Vec<Link>,
+    pub live_href: String,
+    pub current_visitors: String,
+    pub minutes: Vec<MinuteBar>,
+    pub lists: Vec<LiveList>,
+}
+
+fn live_rows(rows: &[(String, usize)]) -> Vec<LiveRow> {
+    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    rows.iter()
+        .map(|(label, n)| LiveRow {
+            label: label.clone(),
+            count: view::count(*n as i64),
+            bar: format!("{:.1}", 100.0 * *n as f64 / max as f64),
+        })
+        .collect()
+}
+
+/// The realtime chart: one bar per minute in a 600 × 120 box; `app.js`
+/// moves the same bars as numbers arrive.
+fn minute_bars(per_minute: &[u32]) -> Vec<MinuteBar> {
+    let max = per_minute.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let n = per_minute.len();
+    per_minute
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let h = 110.0 * f64::from(v) / max;
+            let ago = n - 1 - i;
+            MinuteBar {
+                x: format!("{:.1}", 600.0 * i as f64 / n as f64 + 2.0),
+                y: format!("{:.1}", 115.0 - h),
+                height: format!("{h:.1}"),
+                title: match ago {
+                    0 => format!("This minute: {v} pageviews"),
+                    _ => format!("{ago} min ago: {v} pageviews"),
+                },
+            }
+        })
+        .collect()
 }
 
 const STAT_BOXES: &[(&str, &str)] = &[

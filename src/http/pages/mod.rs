@@ -43,6 +43,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(sites::list))
         .route("/sites", web::post().to(sites::add))
         .route("/share/{domain}", web::get().to(dashboard::shared))
+        .route("/share/{domain}/live", web::get().to(dashboard::live))
+        .route("/{domain}/live", web::get().to(dashboard::live))
         .route("/{domain}/settings", web::get().to(settings::page))
         .route("/{domain}/settings", web::post().to(settings::update))
         .route("/{domain}", web::get().to(dashboard::site));

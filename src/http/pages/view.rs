@@ -284,16 +284,21 @@ pub fn metric(name: &str, value: f64) -> String {
     }
 }
 
-/// The smallest 1, 2, 2.5 or 5 × 10^k at least `max` (and at least 1).
-pub fn nice_ceiling(max: f64) -> f64 {
-    if max <= 1.0 {
-        return 1.0;
+/// A round step for four gridlines that reach at least `max`: the smallest
+/// 1, 2, 2.5, 3, 4, 5, 6 or 8 × 10^k at least `max / 4`, and at least 1 for
+/// metrics that are whole numbers.
+pub fn nice_step(max: f64, whole: bool) -> f64 {
+    let raw = max / 4.0;
+    let floor = if whole { 1.0 } else { 0.01 };
+    if raw <= floor {
+        return floor;
     }
-    let mut scale = 10f64.powf(max.log10().floor());
+    let mut scale = 10f64.powf(raw.log10().floor());
     loop {
-        for step in [1.0, 2.0, 2.5, 5.0] {
-            if step * scale >= max {
-                return step * scale;
+        for m in [1.0, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0] {
+            let step = m * scale;
+            if step >= raw && (!whole || step.fract() == 0.0) {
+                return step;
             }
         }
         scale *= 10.0;
@@ -358,9 +363,11 @@ mod tests {
         assert_eq!(duration(3_900), "1h 5m");
         assert_eq!(metric("bounce_rate", 41.6), "42%");
         assert_eq!(metric("views_per_visit", 2.0), "2.00");
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(7.0), 10.0);
-        assert_eq!(nice_ceiling(120.0), 200.0);
-        assert_eq!(nice_ceiling(2_300.0), 2_500.0);
+        assert_eq!(nice_step(0.0, true), 1.0);
+        assert_eq!(nice_step(7.0, true), 2.0);
+        assert_eq!(nice_step(214.0, true), 60.0);
+        assert_eq!(nice_step(9.0, true), 3.0);
+        assert_eq!(nice_step(1.99, false), 0.5);
+        assert_eq!(nice_step(2_300.0, true), 600.0);
     }
 }
