@@ -1,0 +1,434 @@
+//! The dashboard's HTML side against the real binary: first-run setup,
+//! sign-in, sessions, CSRF, rate limiting, who sees which site, share links,
+//! the public toggle, security headers and escaping of tracked values.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{CHROME, Env, Reply, Server};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+struct Client<'a> {
+    server: &'a Server,
+    agent: ureq::Agent,
+    cookies: HashMap<String, String>,
+}
+
+impl<'a> Client<'a> {
+    fn new(server: &'a Server) -> Client<'a> {
+        Client {
+            server,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, r: &ureq::http::Response<ureq::Body>) {
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attrs.to_ascii_lowercase().contains("max-age=0") {
+                self.cookies.remove(name.trim());
+            } else {
+                self.cookies
+                    .insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+
+    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut r = r.expect("request failed");
+        self.keep_cookies(&r);
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().read_to_string().unwrap_or_default(),
+            headers,
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Reply {
+        let r = self
+            .agent
+            .get(self.server.url(path))
+            .header("Cookie", &self.cookie_header())
+            .call();
+        self.finish(r)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = self
+            .agent
+            .post(self.server.url(path))
+            .header("Cookie", &self.cookie_header())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(body.as_str());
+        self.finish(r)
+    }
+
+    /// Signs in through the form; returns the answer to the POST.
+    fn sign_in(&mut self, email: &str, password: &str) -> Reply {
+        let page = self.get("/login");
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = field(&page.body, "csrf");
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", email),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+    }
+
+    /// The CSRF token of the session's forms, read from `path`.
+    fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path);
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        field(&page.body, "csrf")
+    }
+}
+
+fn as_refs(f: &[(String, String)]) -> Vec<(&str, &str)> {
+    f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The value of the first hidden input named `name`.
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn add_user(env: &Env, email: &str, sites: &[&str]) {
+    let mut args = vec!["user", "add", email, "--password-stdin"];
+    for s in sites {
+        args.extend(["--site", s]);
+    }
+    let mut child = Command::new(common::bin())
+        .arg("--config")
+        .arg(env.config())
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn first_run_setup_needs_the_token_from_the_log() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let server = env.start();
+    let mut c = Client::new(&server);
+    let login = c.get("/login");
+    assert_eq!(login.status, 303);
+    assert_eq!(login.header("location"), Some("/setup"));
+    let page = c.get("/setup");
+    assert_eq!(page.status, 200);
+    let csrf = field(&page.body, "csrf");
+    let token = server
+        .log_lines()
+        .iter()
+        .find_map(|l| {
+            l.split("setup_token=")
+                .nth(1)
+                .map(|t| t.split_whitespace().next().unwrap().to_string())
+        })
+        .expect("the setup token is logged");
+    let form = |token: &str| {
+        vec![
+            ("csrf".to_string(), csrf.clone()),
+            ("token".to_string(), token.to_string()),
+            ("email".to_string(), "owner@example.com".to_string()),
+            ("password".to_string(), PASSWORD.to_string()),
+        ]
+    };
+    let wrong = c.post("/setup", &as_refs(&form("0000")));
+    assert_eq!(wrong.status, 400);
+    assert_eq!(env.count("SELECT count(*) FROM users"), 0);
+    let ok = c.post("/setup", &as_refs(&form(&token)));
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert_eq!(env.count("SELECT count(*) FROM users WHERE admin = 1"), 1);
+    // Signed in at once, and the setup page is gone for good.
+    let sites = c.get("/");
+    assert_eq!(sites.status, 200);
+    assert!(sites.body.contains("example.com"));
+    assert_eq!(c.get("/setup").status, 404);
+    // Replaying the form fails (its token was spent with the sign-in).
+    let again = c.post("/setup", &as_refs(&form(&token)));
+    assert!(matches!(again.status, 403 | 404), "{}", again.status);
+    assert_eq!(env.count("SELECT count(*) FROM users"), 1);
+    // Only a hash of the session token is stored.
+    let cookie = c.cookies["tally_session"].clone();
+    let stored: Vec<u8> = env
+        .db()
+        .query_row("SELECT token_hash FROM login_sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(stored, cookie.as_bytes());
+}
+
+#[test]
+fn sign_in_csrf_rate_limit_and_sign_out() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    add_user(&env, "admin@example.com", &[]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+
+    let home = c.get("/");
+    assert_eq!(home.status, 303);
+    assert_eq!(home.header("location"), Some("/login?next=%2F"));
+
+    // Wrong password: the form again, with a 401.
+    let bad = c.sign_in("admin@example.com", "not the password");
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("Wrong email or password"));
+
+    // A sign-in form posted from elsewhere carries no matching token.
+    let mut stranger = Client::new(&server);
+    let forged = stranger.post(
+        "/login",
+        &[
+            ("csrf", "x"),
+            ("email", "admin@example.com"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    assert!(!stranger.cookies.contains_key("tally_session"));
+
+    let ok = c.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(ok.status, 303);
+    assert_eq!(ok.header("location"), Some("/"));
+    let cookie = ok
+        .headers
+        .iter()
+        .find(|(k, v)| k == "set-cookie" && v.starts_with("tally_session="))
+        .map(|(_, v)| v.clone())
+        .expect("session cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    assert!(!cookie.contains("Secure"), "plain http without a trusted proxy");
+    assert_eq!(c.get("/").status, 200);
+    assert_eq!(c.get("/example.com").status, 200);
+
+    // A form without the session's token changes nothing.
+    let no_token = c.post(
+        "/sites",
+        &[("csrf", "nope"), ("domain", "new.example"), ("timezone", "UTC")],
+    );
+    assert_eq!(no_token.status, 403);
+    assert_eq!(env.count("SELECT count(*) FROM sites"), 1);
+    let csrf = c.csrf("/");
+    let added = c.post(
+        "/sites",
+        &[("csrf", &csrf), ("domain", "New.Example"), ("timezone", "Europe/Berlin")],
+    );
+    assert_eq!(added.status, 303);
+    assert_eq!(added.header("location"), Some("/new.example/settings"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM sites WHERE domain = 'new.example' AND timezone = 'Europe/Berlin'"),
+        1
+    );
+    let settings = c.get("/new.example/settings");
+    assert!(settings.body.contains("data-domain=&#34;new.example&#34;"), "{}", settings.body);
+
+    // Signing out ends the session on the server, not just in the browser.
+    let stolen = c.cookies["tally_session"].clone();
+    let out = c.post("/logout", &[("csrf", &csrf)]);
+    assert_eq!(out.status, 303);
+    assert_eq!(c.get("/").status, 303);
+    let mut thief = Client::new(&server);
+    thief.cookies.insert("tally_session".into(), stolen);
+    assert_eq!(thief.get("/").status, 303);
+
+    // Five failures lock the account for a while, even with the right password.
+    for _ in 0..5 {
+        assert_eq!(c.sign_in("admin@example.com", "wrong password!").status, 401);
+    }
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 429);
+}
+
+#[test]
+fn users_see_only_their_sites() {
+    let env = Env::new("");
+    env.add_site("a.example");
+    env.add_site("b.example");
+    add_user(&env, "member@example.com", &["b.example"]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("member@example.com", PASSWORD).status, 303);
+    let list = c.get("/");
+    assert!(list.body.contains("b.example"));
+    assert!(!list.body.contains("a.example"));
+    assert_eq!(c.get("/b.example").status, 200);
+    assert_eq!(c.get("/a.example").status, 404);
+    assert_eq!(c.get("/a.example/settings").status, 404);
+    assert_eq!(c.get("/nonexistent.example").status, 404);
+    let csrf = c.csrf("/b.example/settings");
+    let remove = c.post(
+        "/a.example/settings",
+        &[("csrf", &csrf), ("action", "remove"), ("confirm", "a.example")],
+    );
+    assert_eq!(remove.status, 404);
+    assert_eq!(env.count("SELECT count(*) FROM sites"), 2);
+}
+
+#[test]
+fn share_links_public_toggle_and_headers() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    add_user(&env, "admin@example.com", &[]);
+    let server = env.start();
+    let mut anon = Client::new(&server);
+    // A private site sends strangers to sign in, as an unknown one does.
+    let private = anon.get("/example.com");
+    assert_eq!(private.status, 303);
+    assert_eq!(anon.get("/nothing.example").status, 303);
+
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let csrf = c.csrf("/example.com/settings");
+    let made = c.post(
+        "/example.com/settings",
+        &[("csrf", &csrf), ("action", "share_add"), ("name", "Team wiki")],
+    );
+    assert_eq!(made.status, 303);
+    let (id, token): (i64, String) = env
+        .db()
+        .query_row("SELECT id, token FROM share_links", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let shared = anon.get(&format!("/share/example.com?auth={token}&period=7d"));
+    assert_eq!(shared.status, 200, "{}", shared.body);
+    assert!(shared.body.contains("Unique visitors"));
+    assert_eq!(shared.header("referrer-policy"), Some("no-referrer"));
+    // Links on the shared page keep the token; settings are not offered.
+    assert!(shared.body.contains(&format!("auth={token}")));
+    assert!(!shared.body.contains("/example.com/settings"));
+    assert_eq!(anon.get("/share/example.com?auth=wrong").status, 404);
+    assert_eq!(anon.get("/share/example.com").status, 404);
+    // The token opens this site only.
+    env.add_site("other.example");
+    assert_eq!(
+        anon.get(&format!("/share/other.example?auth={token}")).status,
+        404
+    );
+    let revoked = c.post(
+        "/example.com/settings",
+        &[("csrf", &csrf), ("action", "share_remove"), ("id", &id.to_string())],
+    );
+    assert_eq!(revoked.status, 303);
+    assert_eq!(
+        anon.get(&format!("/share/example.com?auth={token}")).status,
+        404
+    );
+
+    let public = c.post(
+        "/example.com/settings",
+        &[("csrf", &csrf), ("action", "public"), ("public", "1")],
+    );
+    assert_eq!(public.status, 303);
+    let open = anon.get("/example.com?period=day");
+    assert_eq!(open.status, 200);
+    let csp = open.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert_eq!(open.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(anon.get("/example.com/settings").status, 303);
+
+    // Bad parameters are a 400 page, not a crash.
+    let bad = c.get("/example.com?period=fortnight");
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("fortnight"));
+    assert_eq!(c.get("/example.com?filters=visit:password==x").status, 400);
+}
+
+#[test]
+fn tracked_values_are_escaped() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    add_user(&env, "admin@example.com", &[]);
+    let server = env.start();
+    let xss = "<script>alert(1)</script>";
+    let body = serde_json::json!({
+        "n": "pageview",
+        "u": format!("https://example.com/x?utm_source={}&utm_campaign=%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(2)%3E", urlencode(xss)),
+        "d": "example.com",
+        "r": "javascript:alert(3)//",
+    })
+    .to_string();
+    assert_eq!(server.event(&body, CHROME).status, 202);
+    let custom = serde_json::json!({
+        "n": "<img src=x onerror=alert(4)>",
+        "u": "https://example.com/",
+        "d": "example.com",
+        "p": {"plan": "<b>bold</b>"},
+    })
+    .to_string();
+    assert_eq!(server.event(&custom, CHROME).status, 202);
+    server.settle();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    for path in [
+        "/example.com?period=day&sources=utm_source",
+        "/example.com?period=day&sources=utm_campaign",
+        "/example.com?period=day&sources=referrers",
+        "/example.com?period=day&goals=events",
+        "/example.com?period=realtime",
+    ] {
+        let page = c.get(path);
+        assert_eq!(page.status, 200, "{path}");
+        for raw in ["<script>alert", "<img src=x", "onerror=alert(2)>", "href=\"javascript:"] {
+            assert!(!page.body.contains(raw), "{path} shows {raw} unescaped");
+        }
+    }
+    let campaign = c.get("/example.com?period=day&sources=utm_source");
+    assert!(campaign.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{}", campaign.body);
+    let events = c.get("/example.com?period=day&goals=events");
+    assert!(events.body.contains("&#60;img src=x onerror=alert(4)&#62;"));
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
