@@ -5,110 +5,19 @@
 use std::collections::HashMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_lab::sse;
 use askama::Template;
 use chrono::{Datelike, Days, Months};
-use futures_util::StreamExt;
 use serde_json::Value;
-use std::convert::Infallible;
 
+use super::access::{Admitted, Viewer, admit_request};
 use super::chart::{self, Chart, Sample};
-use super::session::{self, SignedIn};
+use super::panels::{PANEL_ROWS, PANELS, drill_down, result_key};
 use super::view::{self, ViewState};
-use super::{Nav, blocking, html};
+use super::{Nav, blocking, html, realtime};
 use crate::http::{AppState, PageError, query_context};
 use crate::query::{self, Params, period::Period};
+use crate::store;
 use crate::store::sites::Site;
-use crate::store::{self, users};
-
-/// Rows per panel, as Plausible shows.
-const PANEL_ROWS: i64 = 9;
-
-/// A tab of a panel: its key in the URL, its name, the property it breaks
-/// down, and the column heading.
-struct Tab {
-    key: &'static str,
-    label: &'static str,
-    property: &'static str,
-}
-
-struct PanelDef {
-    key: &'static str,
-    title: &'static str,
-    tabs: &'static [Tab],
-}
-
-const fn tab(key: &'static str, label: &'static str, property: &'static str) -> Tab {
-    Tab {
-        key,
-        label,
-        property,
-    }
-}
-
-const PANELS: &[PanelDef] = &[
-    PanelDef {
-        key: "sources",
-        title: "Top sources",
-        tabs: &[
-            tab("sources", "Sources", "visit:source"),
-            tab("referrers", "Referrers", "visit:referrer"),
-            tab("utm_medium", "Medium", "visit:utm_medium"),
-            tab("utm_source", "UTM source", "visit:utm_source"),
-            tab("utm_campaign", "Campaign", "visit:utm_campaign"),
-        ],
-    },
-    PanelDef {
-        key: "pages",
-        title: "Top pages",
-        tabs: &[
-            tab("pages", "Top pages", "event:page"),
-            tab("entry", "Entry pages", "visit:entry_page"),
-            tab("exit", "Exit pages", "visit:exit_page"),
-        ],
-    },
-    PanelDef {
-        key: "locations",
-        title: "Locations",
-        tabs: &[
-            tab("countries", "Countries", "visit:country"),
-            tab("regions", "Regions", "visit:region"),
-            tab("cities", "Cities", "visit:city"),
-        ],
-    },
-    PanelDef {
-        key: "devices",
-        title: "Devices",
-        tabs: &[
-            tab("browsers", "Browsers", "visit:browser"),
-            tab("os", "Operating systems", "visit:os"),
-            tab("devices", "Devices", "visit:device"),
-        ],
-    },
-    PanelDef {
-        key: "goals",
-        title: "Goals and events",
-        tabs: &[
-            tab("goals", "Goals", "event:goal"),
-            tab("events", "Custom events", "event:name"),
-        ],
-    },
-];
-
-/// With a browser or OS filtered to one value, its tab lists versions.
-fn drill_down(property: &'static str, state: &ViewState) -> (&'static str, Option<String>) {
-    match property {
-        "visit:browser" => match state.is_filtered("visit:browser") {
-            Some(b) => ("visit:browser_version", Some(format!("{b} versions"))),
-            None => (property, None),
-        },
-        "visit:os" => match state.is_filtered("visit:os") {
-            Some(o) => ("visit:os_version", Some(format!("{o} versions"))),
-            None => (property, None),
-        },
-        _ => (property, None),
-    }
-}
 
 pub struct Link {
     pub label: String,
@@ -148,6 +57,7 @@ pub struct Panel {
     pub tabs: Vec<Link>,
     pub column: String,
     pub rows: Vec<Row>,
+    pub details_href: String,
 }
 
 #[derive(Template)]
@@ -173,225 +83,51 @@ pub struct DashboardPage {
     pub settings_href: Option<String>,
 }
 
-/// Who may see this dashboard, and how its links carry that.
-enum Viewer {
-    User(SignedIn),
-    /// A public site, or a share link (whose token every link keeps).
-    Guest {
-        auth: Option<String>,
-    },
-}
-
-/// The site at `domain` and who is looking, or why not: signed-in users see
-/// their sites, anyone sees a public site, a valid share token opens its
-/// site. Unknown and private sites look alike to a stranger.
-async fn admit(
-    state: &AppState,
-    req: &HttpRequest,
-    domain: &str,
-    share: Option<&str>,
-) -> Result<(Site, Viewer, String), PageError> {
-    let domain = domain.to_ascii_lowercase();
-    let site = find_site(state, &domain).await?;
-    if let Some(token) = share {
-        let site = site.ok_or(PageError::NotFound)?;
-        let (store, id, t) = (state.store.clone(), site.id, token.to_string());
-        let valid = !token.is_empty()
-            && blocking(move || Ok(users::share_link_valid(&*store.reader()?, id, &t)?)).await?;
-        if !valid {
-            return Err(PageError::NotFound);
-        }
-        let auth = Some(token.to_string());
-        return Ok((site, Viewer::Guest { auth }, format!("/share/{domain}")));
-    }
-    let public = site.as_ref().is_some_and(|s| s.public);
-    let viewer = match session::signed_in(state, req).await? {
-        Some(me) => {
-            let (store, user) = (state.store.clone(), me.user.clone());
-            let allowed = match site.as_ref().map(|s| s.id) {
-                Some(id) => {
-                    blocking(move || Ok(users::can_view(&*store.reader()?, &user, id)?)).await?
-                }
-                None => false,
-            };
-            match (allowed, public) {
-                (true, _) => Viewer::User(me),
-                (false, true) => Viewer::Guest { auth: None },
-                (false, false) => return Err(PageError::NotFound),
-            }
-        }
-        None if public => Viewer::Guest { auth: None },
-        None => return Err(PageError::SignIn(req.uri().to_string())),
-    };
-    let site = site.ok_or(PageError::NotFound)?;
-    Ok((site, viewer, format!("/{domain}")))
-}
-
 pub async fn site(
     state: web::Data<AppState>,
     req: HttpRequest,
     domain: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, PageError> {
-    let (site, viewer, base) = admit(&state, &req, &domain, None).await?;
-    let signed_in = match &viewer {
-        Viewer::User(me) => Some(Nav::of(me)),
-        Viewer::Guest { .. } => session::signed_in(&state, &req)
-            .await?
-            .as_ref()
-            .map(Nav::of),
-    };
-    render(&state, site, base, viewer, signed_in, q.into_inner()).await
-}
-
-pub async fn shared(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    domain: web::Path<String>,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<HttpResponse, PageError> {
-    let token = q.get("auth").cloned().unwrap_or_default();
-    let (site, viewer, base) = admit(&state, &req, &domain, Some(&token)).await?;
-    let mut resp = render(&state, site, base, viewer, None, q.into_inner()).await?;
-    // Share links are for reading, not for passing on: no Referer leaks the token.
-    resp.headers_mut().insert(
-        actix_web::http::header::REFERRER_POLICY,
-        actix_web::http::header::HeaderValue::from_static("no-referrer"),
-    );
-    Ok(resp)
-}
-
-/// How long one live stream lasts before the browser reconnects (which
-/// checks access again).
-const LIVE_STREAM_SECS: u64 = 600;
-
-/// `/{domain}/live` and `/share/{domain}/live`: the live numbers as
-/// Server-Sent Events, at most once a second and only when they change.
-pub async fn live(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    domain: web::Path<String>,
-    q: web::Query<HashMap<String, String>>,
-) -> Result<impl actix_web::Responder, PageError> {
-    let share = req.path().starts_with("/share/");
-    let token = q.get("auth").cloned().unwrap_or_default();
-    let (site, _, _) = admit(&state, &req, &domain, share.then_some(token.as_str())).await?;
-    let state = state.into_inner();
-    let started = std::time::Instant::now();
-    let mut last = String::new();
-    let ticks = futures_util::stream::unfold(
-        tokio::time::interval(std::time::Duration::from_secs(1)),
-        |mut tick| async move {
-            tick.tick().await;
-            Some(((), tick))
-        },
-    )
-    .take_while(move |_| std::future::ready(started.elapsed().as_secs() < LIVE_STREAM_SECS));
-    let stream = ticks.filter_map(move |_| {
-        let snapshot = state.ingestor.live().snapshot(site.id, store::now_unix());
-        let json = serde_json::json!({
-            "visitors": snapshot.visitors,
-            "visitors_text": view::count(snapshot.visitors as i64),
-            "pages": snapshot.pages,
-            "sources": snapshot.sources,
-            "countries": snapshot.countries,
-            "pageviews_per_minute": snapshot.pageviews_per_minute,
-        })
-        .to_string();
-        let changed = json != last;
-        if changed {
-            last = json.clone();
-        }
-        std::future::ready(
-            changed.then(|| Ok::<_, Infallible>(sse::Event::Data(sse::Data::new(json)))),
-        )
-    });
-    Ok(sse::Sse::from_stream(stream)
-        .with_keep_alive(std::time::Duration::from_secs(15))
-        .with_retry_duration(std::time::Duration::from_secs(1)))
-}
-
-async fn find_site(state: &AppState, domain: &str) -> Result<Option<Site>, PageError> {
-    let (store, d) = (state.store.clone(), domain.to_string());
-    blocking(move || Ok(store::sites::find_site(&*store.reader()?, &d)?)).await
-}
-
-/// Appends a share token to a view's link.
-fn linker(base: String, auth: Option<String>) -> impl Fn(&ViewState) -> String {
-    move |v: &ViewState| match &auth {
-        Some(a) => {
-            let extra = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("auth", a)
-                .finish();
-            format!("{}&{extra}", v.href(&base))
-        }
-        None => v.href(&base),
+    let a = admit_request(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
+    let mut resp = render(&state, &a, q.into_inner()).await?;
+    if a.auth().is_some() {
+        // A share link is for reading, not passing on: no Referer carries the token.
+        resp.headers_mut().insert(
+            actix_web::http::header::REFERRER_POLICY,
+            actix_web::http::header::HeaderValue::from_static("no-referrer"),
+        );
     }
+    Ok(resp)
 }
 
 async fn render(
     state: &AppState,
-    site: Site,
-    base: String,
-    viewer: Viewer,
-    signed_in: Option<Nav>,
+    a: &Admitted,
     q: HashMap<String, String>,
 ) -> Result<HttpResponse, PageError> {
-    let auth = match &viewer {
-        Viewer::Guest { auth } => auth.clone(),
-        Viewer::User(_) => None,
-    };
+    let site = &a.site;
+    let link = |v: &ViewState| a.href("", v);
     // The custom-range form sends `from` and `to`: fold them into `date`.
     if let (Some(from), Some(to)) = (q.get("from"), q.get("to")) {
         let mut v = ViewState::from_query(&q).with_period("custom", Some(format!("{from},{to}")));
         if from.is_empty() || to.is_empty() {
             v = v.with_period("30d", None);
         }
-        let href = linker(base, auth)(&v);
         return Ok(HttpResponse::SeeOther()
-            .insert_header(("Location", href))
+            .insert_header(("Location", link(&v)))
             .finish());
     }
     let v = ViewState::from_query(&q);
-    let live_href = match &auth {
-        Some(a) => format!(
-            "{base}/live?{}",
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("auth", a)
-                .finish()
-        ),
-        None => format!("{base}/live"),
-    };
-    let link = linker(base.clone(), auth);
-    let periods = period_links(&v, &link, query_context(state, &site).today);
+    let live_href = a.path("/live", "");
+    let periods = period_links(&v, &link, query_context(state, site).today);
+    let home = link(&ViewState::from_query(&HashMap::new()));
     if v.period == "realtime" {
-        let snapshot = state.ingestor.live().snapshot(site.id, store::now_unix());
-        return html(&RealtimePage {
-            signed_in,
-            home: link(&ViewState::from_query(&HashMap::new())),
-            domain: site.domain.clone(),
-            periods,
-            live_href,
-            current_visitors: view::count(snapshot.visitors as i64),
-            minutes: minute_bars(&snapshot.pageviews_per_minute),
-            lists: vec![
-                ("pages", "Current pages", "Page", snapshot.pages),
-                ("sources", "Sources", "Source", snapshot.sources),
-                ("countries", "Countries", "Country", snapshot.countries),
-            ]
-            .into_iter()
-            .map(|(key, title, column, rows)| LiveList {
-                key,
-                title,
-                column,
-                rows: live_rows(&rows),
-            })
-            .collect(),
-        });
+        return realtime::page(state, a, periods, home, live_href);
     }
-    let ctx = query_context(state, &site);
+    let ctx = query_context(state, site);
     let today = ctx.today;
-    let period = Period::from_params(&api_params(&site, &v), &site.timezone, today)?;
+    let period = Period::from_params(&api_params(site, &v), &site.timezone, today)?;
     let store = state.store.clone();
     let data = {
         let (site, v) = (site.clone(), v.clone());
@@ -413,8 +149,8 @@ async fn render(
         keep.push(("graph".into(), v.graph.clone()));
     }
     keep.extend(v.tabs.iter().cloned());
-    if let Viewer::Guest { auth: Some(a) } = &viewer {
-        keep.push(("auth".into(), a.clone()));
+    if let Some(auth) = a.auth() {
+        keep.push(("auth".into(), auth));
     }
 
     let chips = v
@@ -474,6 +210,7 @@ async fn render(
                     })
                     .collect(),
                 column,
+                details_href: a.href(&format!("/details/{tab_key}"), &v),
                 rows: rows
                     .into_iter()
                     .map(|(label, n)| Row {
@@ -487,13 +224,13 @@ async fn render(
         })
         .collect();
 
-    let settings_href = match &viewer {
+    let settings_href = match &a.viewer {
         Viewer::User(_) => Some(format!("/{}/settings", site.domain)),
         Viewer::Guest { .. } => None,
     };
     let page = DashboardPage {
-        signed_in,
-        home: link(&ViewState::from_query(&HashMap::new())),
+        signed_in: a.nav.clone(),
+        home,
         domain: site.domain.clone(),
         period_label: period_label(&v, &period),
         periods,
@@ -541,74 +278,6 @@ fn period_links(
         });
     }
     periods
-}
-
-pub struct LiveRow {
-    pub label: String,
-    pub count: String,
-    pub bar: String,
-}
-
-pub struct LiveList {
-    pub key: &'static str,
-    pub title: &'static str,
-    pub column: &'static str,
-    pub rows: Vec<LiveRow>,
-}
-
-pub struct MinuteBar {
-    pub x: String,
-    pub y: String,
-    pub height: String,
-    pub title: String,
-}
-
-#[derive(Template)]
-#[template(path = "realtime.html")]
-pub struct RealtimePage {
-    pub signed_in: Option<Nav>,
-    pub domain: String,
-    pub home: String,
-    pub periods: Vec<Link>,
-    pub live_href: String,
-    pub current_visitors: String,
-    pub minutes: Vec<MinuteBar>,
-    pub lists: Vec<LiveList>,
-}
-
-fn live_rows(rows: &[(String, usize)]) -> Vec<LiveRow> {
-    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
-    rows.iter()
-        .map(|(label, n)| LiveRow {
-            label: label.clone(),
-            count: view::count(*n as i64),
-            bar: format!("{:.1}", 100.0 * *n as f64 / max as f64),
-        })
-        .collect()
-}
-
-/// The realtime chart: one bar per minute in a 600 × 120 box; `app.js`
-/// moves the same bars as numbers arrive.
-fn minute_bars(per_minute: &[u32]) -> Vec<MinuteBar> {
-    let max = per_minute.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let n = per_minute.len();
-    per_minute
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let h = 110.0 * f64::from(v) / max;
-            let ago = n - 1 - i;
-            MinuteBar {
-                x: format!("{:.1}", 600.0 * i as f64 / n as f64 + 2.0),
-                y: format!("{:.1}", 115.0 - h),
-                height: format!("{h:.1}"),
-                title: match ago {
-                    0 => format!("This minute: {v} pageviews"),
-                    _ => format!("{ago} min ago: {v} pageviews"),
-                },
-            }
-        })
-        .collect()
 }
 
 const STAT_BOXES: &[(&str, &str)] = &[
@@ -814,18 +483,4 @@ fn fetch(
         current_visitors,
         panels,
     })
-}
-
-/// The key a breakdown's rows carry their value under.
-fn result_key(property: &str) -> String {
-    match property {
-        "event:page" => "page".into(),
-        "event:name" => "name".into(),
-        "event:goal" => "goal".into(),
-        p => p
-            .strip_prefix("visit:")
-            .or_else(|| p.strip_prefix("event:props:"))
-            .unwrap_or(p)
-            .to_string(),
-    }
 }

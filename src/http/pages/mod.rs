@@ -2,9 +2,13 @@
 //! and settings, rendered on the server with askama (which escapes every
 //! value; no template marks tracked data safe).
 
+mod access;
 mod chart;
 mod dashboard;
+mod details;
 mod login;
+mod panels;
+mod realtime;
 pub mod session;
 mod settings;
 mod sites;
@@ -19,6 +23,7 @@ use super::PageError;
 use session::SignedIn;
 
 /// The account corner of the top bar.
+#[derive(Clone)]
 pub struct Nav {
     pub email: String,
     pub csrf: String,
@@ -42,9 +47,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(login::setup))
         .route("/", web::get().to(sites::list))
         .route("/sites", web::post().to(sites::add))
-        .route("/share/{domain}", web::get().to(dashboard::shared))
-        .route("/share/{domain}/live", web::get().to(dashboard::live))
-        .route("/{domain}/live", web::get().to(dashboard::live))
+        .route("/share/{domain}", web::get().to(dashboard::site))
+        .route("/share/{domain}/live", web::get().to(realtime::live))
+        .route(
+            "/share/{domain}/details/{tab}",
+            web::get().to(details::details),
+        )
+        .route("/{domain}/details/{tab}", web::get().to(details::details))
+        .route("/{domain}/live", web::get().to(realtime::live))
         .route("/{domain}/settings", web::get().to(settings::page))
         .route("/{domain}/settings", web::post().to(settings::update))
         .route("/{domain}", web::get().to(dashboard::site));

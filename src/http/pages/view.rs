@@ -174,10 +174,6 @@ impl ViewState {
         s.finish()
     }
 
-    pub fn href(&self, base: &str) -> String {
-        format!("{base}?{}", self.query())
-    }
-
     /// This view with `property==value` added, replacing any condition on
     /// the same property.
     pub fn with_filter(&self, property: &str, value: &str) -> ViewState {
@@ -340,7 +336,7 @@ mod tests {
         let f = v.with_filter("visit:source", "Bing & <b>");
         assert_eq!(f.filters.len(), 2);
         assert_eq!(f.filters[1].value, "Bing & <b>");
-        assert!(f.href("/x.org").contains("Bing+%26+%3Cb%3E"));
+        assert!(f.query().contains("Bing+%26+%3Cb%3E"));
         assert_eq!(f.without_filter(0).filters.len(), 1);
         assert_eq!(
             v.with_tab("sources", "utm_medium").query(),
