@@ -506,6 +506,25 @@ pub fn breakdown(
     Ok(json!({ "results": results }))
 }
 
+/// The custom property keys of the events in the period (and filters), most
+/// visitors first: what a dashboard offers to break down. Reads raw events,
+/// so only the days they are kept for.
+pub fn prop_keys(
+    conn: &Db,
+    site: &Site,
+    params: &Params,
+    ctx: &Context,
+) -> Result<Vec<String>, QueryError> {
+    const MAX_KEYS: i64 = 20;
+    let period = Period::from_params(params, &site.timezone, ctx.today)?;
+    let filters = filters::parse(params.get("filters").map(String::as_str))?;
+    let range = TimeRange {
+        start: period.range.start.max(ctx.raw_since),
+        end: period.range.end,
+    };
+    Ok(stats::prop_keys(conn, site.id, range, &filters, MAX_KEYS)?)
+}
+
 fn int_param(
     params: &Params,
     name: &str,

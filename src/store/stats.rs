@@ -387,6 +387,24 @@ pub fn breakdown(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The property keys of matching events in `range`, by visitors, then name.
+pub fn prop_keys(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    filters: &[Filter],
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut sql = Sql::default();
+    sql.push("SELECT j.key, COUNT(DISTINCT m.visitor_id) FROM (SELECT e.visitor_id, e.props");
+    events_from(&mut sql, site_id, range, filters);
+    sql.push(" AND e.props IS NOT NULL) m, json_each(m.props) j GROUP BY j.key ORDER BY 2 DESC, 1 LIMIT ")
+        .arg(limit);
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let keys = stmt.query_map(sql.params(), |r| r.get(0))?;
+    Ok(keys.collect::<Result<_, _>>()?)
+}
+
 /// How many visitors completed `goal` in `range`, and how many events did.
 pub fn goal_conversions(
     conn: &Connection,

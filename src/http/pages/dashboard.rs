@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::access::{Admitted, Viewer, admit_request};
 use super::chart::{self, Chart, Sample};
-use super::panels::{PANEL_ROWS, PANELS, drill_down, result_key};
+use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, result_key};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html, realtime};
 use crate::http::{AppState, PageError, query_context};
@@ -192,6 +192,7 @@ async fn render(
         .map(|(def, data)| {
             let PanelData {
                 tab: tab_key,
+                prop_tabs,
                 property,
                 heading: column,
                 rows,
@@ -203,10 +204,16 @@ async fn render(
                 tabs: def
                     .tabs
                     .iter()
-                    .map(|t| Link {
-                        label: t.label.into(),
-                        href: link(&v.with_tab(def.key, t.key)),
-                        active: t.key == tab_key,
+                    .map(|t| (t.label.to_string(), t.key.to_string()))
+                    .chain(
+                        prop_tabs
+                            .iter()
+                            .map(|p| (format!("Property: {p}"), format!("{PROP_TAB}{p}"))),
+                    )
+                    .map(|(label, key)| Link {
+                        label,
+                        href: link(&v.with_tab(def.key, &key)),
+                        active: key == tab_key,
                     })
                     .collect(),
                 column,
@@ -360,7 +367,9 @@ struct Data {
 
 /// One panel's chosen tab and its rows (label, visitors).
 struct PanelData {
-    tab: &'static str,
+    tab: String,
+    /// Custom property keys offered as extra tabs.
+    prop_tabs: Vec<String>,
     property: String,
     heading: String,
     rows: Vec<(String, i64)>,
@@ -429,32 +438,41 @@ fn fetch(
         .as_i64()
         .unwrap_or(0);
     let has_goals = !store::sites::list_goals(conn, site.id)?.is_empty();
+    let prop_keys = if offers_props(v) {
+        query::prop_keys(conn, site, &base, ctx)?
+    } else {
+        Vec::new()
+    };
     let mut panels = Vec::new();
     for def in PANELS {
-        let chosen = v.tab(def.key);
         let default = if def.key == "goals" && !has_goals {
-            &def.tabs[1]
+            def.tabs[1].key
         } else {
-            &def.tabs[0]
+            def.tabs[0].key
         };
-        let t = def
-            .tabs
-            .iter()
-            .find(|t| Some(t.key) == chosen)
-            .unwrap_or(default);
-        let (property, heading) = drill_down(t.property, v);
+        let props: &[String] = if def.key == "goals" { &prop_keys } else { &[] };
+        let chosen = v
+            .tab(def.key)
+            .filter(|t| {
+                def.tabs.iter().any(|d| d.key == *t)
+                    || t.strip_prefix(PROP_TAB)
+                        .is_some_and(|k| props.iter().any(|p| p == k))
+            })
+            .and_then(|t| resolve(t, v))
+            .or_else(|| resolve(default, v))
+            .expect("every panel's first tabs exist");
         let limit = PANEL_ROWS.to_string();
         let result = query::breakdown(
             conn,
             site,
             &with(&[
-                ("property", property),
+                ("property", &chosen.property),
                 ("metrics", "visitors"),
                 ("limit", &limit),
             ]),
             ctx,
         )?;
-        let key = result_key(property);
+        let key = result_key(&chosen.property);
         let rows = result["results"]
             .as_array()
             .map(|rows| {
@@ -470,9 +488,13 @@ fn fetch(
             })
             .unwrap_or_default();
         panels.push(PanelData {
-            tab: t.key,
-            property: property.to_string(),
-            heading: heading.unwrap_or_else(|| view::property_label(property)),
+            heading: chosen
+                .heading
+                .clone()
+                .unwrap_or_else(|| view::property_label(&chosen.property)),
+            tab: chosen.key,
+            property: chosen.property,
+            prop_tabs: props.to_vec(),
             rows,
         });
     }

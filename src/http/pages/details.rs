@@ -8,7 +8,7 @@ use askama::Template;
 use serde_json::Value;
 
 use super::access::admit_request;
-use super::panels::{drill_down, find_tab, result_key};
+use super::panels::{resolve, result_key};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
 use crate::http::{AppState, PageError, query_context};
@@ -81,10 +81,11 @@ pub async fn details(
     let (domain, tab_key) = path.into_inner();
     let q = q.into_inner();
     let a = admit_request(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
-    let (panel, tab) = find_tab(&tab_key).ok_or(PageError::NotFound)?;
     let v = ViewState::from_query(&q);
-    let (property, heading) = drill_down(tab.property, &v);
-    let metrics = metrics_for(property);
+    let tab = resolve(&tab_key, &v).ok_or(PageError::NotFound)?;
+    let property = tab.property.clone();
+    let heading = tab.heading.clone();
+    let metrics = metrics_for(&property);
     let csv = q.get("format").is_some_and(|f| f == "csv");
     let page: i64 = match q.get("page") {
         None => 1,
@@ -104,10 +105,10 @@ pub async fn details(
     if let Some(f) = v.filters_param() {
         params.insert("filters".into(), f);
     }
-    params.insert("property".into(), property.to_string());
+    params.insert("property".into(), property.clone());
     params.insert("metrics".into(), metrics.join(","));
     let ctx = query_context(&state, &a.site);
-    let (store, site) = (state.store.clone(), a.site.clone());
+    let (store, site, prop) = (state.store.clone(), a.site.clone(), property.clone());
     let (limit, pages) = if csv {
         (CSV_CHUNK, (1..=CSV_MAX_CHUNKS).collect::<Vec<_>>())
     } else {
@@ -122,7 +123,7 @@ pub async fn details(
             params.insert("page".into(), p.to_string());
             let result = query::breakdown(&conn, &site, &params, &ctx)?;
             let rows = result["results"].as_array().cloned().unwrap_or_default();
-            let done = (rows.len() as i64) < limit || property == "event:goal";
+            let done = (rows.len() as i64) < limit || prop == "event:goal";
             all.extend(rows);
             if done {
                 break;
@@ -131,12 +132,12 @@ pub async fn details(
         Ok(all)
     })
     .await?;
-    let key = result_key(property);
+    let key = result_key(&property);
     let label_of = |r: &Value| match &r[key.as_str()] {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let column = heading.unwrap_or_else(|| view::property_label(property));
+    let column = heading.unwrap_or_else(|| view::property_label(&property));
 
     if csv {
         let mut out = String::new();
@@ -182,7 +183,7 @@ pub async fn details(
         .map(|r| {
             let label = label_of(r);
             DetailRow {
-                href: link(&v.with_filter(property, &label)),
+                href: link(&v.with_filter(&property, &label)),
                 values: metrics
                     .iter()
                     .map(|m| match m {
@@ -197,7 +198,7 @@ pub async fn details(
     html(&DetailsPage {
         signed_in: a.nav.clone(),
         domain: a.site.domain.clone(),
-        title: format!("{} · {}", panel.title, tab.label),
+        title: format!("{} · {}", tab.panel_title, tab.label),
         back: link(&v),
         column,
         headings: metrics.iter().map(|m| metric_label(m)).collect(),

@@ -106,9 +106,46 @@ pub fn result_key(property: &str) -> String {
     }
 }
 
-/// The tab with `key` and its panel.
-pub fn find_tab(key: &str) -> Option<(&'static PanelDef, &'static Tab)> {
-    PANELS
+/// Tabs of the goals panel named `prop:KEY` break its events down by the
+/// custom property KEY; they are offered while one event or goal is chosen.
+pub const PROP_TAB: &str = "prop:";
+
+/// A tab as the URL chose it.
+pub struct Chosen {
+    pub key: String,
+    pub label: String,
+    pub panel_title: &'static str,
+    pub property: String,
+    /// The column heading, when the property's own name would not do.
+    pub heading: Option<String>,
+}
+
+/// The tab `key` of any panel, with drill-downs applied for view `v`.
+pub fn resolve(key: &str, v: &ViewState) -> Option<Chosen> {
+    if let Some(prop) = key.strip_prefix(PROP_TAB).filter(|p| !p.is_empty()) {
+        return Some(Chosen {
+            key: key.to_string(),
+            label: prop.to_string(),
+            panel_title: "Goals and events",
+            property: format!("event:props:{prop}"),
+            heading: None,
+        });
+    }
+    let (panel, tab) = PANELS
         .iter()
-        .find_map(|p| p.tabs.iter().find(|t| t.key == key).map(|t| (p, t)))
+        .find_map(|p| p.tabs.iter().find(|t| t.key == key).map(|t| (p, t)))?;
+    let (property, heading) = drill_down(tab.property, v);
+    Some(Chosen {
+        key: tab.key.to_string(),
+        label: tab.label.to_string(),
+        panel_title: panel.title,
+        property: property.to_string(),
+        heading,
+    })
+}
+
+/// Whether `v` narrows to one custom event or goal, whose properties the
+/// goals panel can then break down.
+pub fn offers_props(v: &ViewState) -> bool {
+    v.is_filtered("event:name").is_some() || v.is_filtered("event:goal").is_some()
 }
