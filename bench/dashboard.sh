@@ -6,6 +6,10 @@
 # of pages, sources, countries, browsers and devices, and the pages
 # breakdown again with a filter.
 #
+# It also times the server-rendered dashboard page itself,
+# `/example.com?period=30d` (signed in, as a user would open it), which
+# makes those calls and more (current visitors, goals) in one request.
+#
 # Each server first gets one untimed view (the first filtered report loads
 # the site's recent traffic into memory; its time is printed). The timed
 # views then take turns across the sizes, RUNS rounds, so that whatever else
@@ -47,6 +51,8 @@ TOML
     echo "== filling $size pageviews over $DAYS days"
     "$TALLY" --config "$dir/tally.toml" demo --site example.com --events "$size" --days "$DAYS" --seed 1 2>/dev/null
     key=$("$TALLY" --config "$dir/tally.toml" api-key create bench 2>/dev/null | tail -n 1)
+    echo "bench password 1234" |
+        "$TALLY" --config "$dir/tally.toml" user add bench@example.com --password-stdin >/dev/null 2>&1
     db_mb=$(python3 -c "import os; print(round(sum(os.path.getsize(os.path.join('$dir/data', f)) for f in os.listdir('$dir/data')) / 1048576, 1))")
     SERVERS+=("$size,$port,$key,$db_mb")
 done
@@ -59,7 +65,7 @@ for server in "${SERVERS[@]}"; do
 done
 
 python3 - "$RUNS" "${SERVERS[@]}" <<'PY'
-import json, statistics, sys, time, urllib.request
+import http.cookiejar, json, re, statistics, sys, time, urllib.error, urllib.parse, urllib.request
 runs = int(sys.argv[1])
 servers = [s.split(",") for s in sys.argv[2:]]  # size, port, key, db MiB
 
@@ -94,6 +100,46 @@ for size, port, key, db_mb in servers:
         time.sleep(0.05)
     print(f"size {size}: first 30d view {cold:.1f} ms, then recent traffic loaded in "
           f"{(time.perf_counter() - started) * 1000:.0f} ms more; database {db_mb} MiB")
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+def signed_in(port):
+    """An opener holding a session cookie, signed in through the form."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect)
+    page = opener.open(f"http://127.0.0.1:{port}/login").read().decode()
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"csrf": csrf, "email": "bench@example.com",
+                                   "password": "bench password 1234", "next": "/"}).encode()
+    try:
+        opener.open(f"http://127.0.0.1:{port}/login", form)
+    except urllib.error.HTTPError as e:
+        assert e.code == 303, f"sign-in answered {e.code}"
+    return opener
+
+def run_page(opener, port, path):
+    start = time.perf_counter()
+    with opener.open(f"http://127.0.0.1:{port}{path}") as r:
+        assert r.status == 200 and b"Unique visitors" in r.read()
+    return (time.perf_counter() - start) * 1000
+
+openers = {port: signed_in(port) for _, port, _, _ in servers}
+for path in ["/example.com?period=30d"]:
+    times = {size: [] for size, *_ in servers}
+    for _ in range(runs):
+        for size, port, _, _ in servers:
+            times[size].append(run_page(openers[port], port, path))
+    medians = []
+    for size, *_ in servers:
+        t = times[size]
+        medians.append((int(size), statistics.median(t)))
+        print(f"size {size} page {path}: median {statistics.median(t):.1f} ms "
+              f"(min {min(t):.1f}, max {max(t):.1f})")
+    medians.sort()
+    print(f"page {path}: " + ", ".join(f"{s:,} → {m:.1f} ms" for s, m in medians) +
+          (f"; ratio largest/smallest {medians[-1][1] / medians[0][1]:.2f}" if len(medians) > 1 else ""))
 
 for period in ["30d", "12mo"]:
     times = {size: [] for size, *_ in servers}
