@@ -37,3 +37,10 @@ CREATE TABLE share_links (
     created_at  INTEGER NOT NULL
 );
 CREATE INDEX share_links_site ON share_links (site_id);
+
+-- Traffic a site's owner does not want counted: client addresses or
+-- networks (one per line, CIDR or a single address), and page paths (one
+-- pattern per line; `*` within a segment, `**` across segments). Checked at
+-- ingest, before anything is derived from the address.
+ALTER TABLE sites ADD COLUMN excluded_ips TEXT NOT NULL DEFAULT '';
+ALTER TABLE sites ADD COLUMN excluded_paths TEXT NOT NULL DEFAULT '';

@@ -78,6 +78,8 @@ pub enum DropReason {
     OptOut,
     /// An engagement report for a visit that already ended.
     NoVisit,
+    /// The site excludes the client's address or the page's path.
+    Excluded,
 }
 
 /// Counters of what happened to incoming events.
@@ -327,19 +329,29 @@ impl Ingestor {
             tracing::debug!(reason = reason.label(), "dropped bot event");
             return Ok(Outcome::Dropped(DropReason::Bot(reason)));
         }
+        let path = payload.path();
         let mut sites = Vec::with_capacity(payload.domains.len());
+        let mut excluded = false;
         for domain in &payload.domains {
             match self.sites.find(domain) {
+                Ok(Some(site))
+                    if site.exclusions.excludes_ip(meta.ip)
+                        || site.exclusions.excludes_path(&path) =>
+                {
+                    excluded = true;
+                }
                 Ok(Some(site)) => sites.push(site),
                 Ok(None) => return Err(IngestError::UnknownSite(domain.clone())),
                 Err(e) => return Err(IngestError::Storage(e.to_string())),
             }
         }
+        if sites.is_empty() && excluded {
+            return Ok(Outcome::Dropped(DropReason::Excluded));
+        }
         if self.writer.is_full() {
             return Err(IngestError::Overloaded);
         }
 
-        let path = payload.path();
         let hostname = payload.hostname();
         let step = match payload.kind {
             EventKind::Pageview => Step::Pageview { path: &path },

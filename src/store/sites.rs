@@ -77,6 +77,28 @@ pub fn set_timezone(conn: &Connection, site_id: i64, timezone: &str) -> Result<(
     Ok(())
 }
 
+/// A site's excluded addresses and paths, one per line, as stored.
+pub fn exclusions(conn: &Connection, site_id: i64) -> Result<(String, String), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT excluded_ips, excluded_paths FROM sites WHERE id = ?1")?
+        .query_row([site_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or_default())
+}
+
+pub fn set_exclusions(
+    conn: &Connection,
+    site_id: i64,
+    ips: &str,
+    paths: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE sites SET excluded_ips = ?2, excluded_paths = ?3 WHERE id = ?1",
+        params![site_id, ips, paths],
+    )?;
+    Ok(())
+}
+
 pub fn set_public(conn: &Connection, site_id: i64, public: bool) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE sites SET public = ?2 WHERE id = ?1",
@@ -183,6 +205,26 @@ pub fn list_goals(conn: &Connection, site_id: i64) -> Result<Vec<Goal>, StoreErr
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn remove_goal(conn: &Connection, site_id: i64, goal_id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM goals WHERE site_id = ?1 AND id = ?2",
+        params![site_id, goal_id],
+    )?;
+    Ok(())
+}
+
+/// Every API key: id, name and the prefix kept in clear.
+pub fn list_api_keys(conn: &Connection) -> Result<Vec<(i64, String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, name, prefix FROM api_keys ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn remove_api_key(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM api_keys WHERE id = ?1", [id])?;
+    Ok(())
 }
 
 /// Stores an API key's hash under `name`.

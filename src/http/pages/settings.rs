@@ -8,10 +8,11 @@ use serde::Deserialize;
 
 use super::session::{self, SignedIn};
 use super::{Nav, blocking, html, redirect};
-use crate::auth;
 use crate::http::{AppState, PageError};
+use crate::ingest::sites::Exclusions;
 use crate::store::sites::{self, GoalKind, Site};
 use crate::store::{self, users};
+use crate::{auth, keys};
 
 pub struct ShareRow {
     pub id: i64,
@@ -29,9 +30,14 @@ struct SettingsPage {
     timezone: String,
     public: bool,
     shares: Vec<ShareRow>,
-    goals: Vec<String>,
+    goals: Vec<(i64, String)>,
+    excluded_ips: String,
+    excluded_paths: String,
+    admin: bool,
+    api_keys: Vec<(i64, String, String)>,
+    /// A key just created, shown once.
+    new_key: Option<String>,
     timezones: Vec<&'static str>,
-    notice: Option<String>,
     error: Option<String>,
 }
 
@@ -74,7 +80,14 @@ pub async fn page(
     domain: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let (me, site) = authorize(&state, &req, &domain).await?;
-    render(&state, &req, &me, site, None, None).await
+    render(&state, &req, &me, site, Outcome::default()).await
+}
+
+/// What the last change left to say.
+#[derive(Default)]
+struct Outcome {
+    error: Option<String>,
+    new_key: Option<String>,
 }
 
 async fn render(
@@ -82,16 +95,22 @@ async fn render(
     req: &HttpRequest,
     me: &SignedIn,
     site: Site,
-    notice: Option<String>,
-    error: Option<String>,
+    outcome: Outcome,
 ) -> Result<HttpResponse, PageError> {
     let store = state.store.clone();
     let id = site.id;
-    let (links, goals) = blocking(move || {
+    let admin = me.user.admin;
+    let (links, goals, (excluded_ips, excluded_paths), api_keys) = blocking(move || {
         let conn = store.reader()?;
         Ok((
             users::share_links(&conn, id)?,
             sites::list_goals(&conn, id)?,
+            sites::exclusions(&conn, id)?,
+            if admin {
+                sites::list_api_keys(&conn)?
+            } else {
+                Vec::new()
+            },
         ))
     })
     .await?;
@@ -115,10 +134,14 @@ async fn render(
         timezone: site.timezone,
         public: site.public,
         shares,
-        goals: goals.iter().map(|g| g.display_name()).collect(),
+        goals: goals.iter().map(|g| (g.id, g.display_name())).collect(),
+        excluded_ips,
+        excluded_paths,
+        admin,
+        api_keys,
+        new_key: outcome.new_key,
         timezones: chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect(),
-        notice,
-        error,
+        error: outcome.error,
     })
 }
 
@@ -133,6 +156,8 @@ pub struct SettingsForm {
     event: Option<String>,
     page: Option<String>,
     confirm: Option<String>,
+    excluded_ips: Option<String>,
+    excluded_paths: Option<String>,
 }
 
 pub async fn update(
@@ -148,7 +173,18 @@ pub async fn update(
     let id = site.id;
     let back = format!("/{}/settings", site.domain);
     let refuse = |message: String| async {
-        render(&state, &req, &me, site.clone(), None, Some(message)).await
+        let outcome = Outcome {
+            error: Some(message),
+            new_key: None,
+        };
+        render(&state, &req, &me, site.clone(), outcome).await
+    };
+    let admin_only = || {
+        if me.user.admin {
+            Ok(())
+        } else {
+            Err(PageError::Forbidden("only admins manage API keys".into()))
+        }
     };
     match f.action.as_str() {
         "timezone" => {
@@ -203,6 +239,58 @@ pub async fn update(
             writer
                 .run(move |tx| sites::add_goal(tx, id, &kind).map(|_| ()))
                 .await?;
+        }
+        "goal_remove" => {
+            let goal =
+                f.id.ok_or_else(|| PageError::BadRequest("id is required".into()))?;
+            writer
+                .run(move |tx| sites::remove_goal(tx, id, goal))
+                .await?;
+        }
+        "exclusions" => {
+            let ips = f.excluded_ips.unwrap_or_default();
+            let paths = f.excluded_paths.unwrap_or_default();
+            if ips.len() > 20_000 || paths.len() > 20_000 {
+                return refuse("At most 20,000 characters per list.".into()).await;
+            }
+            if let Err(e) = Exclusions::parse(&ips, &paths) {
+                return refuse(format!("{e}.")).await;
+            }
+            let tidy = |s: &str| {
+                s.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            let (ips, paths) = (tidy(&ips), tidy(&paths));
+            writer
+                .run(move |tx| sites::set_exclusions(tx, id, &ips, &paths))
+                .await?;
+        }
+        "key_add" => {
+            admin_only()?;
+            let name = f.name.unwrap_or_default().trim().to_string();
+            if name.is_empty() || name.chars().count() > 100 {
+                return refuse("A key needs a name of 1 to 100 characters.".into()).await;
+            }
+            let key = keys::generate().map_err(|e| PageError::Internal(e.to_string()))?;
+            let (prefix, hash) = (key[..keys::PREFIX_LEN].to_string(), keys::hash(&key));
+            writer
+                .run(move |tx| sites::add_api_key(tx, &name, &prefix, &hash))
+                .await?;
+            // Shown once, on this answer; never stored or shown again.
+            let outcome = Outcome {
+                error: None,
+                new_key: Some(key),
+            };
+            return render(&state, &req, &me, site.clone(), outcome).await;
+        }
+        "key_remove" => {
+            admin_only()?;
+            let key =
+                f.id.ok_or_else(|| PageError::BadRequest("id is required".into()))?;
+            writer.run(move |tx| sites::remove_api_key(tx, key)).await?;
         }
         "remove" => {
             if f.confirm.as_deref().map(str::trim) != Some(site.domain.as_str()) {
