@@ -71,6 +71,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         raw_events_days: raw_days,
         recent: ingestor.recent(),
         login_limiter: Default::default(),
+        stopping: tokio::sync::watch::channel(false).0,
         setup_token,
     };
     let result = actix_web::rt::System::new().block_on(async move {

@@ -34,32 +34,28 @@ document.addEventListener("DOMContentLoaded", () => {
     svg.addEventListener("pointerleave", hide);
   }
   // Live numbers over Server-Sent Events; the browser reconnects by itself.
+  // A page left for another is closed (browsers keep left pages alive in
+  // their back/forward cache, and over HTTP/1.1 six open streams would stall
+  // every further request to the server), and reopened on return.
   const root = document.querySelector("[data-live]");
   if (root && window.EventSource) {
-    const source = new EventSource(root.dataset.live);
     const status = document.getElementById("live-status");
-    source.onmessage = (message) => {
-      const live = JSON.parse(message.data);
-      const count = document.getElementById("current-visitors");
-      if (count) count.textContent = live.visitors_text;
-      for (const key of ["pages", "sources", "countries"]) {
-        const list = root.querySelector(`ol[data-list="${key}"]`);
-        if (list) fillRows(list, live[key]);
-      }
-      const bars = root.querySelectorAll(".minutes .minute");
-      if (bars.length === live.pageviews_per_minute.length) {
-        const max = Math.max(1, ...live.pageviews_per_minute);
-        live.pageviews_per_minute.forEach((v, i) => {
-          const h = (110 * v) / max;
-          bars[i].setAttribute("height", h.toFixed(1));
-          bars[i].setAttribute("y", (115 - h).toFixed(1));
-        });
-      }
-      if (status) status.textContent = "Live: updates every second.";
+    let source = null;
+    const open = () => {
+      source = new EventSource(root.dataset.live);
+      source.onmessage = (message) => showLive(root, JSON.parse(message.data), status);
+      source.onerror = () => {
+        if (status) status.textContent = "Reconnecting…";
+      };
     };
-    source.onerror = () => {
-      if (status) status.textContent = "Reconnecting…";
-    };
+    open();
+    window.addEventListener("pagehide", () => {
+      if (source) source.close();
+      source = null;
+    });
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted && !source) open();
+    });
   }
 
   // Settings: copy the tracking snippet.
@@ -73,6 +69,26 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
 });
+
+// Puts one live snapshot on the page.
+function showLive(root, live, status) {
+  const count = document.getElementById("current-visitors");
+  if (count) count.textContent = live.visitors_text;
+  for (const key of ["pages", "sources", "countries"]) {
+    const list = root.querySelector(`ol[data-list="${key}"]`);
+    if (list) fillRows(list, live[key]);
+  }
+  const bars = root.querySelectorAll(".minutes .minute");
+  if (bars.length === live.pageviews_per_minute.length) {
+    const max = Math.max(1, ...live.pageviews_per_minute);
+    live.pageviews_per_minute.forEach((v, i) => {
+      const h = (110 * v) / max;
+      bars[i].setAttribute("height", h.toFixed(1));
+      bars[i].setAttribute("y", (115 - h).toFixed(1));
+    });
+  }
+  if (status) status.textContent = "Live: updates every second.";
+}
 
 // Replaces a live list's rows; text only, so tracked values stay inert.
 function fillRows(list, rows) {

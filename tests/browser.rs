@@ -35,24 +35,6 @@ const SITES: &[&str] = &[
     "engaged.test",
 ];
 
-fn chromium() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CHROMIUM").map(PathBuf::from),
-        Some(PathBuf::from("/usr/bin/chromium")),
-        Some(PathBuf::from("/usr/bin/chromium-browser")),
-    ];
-    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("Chromium not found (apt-get install -y chromium): browser tests must run in CI");
-    }
-    eprintln!(
-        "\n*** SKIPPED browser tests: Chromium not found (apt-get install -y chromium, or set CHROMIUM) ***\n"
-    );
-    None
-}
-
 /// Serves test pages. The first path segment picks the site and the script
 /// attributes, so each scenario has its own site in Tally.
 struct PageServer {

@@ -5,13 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{CHROME, Env, Reply, Server};
-
-const PASSWORD: &str = "correct horse battery";
+use common::{CHROME, Env, PASSWORD, Reply, Server};
 
 /// A browser-like client: keeps cookies, does not follow redirects.
 struct Client<'a> {
@@ -131,29 +127,6 @@ fn field(html: &str, name: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
-fn add_user(env: &Env, email: &str, sites: &[&str]) {
-    let mut args = vec!["user", "add", email, "--password-stdin"];
-    for s in sites {
-        args.extend(["--site", s]);
-    }
-    let mut child = Command::new(common::bin())
-        .arg("--config")
-        .arg(env.config())
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn first_run_setup_needs_the_token_from_the_log() {
     let env = Env::new("");
@@ -211,7 +184,7 @@ fn first_run_setup_needs_the_token_from_the_log() {
 fn sign_in_csrf_rate_limit_and_sign_out() {
     let env = Env::new("");
     env.add_site("example.com");
-    add_user(&env, "admin@example.com", &[]);
+    env.add_user("admin@example.com", &[]);
     let server = env.start();
     let mut c = Client::new(&server);
 
@@ -247,30 +220,47 @@ fn sign_in_csrf_rate_limit_and_sign_out() {
         .map(|(_, v)| v.clone())
         .expect("session cookie");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
-    assert!(!cookie.contains("Secure"), "plain http without a trusted proxy");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http without a trusted proxy"
+    );
     assert_eq!(c.get("/").status, 200);
     assert_eq!(c.get("/example.com").status, 200);
 
     // A form without the session's token changes nothing.
     let no_token = c.post(
         "/sites",
-        &[("csrf", "nope"), ("domain", "new.example"), ("timezone", "UTC")],
+        &[
+            ("csrf", "nope"),
+            ("domain", "new.example"),
+            ("timezone", "UTC"),
+        ],
     );
     assert_eq!(no_token.status, 403);
     assert_eq!(env.count("SELECT count(*) FROM sites"), 1);
     let csrf = c.csrf("/");
     let added = c.post(
         "/sites",
-        &[("csrf", &csrf), ("domain", "New.Example"), ("timezone", "Europe/Berlin")],
+        &[
+            ("csrf", &csrf),
+            ("domain", "New.Example"),
+            ("timezone", "Europe/Berlin"),
+        ],
     );
     assert_eq!(added.status, 303);
     assert_eq!(added.header("location"), Some("/new.example/settings"));
     assert_eq!(
-        env.count("SELECT count(*) FROM sites WHERE domain = 'new.example' AND timezone = 'Europe/Berlin'"),
+        env.count(
+            "SELECT count(*) FROM sites WHERE domain = 'new.example' AND timezone = 'Europe/Berlin'"
+        ),
         1
     );
     let settings = c.get("/new.example/settings");
-    assert!(settings.body.contains("data-domain=&#34;new.example&#34;"), "{}", settings.body);
+    assert!(
+        settings.body.contains("data-domain=&#34;new.example&#34;"),
+        "{}",
+        settings.body
+    );
 
     // Signing out ends the session on the server, not just in the browser.
     let stolen = c.cookies["tally_session"].clone();
@@ -283,7 +273,10 @@ fn sign_in_csrf_rate_limit_and_sign_out() {
 
     // Five failures lock the account for a while, even with the right password.
     for _ in 0..5 {
-        assert_eq!(c.sign_in("admin@example.com", "wrong password!").status, 401);
+        assert_eq!(
+            c.sign_in("admin@example.com", "wrong password!").status,
+            401
+        );
     }
     assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 429);
 }
@@ -293,7 +286,7 @@ fn users_see_only_their_sites() {
     let env = Env::new("");
     env.add_site("a.example");
     env.add_site("b.example");
-    add_user(&env, "member@example.com", &["b.example"]);
+    env.add_user("member@example.com", &["b.example"]);
     let server = env.start();
     let mut c = Client::new(&server);
     assert_eq!(c.sign_in("member@example.com", PASSWORD).status, 303);
@@ -307,7 +300,11 @@ fn users_see_only_their_sites() {
     let csrf = c.csrf("/b.example/settings");
     let remove = c.post(
         "/a.example/settings",
-        &[("csrf", &csrf), ("action", "remove"), ("confirm", "a.example")],
+        &[
+            ("csrf", &csrf),
+            ("action", "remove"),
+            ("confirm", "a.example"),
+        ],
     );
     assert_eq!(remove.status, 404);
     assert_eq!(env.count("SELECT count(*) FROM sites"), 2);
@@ -317,7 +314,7 @@ fn users_see_only_their_sites() {
 fn share_links_public_toggle_and_headers() {
     let env = Env::new("");
     env.add_site("example.com");
-    add_user(&env, "admin@example.com", &[]);
+    env.add_user("admin@example.com", &[]);
     let server = env.start();
     let mut anon = Client::new(&server);
     // A private site sends strangers to sign in, as an unknown one does.
@@ -330,7 +327,11 @@ fn share_links_public_toggle_and_headers() {
     let csrf = c.csrf("/example.com/settings");
     let made = c.post(
         "/example.com/settings",
-        &[("csrf", &csrf), ("action", "share_add"), ("name", "Team wiki")],
+        &[
+            ("csrf", &csrf),
+            ("action", "share_add"),
+            ("name", "Team wiki"),
+        ],
     );
     assert_eq!(made.status, 303);
     let (id, token): (i64, String) = env
@@ -351,12 +352,17 @@ fn share_links_public_toggle_and_headers() {
     // The token opens this site only.
     env.add_site("other.example");
     assert_eq!(
-        anon.get(&format!("/share/other.example?auth={token}")).status,
+        anon.get(&format!("/share/other.example?auth={token}"))
+            .status,
         404
     );
     let revoked = c.post(
         "/example.com/settings",
-        &[("csrf", &csrf), ("action", "share_remove"), ("id", &id.to_string())],
+        &[
+            ("csrf", &csrf),
+            ("action", "share_remove"),
+            ("id", &id.to_string()),
+        ],
     );
     assert_eq!(revoked.status, 303);
     assert_eq!(
@@ -388,7 +394,7 @@ fn share_links_public_toggle_and_headers() {
 fn tracked_values_are_escaped() {
     let env = Env::new("");
     env.add_site("example.com");
-    add_user(&env, "admin@example.com", &[]);
+    env.add_user("admin@example.com", &[]);
     let server = env.start();
     let xss = "<script>alert(1)</script>";
     let body = serde_json::json!({
@@ -419,16 +425,243 @@ fn tracked_values_are_escaped() {
     ] {
         let page = c.get(path);
         assert_eq!(page.status, 200, "{path}");
-        for raw in ["<script>alert", "<img src=x", "onerror=alert(2)>", "href=\"javascript:"] {
+        for raw in [
+            "<script>alert",
+            "<img src=x",
+            "onerror=alert(2)>",
+            "href=\"javascript:",
+        ] {
             assert!(!page.body.contains(raw), "{path} shows {raw} unescaped");
         }
     }
     let campaign = c.get("/example.com?period=day&sources=utm_source");
-    assert!(campaign.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{}", campaign.body);
+    assert!(
+        campaign
+            .body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{}",
+        campaign.body
+    );
     let events = c.get("/example.com?period=day&goals=events");
     assert!(events.body.contains("&#60;img src=x onerror=alert(4)&#62;"));
 }
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[test]
+fn details_pages_csv_and_event_properties() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    for i in 0..105 {
+        let body = common::pageview(&format!("https://example.com/p/{i}"));
+        assert_eq!(server.event(&body, CHROME).status, 202);
+    }
+    let formula = serde_json::json!({
+        "n": "=HYPERLINK(\"http://evil.example\")",
+        "u": "https://example.com/",
+        "d": "example.com",
+    });
+    assert_eq!(server.event(&formula.to_string(), CHROME).status, 202);
+    let signup = serde_json::json!({
+        "n": "Signup", "u": "https://example.com/", "d": "example.com", "p": {"plan": "pro"},
+    });
+    assert_eq!(server.event(&signup.to_string(), CHROME).status, 202);
+    server.settle();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+
+    let dash = c.get("/example.com?period=day");
+    assert!(dash.body.contains("/example.com/details/pages?period=day"));
+    let first = c.get("/example.com/details/pages?period=day");
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body.matches("<tr><td class=\"label\">").count(), 100);
+    assert!(first.body.contains("rel=\"next\""));
+    let second = c.get("/example.com/details/pages?period=day&page=2");
+    assert_eq!(
+        second.body.matches("<tr><td class=\"label\">").count(),
+        5,
+        "105 pages (custom events are not pageviews)"
+    );
+    assert!(!second.body.contains("rel=\"next\""));
+    assert!(second.body.contains("rel=\"prev\""));
+    assert_eq!(c.get("/example.com/details/pages?page=0").status, 400);
+    assert_eq!(c.get("/example.com/details/nonsense").status, 404);
+
+    let csv = c.get("/example.com/details/pages?period=day&format=csv");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    assert!(
+        csv.header("content-disposition")
+            .unwrap()
+            .contains("example.com-pages.csv")
+    );
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines[0], "Page,visitors,visits,pageviews");
+    assert_eq!(lines.len(), 1 + 105);
+    let events = c.get("/example.com/details/events?period=day&format=csv");
+    assert!(
+        events
+            .body
+            .contains("\"'=HYPERLINK(\"\"http://evil.example\"\")\""),
+        "a formula is defused: {}",
+        events.body
+    );
+
+    // Choosing one event offers its properties as tabs.
+    let chosen = c.get("/example.com?period=day&filters=event%3Aname%3D%3DSignup");
+    assert!(chosen.body.contains("Property: plan"));
+    let plan = c.get("/example.com?period=day&filters=event%3Aname%3D%3DSignup&goals=prop%3Aplan");
+    assert!(plan.body.contains(">pro</a>"), "{}", plan.body);
+    assert_eq!(
+        c.get("/example.com/details/prop:plan?period=day&filters=event%3Aname%3D%3DSignup")
+            .status,
+        200
+    );
+}
+
+#[test]
+fn settings_exclusions_goals_and_api_keys() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_site("other.example");
+    env.add_user("admin@example.com", &[]);
+    env.add_user("member@example.com", &["example.com"]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let csrf = c.csrf("/example.com/settings");
+
+    // Exclusions are validated, then applied at ingest.
+    let bad = c.post(
+        "/example.com/settings",
+        &[
+            ("csrf", &csrf),
+            ("action", "exclusions"),
+            ("excluded_ips", "not-an-ip"),
+            ("excluded_paths", ""),
+        ],
+    );
+    assert!(
+        bad.body.contains("not-an-ip is not an IP address"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM sites WHERE excluded_ips <> ''"),
+        0
+    );
+    let saved = c.post(
+        "/example.com/settings",
+        &[
+            ("csrf", &csrf),
+            ("action", "exclusions"),
+            ("excluded_ips", ""),
+            ("excluded_paths", " /admin/** \n\n"),
+        ],
+    );
+    assert_eq!(saved.status, 303);
+    let other = c.post(
+        "/other.example/settings",
+        &[
+            ("csrf", &csrf),
+            ("action", "exclusions"),
+            ("excluded_ips", "127.0.0.0/8"),
+            ("excluded_paths", ""),
+        ],
+    );
+    assert_eq!(other.status, 303);
+    let admin_page = serde_json::json!({"n": "pageview", "u": "https://example.com/admin/users/1", "d": "example.com"});
+    let dropped = server.event(&admin_page.to_string(), CHROME);
+    assert_eq!(
+        (dropped.status, dropped.header("x-tally-dropped")),
+        (202, Some("1"))
+    );
+    assert_eq!(
+        server
+            .event(&common::pageview("https://example.com/ok"), CHROME)
+            .status,
+        202
+    );
+    let from_here =
+        serde_json::json!({"n": "pageview", "u": "https://other.example/", "d": "other.example"});
+    assert_eq!(
+        server
+            .event(&from_here.to_string(), CHROME)
+            .header("x-tally-dropped"),
+        Some("1")
+    );
+    assert_eq!(env.count("SELECT count(*) FROM events"), 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE path = '/ok'"),
+        1
+    );
+
+    // Goals: add, then remove.
+    let goal = c.post(
+        "/example.com/settings",
+        &[
+            ("csrf", &csrf),
+            ("action", "goal_add"),
+            ("event", "Signup"),
+            ("page", ""),
+        ],
+    );
+    assert_eq!(goal.status, 303);
+    let goal_id = env.count("SELECT id FROM goals WHERE event_name = 'Signup'");
+    let removed = c.post(
+        "/example.com/settings",
+        &[
+            ("csrf", &csrf),
+            ("action", "goal_remove"),
+            ("id", &goal_id.to_string()),
+        ],
+    );
+    assert_eq!(removed.status, 303);
+    assert_eq!(env.count("SELECT count(*) FROM goals"), 0);
+
+    // API keys: shown once, usable, revocable; admins only.
+    let made = c.post(
+        "/example.com/settings",
+        &[("csrf", &csrf), ("action", "key_add"), ("name", "grafana")],
+    );
+    assert_eq!(made.status, 200);
+    let at = made.body.find("tly_").expect("the new key is shown");
+    let key = made.body[at..at + 68].to_string();
+    let query = "/api/v1/stats/aggregate?site_id=example.com&period=day";
+    assert_eq!(server.stats(&key, query).status, 200);
+    let key_id = env.count("SELECT id FROM api_keys");
+    assert!(
+        !c.get("/example.com/settings").body.contains(&key),
+        "shown only once"
+    );
+    let revoked = c.post(
+        "/example.com/settings",
+        &[
+            ("csrf", &csrf),
+            ("action", "key_remove"),
+            ("id", &key_id.to_string()),
+        ],
+    );
+    assert_eq!(revoked.status, 303);
+    assert_eq!(server.stats(&key, query).status, 401);
+
+    let mut m = Client::new(&server);
+    assert_eq!(m.sign_in("member@example.com", PASSWORD).status, 303);
+    let page = m.get("/example.com/settings");
+    assert!(!page.body.contains("Stats API keys"));
+    let member_csrf = field(&page.body, "csrf");
+    let refused = m.post(
+        "/example.com/settings",
+        &[
+            ("csrf", &member_csrf),
+            ("action", "key_add"),
+            ("name", "mine"),
+        ],
+    );
+    assert_eq!(refused.status, 403);
+    assert_eq!(env.count("SELECT count(*) FROM api_keys"), 0);
 }

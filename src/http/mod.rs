@@ -35,6 +35,9 @@ pub struct AppState {
     /// Recent traffic held in memory for filtered reports.
     pub recent: Option<Arc<RecentTraffic>>,
     pub login_limiter: LoginLimiter,
+    /// Set when the server starts to stop: open event streams end, so a
+    /// dashboard left open does not hold the shutdown back.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// While no user exists, the token the first-run page asks for.
     pub setup_token: Option<String>,
 }
@@ -104,7 +107,8 @@ pub async fn run(
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
     let state = web::Data::new(state);
-    HttpServer::new(move || {
+    let stopping = state.stopping.clone();
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(security_headers())
@@ -114,7 +118,36 @@ pub async fn run(
     .client_request_timeout(Duration::from_secs(5))
     .client_disconnect_timeout(Duration::from_secs(2))
     .shutdown_timeout(shutdown_timeout.as_secs())
+    // Signals are handled below, so event streams can be told first.
+    .disable_signals()
     .listen(listener)?
-    .run()
-    .await
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        stop_signal().await;
+        tracing::info!("stopping: no new connections, finishing requests");
+        stopping.send_replace(true);
+        handle.stop(true).await;
+    });
+    server.await
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot listen for signals; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

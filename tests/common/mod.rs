@@ -2,7 +2,7 @@
 //! config and SQLite file in a temporary directory.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 pub const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 pub const FIREFOX: &str =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+/// The password [`Env::add_user`] gives every user.
+pub const PASSWORD: &str = "correct horse battery";
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tally")
@@ -74,6 +77,32 @@ impl Env {
 
     pub fn add_site(&self, domain: &str) {
         self.tally(&["site", "add", domain]);
+    }
+
+    /// Runs `tally user add EMAIL --password-stdin` with [`PASSWORD`]; no
+    /// `sites` makes an admin, who sees every site.
+    pub fn add_user(&self, email: &str, sites: &[&str]) {
+        let mut args = vec!["user", "add", email, "--password-stdin"];
+        for s in sites {
+            args.extend(["--site", s]);
+        }
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(self.config())
+            .args(&args)
+            .env_remove("TALLY_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "tally user add {email} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn api_key(&self) -> String {
@@ -295,6 +324,26 @@ pub fn signal(child: &Child, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -{sig} failed");
+}
+
+/// Debian's `chromium`, or the binary `CHROMIUM` names. Under CI a missing
+/// browser fails the test; locally the browser tests skip with a loud message.
+pub fn chromium() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CHROMIUM").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/chromium")),
+        Some(PathBuf::from("/usr/bin/chromium-browser")),
+    ];
+    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("Chromium not found (apt-get install -y chromium): browser tests must run in CI");
+    }
+    eprintln!(
+        "\n*** SKIPPED browser tests: Chromium not found (apt-get install -y chromium, or set CHROMIUM) ***\n"
+    );
+    None
 }
 
 /// A pageview body for `url` on example.com.

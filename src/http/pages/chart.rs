@@ -121,7 +121,13 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
             let v = ceiling * k as f64 / 4.0;
             Gridline {
                 y: fmt(y_at(v)),
-                label: view::metric(metric, v),
+                // The baseline needs no number, and on a phone it would
+                // touch the first date.
+                label: if k == 0 {
+                    String::new()
+                } else {
+                    view::metric(metric, v)
+                },
             }
         })
         .collect();

@@ -33,6 +33,7 @@ pub async fn live(
         .await?
         .site;
     let state = state.into_inner();
+    let mut stopping = state.stopping.subscribe();
     let started = std::time::Instant::now();
     let mut last = String::new();
     let ticks = futures_util::stream::unfold(
@@ -42,7 +43,10 @@ pub async fn live(
             Some(((), tick))
         },
     )
-    .take_while(move |_| std::future::ready(started.elapsed().as_secs() < LIVE_STREAM_SECS));
+    .take_while(move |_| std::future::ready(started.elapsed().as_secs() < LIVE_STREAM_SECS))
+    .take_until(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
     let stream = ticks.filter_map(move |_| {
         let snapshot = state.ingestor.live().snapshot(site.id, store::now_unix());
         let json = serde_json::json!({
@@ -63,7 +67,7 @@ pub async fn live(
         )
     });
     Ok(sse::Sse::from_stream(stream)
-        .with_keep_alive(std::time::Duration::from_secs(15))
+        .with_keep_alive(std::time::Duration::from_secs(5))
         .with_retry_duration(std::time::Duration::from_secs(1)))
 }
 
