@@ -125,34 +125,26 @@ def run_page(opener, port, path):
         assert r.status == 200 and b"Unique visitors" in r.read()
     return (time.perf_counter() - start) * 1000
 
-openers = {port: signed_in(port) for _, port, _, _ in servers}
-for path in ["/example.com?period=30d"]:
-    times = {size: [] for size, *_ in servers}
-    for _ in range(runs):
-        for size, port, _, _ in servers:
-            times[size].append(run_page(openers[port], port, path))
-    medians = []
-    for size, *_ in servers:
-        t = times[size]
-        medians.append((int(size), statistics.median(t)))
-        print(f"size {size} page {path}: median {statistics.median(t):.1f} ms "
-              f"(min {min(t):.1f}, max {max(t):.1f})")
-    medians.sort()
-    print(f"page {path}: " + ", ".join(f"{s:,} → {m:.1f} ms" for s, m in medians) +
-          (f"; ratio largest/smallest {medians[-1][1] / medians[0][1]:.2f}" if len(medians) > 1 else ""))
-
-for period in ["30d", "12mo"]:
+def in_turns(label, measure):
+    """Times `measure(port, key)` RUNS times per size, in turns across the
+    sizes, and prints the medians and the ratio of the largest to the smallest."""
     times = {size: [] for size, *_ in servers}
     for _ in range(runs):
         for size, port, key, _ in servers:
-            times[size].append(run_view(port, key, period))
+            times[size].append(measure(port, key))
     medians = []
     for size, *_ in servers:
         t = times[size]
         medians.append((int(size), statistics.median(t)))
-        print(f"size {size} period {period}: median {statistics.median(t):.1f} ms "
+        print(f"size {size} {label}: median {statistics.median(t):.1f} ms "
               f"(min {min(t):.1f}, max {max(t):.1f})")
     medians.sort()
-    print(f"{period}: " + ", ".join(f"{s:,} → {m:.1f} ms" for s, m in medians) +
+    print(f"{label}: " + ", ".join(f"{s:,} → {m:.1f} ms" for s, m in medians) +
           (f"; ratio largest/smallest {medians[-1][1] / medians[0][1]:.2f}" if len(medians) > 1 else ""))
+
+openers = {port: signed_in(port) for _, port, _, _ in servers}
+in_turns("page /example.com?period=30d",
+         lambda port, key: run_page(openers[port], port, "/example.com?period=30d"))
+for period in ["30d", "12mo"]:
+    in_turns(f"period {period}", lambda port, key: run_view(port, key, period))
 PY

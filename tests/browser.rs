@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use headless_chrome::protocol::cdp::{Emulation, Page};
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use headless_chrome::{Browser, Tab};
 use serde_json::{Value, json};
 
 /// Not "HeadlessChrome": Tally drops headless browsers as bots.
@@ -147,29 +146,11 @@ impl Harness {
         let pages = PageServer::start(server.base.clone());
         let profile = tempfile::tempdir().unwrap();
         let ua_arg = format!("--user-agent={BROWSER_UA}");
-        let flags = [
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-quic",
-            "--disable-sync",
-            ua_arg.as_str(),
-        ];
-        let args: Vec<&OsStr> = flags.iter().map(OsStr::new).collect();
-        let browser = Browser::new(
-            LaunchOptions::default_builder()
-                .path(Some(chromium))
-                .headless(true)
-                .sandbox(false)
-                .window_size(Some((1280, 900)))
-                .user_data_dir(Some(profile.path().to_path_buf()))
-                .args(args)
-                .idle_browser_timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
-        )
-        .expect("launching Chromium");
+        let browser = common::launch_chromium(
+            chromium,
+            profile.path(),
+            &["--disable-quic", "--disable-sync", &ua_arg],
+        );
         Harness {
             env,
             server,

@@ -53,18 +53,9 @@ impl<'a> Client<'a> {
     }
 
     fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let mut r = r.expect("request failed");
+        let r = r.expect("request failed");
         self.keep_cookies(&r);
-        let headers = r
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        Reply {
-            status: r.status().as_u16(),
-            body: r.body_mut().read_to_string().unwrap_or_default(),
-            headers,
-        }
+        common::reply(Ok(r))
     }
 
     fn get(&mut self, path: &str) -> Reply {

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use headless_chrome::browser::tab::point::Point;
 use headless_chrome::protocol::cdp::{Emulation, Page};
-use headless_chrome::{Browser, LaunchOptions, Tab};
+use headless_chrome::{Browser, Tab};
 use serde_json::{Value, json};
 
 const SITE: &str = "demo.test";
@@ -71,25 +70,7 @@ impl Ui {
         env.add_user(EMAIL, &[]);
         let server = env.start();
         let profile = tempfile::tempdir().unwrap();
-        let flags = [
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-        ];
-        let browser = Browser::new(
-            LaunchOptions::default_builder()
-                .path(Some(chromium))
-                .headless(true)
-                .sandbox(false) // --no-sandbox
-                .window_size(Some((1280, 900)))
-                .user_data_dir(Some(profile.path().to_path_buf()))
-                .args(flags.iter().map(OsStr::new).collect())
-                .idle_browser_timeout(Duration::from_secs(180))
-                .build()
-                .unwrap(),
-        )
-        .expect("launching Chromium");
+        let browser = common::launch_chromium(chromium, profile.path(), &[]);
         Ui {
             browser,
             server,

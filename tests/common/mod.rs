@@ -156,7 +156,7 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
-fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+pub fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
     let mut r = r.expect("request failed");
     let headers = r
         .headers()
@@ -324,6 +324,35 @@ pub fn signal(child: &Child, sig: &str) {
         .unwrap()
         .success();
     assert!(ok, "kill -{sig} failed");
+}
+
+/// Headless Chromium as the tests run it: no sandbox, no GPU, no background
+/// traffic, a fresh profile in `profile`, and `extra` flags.
+pub fn launch_chromium(
+    chromium: PathBuf,
+    profile: &Path,
+    extra: &[&str],
+) -> headless_chrome::Browser {
+    let mut flags = vec![
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+    ];
+    flags.extend_from_slice(extra);
+    headless_chrome::Browser::new(
+        headless_chrome::LaunchOptions::default_builder()
+            .path(Some(chromium))
+            .headless(true)
+            .sandbox(false) // --no-sandbox
+            .window_size(Some((1280, 900)))
+            .user_data_dir(Some(profile.to_path_buf()))
+            .args(flags.iter().map(std::ffi::OsStr::new).collect())
+            .idle_browser_timeout(Duration::from_secs(180))
+            .build()
+            .unwrap(),
+    )
+    .expect("launching Chromium")
 }
 
 /// Debian's `chromium`, or the binary `CHROMIUM` names. Under CI a missing

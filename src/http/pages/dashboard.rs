@@ -163,7 +163,7 @@ async fn render(
         })
         .collect();
 
-    let stats = STAT_BOXES
+    let stats = view::TOP_STATS
         .iter()
         .map(|(metric, label)| {
             let entry = &data.aggregate[*metric];
@@ -287,15 +287,6 @@ fn period_links(
     periods
 }
 
-const STAT_BOXES: &[(&str, &str)] = &[
-    ("visitors", "Unique visitors"),
-    ("visits", "Total visits"),
-    ("pageviews", "Total pageviews"),
-    ("views_per_visit", "Views per visit"),
-    ("bounce_rate", "Bounce rate"),
-    ("visit_duration", "Visit duration"),
-];
-
 /// "↑ 12%"; for the bounce rate a rise is bad, and it moves in points.
 fn change(metric: &str, c: i64) -> Change {
     let arrow = match c.signum() {
@@ -389,16 +380,12 @@ fn fetch(
         }
         p
     };
+    let top_metrics: Vec<&str> = view::TOP_STATS.iter().map(|(m, _)| *m).collect();
+    let top_metrics = top_metrics.join(",");
     let aggregate = query::aggregate(
         conn,
         site,
-        &with(&[
-            (
-                "metrics",
-                "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration",
-            ),
-            ("compare", "previous_period"),
-        ]),
+        &with(&[("metrics", &top_metrics), ("compare", "previous_period")]),
         ctx,
     )?["results"]
         .take();

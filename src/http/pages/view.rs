@@ -92,13 +92,15 @@ pub struct ViewState {
     pub tabs: Vec<(String, String)>,
 }
 
-pub const GRAPH_METRICS: &[&str] = &[
-    "visitors",
-    "visits",
-    "pageviews",
-    "views_per_visit",
-    "bounce_rate",
-    "visit_duration",
+/// The headline metrics, in the order the dashboard shows them; any of them
+/// can be charted.
+pub const TOP_STATS: &[(&str, &str)] = &[
+    ("visitors", "Unique visitors"),
+    ("visits", "Total visits"),
+    ("pageviews", "Total pageviews"),
+    ("views_per_visit", "Views per visit"),
+    ("bounce_rate", "Bounce rate"),
+    ("visit_duration", "Visit duration"),
 ];
 
 impl ViewState {
@@ -114,7 +116,7 @@ impl ViewState {
             .unwrap_or_default();
         let graph = q
             .get("graph")
-            .filter(|g| GRAPH_METRICS.contains(&g.as_str()))
+            .filter(|g| TOP_STATS.iter().any(|(m, _)| m == g))
             .cloned()
             .unwrap_or_else(|| "visitors".into());
         let tabs = TAB_KEYS
