@@ -14,6 +14,8 @@ struct Client<'a> {
     server: &'a Server,
     agent: ureq::Agent,
     cookies: HashMap<String, String>,
+    /// Sent with every request, as a proxy in front would add them.
+    proxy_headers: Vec<(&'static str, &'static str)>,
 }
 
 impl<'a> Client<'a> {
@@ -27,6 +29,7 @@ impl<'a> Client<'a> {
                 .build()
                 .into(),
             cookies: HashMap::new(),
+            proxy_headers: Vec::new(),
         }
     }
 
@@ -59,11 +62,14 @@ impl<'a> Client<'a> {
     }
 
     fn get(&mut self, path: &str) -> Reply {
-        let r = self
+        let mut req = self
             .agent
             .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .call();
+            .header("Cookie", &self.cookie_header());
+        for (k, v) in &self.proxy_headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.call();
         self.finish(r)
     }
 
@@ -71,12 +77,15 @@ impl<'a> Client<'a> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let r = self
+        let mut req = self
             .agent
             .post(self.server.url(path))
             .header("Cookie", &self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(body.as_str());
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        for (k, v) in &self.proxy_headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send(body.as_str());
         self.finish(r)
     }
 
@@ -655,4 +664,60 @@ fn settings_exclusions_goals_and_api_keys() {
     );
     assert_eq!(refused.status, 403);
     assert_eq!(env.count("SELECT count(*) FROM api_keys"), 0);
+}
+
+#[test]
+fn live_view_survives_a_restart() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    assert_eq!(
+        server
+            .event(&common::pageview("https://example.com/still-here"), CHROME)
+            .status,
+        202
+    );
+    server.settle();
+    assert_eq!(server.terminate(), 0);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let page = c.get("/example.com?period=realtime");
+    assert!(
+        page.body.contains("id=\"current-visitors\">1</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("/still-here"));
+}
+
+#[test]
+fn cookies_are_secure_behind_an_https_proxy() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    c.proxy_headers = vec![("X-Forwarded-Proto", "https")];
+    let signed = c.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(signed.status, 303);
+    let cookie = signed
+        .headers
+        .iter()
+        .find(|(k, v)| k == "set-cookie" && v.starts_with("tally_session="))
+        .map(|(_, v)| v.clone())
+        .expect("session cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // A client that is not the proxy cannot claim https for itself.
+    let env2 = Env::new("");
+    env2.add_site("example.com");
+    env2.add_user("admin@example.com", &[]);
+    let direct = env2.start();
+    let mut d = Client::new(&direct);
+    d.proxy_headers = vec![("X-Forwarded-Proto", "https")];
+    let plain = d.sign_in("admin@example.com", PASSWORD);
+    assert!(plain.headers.iter().any(|(k, v)| k == "set-cookie"
+        && v.starts_with("tally_session=")
+        && !v.contains("Secure")));
 }
