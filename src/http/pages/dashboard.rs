@@ -248,7 +248,14 @@ async fn render(
         compare_on: v.compare,
         compare_href: link(&v.with_compare(!v.compare)),
         chips,
-        current_visitors: view::count(data.current_visitors),
+        // The same number the live stream then keeps current.
+        current_visitors: view::count(
+            state
+                .ingestor
+                .live()
+                .snapshot(site.id, store::now_unix())
+                .visitors as i64,
+        ),
         stats,
         chart,
         panels,
@@ -352,7 +359,6 @@ struct Data {
     aggregate: Value,
     series: Vec<Sample>,
     previous_series: Option<Vec<Sample>>,
-    current_visitors: i64,
     panels: Vec<PanelData>,
 }
 
@@ -421,9 +427,6 @@ fn fetch(
     } else {
         None
     };
-    let current_visitors = query::realtime_visitors(conn, site, &base, ctx)?
-        .as_i64()
-        .unwrap_or(0);
     let has_goals = !store::sites::list_goals(conn, site.id)?.is_empty();
     let prop_keys = if offers_props(v) {
         query::prop_keys(conn, site, &base, ctx)?
@@ -489,7 +492,6 @@ fn fetch(
         aggregate,
         series,
         previous_series,
-        current_visitors,
         panels,
     })
 }
