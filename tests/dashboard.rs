@@ -383,6 +383,9 @@ fn share_links_public_toggle_and_headers() {
     assert_eq!(open.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(anon.get("/example.com/settings").status, 303);
 
+    assert_eq!(anon.get("/favicon.ico").status, 204);
+    assert!(anon.get("/robots.txt").body.contains("Disallow: /"));
+
     // Bad parameters are a 400 page, not a crash.
     let bad = c.get("/example.com?period=fortnight");
     assert_eq!(bad.status, 400);

@@ -94,6 +94,19 @@ pub async fn dashboard_script(req: HttpRequest) -> HttpResponse {
     )
 }
 
+pub async fn no_favicon() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=604800"))
+        .finish()
+}
+
+/// Dashboards are for their users, not for search engines.
+pub async fn robots() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("User-agent: *\nDisallow: /\n")
+}
+
 fn serve(
     req: &HttpRequest,
     asset: &'static Encoded,

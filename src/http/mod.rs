@@ -71,6 +71,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/static/app.css", web::get().to(assets::stylesheet))
     .route("/static/app.js", web::get().to(assets::dashboard_script))
     .route("/api/health", web::get().to(health::health))
+    // Browsers ask for these on every site; without routes of their own they
+    // would be taken for a site called favicon.ico.
+    .route("/favicon.ico", web::get().to(assets::no_favicon))
+    .route("/robots.txt", web::get().to(assets::robots))
     .route(
         "/api/v1/stats/aggregate",
         web::get().to(stats_api::aggregate),
