@@ -9,7 +9,7 @@ use askama::Template;
 use chrono::{Datelike, Days, Months};
 use serde_json::Value;
 
-use super::access::{Admitted, Viewer, admit_request};
+use super::access::{Admitted, Viewer, admit};
 use super::chart::{self, Chart, Sample};
 use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, result_key};
 use super::view::{self, ViewState};
@@ -89,7 +89,7 @@ pub async fn site(
     domain: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, PageError> {
-    let a = admit_request(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
+    let a = admit(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
     let mut resp = render(&state, &a, q.into_inner()).await?;
     if a.auth().is_some() {
         // A share link is for reading, not passing on: no Referer carries the token.
@@ -119,7 +119,7 @@ async fn render(
             .finish());
     }
     let v = ViewState::from_query(&q);
-    let live_href = a.path("/live", "");
+    let live_href = a.path("/live");
     let periods = period_links(&v, &link, query_context(state, site).today);
     let home = link(&ViewState::from_query(&HashMap::new()));
     if v.period == "realtime" {
@@ -232,7 +232,7 @@ async fn render(
         .collect();
 
     let settings_href = match &a.viewer {
-        Viewer::User(_) => Some(format!("/{}/settings", site.domain)),
+        Viewer::User => Some(format!("/{}/settings", site.domain)),
         Viewer::Guest { .. } => None,
     };
     let page = DashboardPage {

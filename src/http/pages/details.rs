@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde_json::Value;
 
-use super::access::admit_request;
+use super::access::admit;
 use super::panels::{resolve, result_key};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
@@ -80,7 +80,7 @@ pub async fn details(
 ) -> Result<HttpResponse, PageError> {
     let (domain, tab_key) = path.into_inner();
     let q = q.into_inner();
-    let a = admit_request(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
+    let a = admit(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
     let v = ViewState::from_query(&q);
     let tab = resolve(&tab_key, &v).ok_or(PageError::NotFound)?;
     let property = tab.property.clone();

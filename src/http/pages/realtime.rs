@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use actix_web::HttpResponse;
 
-use super::access::{Admitted, admit_request};
+use super::access::{Admitted, admit};
 use super::dashboard::Link;
 use super::{Nav, html, view};
 use crate::http::{AppState, PageError};
@@ -29,7 +29,7 @@ pub async fn live(
     domain: web::Path<String>,
     q: web::Query<HashMap<String, String>>,
 ) -> Result<impl actix_web::Responder, PageError> {
-    let site = admit_request(&state, &req, &domain, q.get("auth").map(String::as_str))
+    let site = admit(&state, &req, &domain, q.get("auth").map(String::as_str))
         .await?
         .site;
     let state = state.into_inner();
