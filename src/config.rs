@@ -42,6 +42,7 @@ pub struct Config {
     pub geoip: GeoIpConfig,
     pub retention: RetentionConfig,
     pub privacy: PrivacyConfig,
+    pub dashboard: DashboardConfig,
     pub log: LogConfig,
 }
 
@@ -77,6 +78,12 @@ pub struct RetentionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     pub respect_gpc: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub embed_share_links: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]

@@ -73,6 +73,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         login_limiter: Default::default(),
         stopping: tokio::sync::watch::channel(false).0,
         setup_token,
+        embed_share_links: settings.raw.dashboard.embed_share_links,
     };
     let result = actix_web::rt::System::new().block_on(async move {
         let maintenance = tokio::spawn({

@@ -724,3 +724,34 @@ fn cookies_are_secure_behind_an_https_proxy() {
         && v.starts_with("tally_session=")
         && !v.contains("Secure")));
 }
+
+#[test]
+fn share_links_can_be_embedded_when_configured() {
+    let env = Env::new("[dashboard]\nembed_share_links = true");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let csrf = c.csrf("/example.com/settings");
+    c.post(
+        "/example.com/settings",
+        &[("csrf", &csrf), ("action", "share_add"), ("name", "Wiki")],
+    );
+    let token: String = env
+        .db()
+        .query_row("SELECT token FROM share_links", [], |r| r.get(0))
+        .unwrap();
+    let shared = Client::new(&server).get(&format!("/share/example.com?auth={token}"));
+    assert_eq!(shared.status, 200);
+    let csp = shared.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors *"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"));
+    // Everything else still refuses to be framed.
+    let own = c.get("/example.com");
+    assert!(
+        own.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+}

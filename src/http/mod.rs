@@ -40,6 +40,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// While no user exists, the token the first-run page asks for.
     pub setup_token: Option<String>,
+    /// Share links may be framed by other sites.
+    pub embed_share_links: bool,
 }
 
 /// What a query on `site` needs besides its parameters, as of now.
@@ -58,6 +60,12 @@ pub fn query_context(state: &AppState, site: &Site) -> query::Context {
 /// from this server, no inline script, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// [`CSP`] for a share link that may be embedded (`[dashboard]
+/// embed_share_links`): any site may frame it. Browsers ignore
+/// `X-Frame-Options` when `frame-ancestors` is present.
+pub const CSP_EMBEDDABLE: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                   img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+                   frame-ancestors *";
 
 /// Registers every route on an actix app.
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -92,11 +92,19 @@ pub async fn site(
     let a = admit(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
     let mut resp = render(&state, &a, q.into_inner()).await?;
     if a.auth().is_some() {
+        use actix_web::http::header::{self, HeaderValue};
         // A share link is for reading, not passing on: no Referer carries the token.
-        resp.headers_mut().insert(
-            actix_web::http::header::REFERRER_POLICY,
-            actix_web::http::header::HeaderValue::from_static("no-referrer"),
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
         );
+        if state.embed_share_links {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(crate::http::CSP_EMBEDDABLE),
+            );
+        }
     }
     Ok(resp)
 }
