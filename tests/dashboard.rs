@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{CHROME, Env, PASSWORD, Reply, Server};
+use common::{CHROME, Env, FIREFOX, PASSWORD, Reply, Server};
 
 /// A browser-like client: keeps cookies, does not follow redirects.
 struct Client<'a> {
@@ -444,6 +444,18 @@ fn tracked_values_are_escaped() {
             .contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
         "{}",
         campaign.body
+    );
+    // A value the filters syntax cannot express is shown, not linked.
+    let piped = common::pageview("https://example.com/?utm_medium=a%7Cb");
+    assert_eq!(server.event(&piped, FIREFOX).status, 202);
+    server.settle();
+    let medium = c.get("/example.com?period=day&sources=utm_medium");
+    assert!(
+        medium
+            .body
+            .contains("<span class=\"label\" title=\"a|b\">a|b</span>"),
+        "{}",
+        medium.body
     );
     let events = c.get("/example.com?period=day&goals=events");
     assert!(events.body.contains("&#60;img src=x onerror=alert(4)&#62;"));

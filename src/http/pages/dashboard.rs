@@ -46,7 +46,8 @@ pub struct StatBox {
 
 pub struct Row {
     pub label: String,
-    pub href: String,
+    /// `None` for a value no filter can express.
+    pub href: Option<String>,
     pub count: String,
     pub bar: String,
 }
@@ -229,7 +230,7 @@ async fn render(
                 rows: rows
                     .into_iter()
                     .map(|(label, n)| Row {
-                        href: link(&v.with_filter(&property, &label)),
+                        href: v.filter_link(&property, &label).map(|f| link(&f)),
                         count: view::count(n),
                         bar: format!("{:.1}", 100.0 * n as f64 / max as f64),
                         label,

@@ -52,7 +52,8 @@ fn metric_label(metric: &str) -> &'static str {
 
 pub struct DetailRow {
     pub label: String,
-    pub href: String,
+    /// `None` for a value no filter can express.
+    pub href: Option<String>,
     pub values: Vec<String>,
 }
 
@@ -183,7 +184,7 @@ pub async fn details(
         .map(|r| {
             let label = label_of(r);
             DetailRow {
-                href: link(&v.with_filter(&property, &label)),
+                href: v.filter_link(&property, &label).map(|f| link(&f)),
                 values: metrics
                     .iter()
                     .map(|m| match m {

@@ -228,6 +228,13 @@ impl ViewState {
         v
     }
 
+    /// This view filtered to `property == value`, or `None` when the
+    /// `filters` syntax cannot say it: `;` and `|` separate conditions and
+    /// alternatives, and there is no escaping them.
+    pub fn filter_link(&self, property: &str, value: &str) -> Option<ViewState> {
+        (!value.contains([';', '|'])).then(|| self.with_filter(property, value))
+    }
+
     /// The value of an `==` filter on `property` with a single value.
     pub fn is_filtered(&self, property: &str) -> Option<&str> {
         self.filters
@@ -347,6 +354,8 @@ mod tests {
                 .query()
         );
         assert_eq!(f.filters[0].label(), "Page is /a");
+        assert!(v.filter_link("visit:source", "a|b").is_none());
+        assert!(v.filter_link("event:page", "/x;y").is_none());
     }
 
     #[test]
