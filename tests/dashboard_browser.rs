@@ -647,20 +647,7 @@ fn realtime(ui: &Ui, tab: &Arc<Tab>) {
         json!(live_now.to_string()),
         "the dashboard rendered one number of current visitors and its first live update another"
     );
-    ui.visit(
-        &fresh_ua(),
-        SITE,
-        &format!("https://{SITE}/live/second"),
-        None,
-    );
-    poll(
-        "the dashboard's current visitors",
-        Duration::from_secs(2),
-        || match current_visitors(tab)? {
-            n if n == live_now + 1 => Ok(()),
-            n => Err(format!("{n} (was {live_now})")),
-        },
-    );
+    one_more_visitor(ui, tab, "/live/second", live_now, Duration::from_secs(2));
 
     // Back to this page from another view, it is still live.
     let here = js_str(tab, "location.href");
@@ -673,15 +660,16 @@ fn realtime(ui: &Ui, tab: &Arc<Tab>) {
         }
     });
     let before = current_visitors(tab).unwrap();
-    ui.visit(
-        &fresh_ua(),
-        SITE,
-        &format!("https://{SITE}/live/third"),
-        None,
-    );
+    one_more_visitor(ui, tab, "/live/third", before, Duration::from_secs(3));
+}
+
+/// Sends a pageview of `path` from a new visitor and waits up to `within`
+/// for the page's live count to go from `before` to one more.
+fn one_more_visitor(ui: &Ui, tab: &Tab, path: &str, before: i64, within: Duration) {
+    ui.visit(&fresh_ua(), SITE, &format!("https://{SITE}{path}"), None);
     poll(
-        "current visitors after coming back",
-        Duration::from_secs(3),
+        &format!("current visitors after a visit to {path}"),
+        within,
         || match current_visitors(tab)? {
             n if n == before + 1 => Ok(()),
             n => Err(format!("{n} (was {before})")),
