@@ -11,6 +11,11 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use subtle::ConstantTimeEq;
 
+/// Password hashes cost 19 MiB and about 20 ms each, on purpose; at most
+/// this many are computed at once, so a flood of sign-ins from many
+/// addresses waits in line instead of exhausting a small server's memory.
+pub const CONCURRENT_PASSWORD_CHECKS: usize = 2;
+
 /// Shorter passwords are refused.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 /// Longer ones too: hashing is deliberately slow, and this bounds it.

@@ -71,6 +71,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         raw_events_days: raw_days,
         recent: ingestor.recent(),
         login_limiter: Default::default(),
+        password_checks: tokio::sync::Semaphore::new(crate::auth::CONCURRENT_PASSWORD_CHECKS),
         stopping: tokio::sync::watch::channel(false).0,
         setup_token,
         embed_share_links: settings.raw.dashboard.embed_share_links,

@@ -35,6 +35,8 @@ pub struct AppState {
     /// Recent traffic held in memory for filtered reports.
     pub recent: Option<Arc<RecentTraffic>>,
     pub login_limiter: LoginLimiter,
+    /// Slots for password hashing ([`crate::auth::CONCURRENT_PASSWORD_CHECKS`]).
+    pub password_checks: tokio::sync::Semaphore,
     /// Set when the server starts to stop: open event streams end, so a
     /// dashboard left open does not hold the shutdown back.
     pub stopping: tokio::sync::watch::Sender<bool>,

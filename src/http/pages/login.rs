@@ -85,6 +85,7 @@ pub async fn login(
     }
     let store = state.store.clone();
     let (e, password) = (email.clone(), form.password);
+    let _slot = password_slot(&state).await?;
     let user = blocking(move || {
         let found = users::find_user(&*store.reader()?, &e)?;
         // An unknown email costs as much as a wrong password.
@@ -114,6 +115,20 @@ pub async fn login(
         &session::safe_next(form.next.as_deref()),
     )
     .await
+}
+
+/// Waits for a password-hashing slot; after 10 s in line, the client is
+/// told to come back later.
+async fn password_slot(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, PageError> {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        state.password_checks.acquire(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(PageError::TooManyRequests),
+    }
 }
 
 /// Stores a new session for `user_id` and answers with its cookie and a
@@ -232,6 +247,7 @@ pub async fn setup(
         return retry("Enter an email address.".into());
     };
     let password = form.password.clone();
+    let _slot = password_slot(&state).await?;
     let hash = match blocking(move || Ok(auth::hash_password(&password))).await? {
         Ok(h) => h,
         Err(e) => return retry(format!("{e}.")),
