@@ -48,6 +48,19 @@ const LIVE_PROBE: &str = r#"
 })();
 "#;
 
+/// The period picker's links, in order.
+const PERIODS: [&str; 9] = [
+    "Realtime",
+    "Today",
+    "Yesterday",
+    "7 days",
+    "30 days",
+    "This month",
+    "Last month",
+    "6 months",
+    "12 months",
+];
+
 /// Elements that would mean a tracked value became markup.
 const INJECTED: &str = r#"img[src="x"], svg[onload], script:not([src]), [onerror], [onload]"#;
 
@@ -559,20 +572,7 @@ fn period(ui: &Ui, tab: &Arc<Tab>) {
         tab,
         "Array.from(document.querySelectorAll('nav.periods a')).map(a => a.textContent.trim())",
     );
-    assert_eq!(
-        links,
-        [
-            "Realtime",
-            "Today",
-            "Yesterday",
-            "7 days",
-            "30 days",
-            "This month",
-            "Last month",
-            "6 months",
-            "12 months"
-        ]
-    );
+    assert_eq!(links, PERIODS);
 
     follow(tab, "nav.periods a", "7 days");
     assert_eq!(query_param(tab, "period").as_deref(), Some("7d"));
@@ -812,19 +812,7 @@ fn tracked_values_stay_text(ui: &Ui, tab: &Arc<Tab>) {
 /// stream still open holds one of them until the cache lets it go.
 fn many_live_pages(ui: &Ui, tab: &Arc<Tab>) {
     ui.open(tab, &format!("/{SITE}?period=30d"));
-    for (i, period) in [
-        "Today",
-        "Yesterday",
-        "7 days",
-        "30 days",
-        "This month",
-        "Last month",
-        "6 months",
-        "12 months",
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, period) in PERIODS[1..].iter().copied().enumerate() {
         let n = js_strings(
             tab,
             "Array.from(document.querySelectorAll('nav.periods a')).map(a => a.textContent.trim())",

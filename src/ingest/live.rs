@@ -63,8 +63,10 @@ pub struct LiveEvent<'a> {
     pub site_id: i64,
     pub visitor_id: i64,
     pub ts: i64,
-    /// The page of a pageview; other events keep the visitor's page.
-    pub pageview: Option<&'a str>,
+    /// The visitor's page now; `None` keeps the one they had.
+    pub page: Option<&'a str>,
+    /// The event is a pageview (counted per minute).
+    pub pageview: bool,
     pub dims: &'a Arc<VisitDims>,
 }
 
@@ -102,12 +104,12 @@ impl LiveCounters {
                 });
                 seen.last_seen = seen.last_seen.max(e.ts);
                 seen.dims = e.dims.clone();
-                if let Some(p) = e.pageview {
+                if let Some(p) = e.page {
                     seen.page = Some(Arc::from(p));
                 }
             }
         }
-        if e.pageview.is_some() {
+        if e.pageview {
             let minute = e.ts.div_euclid(60);
             let mut m = site.minutes.lock().expect("live minutes");
             let slot = &mut m[minute.rem_euclid(MINUTES as i64) as usize];
@@ -121,24 +123,18 @@ impl LiveCounters {
     /// Seeds the counters with visits restored at start (their last page
     /// and time), so a restart does not empty the live view.
     pub fn restore<'a>(&self, visits: impl IntoIterator<Item = &'a VisitRecord>, now: i64) {
-        for v in visits {
-            if now - v.last_seen_at >= WINDOW_SECS {
-                continue;
-            }
+        for v in visits
+            .into_iter()
+            .filter(|v| now - v.last_seen_at < WINDOW_SECS)
+        {
             self.record(LiveEvent {
                 site_id: v.site_id,
                 visitor_id: v.visitor_id,
                 ts: v.last_seen_at,
-                pageview: None,
+                page: v.exit_page.as_deref(),
+                pageview: false,
                 dims: &v.dims,
             });
-            let site = self.site(v.site_id);
-            let mut stripe = site.stripes[stripe_of(v.visitor_id)]
-                .lock()
-                .expect("live stripe");
-            if let Some(seen) = stripe.get_mut(&v.visitor_id) {
-                seen.page = v.exit_page.as_deref().map(Arc::from);
-            }
         }
     }
 
@@ -243,7 +239,8 @@ mod tests {
                 site_id: 1,
                 visitor_id: v,
                 ts: 1_000,
-                pageview: Some("/a"),
+                page: Some("/a"),
+                pageview: true,
                 dims: &google,
             });
         }
@@ -252,14 +249,16 @@ mod tests {
             site_id: 1,
             visitor_id: 0,
             ts: 1_100,
-            pageview: None,
+            page: None,
+            pageview: false,
             dims: &google,
         });
         live.record(LiveEvent {
             site_id: 2,
             visitor_id: 9,
             ts: 1_100,
-            pageview: Some("/other-site"),
+            page: Some("/other-site"),
+            pageview: true,
             dims: &google,
         });
         let s = live.snapshot(1, 1_200);
@@ -291,7 +290,8 @@ mod tests {
                 site_id: 1,
                 visitor_id: v,
                 ts: 10,
-                pageview: None,
+                page: None,
+                pageview: false,
                 dims: &d,
             });
         }
@@ -301,7 +301,8 @@ mod tests {
             site_id: 1,
             visitor_id: -1,
             ts: 10 + WINDOW_SECS,
-            pageview: None,
+            page: None,
+            pageview: false,
             dims: &d,
         });
         assert_eq!(live.snapshot(1, 10 + WINDOW_SECS).visitors, 1);

@@ -446,12 +446,13 @@ impl Ingestor {
             other => IngestError::Storage(other.to_string()),
         })?;
         // Only committed events reach the live view.
-        let pageview = matches!(payload.kind, EventKind::Pageview).then_some(path.as_str());
+        let pageview = matches!(payload.kind, EventKind::Pageview);
         for (site_id, visitor_id, dims) in &live {
             self.live.record(LiveEvent {
                 site_id: *site_id,
                 visitor_id: *visitor_id,
                 ts: meta.now,
+                page: pageview.then_some(path.as_str()),
                 pageview,
                 dims,
             });

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::access::{Admitted, Viewer, admit};
 use super::chart::{self, Chart, Sample};
-use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, result_key};
+use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, row_label};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html, realtime};
 use crate::http::{AppState, PageError, query_context};
@@ -129,20 +129,19 @@ async fn render(
     }
     let v = ViewState::from_query(&q);
     let live_href = a.path("/live");
-    let periods = period_links(&v, &link, query_context(state, site).today);
+    let ctx = query_context(state, site);
+    let periods = period_links(&v, &link, ctx.today);
     let home = link(&ViewState::from_query(&HashMap::new()));
     if v.period == "realtime" {
         return realtime::page(state, a, periods, home, live_href);
     }
-    let ctx = query_context(state, site);
-    let today = ctx.today;
-    let period = Period::from_params(&api_params(site, &v), &site.timezone, today)?;
+    let period = Period::from_params(&v.api_params(&site.domain), &site.timezone, ctx.today)?;
     let store = state.store.clone();
     let data = {
-        let (site, v) = (site.clone(), v.clone());
+        let (site, v, period) = (site.clone(), v.clone(), period.clone());
         blocking(move || {
             let conn = store.reader()?;
-            fetch(&conn, &site, &v, &ctx)
+            fetch(&conn, &site, &v, &period, &ctx)
         })
         .await?
     };
@@ -350,20 +349,6 @@ fn period_label(v: &ViewState, p: &Period) -> String {
     format!("{name} · {range}")
 }
 
-/// The Stats API parameters of this view, for one site.
-fn api_params(site: &Site, v: &ViewState) -> Params {
-    let mut p = Params::new();
-    p.insert("site_id".into(), site.domain.clone());
-    p.insert("period".into(), v.period.clone());
-    if let Some(d) = &v.date {
-        p.insert("date".into(), d.clone());
-    }
-    if let Some(f) = v.filters_param() {
-        p.insert("filters".into(), f);
-    }
-    p
-}
-
 struct Data {
     aggregate: Value,
     series: Vec<Sample>,
@@ -385,9 +370,10 @@ fn fetch(
     conn: &store::Db,
     site: &Site,
     v: &ViewState,
+    period: &Period,
     ctx: &query::Context,
 ) -> Result<Data, PageError> {
-    let base = api_params(site, v);
+    let base = v.api_params(&site.domain);
     let with = |pairs: &[(&str, &str)]| {
         let mut p = base.clone();
         for (k, val) in pairs {
@@ -425,7 +411,7 @@ fn fetch(
     };
     let series = series_of(&with(&[("metrics", &v.graph), ("interval", interval)]))?;
     let previous_series = if v.compare {
-        let p = Period::from_params(&base, &site.timezone, ctx.today)?.previous(&site.timezone);
+        let p = period.previous(&site.timezone);
         let date = format!("{},{}", p.first, p.last);
         Some(series_of(&with(&[
             ("metrics", &v.graph),
@@ -471,17 +457,15 @@ fn fetch(
             ]),
             ctx,
         )?;
-        let key = result_key(&chosen.property);
         let rows = result["results"]
             .as_array()
             .map(|rows| {
                 rows.iter()
                     .map(|r| {
-                        let label = match &r[key.as_str()] {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        (label, r["visitors"].as_i64().unwrap_or(0))
+                        (
+                            row_label(r, &chosen.property),
+                            r["visitors"].as_i64().unwrap_or(0),
+                        )
                     })
                     .collect()
             })

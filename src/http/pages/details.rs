@@ -8,11 +8,11 @@ use askama::Template;
 use serde_json::Value;
 
 use super::access::admit;
-use super::panels::{resolve, result_key};
+use super::panels::{resolve, row_label};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
 use crate::http::{AppState, PageError, query_context};
-use crate::query::{self, Params};
+use crate::query;
 
 /// Rows per page of the details view.
 const PAGE_ROWS: i64 = 100;
@@ -97,15 +97,7 @@ pub async fn details(
             .ok_or_else(|| PageError::BadRequest("page: expected a positive number".into()))?,
     };
 
-    let mut params = Params::new();
-    params.insert("site_id".into(), a.site.domain.clone());
-    params.insert("period".into(), v.period.clone());
-    if let Some(d) = &v.date {
-        params.insert("date".into(), d.clone());
-    }
-    if let Some(f) = v.filters_param() {
-        params.insert("filters".into(), f);
-    }
+    let mut params = v.api_params(&a.site.domain);
     params.insert("property".into(), property.clone());
     params.insert("metrics".into(), metrics.join(","));
     let ctx = query_context(&state, &a.site);
@@ -133,11 +125,7 @@ pub async fn details(
         Ok(all)
     })
     .await?;
-    let key = result_key(&property);
-    let label_of = |r: &Value| match &r[key.as_str()] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let label_of = |r: &Value| row_label(r, &property);
     let column = heading.unwrap_or_else(|| view::property_label(&property));
 
     if csv {

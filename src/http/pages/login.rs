@@ -50,14 +50,13 @@ pub async fn login_page(
     if session::signed_in(&state, &req).await?.is_some() {
         return Ok(redirect(&next));
     }
-    let (csrf, fresh) = form_token(&req)?;
+    let (csrf, cookie) = form_token(&state, &req)?;
     let page = LoginPage {
-        csrf: csrf.clone(),
+        csrf,
         next,
         email: String::new(),
         error: None,
     };
-    let cookie = fresh.then(|| session::form_cookie(csrf, session::is_https(&state, &req)));
     html_with_cookie(&page, actix_web::http::StatusCode::OK, cookie)
 }
 
@@ -192,14 +191,13 @@ pub async fn setup_page(
     if user_count(&state.store).await? > 0 {
         return Err(PageError::NotFound);
     }
-    let (csrf, fresh) = form_token(&req)?;
+    let (csrf, cookie) = form_token(&state, &req)?;
     let page = SetupPage {
-        csrf: csrf.clone(),
+        csrf,
         email: String::new(),
         error: None,
         min_password: auth::MIN_PASSWORD_CHARS,
     };
-    let cookie = fresh.then(|| session::form_cookie(csrf, session::is_https(&state, &req)));
     html_with_cookie(&page, actix_web::http::StatusCode::OK, cookie)
 }
 

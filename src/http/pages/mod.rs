@@ -60,6 +60,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/{domain}", web::get().to(dashboard::site));
 }
 
+/// Every IANA timezone name, for a form's suggestions.
+pub fn timezones() -> Vec<&'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect()
+}
+
+/// A trimmed timezone name, or the message a form shows for it.
+pub fn valid_timezone(tz: &str) -> Result<String, String> {
+    let tz = tz.trim();
+    match tz.parse::<chrono_tz::Tz>() {
+        Ok(_) => Ok(tz.to_string()),
+        Err(_) => Err(format!("{tz} is not a timezone like Europe/Berlin.")),
+    }
+}
+
 /// Runs blocking store work off the async threads.
 pub async fn blocking<T, F>(f: F) -> Result<T, PageError>
 where

@@ -92,8 +92,16 @@ pub fn drill_down(property: &'static str, state: &ViewState) -> (&'static str, O
     }
 }
 
+/// The value a breakdown row of `property` is about, as shown.
+pub fn row_label(row: &serde_json::Value, property: &str) -> String {
+    match &row[result_key(property).as_str()] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// The key a breakdown's rows carry their value under.
-pub fn result_key(property: &str) -> String {
+fn result_key(property: &str) -> String {
     match property {
         "event:page" => "page".into(),
         "event:name" => "name".into(),

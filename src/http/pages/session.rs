@@ -136,14 +136,19 @@ pub fn expired(name: &'static str, secure: bool) -> Cookie<'static> {
     cookie(name, String::new(), secure, 0)
 }
 
-/// The token of the pre-session form cookie, or a new one to set.
-pub fn form_token(req: &HttpRequest) -> Result<(String, bool), PageError> {
+/// The token a pre-session form carries: its cookie's, or a new one with
+/// the cookie to set.
+pub fn form_token(
+    state: &AppState,
+    req: &HttpRequest,
+) -> Result<(String, Option<Cookie<'static>>), PageError> {
     match req.cookie(FORM_COOKIE) {
-        Some(c) if c.value().len() == 64 => Ok((c.value().to_string(), false)),
-        _ => Ok((
-            auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?,
-            true,
-        )),
+        Some(c) if c.value().len() == 64 => Ok((c.value().to_string(), None)),
+        _ => {
+            let token = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
+            let cookie = form_cookie(token.clone(), is_https(state, req));
+            Ok((token, Some(cookie)))
+        }
     }
 }
 

@@ -140,7 +140,7 @@ async fn render(
         admin,
         api_keys,
         new_key: outcome.new_key,
-        timezones: chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect(),
+        timezones: super::timezones(),
         error: outcome.error,
     })
 }
@@ -188,10 +188,10 @@ pub async fn update(
     };
     match f.action.as_str() {
         "timezone" => {
-            let tz = f.timezone.unwrap_or_default().trim().to_string();
-            if tz.parse::<chrono_tz::Tz>().is_err() {
-                return refuse(format!("{tz} is not a timezone like Europe/Berlin.")).await;
-            }
+            let tz = match super::valid_timezone(&f.timezone.unwrap_or_default()) {
+                Ok(tz) => tz,
+                Err(message) => return refuse(message).await,
+            };
             writer
                 .run(move |tx| sites::set_timezone(tx, id, &tz))
                 .await?;

@@ -79,7 +79,7 @@ async fn render(
         csrf: me.csrf_token.clone(),
         sites: cards,
         error,
-        timezones: chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect(),
+        timezones: super::timezones(),
     })
 }
 
@@ -105,15 +105,10 @@ pub async fn add(
         )
         .await;
     };
-    let timezone = form.timezone.trim().to_string();
-    if timezone.parse::<chrono_tz::Tz>().is_err() {
-        return render(
-            &state,
-            &me,
-            Some(format!("{timezone} is not a timezone like Europe/Berlin.")),
-        )
-        .await;
-    }
+    let timezone = match super::valid_timezone(&form.timezone) {
+        Ok(tz) => tz,
+        Err(message) => return render(&state, &me, Some(message)).await,
+    };
     let user = me.user.clone();
     let d = domain.clone();
     let added = state

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use url::form_urlencoded;
 
+use crate::query::Params;
+
 /// Panels whose tab the URL may choose, by query key.
 pub const TAB_KEYS: &[&str] = &["sources", "pages", "locations", "devices", "goals"];
 
@@ -145,6 +147,20 @@ impl ViewState {
                 .collect::<Vec<_>>()
                 .join(";"),
         )
+    }
+
+    /// The Stats API parameters of this view of `domain`.
+    pub fn api_params(&self, domain: &str) -> Params {
+        let mut p = Params::new();
+        p.insert("site_id".into(), domain.to_string());
+        p.insert("period".into(), self.period.clone());
+        if let Some(d) = &self.date {
+            p.insert("date".into(), d.clone());
+        }
+        if let Some(f) = self.filters_param() {
+            p.insert("filters".into(), f);
+        }
+        p
     }
 
     pub fn tab(&self, panel: &str) -> Option<&str> {
