@@ -9,8 +9,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, LogFormat, Settings};
-use crate::store::{self, Store, StoreError, sites, users};
-use crate::{auth, demo, keys, serve};
+use crate::store::backup::{self, BackupError};
+use crate::store::{self, DB_FILE_NAME, Store, StoreError, sites, users};
+use crate::{auth, check, demo, keys, serve};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +43,16 @@ pub enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Validate the configuration and the database, and print what is
+    /// collected, where, for how long, and whether the consent-exemption
+    /// conditions hold. Exits 1 when one fails.
+    Check,
+    /// Write a consistent copy of the database to PATH (a new file, or a
+    /// directory to put a dated one in). Safe while the server runs.
+    Backup { path: PathBuf },
+    /// Replace the database with the backup at PATH, after checking it. The
+    /// server must be stopped; the replaced database is kept beside it.
+    Restore { path: PathBuf },
     /// Write realistic demo traffic for a site (through the real ingest path).
     Demo {
         /// The site to fill; it must exist.
@@ -159,6 +170,10 @@ pub fn main() -> ExitCode {
                             | StoreError::UserExists(_)
                             | StoreError::NoSuchUser(_)
                     )
+                )
+                || matches!(
+                    e.downcast_ref::<BackupError>(),
+                    Some(BackupError::Exists(_) | BackupError::Missing(_) | BackupError::InUse(_))
                 );
             ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -184,6 +199,16 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Site(cmd) => site(cmd, &settings),
         Command::Goal(cmd) => goal(cmd, &settings),
         Command::User(cmd) => user(cmd, &settings),
+        Command::Check => {
+            let report = check::run(&settings, store::now_unix())?;
+            print!("{report}");
+            match report.failures() {
+                0 => Ok(()),
+                n => bail!("{n} condition(s) of the privacy check fail"),
+            }
+        }
+        Command::Backup { path } => backup(&path, &settings),
+        Command::Restore { path } => restore(&path, &settings),
         Command::Demo {
             site,
             events,
@@ -227,6 +252,43 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn backup(path: &std::path::Path, settings: &Settings) -> anyhow::Result<()> {
+    // Opening migrates a database older than this binary, like the server would.
+    let store = open(settings)?;
+    let dest = if path.is_dir() {
+        path.join(backup::scheduled_name(store::now_unix()))
+    } else {
+        path.to_path_buf()
+    };
+    let copied = backup::backup(store.path(), &dest)?;
+    println!(
+        "Backed up {} sites, {} events and {} visits ({:.1} MB) to {}",
+        copied.sites,
+        copied.events,
+        copied.visits,
+        copied.bytes as f64 / 1e6,
+        dest.display()
+    );
+    Ok(())
+}
+
+fn restore(path: &std::path::Path, settings: &Settings) -> anyhow::Result<()> {
+    let data_dir = &settings.raw.storage.data_dir;
+    let restored = backup::restore(path, data_dir, store::now_unix())?;
+    let c = restored.contents;
+    println!(
+        "Restored {} sites, {} events and {} visits into {}",
+        c.sites,
+        c.events,
+        c.visits,
+        data_dir.join(DB_FILE_NAME).display()
+    );
+    if let Some(previous) = restored.previous {
+        println!("The database it replaced is kept as {}", previous.display());
+    }
+    Ok(())
 }
 
 fn open(settings: &Settings) -> anyhow::Result<Store> {

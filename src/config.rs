@@ -43,7 +43,41 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub privacy: PrivacyConfig,
     pub dashboard: DashboardConfig,
+    pub metrics: MetricsConfig,
+    pub backup: BackupConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub allow: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            allow: vec!["127.0.0.1/32".into(), "::1/128".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    pub dir: String,
+    pub interval_hours: u32,
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: String::new(),
+            interval_hours: 24,
+            keep: 7,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,10 +166,20 @@ impl Default for RetentionConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub raw: Config,
+    /// The file read, or `(defaults)`.
+    pub source: String,
     pub listen: SocketAddr,
     pub trusted_proxies: Vec<IpNet>,
     pub geoip_database: Option<PathBuf>,
+    /// Addresses that may read `/metrics`.
+    pub metrics_allow: Vec<IpNet>,
+    /// Where scheduled backups go; `None` when they are off.
+    pub backup_dir: Option<PathBuf>,
 }
+
+/// The longest retention `tally check` accepts: 25 months, the limit EU
+/// regulators set for consent-exempt audience measurement.
+pub const MAX_RETENTION_DAYS: u32 = 760;
 
 impl Settings {
     /// Loads `path` (or only defaults without one), applies `TALLY_*`
@@ -163,7 +207,9 @@ impl Settings {
             path: shown.clone(),
         })?;
         config = apply_env(config, env)?;
-        Settings::validate(config)
+        let mut settings = Settings::validate(config)?;
+        settings.source = shown;
+        Ok(settings)
     }
 
     fn validate(raw: Config) -> Result<Settings, ConfigError> {
@@ -179,22 +225,19 @@ impl Settings {
                 "expected an address and port like 127.0.0.1:8000",
             )
         })?;
-        let trusted_proxies = raw
-            .server
-            .trusted_proxies
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        invalid(
-                            "server.trusted_proxies",
-                            s,
-                            "expected a CIDR like 10.0.0.0/8 or an IP address",
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let nets = |key: &'static str, list: &[String]| {
+            list.iter()
+                .map(|s| {
+                    s.parse::<IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            invalid(key, s, "expected a CIDR like 10.0.0.0/8 or an IP address")
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let trusted_proxies = nets("server.trusted_proxies", &raw.server.trusted_proxies)?;
+        let metrics_allow = nets("metrics.allow", &raw.metrics.allow)?;
         if raw.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "", "must not be empty"));
         }
@@ -226,10 +269,24 @@ impl Settings {
                 ));
             }
         }
+        let backup_dir = if raw.backup.dir.is_empty() {
+            None
+        } else {
+            if raw.backup.interval_hours == 0 {
+                return Err(invalid("backup.interval_hours", "0", "must be at least 1"));
+            }
+            if raw.backup.keep == 0 {
+                return Err(invalid("backup.keep", "0", "must be at least 1"));
+            }
+            Some(PathBuf::from(&raw.backup.dir))
+        };
         Ok(Settings {
+            source: String::new(),
             listen,
             trusted_proxies,
             geoip_database,
+            metrics_allow,
+            backup_dir,
             raw,
         })
     }

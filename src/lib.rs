@@ -4,12 +4,15 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod jobs;
 pub mod keys;
+pub mod metrics;
 pub mod query;
 pub mod serve;
 pub mod store;

@@ -10,7 +10,10 @@ use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::ingest::enrich::GeoLookup;
 use crate::ingest::{IngestOptions, Ingestor};
-use crate::store::{Store, now_unix, retention};
+use crate::jobs;
+use crate::store::backup::{BackupStats, DataDirLock};
+use crate::store::retention::{RetentionPolicy, RetentionStats};
+use crate::store::{Store, now_unix};
 
 const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,11 +21,17 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 const VISIT_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Small, so event commits never wait long behind a rollup transaction.
 const VISITS_ROLLED_PER_COMMIT: usize = 256;
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-const SECONDS_PER_DAY: i64 = 86_400;
 
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let data_dir = &settings.raw.storage.data_dir;
+    // Held until the process ends: one server per data directory, and
+    // `tally restore` cannot swap the database under a running one.
+    let _lock = DataDirLock::try_acquire(data_dir)?.with_context(|| {
+        format!(
+            "another `tally serve` is using {}; stop it first",
+            data_dir.display()
+        )
+    })?;
     let store = Store::open(data_dir, READERS)?;
     tracing::info!(path = %store.path().display(), "opened database");
 
@@ -61,14 +70,28 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening on http://{addr}");
 
     let setup_token = first_run_token(&store, addr)?;
-    let raw_days = settings.raw.retention.raw_events_days;
-    let aggregates_days = settings.raw.retention.aggregates_days;
+    let retention_policy = RetentionPolicy {
+        raw_events_days: settings.raw.retention.raw_events_days,
+        aggregates_days: settings.raw.retention.aggregates_days,
+    };
+    let retention_stats = Arc::new(RetentionStats::default());
+    let backup_stats = Arc::new(BackupStats::default());
+    let backup_schedule = settings.backup_dir.clone().map(|dir| jobs::BackupSchedule {
+        dir,
+        interval_hours: settings.raw.backup.interval_hours,
+        keep: settings.raw.backup.keep,
+    });
+    let database = store.path().to_path_buf();
     let store_for_shutdown = store.clone();
     let state = AppState {
         ingestor: ingestor.clone(),
         store,
         trusted_proxies: settings.trusted_proxies.clone(),
-        raw_events_days: raw_days,
+        raw_events_days: retention_policy.raw_events_days,
+        retention: retention_stats.clone(),
+        backups: backup_stats.clone(),
+        metrics_allow: settings.metrics_allow.clone(),
+        request_seconds: crate::metrics::HistogramFamily::new(crate::metrics::LATENCY_BOUNDS),
         recent: ingestor.recent(),
         login_limiter: Default::default(),
         password_checks: tokio::sync::Semaphore::new(crate::auth::CONCURRENT_PASSWORD_CHECKS),
@@ -100,39 +123,16 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         });
-        let retention = tokio::spawn({
-            let writer = ingestor.writer().clone();
-            async move {
-                // The first tick fires at once: retention also runs at start.
-                let mut tick = tokio::time::interval(RETENTION_EVERY);
-                loop {
-                    tick.tick().await;
-                    let now = now_unix();
-                    let raw_cutoff = now - i64::from(raw_days) * SECONDS_PER_DAY;
-                    let rollup_cutoff = now - i64::from(aggregates_days) * SECONDS_PER_DAY;
-                    let trimmed = match retention::trim_raw(&writer, raw_cutoff).await {
-                        Ok(t) => retention::trim_rollups(&writer, rollup_cutoff)
-                            .await
-                            .map(|rollups| (t, rollups)),
-                        Err(e) => Err(e),
-                    };
-                    match trimmed {
-                        Ok((t, rollups)) => tracing::info!(
-                            events = t.events,
-                            visits = t.visits,
-                            rollup_rows = rollups,
-                            raw_events_days = raw_days,
-                            aggregates_days,
-                            "retention pass removed expired rows"
-                        ),
-                        Err(e) => tracing::error!(error = %e, "retention pass failed"),
-                    }
-                }
-            }
-        });
+        let retention =
+            jobs::spawn_retention(ingestor.writer().clone(), retention_policy, retention_stats);
+        let backups =
+            backup_schedule.map(|schedule| jobs::spawn_backups(database, schedule, backup_stats));
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         retention.abort();
+        if let Some(b) = backups {
+            b.abort();
+        }
         visit_flush.abort();
         ingestor.flush().await;
         result

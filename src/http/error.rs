@@ -31,6 +31,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A refused tracking request's reason in metrics: one of
+    /// [`crate::ingest::REJECT_REASONS`].
+    pub fn reject_reason(&self) -> &'static str {
+        match self {
+            ApiError::Ingest(e) => match e {
+                IngestError::Invalid { .. } => "invalid",
+                IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+                IngestError::TooLarge { .. } => "too_large",
+                IngestError::UnknownSite(_) => "unknown_site",
+                IngestError::Overloaded => "overloaded",
+                IngestError::Storage(_) => "storage",
+            },
+            ApiError::BodyTimeout => "body_timeout",
+            ApiError::Query(_) | ApiError::Unauthorized | ApiError::Internal(_) => "storage",
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

@@ -115,7 +115,7 @@ pub async fn post(
         ingest(&state, &req, payload).await
     }
     .await;
-    let outcome = result.inspect_err(|_| state.ingestor.count_rejected())?;
+    let outcome = result.inspect_err(|e| state.ingestor.count_rejected(e.reject_reason()))?;
     Ok(with_outcome(HttpResponse::Accepted(), outcome)
         .insert_header(("Access-Control-Allow-Origin", "*"))
         .content_type("text/plain; charset=utf-8")
@@ -137,7 +137,7 @@ pub async fn pixel(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
         Ok(payload) => ingest(&state, &req, payload).await,
         Err(e) => Err(e.into()),
     };
-    let outcome = result.inspect_err(|_| state.ingestor.count_rejected())?;
+    let outcome = result.inspect_err(|e| state.ingestor.count_rejected(e.reject_reason()))?;
     Ok(with_outcome(HttpResponse::Ok(), outcome)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .content_type("image/gif")

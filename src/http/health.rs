@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
+use crate::ingest::DropReason;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
@@ -21,6 +22,12 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let ingest = state.ingestor.stats();
     let writer = state.ingestor.writer().stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let dropped_bot: u64 = ingest
+        .dropped
+        .iter()
+        .filter(|(reason, _)| DropReason::is_bot(reason))
+        .map(|(_, n)| n)
+        .sum();
     let recent = state.recent.as_ref().map_or((0, 0), |r| r.sites());
     let body = json!({
         "status": if db_ok { "ok" } else { "degraded" },
@@ -41,10 +48,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "sites_loading": recent.1,
         },
         "events": {
-            "accepted": count(&ingest.accepted),
-            "rejected": count(&ingest.rejected),
-            "dropped_bot": count(&ingest.dropped_bot),
-            "dropped_other": count(&ingest.dropped_other),
+            "accepted": ingest.accepted.get(),
+            "rejected": ingest.rejected.total(),
+            "dropped_bot": dropped_bot,
+            "dropped_other": ingest.dropped.total() - dropped_bot,
         },
     });
     if db_ok {

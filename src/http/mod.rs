@@ -7,6 +7,7 @@ mod client_ip;
 mod error;
 mod event;
 mod health;
+mod metrics;
 mod pages;
 mod stats_api;
 
@@ -20,8 +21,11 @@ pub use error::{ApiError, PageError};
 
 use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
+use crate::metrics::HistogramFamily;
 use crate::query::{self, period};
+use crate::store::backup::BackupStats;
 use crate::store::recent::RecentTraffic;
+use crate::store::retention::RetentionStats;
 use crate::store::sites::Site;
 use crate::store::{self, Store};
 
@@ -32,6 +36,12 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpNet>,
     /// How long raw events are kept: filtered reports cannot reach further.
     pub raw_events_days: u32,
+    pub retention: Arc<RetentionStats>,
+    pub backups: Arc<BackupStats>,
+    /// Addresses that may read `/metrics`.
+    pub metrics_allow: Vec<IpNet>,
+    /// Time to answer, per route pattern.
+    pub request_seconds: HistogramFamily,
     /// Recent traffic held in memory for filtered reports.
     pub recent: Option<Arc<RecentTraffic>>,
     pub login_limiter: LoginLimiter,
@@ -81,6 +91,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/static/app.css", web::get().to(assets::stylesheet))
     .route("/static/app.js", web::get().to(assets::dashboard_script))
     .route("/api/health", web::get().to(health::health))
+    .route("/metrics", web::get().to(metrics::metrics))
     // Browsers ask for these on every site; without routes of their own they
     // would be taken for a site called favicon.ico.
     .route("/favicon.ico", web::get().to(assets::no_favicon))
@@ -126,6 +137,7 @@ pub async fn run(
         App::new()
             .app_data(state.clone())
             .wrap(security_headers())
+            .wrap(actix_web::middleware::from_fn(metrics::time_requests))
             .configure(routes)
     })
     // Slow clients: headers must arrive within 5 s; bodies are bounded in `event`.

@@ -157,6 +157,29 @@ impl LiveCounters {
         }
     }
 
+    /// Visitors in the window, all sites together.
+    pub fn total_visitors(&self, now: i64) -> usize {
+        let sites: Vec<Arc<SiteLive>> = self
+            .sites
+            .read()
+            .expect("live sites")
+            .values()
+            .cloned()
+            .collect();
+        sites
+            .iter()
+            .flat_map(|site| site.stripes.iter())
+            .map(|stripe| {
+                stripe
+                    .lock()
+                    .expect("live stripe")
+                    .values()
+                    .filter(|s| now - s.last_seen < WINDOW_SECS)
+                    .count()
+            })
+            .sum()
+    }
+
     pub fn snapshot(&self, site_id: i64, now: i64) -> LiveSnapshot {
         let Some(site) = self
             .sites

@@ -17,11 +17,12 @@ pub mod visitor;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use error::{IngestError, StartError};
 pub use payload::{EventKind, EventPayload};
 
+use crate::metrics::{Counter, CounterSet};
 use crate::store::recent::RecentTraffic;
 use crate::store::rollups::{self, RollupFeed};
 use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
@@ -82,14 +83,65 @@ pub enum DropReason {
     Excluded,
 }
 
+impl DropReason {
+    /// Its name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Bot(bot) => bot.label(),
+            DropReason::OptOut => "opt_out",
+            DropReason::NoVisit => "no_visit",
+            DropReason::Excluded => "excluded",
+        }
+    }
+
+    pub fn is_bot(label: &str) -> bool {
+        !matches!(label, "opt_out" | "no_visit" | "excluded")
+    }
+}
+
+/// Every [`DropReason::label`].
+pub const DROP_REASONS: &[&str] = &[
+    "empty_user_agent",
+    "not_a_browser",
+    "crawler",
+    "headless",
+    "monitor",
+    "preview",
+    "opt_out",
+    "no_visit",
+    "excluded",
+];
+
+/// Why a request to the tracking endpoint was refused, as the HTTP layer
+/// names it (it alone sees refusals that happen before a payload exists).
+pub const REJECT_REASONS: &[&str] = &[
+    "invalid",
+    "unsupported_media_type",
+    "too_large",
+    "body_timeout",
+    "unknown_site",
+    "overloaded",
+    "storage",
+];
+
 /// Counters of what happened to incoming events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IngestStats {
-    pub accepted: AtomicU64,
-    pub rejected: AtomicU64,
-    pub dropped_bot: AtomicU64,
-    /// Opt-outs and engagement reports for visits that had ended.
-    pub dropped_other: AtomicU64,
+    pub accepted: Counter,
+    /// By [`REJECT_REASONS`].
+    pub rejected: CounterSet,
+    /// Acknowledged and not stored, by [`DROP_REASONS`].
+    pub dropped: CounterSet,
+}
+
+impl Default for IngestStats {
+    fn default() -> Self {
+        IngestStats {
+            accepted: Counter::default(),
+            rejected: CounterSet::new(REJECT_REASONS),
+            dropped: CounterSet::new(DROP_REASONS),
+        }
+    }
 }
 
 pub struct Ingestor {
@@ -137,6 +189,9 @@ impl Ingestor {
                 events = folded,
                 "rebuilt recent visits and rollups from events after an unclean stop"
             );
+        }
+        if recover_visits {
+            rollups::ensure_mark(&conn)?;
         }
         let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
         let open = store::sites::open_visits(
@@ -292,9 +347,10 @@ impl Ingestor {
         &self.sessions
     }
 
-    /// Counts a refused request (any 4xx/5xx of the tracking endpoint).
-    pub fn count_rejected(&self) {
-        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+    /// Counts a refused request (any 4xx/5xx of the tracking endpoint) under
+    /// one of [`REJECT_REASONS`].
+    pub fn count_rejected(&self, reason: &str) {
+        self.stats.rejected.inc(reason);
     }
 
     /// Stores `payload` for each of its sites; resolves once committed.
@@ -304,15 +360,13 @@ impl Ingestor {
         meta: RequestMeta<'_>,
     ) -> Result<Outcome, IngestError> {
         let result = self.ingest_inner(payload, meta).await;
-        let counter = match &result {
-            Ok(Outcome::Stored) => &self.stats.accepted,
-            Ok(Outcome::Dropped(DropReason::Bot(_))) => &self.stats.dropped_bot,
-            Ok(Outcome::Dropped(_)) => &self.stats.dropped_other,
+        match &result {
+            Ok(Outcome::Stored) => self.stats.accepted.inc(),
+            Ok(Outcome::Dropped(reason)) => self.stats.dropped.inc(reason.label()),
             // Refusals are counted by the caller, which also sees those
             // refused before a payload existed.
-            Err(_) => return result,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            Err(_) => {}
+        }
         result
     }
 

@@ -5,9 +5,11 @@
 //! HTTP, payloads or enrichment. Callers hand it plain records ([`NewEvent`],
 //! [`VisitRecord`]) and get plain values back.
 
+pub mod backup;
 pub mod calendar;
 mod db;
 mod error;
+pub mod inventory;
 mod migrate;
 pub mod recent;
 mod records;
@@ -26,6 +28,11 @@ pub use db::{DB_FILE_NAME, Store};
 pub use error::StoreError;
 pub use records::{NewEvent, VisitDims, VisitRecord};
 pub use writer::{EventWriter, WriteError, WriterHandle, WriterStats};
+
+/// The schema version this binary writes.
+pub fn schema_version() -> i64 {
+    migrate::latest()
+}
 
 /// The current time as Unix seconds.
 pub fn now_unix() -> i64 {

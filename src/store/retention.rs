@@ -1,6 +1,12 @@
 //! Retention: raw events and visits older than `raw_events_days`, and rollup
 //! rows older than `aggregates_days`, are deleted in small batches, each its
 //! own short writer transaction, so ingest never waits behind one long delete.
+//! The same pass deletes visitor-id salts older than 48 hours.
+//!
+//! [`run_pass`] takes the time as a parameter: the server passes the clock,
+//! tests pass whatever day they need.
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::params;
 
@@ -10,9 +16,112 @@ use super::rollups::{
 };
 use super::stats::VISIT_COLUMNS;
 use super::{EventWriter, StoreError, WriteError};
+use crate::metrics::CounterSet;
 
 /// Rows deleted per transaction.
 const BATCH: i64 = 2000;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// How long data is kept, in days (both at least 1, checked by the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub raw_events_days: u32,
+    pub aggregates_days: u32,
+}
+
+/// What the retention job did since start, for metrics.
+#[derive(Debug)]
+pub struct RetentionStats {
+    /// Passes by result: `ok`, `failed`.
+    pub runs: CounterSet,
+    /// Rows removed by table: `events`, `visits`, `rollups`, `salts`.
+    pub removed: CounterSet,
+    /// Unix time of the last pass that completed; 0 before the first.
+    pub last_success: AtomicI64,
+}
+
+impl Default for RetentionStats {
+    fn default() -> Self {
+        RetentionStats {
+            runs: CounterSet::new(&["ok", "failed"]),
+            removed: CounterSet::new(&["events", "visits", "rollups", "salts"]),
+            last_success: AtomicI64::new(0),
+        }
+    }
+}
+
+/// What one full retention pass removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub events: u64,
+    pub visits: u64,
+    pub rollup_rows: u64,
+    pub salts: u64,
+}
+
+/// One retention pass as of `now` (Unix seconds): raw rows, rollups, then
+/// salts, each in small transactions. Counts into `stats` and logs the result.
+pub async fn run_pass(
+    writer: &EventWriter,
+    policy: RetentionPolicy,
+    now: i64,
+    stats: &RetentionStats,
+) -> Result<Removed, WriteError> {
+    let result = async {
+        let raw = trim_raw(
+            writer,
+            now - i64::from(policy.raw_events_days) * SECONDS_PER_DAY,
+        )
+        .await?;
+        stats.removed.add("events", raw.events);
+        stats.removed.add("visits", raw.visits);
+        let rollup_rows = trim_rollups(
+            writer,
+            now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
+        )
+        .await?;
+        stats.removed.add("rollups", rollup_rows);
+        let salts = trim_salts(writer, now).await?;
+        stats.removed.add("salts", salts);
+        Ok(Removed {
+            events: raw.events,
+            visits: raw.visits,
+            rollup_rows,
+            salts,
+        })
+    }
+    .await;
+    match &result {
+        Ok(r) => {
+            stats.runs.inc("ok");
+            stats.last_success.store(now, Ordering::Relaxed);
+            tracing::info!(
+                events = r.events,
+                visits = r.visits,
+                rollup_rows = r.rollup_rows,
+                salts = r.salts,
+                raw_events_days = policy.raw_events_days,
+                aggregates_days = policy.aggregates_days,
+                "retention pass removed expired rows"
+            );
+        }
+        Err(e) => {
+            stats.runs.inc("failed");
+            tracing::error!(error = %e, "retention pass failed");
+        }
+    }
+    result
+}
+
+/// Deletes visitor-id salts created more than 48 hours before `now`: a salt
+/// of UTC day D serves D and, for visits across midnight, D + 1. Rotation
+/// deletes them too; this catches a server that was down at midnight.
+pub async fn trim_salts(writer: &EventWriter, now: i64) -> Result<u64, WriteError> {
+    let keep_from = now.div_euclid(SECONDS_PER_DAY) - 1;
+    writer
+        .run_for(move |tx| Ok(tx.execute("DELETE FROM salts WHERE day < ?1", [keep_from])? as u64))
+        .await
+}
 
 /// What one retention pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

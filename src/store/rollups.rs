@@ -560,19 +560,18 @@ const EVENT_COLUMNS: &str = "site_id, ts, visitor_id, name, path, props, first_v
 /// timestamp, so only the last minutes before that mark are read. Run at
 /// start, before the writer. Returns the events folded in.
 pub fn recover(conn: &Connection) -> Result<usize, StoreError> {
-    let through: i64 = conn
-        .query_row(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rollups_through'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
-    if through == 0 {
+    let Some(through) = marked_through(conn)? else {
+        // No mark: a database no server of this version has run on; its
+        // events were folded by whoever wrote them. [`ensure_mark`] sets one.
         return Ok(0);
-    }
-    // Event ids are microseconds of the writer's clock.
-    let since = through / 1_000_000 - 600;
+    };
+    // Event ids are microseconds of the writer's clock. A mark of 0 (set at
+    // the first start, before any traffic was folded in) covers nothing.
+    let since = if through == 0 {
+        0
+    } else {
+        through / 1_000_000 - 600
+    };
     let zones = zones(conn)?;
     let tx = conn.unchecked_transaction()?;
     let mut deltas = Deltas::default();
@@ -592,6 +591,28 @@ pub fn recover(conn: &Connection) -> Result<usize, StoreError> {
     set_through(&tx, newest.max(through))?;
     tx.commit()?;
     Ok(count)
+}
+
+fn marked_through(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rollups_through'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Sets the recovery mark where there is none, covering the events already
+/// stored, so that from the first start on a crash (or a backup taken before
+/// the first fold) finds a mark to recover from. Run at start by the server.
+pub fn ensure_mark(conn: &Connection) -> Result<(), StoreError> {
+    if marked_through(conn)?.is_none() {
+        let newest: i64 =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+        set_through(conn, newest)?;
+    }
+    Ok(())
 }
 
 /// Recomputes the rollups of every site from `events` and ended visits, if

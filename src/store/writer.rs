@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use super::rollups::RollupFeed;
 use super::{NewEvent, StoreError, VisitDims};
+use crate::metrics::{Histogram, SIZE_BOUNDS};
 
 const MAX_BATCH: usize = 4096;
 
@@ -43,13 +44,31 @@ enum Op {
 }
 
 /// Counters describing the writer, for health and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub queue_depth: AtomicUsize,
     pub commits: AtomicU64,
     pub events_written: AtomicU64,
     pub last_batch_events: AtomicU64,
     pub last_commit_micros: AtomicU64,
+    /// Events per group commit.
+    pub batch_events: Histogram,
+    /// Seconds per group commit, retries included.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            queue_depth: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            events_written: AtomicU64::new(0),
+            last_batch_events: AtomicU64::new(0),
+            last_commit_micros: AtomicU64::new(0),
+            batch_events: Histogram::new(SIZE_BOUNDS),
+            commit_seconds: Histogram::latency(),
+        }
+    }
 }
 
 /// Handle to the writer thread. Cloning shares the same thread.
@@ -203,11 +222,16 @@ fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats, feed: &Rollu
         let result = commit(&mut conn, &mut ids, &mut batch);
         let through = ids.last();
         stats.commits.fetch_add(1, Ordering::Relaxed);
+        let took = started.elapsed();
         stats
             .last_commit_micros
-            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+        stats.commit_seconds.observe_duration(took);
         // Jobs count towards the batch limit but are not events.
         let events_in_batch: u64 = batch.iter().map(events_of).sum();
+        if events_in_batch > 0 {
+            stats.batch_events.observe(events_in_batch as f64);
+        }
         stats
             .last_batch_events
             .store(events_in_batch, Ordering::Relaxed);

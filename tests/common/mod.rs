@@ -172,11 +172,17 @@ pub fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply 
 
 impl Server {
     pub fn start(config: &Path) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment (`TALLY_LOG=info` unless set).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(config)
             .arg("serve")
             .env("TALLY_LOG", "info")
+            .envs(env.iter().copied())
             .env_remove("TALLY_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -197,8 +203,9 @@ impl Server {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("server did not report its address");
             if let Some(i) = line.find("listening on http://") {
+                // Text or JSON logs: the address ends at a space or a quote.
                 let addr = line[i + "listening on ".len()..]
-                    .split_whitespace()
+                    .split(|c: char| c.is_whitespace() || c == '"')
                     .next()
                     .unwrap();
                 break addr.to_string();

@@ -1,0 +1,230 @@
+//! `GET /metrics` in the Prometheus text format, for addresses in
+//! `[metrics] allow` only, and the middleware that times every request.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::client_ip::client_ip;
+use crate::ingest::DropReason;
+use crate::metrics::Exposition;
+
+/// Whether `req` may read the metrics. The address is the client's as the
+/// trusted proxies report it; a request that carries forwarding headers but
+/// comes from a proxy that is not trusted is refused, so a reverse proxy on
+/// the same host does not make every visitor look local.
+fn allowed(state: &AppState, req: &HttpRequest) -> bool {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return false;
+    };
+    let forwarded = req.headers().get("x-forwarded-for");
+    let trusted_peer = state.trusted_proxies.iter().any(|n| n.contains(&peer));
+    if !trusted_peer && (forwarded.is_some() || req.headers().contains_key("forwarded")) {
+        return false;
+    }
+    let ip = client_ip(
+        peer,
+        forwarded.and_then(|v| v.to_str().ok()),
+        &state.trusted_proxies,
+    );
+    state.metrics_allow.iter().any(|n| n.contains(&ip))
+}
+
+pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if !allowed(&state, &req) {
+        return HttpResponse::Forbidden()
+            .content_type("text/plain; charset=utf-8")
+            .body("metrics are not served to this address; see [metrics] allow\n");
+    }
+    let path = state.store.path().to_path_buf();
+    let db_bytes = web::block(move || database_bytes(&path)).await.unwrap_or(0);
+    HttpResponse::Ok()
+        .content_type(Exposition::CONTENT_TYPE)
+        .insert_header(("Cache-Control", "no-store"))
+        .body(render(&state, db_bytes))
+}
+
+/// The database file and its write-ahead log, in bytes.
+fn database_bytes(path: &std::path::Path) -> u64 {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [path.as_os_str(), wal.as_os_str()]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn render(state: &AppState, db_bytes: u64) -> String {
+    let ingest = state.ingestor.stats();
+    let writer = state.ingestor.writer().stats();
+    let mut e = Exposition::default();
+    e.gauge_labelled(
+        "tally_build_info",
+        "The running version.",
+        &[(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+    e.counter(
+        "tally_events_accepted_total",
+        "Events stored and acknowledged.",
+        ingest.accepted.get(),
+    );
+    e.counter_set(
+        "tally_events_rejected_total",
+        "Tracking requests refused with an error status, by reason.",
+        "reason",
+        &ingest.rejected,
+    );
+    e.counter_set(
+        "tally_events_dropped_total",
+        "Events acknowledged but not stored, by reason (bots, opt-outs, exclusions).",
+        "reason",
+        &ingest.dropped,
+    );
+    let bots: u64 = ingest
+        .dropped
+        .iter()
+        .filter(|(r, _)| DropReason::is_bot(r))
+        .map(|(_, n)| n)
+        .sum();
+    e.counter(
+        "tally_events_dropped_bot_total",
+        "Events dropped as bots, all bot reasons together.",
+        bots,
+    );
+    e.histogram_family(
+        "tally_http_request_duration_seconds",
+        "Time to answer a request, by route; route=\"/api/event\" is ingest latency, \
+         /api/v1/stats/* and the dashboard routes are query latency.",
+        "route",
+        &state.request_seconds,
+    );
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    e.gauge(
+        "tally_writer_queue_depth",
+        "Submissions waiting for the writer.",
+        writer.queue_depth.load(relaxed) as f64,
+    );
+    e.counter(
+        "tally_writer_commits_total",
+        "Group commits.",
+        writer.commits.load(relaxed),
+    );
+    e.counter(
+        "tally_writer_events_written_total",
+        "Events committed.",
+        writer.events_written.load(relaxed),
+    );
+    e.histogram(
+        "tally_writer_batch_events",
+        "Events per group commit.",
+        &writer.batch_events,
+    );
+    e.histogram(
+        "tally_writer_commit_duration_seconds",
+        "Time per group commit.",
+        &writer.commit_seconds,
+    );
+    e.gauge(
+        "tally_rollup_pending_events",
+        "Committed events not yet in the rollups.",
+        state.ingestor.rollup_pending() as f64,
+    );
+    e.counter_set(
+        "tally_retention_runs_total",
+        "Retention passes, by result.",
+        "result",
+        &state.retention.runs,
+    );
+    e.counter_set(
+        "tally_retention_rows_removed_total",
+        "Rows deleted by retention, by table.",
+        "table",
+        &state.retention.removed,
+    );
+    e.gauge(
+        "tally_retention_last_success_timestamp_seconds",
+        "When the last retention pass completed (Unix time; 0 before the first).",
+        state.retention.last_success.load(relaxed) as f64,
+    );
+    e.counter_set(
+        "tally_backups_total",
+        "Scheduled backups, by result.",
+        "result",
+        &state.backups.runs,
+    );
+    e.gauge(
+        "tally_backup_last_success_timestamp_seconds",
+        "When the last scheduled backup was written (Unix time; 0 before the first).",
+        state.backups.last_success.load(relaxed) as f64,
+    );
+    e.gauge(
+        "tally_backup_last_size_bytes",
+        "Size of the last scheduled backup.",
+        state.backups.last_bytes.load(relaxed) as f64,
+    );
+    e.gauge(
+        "tally_database_size_bytes",
+        "Size of the database file and its write-ahead log.",
+        db_bytes as f64,
+    );
+    e.gauge(
+        "tally_live_visitors",
+        "Visitors in the last 5 minutes, all sites together.",
+        state
+            .ingestor
+            .live()
+            .total_visitors(crate::store::now_unix()) as f64,
+    );
+    if let Some(rss) = resident_bytes() {
+        e.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of the process.",
+            rss as f64,
+        );
+    }
+    e.finish()
+}
+
+/// Resident set size from `/proc` (Linux); `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Times every request into `tally_http_request_duration_seconds` under its
+/// route pattern (never the raw path, so the label set stays bounded), and
+/// logs one line per request at debug level: method, route, status, time.
+/// Neither the address nor the query string (share tokens) is logged.
+pub async fn time_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let res = next.call(req).await?;
+    let took = started.elapsed();
+    let request = res.request();
+    let route = if request.path() == "/api/event" {
+        "/api/event".to_string()
+    } else {
+        request
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string())
+    };
+    if let Some(state) = request.app_data::<web::Data<AppState>>() {
+        state.request_seconds.get(&route).observe_duration(took);
+    }
+    tracing::debug!(
+        method = %request.method(),
+        route = %route,
+        status = res.status().as_u16(),
+        micros = took.as_micros() as u64,
+        "request"
+    );
+    Ok(res)
+}

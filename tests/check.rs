@@ -1,0 +1,108 @@
+//! `tally check`: the privacy report passes on a sound setup and fails (exit
+//! 1) on each broken condition; a broken config exits 2.
+
+mod common;
+
+use common::*;
+
+fn check(env: &Env) -> (i32, String) {
+    let out = env.tally_raw(&["check"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_sound_setup_passes_and_says_what_is_collected() {
+    let env = Env::new("");
+    // Before the first start there is no database; that is fine.
+    let (code, text) = check(&env);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("does not exist yet"), "{text}");
+
+    env.add_site("example.com");
+    let s = env.start();
+    assert_eq!(
+        s.event(&pageview("https://example.com/"), CHROME).status,
+        202
+    );
+    drop(s);
+    let (code, text) = check(&env);
+    assert_eq!(code, 0, "{text}");
+    for expected in [
+        "tally.toml is valid",
+        "integrity check passed",
+        "1 site(s), 1 events, 1 visits",
+        "no column for IP addresses or User-Agents",
+        "raw events and visits: 395 days",
+        "location: not collected",
+        "never stored: IP addresses, User-Agent strings, cookies",
+        "FAIL",
+    ] {
+        if expected == "FAIL" {
+            assert!(!text.contains(expected), "{text}");
+        } else {
+            assert!(text.contains(expected), "missing {expected:?}:\n{text}");
+        }
+    }
+    assert!(text.contains("Result: every condition holds"), "{text}");
+}
+
+#[test]
+fn retention_over_25_months_fails() {
+    let env = Env::new("[retention]\naggregates_days = 800\n");
+    let (code, text) = check(&env);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("FAIL retention.aggregates_days = 800: over 25 months"),
+        "{text}"
+    );
+    assert!(
+        text.contains("condition(s) of the privacy check fail"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stale_data_salts_and_identifier_columns_fail() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let s = env.start();
+    assert_eq!(
+        s.event(&pageview("https://example.com/"), CHROME).status,
+        202
+    );
+    drop(s);
+    // Data older than retention, as after raising then lowering it with the
+    // server stopped; an old salt; and a column that could hold addresses.
+    env.db()
+        .execute_batch(
+            "UPDATE events SET ts = ts - 500 * 86400;
+             INSERT INTO salts (day, salt) VALUES (unixepoch() / 86400 - 3, zeroblob(32));
+             CREATE TABLE leak (id INTEGER PRIMARY KEY, ip TEXT);",
+        )
+        .unwrap();
+    let (code, text) = check(&env);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("FAIL oldest raw event: 500 days old"),
+        "{text}"
+    );
+    assert!(
+        text.contains("salt(s) older than 48 hours remain"),
+        "{text}"
+    );
+    assert!(text.contains("leak.ip"), "{text}");
+    assert!(
+        text.contains("3 condition(s) FAIL") || text.contains("4 condition(s) FAIL"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_config_exits_2() {
+    let env = Env::new("[retention]\nraw_events_days = 0\n");
+    let (code, text) = check(&env);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("retention.raw_events_days"), "{text}");
+}
