@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{ConfigError, LogFormat, Settings};
 use crate::store::backup::{self, BackupError};
 use crate::store::{self, DB_FILE_NAME, Store, StoreError, sites, users};
-use crate::{auth, check, demo, keys, serve};
+use crate::{auth, check, demo, keys, serve, transfer};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,12 +47,40 @@ pub enum Command {
     /// collected, where, for how long, and whether the consent-exemption
     /// conditions hold. Exits 1 when one fails.
     Check,
+    /// Exit 0 when the server at [server] listen answers /api/health (for
+    /// container health checks, where no curl is installed).
+    Health,
     /// Write a consistent copy of the database to PATH (a new file, or a
     /// directory to put a dated one in). Safe while the server runs.
     Backup { path: PathBuf },
     /// Replace the database with the backup at PATH, after checking it. The
     /// server must be stopped; the replaced database is kept beside it.
     Restore { path: PathBuf },
+    /// Write a site's raw events as CSV (one row per event, with its visit's
+    /// attributes); `tally import --format tally-csv` reads it back.
+    Export {
+        domain: String,
+        /// The file to write; `-` for standard output.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// First day (UTC) to include, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        from: Option<chrono::NaiveDate>,
+        /// Last day (UTC) to include, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        to: Option<chrono::NaiveDate>,
+    },
+    /// Import past traffic into a site from a CSV export (a file, or a
+    /// directory of them). The server must be stopped.
+    Import {
+        #[arg(long, value_enum)]
+        format: transfer::Format,
+        /// The site to import into; it must exist and have no events in the
+        /// imported range.
+        #[arg(long, value_name = "DOMAIN")]
+        site: String,
+        path: PathBuf,
+    },
     /// Write realistic demo traffic for a site (through the real ingest path).
     Demo {
         /// The site to fill; it must exist.
@@ -207,6 +235,14 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 n => bail!("{n} condition(s) of the privacy check fail"),
             }
         }
+        Command::Health => health(&settings),
+        Command::Export {
+            domain,
+            out,
+            from,
+            to,
+        } => export(&settings, &domain, &out, from, to),
+        Command::Import { format, site, path } => import(&settings, format, &site, &path),
         Command::Backup { path } => backup(&path, &settings),
         Command::Restore { path } => restore(&path, &settings),
         Command::Demo {
@@ -252,6 +288,99 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn health(settings: &Settings) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /api/health HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream
+        .take(64 * 1024)
+        .read_to_string(&mut answer)
+        .with_context(|| format!("reading from {addr}"))?;
+    let status = answer.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("http://{addr}/api/health answered {status:?}");
+    }
+    println!("ok");
+    Ok(())
+}
+
+fn export(
+    settings: &Settings,
+    domain: &str,
+    out: &std::path::Path,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    let domain = normalize_domain(domain)?;
+    let conn = store.reader()?;
+    let Some(site) = sites::find_site(&conn, &domain)? else {
+        bail!(UsageError(format!("no site {domain}")));
+    };
+    let day_start = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
+    let from = from.map_or(i64::MIN, day_start);
+    let to = to.map_or(i64::MAX, |d| day_start(d) + 86_400);
+    if out == std::path::Path::new("-") {
+        transfer::export(&conn, site.id, from, to, std::io::stdout().lock())?;
+    } else {
+        if out.exists() {
+            bail!(UsageError(format!("{} already exists", out.display())));
+        }
+        let file =
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        let n = transfer::export(&conn, site.id, from, to, std::io::BufWriter::new(file))?;
+        eprintln!("Exported {n} events of {domain} to {}", out.display());
+    }
+    Ok(())
+}
+
+fn import(
+    settings: &Settings,
+    format: transfer::Format,
+    domain: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let data_dir = &settings.raw.storage.data_dir;
+    let Some(_lock) = backup::DataDirLock::try_acquire(data_dir)? else {
+        bail!(BackupError::InUse(data_dir.display().to_string()));
+    };
+    let store = open(settings)?;
+    let domain = normalize_domain(domain)?;
+    let Some(site) = sites::find_site(&*store.reader()?, &domain)? else {
+        bail!(UsageError(format!("no site {domain}: add it first")));
+    };
+    let visits = transfer::read(format, path, &domain)?;
+    let mut conn = store.write_connection()?;
+    let imported = store::transfer::import_visits(&mut conn, site.id, visits, store::now_unix())
+        .map_err(|e| match e {
+            store::transfer::ImportError::Overlap(_) => {
+                anyhow::Error::new(UsageError(e.to_string()))
+            }
+            other => other.into(),
+        })?;
+    println!(
+        "Imported {} events in {} visits into {domain}",
+        imported.events, imported.visits
+    );
+    Ok(())
 }
 
 fn backup(path: &std::path::Path, settings: &Settings) -> anyhow::Result<()> {

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod query;
 pub mod serve;
 pub mod store;
+pub mod transfer;

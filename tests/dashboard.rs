@@ -89,6 +89,23 @@ impl<'a> Client<'a> {
         self.finish(r)
     }
 
+    /// GETs `path` and returns the status, content type and body as bytes.
+    fn get_bytes(&mut self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut r = self
+            .agent
+            .get(self.server.url(path))
+            .header("Cookie", &self.cookie_header())
+            .call()
+            .expect("request failed");
+        let kind = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = r.body_mut().read_to_vec().unwrap();
+        (r.status().as_u16(), kind, body)
+    }
+
     /// Signs in through the form; returns the answer to the POST.
     fn sign_in(&mut self, email: &str, password: &str) -> Reply {
         let page = self.get("/login");
@@ -766,4 +783,108 @@ fn share_links_can_be_embedded_when_configured() {
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
+}
+
+#[test]
+fn export_is_a_zip_of_every_panel_for_the_view() {
+    use std::io::Read;
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    // Two visitors: one from Google who reads /a twice, one direct on /b.
+    let other = format!("{CHROME} Other");
+    for (path, referrer, ua) in [
+        ("/a", "https://www.google.com/", CHROME),
+        ("/b", "", other.as_str()),
+        ("/a", "", CHROME),
+    ] {
+        let body = serde_json::json!({
+            "n": "pageview", "u": format!("https://example.com{path}"), "d": "example.com",
+            "r": referrer,
+        });
+        assert_eq!(server.event(&body.to_string(), ua).status, 202);
+    }
+    let signup = serde_json::json!({
+        "n": "Signup", "u": "https://example.com/", "d": "example.com", "p": {"plan": "=pro"},
+    });
+    assert_eq!(server.event(&signup.to_string(), FIREFOX).status, 202);
+    server.settle();
+    let mut c = Client::new(&server);
+    // Not signed in: no data, a redirect to sign in.
+    let (status, _, _) = c.get_bytes("/example.com/export?period=day");
+    assert_eq!(status, 303);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let dash = c.get("/example.com?period=day");
+    assert!(
+        dash.body.contains("/example.com/export?period=day"),
+        "{}",
+        dash.body
+    );
+
+    let (status, kind, body) = c.get_bytes("/example.com/export?period=day");
+    assert_eq!(status, 200);
+    assert_eq!(kind, "application/zip");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(body)).expect("a zip");
+    let mut files = std::collections::HashMap::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        files.insert(f.name().unwrap().to_string(), text);
+    }
+    for name in [
+        "visitors.csv",
+        "sources.csv",
+        "referrers.csv",
+        "pages.csv",
+        "entry_pages.csv",
+        "exit_pages.csv",
+        "countries.csv",
+        "regions.csv",
+        "cities.csv",
+        "browsers.csv",
+        "operating_systems.csv",
+        "devices.csv",
+        "utm_campaigns.csv",
+        "conversions.csv",
+        "custom_events.csv",
+        "custom_props.csv",
+    ] {
+        assert!(
+            files.contains_key(name),
+            "{name} missing: {:?}",
+            files.keys()
+        );
+    }
+    assert!(files["pages.csv"].starts_with("Page,visitors,visits,pageviews\r\n"));
+    assert!(
+        files["pages.csv"].contains("/a,1,1,2\r\n"),
+        "{}",
+        files["pages.csv"]
+    );
+    assert!(
+        files["sources.csv"].contains("Google,1"),
+        "{}",
+        files["sources.csv"]
+    );
+    assert!(
+        files["custom_props.csv"].contains("plan,'=pro,1,1"),
+        "{}",
+        files["custom_props.csv"]
+    );
+    let hours = files["visitors.csv"].lines().count();
+    assert_eq!(hours, 1 + 24, "a header and the day's hours");
+
+    // The filters of the view apply to every file.
+    let (_, _, body) =
+        c.get_bytes("/example.com/export?period=day&filters=visit%3Asource%3D%3DGoogle");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(body)).unwrap();
+    let mut pages = String::new();
+    zip.by_name("pages.csv")
+        .unwrap()
+        .read_to_string(&mut pages)
+        .unwrap();
+    assert!(!pages.contains("/b,"), "{pages}");
+    assert_eq!(c.get("/example.com/export?period=realtime").status, 400);
 }

@@ -347,6 +347,11 @@ impl EventIds {
 
 fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &mut NewEvent) -> Result<(), StoreError> {
     ev.id = ids.take();
+    insert_event_row(tx, ev)
+}
+
+/// Inserts `ev` with the id it carries.
+pub(super) fn insert_event_row(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
     let none = VisitDims::default();
     let d = ev.first_of_visit.as_deref().unwrap_or(&none);
     tx.prepare_cached(

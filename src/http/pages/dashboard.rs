@@ -82,6 +82,8 @@ pub struct DashboardPage {
     pub chart: Chart,
     pub panels: Vec<Panel>,
     pub settings_href: Option<String>,
+    /// A zip of every panel's CSV for this view.
+    pub export_href: String,
 }
 
 pub async fn site(
@@ -268,6 +270,7 @@ async fn render(
         chart,
         panels,
         settings_href,
+        export_href: a.href("/export", &v),
     };
     html(&page)
 }

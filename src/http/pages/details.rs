@@ -8,11 +8,13 @@ use askama::Template;
 use serde_json::Value;
 
 use super::access::admit;
-use super::panels::{resolve, row_label};
+use super::panels::{Chosen, resolve, row_label};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
 use crate::http::{AppState, PageError, query_context};
-use crate::query;
+use crate::query::{self, QueryError};
+use crate::store::Db;
+use crate::store::sites::Site;
 
 /// Rows per page of the details view.
 const PAGE_ROWS: i64 = 100;
@@ -97,52 +99,15 @@ pub async fn details(
             .ok_or_else(|| PageError::BadRequest("page: expected a positive number".into()))?,
     };
 
-    let mut params = v.api_params(&a.site.domain);
-    params.insert("property".into(), property.clone());
-    params.insert("metrics".into(), metrics.join(","));
     let ctx = query_context(&state, &a.site);
-    let (store, site, prop) = (state.store.clone(), a.site.clone(), property.clone());
-    let (limit, pages) = if csv {
-        (CSV_CHUNK, (1..=CSV_MAX_CHUNKS).collect::<Vec<_>>())
-    } else {
-        (PAGE_ROWS, vec![page])
-    };
-    let rows: Vec<Value> = blocking(move || {
-        let conn = store.reader()?;
-        let mut all = Vec::new();
-        for p in pages {
-            let mut params = params.clone();
-            params.insert("limit".into(), limit.to_string());
-            params.insert("page".into(), p.to_string());
-            let result = query::breakdown(&conn, &site, &params, &ctx)?;
-            let rows = result["results"].as_array().cloned().unwrap_or_default();
-            let done = (rows.len() as i64) < limit || prop == "event:goal";
-            all.extend(rows);
-            if done {
-                break;
-            }
-        }
-        Ok(all)
-    })
-    .await?;
-    let label_of = |r: &Value| row_label(r, &property);
-    let column = heading.unwrap_or_else(|| view::property_label(&property));
-
     if csv {
-        let mut out = String::new();
-        let header: Vec<String> = std::iter::once(column.clone())
-            .chain(metrics.iter().map(|m| m.to_string()))
-            .collect();
-        push_csv_line(&mut out, &header);
-        for r in &rows {
-            let line: Vec<String> = std::iter::once(label_of(r))
-                .chain(metrics.iter().map(|m| match &r[*m] {
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                }))
-                .collect();
-            push_csv_line(&mut out, &line);
-        }
+        let (store, site, v) = (state.store.clone(), a.site.clone(), v.clone());
+        let tab_key = tab.key.clone();
+        let out = blocking(move || {
+            let tab = resolve(&tab_key, &v).ok_or(PageError::NotFound)?;
+            Ok(tab_csv(&*store.reader()?, &site, &v, &tab, &ctx)?)
+        })
+        .await?;
         let filename = format!("{}-{}.csv", a.site.domain, tab.key);
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
@@ -153,6 +118,19 @@ pub async fn details(
             .insert_header(("Cache-Control", "no-store"))
             .body(out));
     }
+    let mut params = v.api_params(&a.site.domain);
+    params.insert("property".into(), property.clone());
+    params.insert("metrics".into(), metrics.join(","));
+    params.insert("limit".into(), PAGE_ROWS.to_string());
+    params.insert("page".into(), page.to_string());
+    let (store, site) = (state.store.clone(), a.site.clone());
+    let rows: Vec<Value> = blocking(move || {
+        let result = query::breakdown(&*store.reader()?, &site, &params, &ctx)?;
+        Ok(result["results"].as_array().cloned().unwrap_or_default())
+    })
+    .await?;
+    let label_of = |r: &Value| row_label(r, &property);
+    let column = heading.unwrap_or_else(|| view::property_label(&property));
 
     let link = |v: &ViewState| a.href("", v);
     let details = format!("/details/{}", tab.key);
@@ -199,10 +177,54 @@ pub async fn details(
     })
 }
 
+/// A tab's whole breakdown for the view `v` as CSV: a header of the column
+/// and its metrics, then every row (up to 100,000).
+pub fn tab_csv(
+    conn: &Db,
+    site: &Site,
+    v: &ViewState,
+    tab: &Chosen,
+    ctx: &query::Context,
+) -> Result<String, QueryError> {
+    let metrics = metrics_for(&tab.property);
+    let mut params = v.api_params(&site.domain);
+    params.insert("property".into(), tab.property.clone());
+    params.insert("metrics".into(), metrics.join(","));
+    params.insert("limit".into(), CSV_CHUNK.to_string());
+    let mut out = String::new();
+    let column = tab
+        .heading
+        .clone()
+        .unwrap_or_else(|| view::property_label(&tab.property));
+    let header: Vec<String> = std::iter::once(column)
+        .chain(metrics.iter().map(|m| m.to_string()))
+        .collect();
+    push_csv_line(&mut out, &header);
+    for p in 1..=CSV_MAX_CHUNKS {
+        params.insert("page".into(), p.to_string());
+        let result = query::breakdown(conn, site, &params, ctx)?;
+        let rows = result["results"].as_array().cloned().unwrap_or_default();
+        for r in &rows {
+            let line: Vec<String> = std::iter::once(row_label(r, &tab.property))
+                .chain(metrics.iter().map(|m| match &r[*m] {
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                }))
+                .collect();
+            push_csv_line(&mut out, &line);
+        }
+        // Goals come whole, in one answer.
+        if (rows.len() as i64) < CSV_CHUNK || tab.property == "event:goal" {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// One CSV record (RFC 4180 quoting). A cell that a spreadsheet would run
 /// as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`: tracked
 /// values are typed by strangers.
-fn push_csv_line(out: &mut String, cells: &[String]) {
+pub fn push_csv_line(out: &mut String, cells: &[String]) {
     for (i, cell) in cells.iter().enumerate() {
         if i > 0 {
             out.push(',');

@@ -6,6 +6,7 @@ mod access;
 mod chart;
 mod dashboard;
 mod details;
+mod export;
 mod login;
 mod panels;
 mod realtime;
@@ -53,7 +54,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/share/{domain}/details/{tab}",
             web::get().to(details::details),
         )
+        .route("/share/{domain}/export", web::get().to(export::export))
         .route("/{domain}/details/{tab}", web::get().to(details::details))
+        .route("/{domain}/export", web::get().to(export::export))
         .route("/{domain}/live", web::get().to(realtime::live))
         .route("/{domain}/settings", web::get().to(settings::page))
         .route("/{domain}/settings", web::post().to(settings::update))

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
-use actix_web::{HttpRequest, web};
+use actix_web::{HttpRequest, Responder, web};
 use actix_web_lab::sse;
 use askama::Template;
 use futures_util::StreamExt;
@@ -68,7 +68,10 @@ pub async fn live(
     });
     Ok(sse::Sse::from_stream(stream)
         .with_keep_alive(std::time::Duration::from_secs(5))
-        .with_retry_duration(std::time::Duration::from_secs(1)))
+        .with_retry_duration(std::time::Duration::from_secs(1))
+        .customize()
+        // nginx would otherwise hold the stream in its buffers.
+        .insert_header(("X-Accel-Buffering", "no")))
 }
 
 pub struct LiveRow {

@@ -1,0 +1,152 @@
+//! `/{domain}/export`: the dashboard's numbers for the current period and
+//! filters as a zip of CSV files, one per panel tab plus the visitors over
+//! time and the custom properties, as Plausible's export does.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::Value;
+
+use super::access::admit;
+use super::blocking;
+use super::details::{push_csv_line, tab_csv};
+use super::panels::{PANELS, resolve};
+use super::view::ViewState;
+use crate::http::{AppState, PageError, query_context};
+use crate::query;
+
+/// The metrics of `visitors.csv`, in its column order.
+const SERIES_METRICS: &[&str] = &[
+    "visitors",
+    "pageviews",
+    "visits",
+    "views_per_visit",
+    "bounce_rate",
+    "visit_duration",
+];
+
+pub async fn export(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    domain: web::Path<String>,
+    q: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, PageError> {
+    let q = q.into_inner();
+    let a = admit(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
+    let v = ViewState::from_query(&q);
+    if v.period == "realtime" {
+        return Err(PageError::BadRequest(
+            "choose a period to export; realtime has no history".into(),
+        ));
+    }
+    let ctx = query_context(&state, &a.site);
+    let (store, site) = (state.store.clone(), a.site.clone());
+    let name = format!("{}-{}.zip", a.site.domain, v.period);
+    let zip = blocking(move || {
+        let conn = store.reader()?;
+        let mut files: Vec<(String, String)> = Vec::new();
+
+        let mut params = v.api_params(&site.domain);
+        params.insert("metrics".into(), SERIES_METRICS.join(","));
+        let interval = if v.period == "day" { "hour" } else { "date" };
+        params.insert("interval".into(), interval.into());
+        let series = query::timeseries(&conn, &site, &params, &ctx)?;
+        let mut csv = String::new();
+        push_csv_line(
+            &mut csv,
+            &std::iter::once(interval.to_string())
+                .chain(SERIES_METRICS.iter().map(|m| m.to_string()))
+                .collect::<Vec<_>>(),
+        );
+        for row in series["results"].as_array().into_iter().flatten() {
+            let cells: Vec<String> = std::iter::once(cell(&row[interval]))
+                .chain(SERIES_METRICS.iter().map(|m| cell(&row[*m])))
+                .collect();
+            push_csv_line(&mut csv, &cells);
+        }
+        files.push(("visitors.csv".into(), csv));
+
+        for tab in PANELS.iter().flat_map(|p| p.tabs) {
+            // Version tabs exist only once a browser or OS is chosen.
+            let Some(chosen) = resolve(tab.key, &v) else {
+                continue;
+            };
+            files.push((
+                format!("{}.csv", file_name(tab.key)),
+                tab_csv(&conn, &site, &v, &chosen, &ctx)?,
+            ));
+        }
+
+        let keys = query::prop_keys(&conn, &site, &v.api_params(&site.domain), &ctx)?;
+        let mut props = String::new();
+        push_csv_line(
+            &mut props,
+            &["property", "value", "visitors", "events"].map(String::from),
+        );
+        for key in keys {
+            let mut params = v.api_params(&site.domain);
+            params.insert("property".into(), format!("event:props:{key}"));
+            params.insert("metrics".into(), "visitors,events".into());
+            params.insert("limit".into(), "1000".into());
+            let result = query::breakdown(&conn, &site, &params, &ctx)?;
+            for row in result["results"].as_array().into_iter().flatten() {
+                push_csv_line(
+                    &mut props,
+                    &[
+                        key.clone(),
+                        cell(&row[&key]),
+                        cell(&row["visitors"]),
+                        cell(&row["events"]),
+                    ],
+                );
+            }
+        }
+        files.push(("custom_props.csv".into(), props));
+        zip_files(&files).map_err(|e| PageError::Internal(format!("writing the zip: {e}")))
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/zip")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(zip))
+}
+
+/// Plausible's file name for a tab, where it differs from the tab's key, so
+/// scripts written for its export read ours.
+fn file_name(tab: &str) -> &str {
+    match tab {
+        "entry" => "entry_pages",
+        "exit" => "exit_pages",
+        "os" => "operating_systems",
+        "utm_medium" => "utm_mediums",
+        "utm_source" => "utm_sources",
+        "utm_campaign" => "utm_campaigns",
+        "goals" => "conversions",
+        "events" => "custom_events",
+        other => other,
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn zip_files(files: &[(String, String)]) -> zip::result::ZipResult<Vec<u8>> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, content) in files {
+        zip.start_file(name.as_str(), options)?;
+        zip.write_all(content.as_bytes())?;
+    }
+    Ok(zip.finish()?.into_inner())
+}

@@ -1,0 +1,234 @@
+//! `tally export` and `tally import`: Tally's CSV round trip gives the same
+//! reports in another instance; GoatCounter's export imports as visits;
+//! overlapping or concurrent imports are refused.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn send(s: &Server, ip: &str, ua: &str, body: Value) {
+    assert_eq!(
+        s.event_from(ip, &body.to_string(), ua).status,
+        202,
+        "{body}"
+    );
+}
+
+/// The numbers a dashboard shows for today: totals and a few breakdowns.
+fn report(s: &Server, key: &str, period: &str) -> Value {
+    let q = |path: &str| -> Value {
+        let r = s.stats(
+            key,
+            &format!("/api/v1/stats/{path}&site_id=example.com&{period}"),
+        );
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        r.json()["results"].clone()
+    };
+    json!({
+        "totals": q("aggregate?metrics=visitors,visits,pageviews,events,bounce_rate,visit_duration"),
+        "pages": q("breakdown?property=event:page&metrics=visitors,pageviews"),
+        "sources": q("breakdown?property=visit:source&metrics=visitors,visits"),
+        "campaigns": q("breakdown?property=visit:utm_campaign&metrics=visitors"),
+        "browsers": q("breakdown?property=visit:browser&metrics=visitors"),
+        "events": q("breakdown?property=event:name&metrics=visitors,events"),
+        "plans": q("breakdown?property=event:props:plan&metrics=visitors,events"),
+    })
+}
+
+#[test]
+fn tally_csv_round_trip_gives_the_same_reports() {
+    let a = Env::new("trusted_proxies = [\"127.0.0.1/32\"]\n");
+    a.add_site("example.com");
+    let key = a.api_key();
+    let s = a.start();
+    let page = |path: &str| json!({"n": "pageview", "u": format!("https://example.com{path}"), "d": "example.com"});
+    let mut first = page("/?utm_source=news&utm_campaign=spring");
+    first["r"] = json!("https://www.google.com/");
+    send(&s, "10.0.0.1", CHROME, first);
+    send(&s, "10.0.0.1", CHROME, page("/pricing"));
+    send(
+        &s,
+        "10.0.0.1",
+        CHROME,
+        json!({"n": "Signup", "u": "https://example.com/pricing", "d": "example.com",
+               "p": {"plan": "pro"}, "$": {"amount": "12.5", "currency": "EUR"}}),
+    );
+    send(&s, "10.0.0.2", FIREFOX, page("/blog/a"));
+    send(
+        &s,
+        "10.0.0.3",
+        FIREFOX,
+        json!({"n": "=HYPERLINK(\"x\")", "u": "https://example.com/", "d": "example.com"}),
+    );
+    s.settle();
+    let before = report(&s, &key, "period=day");
+    drop(s);
+
+    let csv = a.dir.path().join("events.csv");
+    a.tally(&["export", "example.com", "--out", csv.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("time,name,hostname,path,visit,visitor,"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1 + 5, "{text}");
+    assert!(text.contains("'=HYPERLINK"), "formulas are defused: {text}");
+    assert!(!text.contains("10.0.0."), "no addresses: {text}");
+    // Refuses to overwrite.
+    let again = a.tally_raw(&["export", "example.com", "--out", csv.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+
+    let b = Env::new("");
+    b.add_site("example.com");
+    let out = b.tally(&[
+        "import",
+        "--format",
+        "tally-csv",
+        "--site",
+        "example.com",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.contains("Imported 5 events in 3 visits"), "{out}");
+    let key_b = b.api_key();
+    let s = b.start();
+    s.settle();
+    assert_eq!(report(&s, &key_b, "period=day"), before);
+    // The imported range is taken: a second import is refused, nothing changes.
+    drop(s);
+    let twice = b.tally_raw(&[
+        "import",
+        "--format",
+        "tally-csv",
+        "--site",
+        "example.com",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already has 5 events"));
+    assert_eq!(b.count("SELECT COUNT(*) FROM events"), 5);
+    // Exporting again gives the same rows but for the visit numbers.
+    let csv_b = b.dir.path().join("again.csv");
+    b.tally(&["export", "example.com", "--out", csv_b.to_str().unwrap()]);
+    let strip_visit = |t: &str| -> Vec<String> {
+        let mut rows: Vec<String> = t
+            .lines()
+            .map(|l| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells.remove(4);
+                cells.join(",")
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        strip_visit(&std::fs::read_to_string(&csv_b).unwrap()),
+        strip_visit(&text)
+    );
+}
+
+#[test]
+fn goatcounter_export_imports_as_visits() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/goatcounter-export.csv"
+    );
+    // Gzipped, as GoatCounter sends it.
+    let gz = env.dir.path().join("export.csv.gz");
+    {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::default(),
+        );
+        enc.write_all(&std::fs::read(fixture).unwrap()).unwrap();
+        enc.finish().unwrap();
+    }
+    let out = env.tally(&[
+        "import",
+        "--format",
+        "goatcounter-csv",
+        "--site",
+        "example.com",
+        gz.to_str().unwrap(),
+    ]);
+    // The bot row is skipped; session a1 has a two-hour gap: two visits.
+    assert!(out.contains("Imported 5 events in 3 visits"), "{out}");
+    let s = env.start();
+    let period = "period=custom&date=2025-03-10,2025-03-11";
+    let results = report(&s, &key, period);
+    let totals = &results["totals"];
+    assert_eq!(totals["pageviews"]["value"], 4, "{results}");
+    assert_eq!(totals["visits"]["value"], 3, "{results}");
+    assert_eq!(totals["visitors"]["value"], 2, "{results}");
+    assert_eq!(totals["events"]["value"], 1, "{results}");
+    let sources: Vec<&str> = results["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    assert!(sources.contains(&"Hacker News"), "{results}");
+    assert!(sources.contains(&"newsletter"), "{results}");
+    assert_eq!(results["events"][0]["name"], "signup-click", "{results}");
+    let r = s.stats(
+        &key,
+        &format!("/api/v1/stats/breakdown?site_id=example.com&{period}&property=visit:country"),
+    );
+    let countries = r.json()["results"].clone();
+    assert!(countries.to_string().contains("\"NL\""), "{countries}");
+    let r = s.stats(
+        &key,
+        &format!("/api/v1/stats/breakdown?site_id=example.com&{period}&property=visit:device"),
+    );
+    assert!(
+        r.body.contains("Mobile") && r.body.contains("Desktop"),
+        "{}",
+        r.body
+    );
+
+    // Not while a server runs.
+    let busy = env.tally_raw(&[
+        "import",
+        "--format",
+        "goatcounter-csv",
+        "--site",
+        "example.com",
+        fixture,
+    ]);
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("a server is running"));
+}
+
+#[test]
+fn a_broken_file_is_refused_and_changes_nothing() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let bad = env.dir.path().join("bad.csv");
+    std::fs::write(&bad, "time,name\n2025-01-01T00:00:00Z,pageview\n").unwrap();
+    let out = env.tally_raw(&[
+        "import",
+        "--format",
+        "tally-csv",
+        "--site",
+        "example.com",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no column \"hostname\""));
+    let out = env.tally_raw(&[
+        "import",
+        "--format",
+        "goatcounter-csv",
+        "--site",
+        "example.com",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a GoatCounter export"));
+    assert_eq!(env.count("SELECT COUNT(*) FROM events"), 0);
+}
