@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::config::{MAX_RETENTION_DAYS, Settings};
+use crate::config::{MAX_RETENTION_DAYS, Settings, SmtpSecurity};
 use crate::store::inventory::{self, Inventory};
 use crate::store::{DB_FILE_NAME, StoreError, schema_version};
 
@@ -213,6 +213,17 @@ pub fn run(settings: &Settings, now: i64) -> Result<Report, StoreError> {
         Mark::Note,
         "logs: standard error; no IP address or query string is logged at any level",
     ));
+    s.push(line(
+        Mark::Note,
+        if raw.smtp.host.is_empty() {
+            "weekly summaries: on the dashboard only (no [smtp] host)".to_string()
+        } else {
+            format!(
+                "weekly summaries: also e-mailed to each site's users through {}:{}",
+                raw.smtp.host, raw.smtp.port
+            )
+        },
+    ));
 
     let s = report.section("How long");
     s.push(line(
@@ -269,6 +280,18 @@ pub fn run(settings: &Settings, now: i64) -> Result<Report, StoreError> {
         Mark::Pass,
         "data not shared: it stays on this machine and serves the site's own statistics",
     ));
+    let local_relay = ["localhost", "127.0.0.1", "::1"].contains(&raw.smtp.host.as_str());
+    if !raw.smtp.host.is_empty() {
+        s.push(check(
+            raw.smtp.security != SmtpSecurity::None || local_relay,
+            "summaries travel encrypted (or only to a relay on this machine)",
+            format!(
+                "smtp.security = \"none\" with {}: summaries would cross the network in clear; \
+                 use starttls or tls",
+                raw.smtp.host
+            ),
+        ));
+    }
     if let Some(inv) = &inventory {
         let public: Vec<&str> = inv
             .sites

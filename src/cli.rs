@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use crate::config::{ConfigError, LogFormat, Settings};
 use crate::store::backup::{self, BackupError};
 use crate::store::{self, DB_FILE_NAME, Store, StoreError, sites, users};
-use crate::{auth, check, demo, keys, serve, transfer};
+use crate::{auth, check, demo, keys, serve, summary, transfer};
+use chrono::Datelike;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +48,14 @@ pub enum Command {
     /// collected, where, for how long, and whether the consent-exemption
     /// conditions hold. Exits 1 when one fails.
     Check,
+    /// Print a site's weekly summary: the last full week (Monday to Sunday,
+    /// site time), or the week starting --week.
+    Summary {
+        domain: String,
+        /// The week's Monday, YYYY-MM-DD.
+        #[arg(long, value_name = "DATE")]
+        week: Option<chrono::NaiveDate>,
+    },
     /// Exit 0 when the server at [server] listen answers /api/health (for
     /// container health checks, where no curl is installed).
     Health,
@@ -236,6 +245,35 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
         }
         Command::Health => health(&settings),
+        Command::Summary { domain, week } => {
+            let store = open(&settings)?;
+            let domain = normalize_domain(&domain)?;
+            let conn = store.reader()?;
+            let Some(site) = sites::find_site(&conn, &domain)? else {
+                bail!(UsageError(format!("no site {domain}")));
+            };
+            let now = store::now_unix();
+            let ctx = crate::query::Context::new(
+                &site.timezone,
+                now,
+                settings.raw.retention.raw_events_days,
+                None,
+                store.sketches().clone(),
+            );
+            let week = match week {
+                Some(w) if w.weekday() != chrono::Weekday::Mon => {
+                    bail!(UsageError(format!(
+                        "--week {w} is a {}; give a Monday",
+                        w.weekday()
+                    )))
+                }
+                Some(w) => w,
+                None => summary::last_full_week(ctx.today),
+            };
+            let numbers = summary::gather(&conn, &site, week, &ctx)?;
+            print!("{}", summary::render(&numbers));
+            Ok(())
+        }
         Command::Export {
             domain,
             out,

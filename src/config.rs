@@ -45,6 +45,7 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     pub metrics: MetricsConfig,
     pub backup: BackupConfig,
+    pub smtp: SmtpConfig,
     pub log: LogConfig,
 }
 
@@ -158,6 +159,43 @@ impl Default for RetentionConfig {
         RetentionConfig {
             raw_events_days: 395,
             aggregates_days: 760,
+        }
+    }
+}
+
+/// How the connection to the mail server is secured.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587); refused without it.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same host.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: String,
+    pub password: String,
+    pub from: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            username: String::new(),
+            password: String::new(),
+            from: String::new(),
         }
     }
 }
@@ -280,6 +318,26 @@ impl Settings {
             }
             Some(PathBuf::from(&raw.backup.dir))
         };
+        if !raw.smtp.host.is_empty() {
+            if raw.smtp.port == 0 {
+                return Err(invalid("smtp.port", "0", "expected a port like 587"));
+            }
+            let from = &raw.smtp.from;
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(invalid(
+                    "smtp.from",
+                    from,
+                    "expected the sender's address, like tally@example.com or \"Tally <tally@example.com>\"",
+                ));
+            }
+            if raw.smtp.username.is_empty() != raw.smtp.password.is_empty() {
+                return Err(invalid(
+                    "smtp.username",
+                    &raw.smtp.username,
+                    "set both username and password, or neither",
+                ));
+            }
+        }
         Ok(Settings {
             source: String::new(),
             listen,

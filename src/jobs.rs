@@ -1,19 +1,28 @@
 //! Background jobs of `tally serve`: the retention pass (at start, then
-//! hourly) and scheduled backups. Each runs on the server's runtime, logs what
-//! it did and counts it for `/metrics`; a failure is logged and retried at
-//! the next tick, never fatal.
+//! hourly), scheduled backups, and the weekly summaries (written, and
+//! e-mailed when `[smtp]` is set, once a site's week has ended). Each runs on
+//! the server's runtime, logs what it did and counts it for `/metrics`; a
+//! failure is logged, never fatal.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::mail::Mailer;
+use crate::query;
 use crate::store::backup::{self, BackupStats};
 use crate::store::retention::{self, RetentionPolicy, RetentionStats};
 use crate::store::{EventWriter, now_unix};
+use crate::store::{Store, StoreError, WriteError, calendar, sites, summaries, users};
+use crate::summary::{self, SummaryStats};
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often the backup job looks whether one is due.
 const BACKUP_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// Summaries are looked for hourly: within an hour of a site's Monday.
+const SUMMARY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// A failed e-mail is tried once more after this long.
+const EMAIL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Runs a retention pass now and then every hour, until aborted.
 pub fn spawn_retention(
@@ -91,4 +100,140 @@ pub fn spawn_backups(
             }
         }
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Query(#[from] query::QueryError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("background task: {0}")]
+    Task(String),
+}
+
+/// What the summary job needs.
+pub struct SummaryJob {
+    pub store: Store,
+    pub writer: EventWriter,
+    pub raw_events_days: u32,
+    pub mailer: Option<Mailer>,
+    pub stats: Arc<SummaryStats>,
+}
+
+/// Writes each site's summary of its last full week once that week has
+/// ended (at start, then hourly), and e-mails it to the site's users.
+pub fn spawn_summaries(job: SummaryJob) -> tokio::task::JoinHandle<()> {
+    let job = Arc::new(job);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SUMMARY_CHECK_EVERY);
+        loop {
+            tick.tick().await;
+            if let Err(e) = job.run(now_unix()).await {
+                tracing::error!(error = %e, "weekly summaries failed");
+            }
+        }
+    })
+}
+
+impl SummaryJob {
+    async fn run(self: &Arc<Self>, now: i64) -> Result<(), JobError> {
+        let list = sites::list_sites(&*self.store.reader()?)?;
+        for site in list {
+            let today = query::period::today_in(&site.timezone, now);
+            let week = summary::last_full_week(today);
+            let week_key = week.to_string();
+            // Only weeks the site existed for from their start.
+            let week_began = calendar::midnight(calendar::zone(&site.timezone), week);
+            if site.created_at > week_began {
+                continue;
+            }
+            let stored = summaries::get(&*self.store.reader()?, site.id, &week_key)?;
+            let stored = match stored {
+                Some(s) => s,
+                None => {
+                    let this = self.clone();
+                    let s2 = site.clone();
+                    let body = tokio::task::spawn_blocking(move || {
+                        let ctx = query::Context::new(
+                            &s2.timezone,
+                            now,
+                            this.raw_events_days,
+                            None,
+                            this.store.sketches().clone(),
+                        );
+                        let numbers = summary::gather(&*this.store.reader()?, &s2, week, &ctx)?;
+                        Ok::<_, JobError>(summary::render(&numbers))
+                    })
+                    .await
+                    .map_err(|e| JobError::Task(e.to_string()))??;
+                    let (id, key, text) = (site.id, week_key.clone(), body.clone());
+                    self.writer
+                        .run_for(move |tx| summaries::put(tx, id, &key, &text, now))
+                        .await?;
+                    self.stats.written.inc();
+                    tracing::info!(site = %site.domain, week = %week_key, "weekly summary written");
+                    summaries::StoredSummary {
+                        week_start: week_key.clone(),
+                        body,
+                        emailed_at: None,
+                        email_error: None,
+                    }
+                }
+            };
+            if let Some(mailer) = &self.mailer
+                && stored.emailed_at.is_none()
+            {
+                let to = users::viewers_of(&*self.store.reader()?, site.id)?;
+                let error = self.email(mailer, &to, &stored.body).await;
+                let (id, key) = (site.id, week_key.clone());
+                self.writer
+                    .run_for(move |tx| summaries::mark_emailed(tx, id, &key, now, error.as_deref()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `body` to each of `to`, retrying a failure once after a pause.
+    /// Returns the last error, if any recipient could not be reached.
+    async fn email(&self, mailer: &Mailer, to: &[String], body: &str) -> Option<String> {
+        let subject = body.lines().next().unwrap_or("Weekly summary").to_string();
+        let mut failed = None;
+        for recipient in to {
+            let mut attempt = 0;
+            loop {
+                let (m, r, s, b) = (
+                    mailer.clone(),
+                    recipient.clone(),
+                    subject.clone(),
+                    body.to_string(),
+                );
+                let sent = tokio::task::spawn_blocking(move || m.send(&r, &s, &b))
+                    .await
+                    .unwrap_or_else(|e| Err(crate::mail::MailError::Smtp(e.to_string())));
+                match sent {
+                    Ok(()) => {
+                        self.stats.emails.inc("sent");
+                        tracing::info!(server = %mailer.server, "weekly summary e-mailed");
+                        break;
+                    }
+                    Err(e) if attempt == 0 => {
+                        tracing::warn!(error = %e, "sending a weekly summary failed; retrying");
+                        attempt += 1;
+                        tokio::time::sleep(EMAIL_RETRY_AFTER).await;
+                    }
+                    Err(e) => {
+                        self.stats.emails.inc("failed");
+                        tracing::error!(error = %e, server = %mailer.server, "sending a weekly summary failed");
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        failed
+    }
 }

@@ -83,6 +83,18 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let database = store.path().to_path_buf();
     let store_for_shutdown = store.clone();
+    let mailer = crate::mail::Mailer::from_config(&settings.raw.smtp)?;
+    if let Some(m) = &mailer {
+        tracing::info!(server = %m.server, "weekly summaries will be e-mailed");
+    }
+    let summary_stats = Arc::new(crate::summary::SummaryStats::default());
+    let summary_job = jobs::SummaryJob {
+        store: store.clone(),
+        writer: ingestor.writer().clone(),
+        raw_events_days: retention_policy.raw_events_days,
+        mailer,
+        stats: summary_stats.clone(),
+    };
     let state = AppState {
         ingestor: ingestor.clone(),
         store,
@@ -90,6 +102,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         raw_events_days: retention_policy.raw_events_days,
         retention: retention_stats.clone(),
         backups: backup_stats.clone(),
+        summaries: summary_stats,
         metrics_allow: settings.metrics_allow.clone(),
         request_seconds: crate::metrics::HistogramFamily::new(crate::metrics::LATENCY_BOUNDS),
         recent: ingestor.recent(),
@@ -127,9 +140,11 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             jobs::spawn_retention(ingestor.writer().clone(), retention_policy, retention_stats);
         let backups =
             backup_schedule.map(|schedule| jobs::spawn_backups(database, schedule, backup_stats));
+        let summaries = jobs::spawn_summaries(summary_job);
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         retention.abort();
+        summaries.abort();
         if let Some(b) = backups {
             b.abort();
         }

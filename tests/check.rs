@@ -106,3 +106,25 @@ fn a_bad_config_exits_2() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("retention.raw_events_days"), "{text}");
 }
+
+#[test]
+fn unencrypted_mail_to_another_host_fails() {
+    let env = Env::new(
+        "[smtp]\nhost = \"mail.example.net\"\nsecurity = \"none\"\nfrom = \"tally@example.com\"\n",
+    );
+    let (code, text) = check(&env);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("FAIL smtp.security = \"none\" with mail.example.net"),
+        "{text}"
+    );
+    let env = Env::new(
+        "[smtp]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"tally@example.com\"\n",
+    );
+    let (code, text) = check(&env);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("also e-mailed to each site's users through 127.0.0.1:587"),
+        "{text}"
+    );
+}

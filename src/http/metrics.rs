@@ -167,6 +167,17 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         "Size of the last scheduled backup.",
         state.backups.last_bytes.load(relaxed) as f64,
     );
+    e.counter(
+        "tally_summaries_written_total",
+        "Weekly summaries written.",
+        state.summaries.written.get(),
+    );
+    e.counter_set(
+        "tally_summary_emails_total",
+        "Weekly summary e-mails, by result (after one retry).",
+        "result",
+        &state.summaries.emails,
+    );
     e.gauge(
         "tally_database_size_bytes",
         "Size of the database file and its write-ahead log.",

@@ -22,7 +22,7 @@ pub use error::{ApiError, PageError};
 use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
 use crate::metrics::HistogramFamily;
-use crate::query::{self, period};
+use crate::query;
 use crate::store::backup::BackupStats;
 use crate::store::recent::RecentTraffic;
 use crate::store::retention::RetentionStats;
@@ -38,6 +38,7 @@ pub struct AppState {
     pub raw_events_days: u32,
     pub retention: Arc<RetentionStats>,
     pub backups: Arc<BackupStats>,
+    pub summaries: Arc<crate::summary::SummaryStats>,
     /// Addresses that may read `/metrics`.
     pub metrics_allow: Vec<IpNet>,
     /// Time to answer, per route pattern.
@@ -58,14 +59,13 @@ pub struct AppState {
 
 /// What a query on `site` needs besides its parameters, as of now.
 pub fn query_context(state: &AppState, site: &Site) -> query::Context {
-    let now = store::now_unix();
-    query::Context {
-        today: period::today_in(&site.timezone, now),
-        now,
-        raw_since: now - i64::from(state.raw_events_days) * 86_400,
-        recent: state.recent.clone(),
-        sketches: state.store.sketches().clone(),
-    }
+    query::Context::new(
+        &site.timezone,
+        store::now_unix(),
+        state.raw_events_days,
+        state.recent.clone(),
+        state.store.sketches().clone(),
+    )
 }
 
 /// The Content-Security-Policy of every response: scripts and styles only

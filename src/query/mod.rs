@@ -59,6 +59,26 @@ pub struct Context {
     pub sketches: Arc<SketchCache>,
 }
 
+impl Context {
+    /// The context of a query on a site in `timezone` as of `now`, where raw
+    /// events are kept `raw_events_days`.
+    pub fn new(
+        timezone: &str,
+        now: i64,
+        raw_events_days: u32,
+        recent: Option<Arc<RecentTraffic>>,
+        sketches: Arc<SketchCache>,
+    ) -> Context {
+        Context {
+            today: period::today_in(timezone, now),
+            now,
+            raw_since: now - i64::from(raw_events_days) * 86_400,
+            recent,
+            sketches,
+        }
+    }
+}
+
 /// Where a report's numbers come from: the rollups without filters; with
 /// them, recent traffic in memory when it holds the site over the range, the
 /// raw tables otherwise. Built inside one read transaction.

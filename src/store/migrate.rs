@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/0003_rollups.sql")),
     (4, include_str!("../../migrations/0004_rollup_sketches.sql")),
     (5, include_str!("../../migrations/0005_users.sql")),
+    (6, include_str!("../../migrations/0006_summaries.sql")),
 ];
 
 /// The schema version this binary writes.

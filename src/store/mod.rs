@@ -20,6 +20,7 @@ pub mod sites;
 pub mod sketch;
 pub mod sketch_cache;
 pub mod stats;
+pub mod summaries;
 pub mod transfer;
 pub mod users;
 pub mod visits;

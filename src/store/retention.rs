@@ -44,7 +44,7 @@ impl Default for RetentionStats {
     fn default() -> Self {
         RetentionStats {
             runs: CounterSet::new(&["ok", "failed"]),
-            removed: CounterSet::new(&["events", "visits", "rollups", "salts"]),
+            removed: CounterSet::new(&["events", "visits", "rollups", "salts", "summaries"]),
             last_success: AtomicI64::new(0),
         }
     }
@@ -57,6 +57,7 @@ pub struct Removed {
     pub visits: u64,
     pub rollup_rows: u64,
     pub salts: u64,
+    pub summaries: u64,
 }
 
 /// One retention pass as of `now` (Unix seconds): raw rows, rollups, then
@@ -83,11 +84,18 @@ pub async fn run_pass(
         stats.removed.add("rollups", rollup_rows);
         let salts = trim_salts(writer, now).await?;
         stats.removed.add("salts", salts);
+        let summaries = trim_summaries(
+            writer,
+            now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
+        )
+        .await?;
+        stats.removed.add("summaries", summaries);
         Ok(Removed {
             events: raw.events,
             visits: raw.visits,
             rollup_rows,
             salts,
+            summaries,
         })
     }
     .await;
@@ -100,6 +108,7 @@ pub async fn run_pass(
                 visits = r.visits,
                 rollup_rows = r.rollup_rows,
                 salts = r.salts,
+                summaries = r.summaries,
                 raw_events_days = policy.raw_events_days,
                 aggregates_days = policy.aggregates_days,
                 "retention pass removed expired rows"
@@ -111,6 +120,20 @@ pub async fn run_pass(
         }
     }
     result
+}
+
+/// Deletes weekly summaries of weeks that began before `cutoff`: they are
+/// aggregates, kept as long as the rollups.
+pub async fn trim_summaries(writer: &EventWriter, cutoff: i64) -> Result<u64, WriteError> {
+    let day = chrono::DateTime::from_timestamp(cutoff, 0)
+        .unwrap_or_default()
+        .date_naive()
+        .to_string();
+    writer
+        .run_for(move |tx| {
+            Ok(tx.execute("DELETE FROM summaries WHERE week_start < ?1", [&day])? as u64)
+        })
+        .await
 }
 
 /// Deletes visitor-id salts created more than 48 hours before `now`: a salt

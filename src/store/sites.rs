@@ -136,7 +136,13 @@ pub fn remove_site(conn: &Connection, domain: &str) -> Result<(), StoreError> {
     let Some(site) = find_site(conn, domain)? else {
         return Err(StoreError::NoSuchSite(domain.to_string()));
     };
-    for table in ["events", "visits", "rollups", "rollup_sketches"] {
+    for table in [
+        "events",
+        "visits",
+        "rollups",
+        "rollup_sketches",
+        "summaries",
+    ] {
         conn.execute(
             &format!("DELETE FROM {table} WHERE site_id = ?1"),
             [site.id],

@@ -101,6 +101,18 @@ pub fn sites_of(conn: &Connection, user: &User) -> Result<Vec<Site>, StoreError>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The e-mail addresses of everyone who sees `site_id`: admins and members.
+pub fn viewers_of(conn: &Connection, site_id: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT email FROM users WHERE admin = 1
+         UNION SELECT u.email FROM users u JOIN site_members m ON m.user_id = u.id
+          WHERE m.site_id = ?1
+         ORDER BY 1",
+    )?;
+    let rows = stmt.query_map([site_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Whether `user` sees `site_id`.
 pub fn can_view(conn: &Connection, user: &User, site_id: i64) -> Result<bool, StoreError> {
     if user.admin {

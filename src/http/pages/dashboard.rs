@@ -84,6 +84,27 @@ pub struct DashboardPage {
     pub settings_href: Option<String>,
     /// A zip of every panel's CSV for this view.
     pub export_href: String,
+    /// The newest weekly summary.
+    pub summary: Option<SummaryCard>,
+}
+
+pub struct SummaryCard {
+    pub title: String,
+    pub lines: Vec<String>,
+}
+
+impl SummaryCard {
+    /// The stored text: its first line is the title, the rest its lines.
+    fn from_text(body: &str) -> SummaryCard {
+        let mut lines = body.lines();
+        SummaryCard {
+            title: lines.next().unwrap_or_default().to_string(),
+            lines: lines
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+        }
+    }
 }
 
 pub async fn site(
@@ -241,6 +262,10 @@ async fn render(
         })
         .collect();
 
+    let (store, site_id) = (state.store.clone(), site.id);
+    let summary = blocking(move || Ok(store::summaries::latest(&*store.reader()?, site_id)?))
+        .await?
+        .map(|s| SummaryCard::from_text(&s.body));
     let settings_href = match &a.viewer {
         Viewer::User => Some(format!("/{}/settings", site.domain)),
         Viewer::Guest { .. } => None,
@@ -271,6 +296,7 @@ async fn render(
         panels,
         settings_href,
         export_href: a.href("/export", &v),
+        summary,
     };
     html(&page)
 }
