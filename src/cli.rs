@@ -405,19 +405,27 @@ fn import(
     let Some(site) = sites::find_site(&*store.reader()?, &domain)? else {
         bail!(UsageError(format!("no site {domain}: add it first")));
     };
-    let visits = transfer::read(format, path, &domain)?;
+    let refused = |e: store::transfer::ImportError| match e {
+        store::transfer::ImportError::Overlap(_) => anyhow::Error::new(UsageError(e.to_string())),
+        other => other.into(),
+    };
     let mut conn = store.write_connection()?;
-    let imported = store::transfer::import_visits(&mut conn, site.id, visits, store::now_unix())
-        .map_err(|e| match e {
-            store::transfer::ImportError::Overlap(_) => {
-                anyhow::Error::new(UsageError(e.to_string()))
-            }
-            other => other.into(),
-        })?;
-    println!(
-        "Imported {} events in {} visits into {domain}",
-        imported.events, imported.visits
-    );
+    match transfer::read(format, path, &domain)? {
+        transfer::Parsed::Visits(visits) => {
+            let imported =
+                store::transfer::import_visits(&mut conn, site.id, visits, store::now_unix())
+                    .map_err(refused)?;
+            println!(
+                "Imported {} events in {} visits into {domain}",
+                imported.events, imported.visits
+            );
+        }
+        transfer::Parsed::Aggregates(rows) => {
+            let n =
+                store::transfer::import_aggregates(&mut conn, site.id, rows).map_err(refused)?;
+            println!("Imported {n} daily aggregate rows into {domain}");
+        }
+    }
     Ok(())
 }
 

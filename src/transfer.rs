@@ -1,10 +1,12 @@
 //! `tally export` and `tally import`: a site's raw events out as CSV, and
-//! past traffic in from Tally's own export or GoatCounter's CSV export.
+//! past traffic in from Tally's own export, GoatCounter's or Plausible's.
 //!
 //! Tally's CSV has one row per event with its visit's attributes, so an
 //! export imported into another site gives the same reports. GoatCounter
 //! exports one row per pageview with a session id; rows of a session become
 //! visits the way Tally makes them (30 minutes without an event ends one).
+//! Plausible exports daily aggregates per dimension (`imported_*.csv`):
+//! they become rollup rows only, as there are no events behind them.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -16,6 +18,7 @@ use url::Url;
 
 use crate::cli::UsageError;
 use crate::ingest::enrich::referrer;
+use crate::store::rollups::{self, ImportedRow};
 use crate::store::transfer::{ExportedEvent, ImportEvent, ImportVisit};
 use crate::store::{Db, VisitDims};
 
@@ -59,6 +62,14 @@ pub enum Format {
     TallyCsv,
     /// GoatCounter's CSV export (format 2; `.csv` or `.csv.gz`).
     GoatcounterCsv,
+    /// Plausible's CSV export: the `imported_*.csv` files of its zip.
+    PlausibleCsv,
+}
+
+/// What an import file holds: visits with their events, or aggregates.
+pub enum Parsed {
+    Visits(Vec<ImportVisit>),
+    Aggregates(Vec<ImportedRow>),
 }
 
 /// A cell a spreadsheet would run as a formula gets a leading `'`, as the
@@ -124,9 +135,9 @@ pub fn export(conn: &Db, site_id: i64, from: i64, to: i64, out: impl Write) -> a
     Ok(written)
 }
 
-/// Reads the visits in `path` (a file, or a directory of them) in `format`
-/// for the site `domain`.
-pub fn read(format: Format, path: &Path, domain: &str) -> anyhow::Result<Vec<ImportVisit>> {
+/// Reads `path` (a file, or a directory of them) in `format` for the site
+/// `domain`.
+pub fn read(format: Format, path: &Path, domain: &str) -> anyhow::Result<Parsed> {
     let files: Vec<std::path::PathBuf> = if path.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -153,15 +164,196 @@ pub fn read(format: Format, path: &Path, domain: &str) -> anyhow::Result<Vec<Imp
         )));
     }
     let mut visits = Vec::new();
+    let mut aggregates = Vec::new();
     for file in files {
         let text = read_text(&file)?;
-        let read = match format {
-            Format::TallyCsv => read_tally(&text),
-            Format::GoatcounterCsv => read_goatcounter(&text, domain),
-        };
-        visits.extend(read.with_context(|| format!("reading {}", file.display()))?);
+        let context = || format!("reading {}", file.display());
+        match format {
+            Format::TallyCsv => visits.extend(read_tally(&text).with_context(context)?),
+            Format::GoatcounterCsv => {
+                visits.extend(read_goatcounter(&text, domain).with_context(context)?)
+            }
+            Format::PlausibleCsv => {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                aggregates.extend(read_plausible(name, &text).with_context(context)?)
+            }
+        }
     }
-    Ok(visits)
+    Ok(match format {
+        Format::PlausibleCsv => Parsed::Aggregates(aggregates),
+        _ => Parsed::Visits(visits),
+    })
+}
+
+/// Where a column of one of Plausible's tables goes.
+#[derive(Clone, Copy)]
+enum Target {
+    Totals,
+    Page,
+    EventName,
+    /// A visit attribute, by its column in Tally.
+    Visit(&'static str),
+}
+
+/// One of Plausible's `imported_*` tables: the columns that name a value,
+/// where each goes, and which column counts visits.
+struct PlausibleTable {
+    name: &'static str,
+    values: &'static [(&'static str, Target)],
+    visits: &'static str,
+}
+
+const PLAUSIBLE_TABLES: &[PlausibleTable] = &[
+    PlausibleTable {
+        name: "imported_visitors",
+        values: &[("", Target::Totals)],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_sources",
+        values: &[
+            ("source", Target::Visit("source")),
+            ("referrer", Target::Visit("referrer")),
+            ("utm_source", Target::Visit("utm_source")),
+            ("utm_medium", Target::Visit("utm_medium")),
+            ("utm_campaign", Target::Visit("utm_campaign")),
+            ("utm_content", Target::Visit("utm_content")),
+            ("utm_term", Target::Visit("utm_term")),
+        ],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_pages",
+        values: &[("page", Target::Page)],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_entry_pages",
+        values: &[("entry_page", Target::Visit("entry_page"))],
+        visits: "entrances",
+    },
+    PlausibleTable {
+        name: "imported_exit_pages",
+        values: &[("exit_page", Target::Visit("exit_page"))],
+        visits: "exits",
+    },
+    PlausibleTable {
+        // Cities are GeoNames ids there, names here: left out.
+        name: "imported_locations",
+        values: &[
+            ("country", Target::Visit("country")),
+            ("region", Target::Visit("region")),
+        ],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_devices",
+        values: &[("device", Target::Visit("device"))],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_browsers",
+        values: &[
+            ("browser", Target::Visit("browser")),
+            ("browser_version", Target::Visit("browser_version")),
+        ],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_operating_systems",
+        values: &[
+            ("operating_system", Target::Visit("os")),
+            ("operating_system_version", Target::Visit("os_version")),
+        ],
+        visits: "visits",
+    },
+    PlausibleTable {
+        name: "imported_custom_events",
+        values: &[("name", Target::EventName)],
+        visits: "",
+    },
+];
+
+/// One `imported_<table>_<from>_<to>.csv` file of Plausible's export.
+fn read_plausible(file_name: &str, text: &str) -> anyhow::Result<Vec<ImportedRow>> {
+    // Longest name first: imported_pages is a prefix of no other, but
+    // imported_visitors must not swallow another table.
+    let Some(table) = PLAUSIBLE_TABLES
+        .iter()
+        .filter(|t| file_name.starts_with(t.name))
+        .max_by_key(|t| t.name.len())
+    else {
+        // Tables Tally has no place for (scroll depth, …) are skipped.
+        return Ok(Vec::new());
+    };
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let headers = r.headers()?.clone();
+    let at = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let Some(date_col) = at("date") else {
+        bail!(UsageError(format!("{file_name}: no column \"date\"")));
+    };
+    let mut rows = Vec::new();
+    for (i, record) in r.records().enumerate() {
+        let record = record?;
+        let line = i + 2;
+        let cell = |name: &str| at(name).and_then(|c| record.get(c)).unwrap_or("").trim();
+        let count = |name: &str| -> anyhow::Result<i64> {
+            match cell(name) {
+                "" => Ok(0),
+                s => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    UsageError(format!(
+                        "{file_name} line {line}: {name} {s:?} is not a count"
+                    ))
+                    .into()
+                }),
+            }
+        };
+        let day = record
+            .get(date_col)
+            .unwrap_or("")
+            .trim()
+            .parse::<chrono::NaiveDate>()
+            .map_err(|_| {
+                UsageError(format!(
+                    "{file_name} line {line}: the date is not YYYY-MM-DD"
+                ))
+            })?;
+        let counts = ImportedRow {
+            day,
+            visitors: count("visitors")?,
+            visits: if table.visits.is_empty() {
+                0
+            } else {
+                count(table.visits)?
+            },
+            pageviews: count("pageviews")?,
+            events: count("events")?,
+            bounces: count("bounces")?,
+            duration: count("visit_duration")?,
+            ..ImportedRow::default()
+        };
+        for (column, target) in table.values {
+            let (dim, value) = match target {
+                Target::Totals => (rollups::DIM_TOTALS, String::new()),
+                // A column older exports lack is skipped, not taken as empty.
+                _ if at(column).is_none() => continue,
+                Target::Page => (rollups::DIM_PAGE, cell(column).to_string()),
+                Target::EventName => (rollups::DIM_NAME, cell(column).to_string()),
+                Target::Visit(tally_column) => {
+                    (rollups::visit_dim(tally_column), cell(column).to_string())
+                }
+            };
+            if matches!(target, Target::Page | Target::EventName) && value.is_empty() {
+                continue;
+            }
+            rows.push(ImportedRow {
+                dim,
+                value,
+                ..counts.clone()
+            });
+        }
+    }
+    Ok(rows)
 }
 
 fn read_text(file: &Path) -> anyhow::Result<String> {

@@ -61,6 +61,11 @@ const PERIODS: [&str; 9] = [
     "12 months",
 ];
 
+const SUMMARY: &str = "demo.test, week of 16–22 November 2026\n\n\
+    120 visitors came, up 20% from 100 the week before.\n\n\
+    Top pages: / (80), /pricing (20).\n";
+const XSS_PAGE: &str = "/<img src=x onerror=window.__xss=9>";
+
 /// Elements that would mean a tracked value became markup.
 const INJECTED: &str = r#"img[src="x"], svg[onload], script:not([src]), [onerror], [onload]"#;
 
@@ -81,6 +86,20 @@ impl Ui {
         let out = env.tally(&["demo", "--site", SITE, "--events", "3000", "--days", "30"]);
         assert!(out.contains("Wrote 3000 pageviews"), "{out}");
         env.add_user(EMAIL, &[]);
+        // A weekly summary each; the second names a page that is markup.
+        let db = env.db();
+        for (site, body) in [
+            (SITE, SUMMARY.to_string()),
+            (XSS_SITE, SUMMARY.replace("/pricing", XSS_PAGE)),
+        ] {
+            db.execute(
+                "INSERT INTO summaries (site_id, week_start, body, created_at)
+                 SELECT id, '2026-11-16', ?1, 0 FROM sites WHERE domain = ?2",
+                rusqlite::params![body, site],
+            )
+            .unwrap();
+        }
+        drop(db);
         let server = env.start();
         let profile = tempfile::tempdir().unwrap();
         let browser = common::launch_chromium(chromium, profile.path(), &[]);
@@ -388,6 +407,7 @@ fn dashboard_in_chromium() {
         ("realtime updates", realtime),
         ("tracked values stay text", tracked_values_stay_text),
         ("leaving a live page frees its connection", many_live_pages),
+        ("weekly summary and export", summary_and_export),
         ("screenshots", screenshots),
     ];
     let mut failed = Vec::new();
@@ -804,6 +824,69 @@ fn tracked_values_stay_text(ui: &Ui, tab: &Arc<Tab>) {
         &["/%3Csvg%20onload=window.__xss=7%3E"],
     );
     live.close(false).unwrap();
+}
+
+/// The newest weekly summary folds out above the chart, a page named in it
+/// stays text, and the export link downloads a zip.
+fn summary_and_export(ui: &Ui, tab: &Arc<Tab>) {
+    ui.open(tab, &format!("/{SITE}?period=30d"));
+    assert_eq!(
+        js_str(
+            tab,
+            "document.querySelector('details.summary > summary').textContent"
+        ),
+        "Weekly summary: demo.test, week of 16–22 November 2026"
+    );
+    assert_eq!(
+        js(tab, "document.querySelector('details.summary').open"),
+        json!(false)
+    );
+    tab.find_element("details.summary > summary")
+        .unwrap()
+        .click()
+        .unwrap();
+    poll("the summary to open", Duration::from_secs(5), || {
+        let lines = js_strings(
+            tab,
+            "[...document.querySelectorAll('details.summary p')].map(p => p.innerText)",
+        );
+        (lines
+            == [
+                "120 visitors came, up 20% from 100 the week before.",
+                "Top pages: / (80), /pricing (20).",
+            ])
+        .then_some(())
+        .ok_or(format!("{lines:?}"))
+    });
+    let download = tab
+        .evaluate(
+            "fetch(document.querySelector('a.export-link').href).then(r => r.arrayBuffer()
+               .then(b => r.headers.get('content-type') + ' ' + new Uint8Array(b).slice(0, 2).join(',')))",
+            true,
+        )
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(download, json!("application/zip 80,75"), "a zip (PK…)");
+
+    ui.open(tab, &format!("/{XSS_SITE}?period=30d"));
+    tab.find_element("details.summary > summary")
+        .unwrap()
+        .click()
+        .unwrap();
+    let text = js_str(tab, "document.querySelector('details.summary').innerText");
+    assert!(text.contains(XSS_PAGE), "{text}");
+    assert_eq!(
+        js(
+            tab,
+            &format!(
+                "document.querySelectorAll('{}').length",
+                INJECTED.replace('\'', "\\'")
+            )
+        ),
+        json!(0)
+    );
+    assert_eq!(js(tab, "window.__xss === undefined"), json!(true));
 }
 
 /// Every view of the dashboard is a page with its own EventSource. Leaving

@@ -232,3 +232,111 @@ fn a_broken_file_is_refused_and_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a GoatCounter export"));
     assert_eq!(env.count("SELECT COUNT(*) FROM events"), 0);
 }
+
+#[test]
+fn plausible_export_imports_as_daily_aggregates_that_survive_a_rebuild() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/plausible");
+    let out = env.tally(&[
+        "import",
+        "--format",
+        "plausible-csv",
+        "--site",
+        "example.com",
+        dir,
+    ]);
+    assert!(
+        out.contains("daily aggregate rows into example.com"),
+        "{out}"
+    );
+    // No raw events: only aggregates.
+    assert_eq!(env.count("SELECT COUNT(*) FROM events"), 0);
+    let again = env.tally_raw(&[
+        "import",
+        "--format",
+        "plausible-csv",
+        "--site",
+        "example.com",
+        dir,
+    ]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a second import of the same days is refused"
+    );
+
+    let period = "period=custom&date=2025-03-01,2025-03-02";
+    let check = |s: &Server| {
+        let results = report(s, &key, period);
+        let t = &results["totals"];
+        assert_eq!(t["visitors"]["value"], 30, "{results}");
+        assert_eq!(t["visits"]["value"], 34, "{results}");
+        assert_eq!(t["pageviews"]["value"], 65, "{results}");
+        assert_eq!(t["bounce_rate"]["value"], 41, "{results}");
+        assert_eq!(t["visit_duration"]["value"], 44, "{results}");
+        assert_eq!(
+            results["sources"],
+            json!([
+                {"source": "Google", "visitors": 18, "visits": 20},
+                {"source": "Newsletter", "visitors": 8, "visits": 9},
+                {"source": "Direct / None", "visitors": 4, "visits": 5},
+            ]),
+            "{results}"
+        );
+        assert_eq!(
+            results["pages"][0],
+            json!({"page": "/", "visitors": 22, "pageviews": 45})
+        );
+        assert_eq!(
+            results["browsers"][0],
+            json!({"browser": "Chrome", "visitors": 20})
+        );
+        assert_eq!(
+            results["events"],
+            json!([{"name": "Signup", "visitors": 3, "events": 4}])
+        );
+        assert_eq!(
+            results["campaigns"],
+            json!([{"utm_campaign": "(none)", "visitors": 22}, {"utm_campaign": "spring", "visitors": 8}])
+        );
+        let r = s.stats(
+            &key,
+            &format!("/api/v1/stats/breakdown?site_id=example.com&{period}&property=visit:country"),
+        );
+        assert!(
+            r.body.contains("\"country\":\"DE\",\"visitors\":20"),
+            "{}",
+            r.body
+        );
+        // A single day reads that day's row.
+        let day = s.stats(
+            &key,
+            "/api/v1/stats/aggregate?site_id=example.com&period=day&date=2025-03-01&metrics=visitors",
+        );
+        assert_eq!(
+            day.json()["results"]["visitors"]["value"],
+            10,
+            "{}",
+            day.body
+        );
+    };
+    let s = env.start();
+    check(&s);
+    drop(s);
+    // A rebuild from the raw tables (after a timezone change, a migration)
+    // adds the imported numbers back.
+    env.db()
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', '1')",
+            [],
+        )
+        .unwrap();
+    let s = env.start();
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM meta WHERE key = 'rollups_rebuild'"),
+        0
+    );
+    check(&s);
+}

@@ -13,6 +13,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_rollup_sketches.sql")),
     (5, include_str!("../../migrations/0005_users.sql")),
     (6, include_str!("../../migrations/0006_summaries.sql")),
+    (
+        7,
+        include_str!("../../migrations/0007_imported_rollups.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -84,16 +84,17 @@ pub async fn run_pass(
         stats.removed.add("rollups", rollup_rows);
         let salts = trim_salts(writer, now).await?;
         stats.removed.add("salts", salts);
-        let summaries = trim_summaries(
+        let (summaries, imported) = trim_dated(
             writer,
             now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
         )
         .await?;
         stats.removed.add("summaries", summaries);
+        stats.removed.add("rollups", imported);
         Ok(Removed {
             events: raw.events,
             visits: raw.visits,
-            rollup_rows,
+            rollup_rows: rollup_rows + imported,
             salts,
             summaries,
         })
@@ -122,16 +123,19 @@ pub async fn run_pass(
     result
 }
 
-/// Deletes weekly summaries of weeks that began before `cutoff`: they are
-/// aggregates, kept as long as the rollups.
-pub async fn trim_summaries(writer: &EventWriter, cutoff: i64) -> Result<u64, WriteError> {
+/// Deletes weekly summaries of weeks, and imported aggregates of days, that
+/// began before `cutoff`: both are aggregates, kept as long as the rollups.
+/// Returns (summaries, imported rows) removed.
+pub async fn trim_dated(writer: &EventWriter, cutoff: i64) -> Result<(u64, u64), WriteError> {
     let day = chrono::DateTime::from_timestamp(cutoff, 0)
         .unwrap_or_default()
         .date_naive()
         .to_string();
     writer
         .run_for(move |tx| {
-            Ok(tx.execute("DELETE FROM summaries WHERE week_start < ?1", [&day])? as u64)
+            let summaries = tx.execute("DELETE FROM summaries WHERE week_start < ?1", [&day])?;
+            let imported = tx.execute("DELETE FROM imported_rollups WHERE day < ?1", [&day])?;
+            Ok((summaries as u64, imported as u64))
         })
         .await
 }

@@ -414,6 +414,92 @@ fn set_through(conn: &Connection, through: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Numbers of one local day and dimension value imported from another
+/// tool's aggregates (Plausible's export). They exist only as rollups; the
+/// `imported_rollups` table keeps them so a rebuild adds them again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportedRow {
+    pub day: chrono::NaiveDate,
+    pub dim: i64,
+    pub value: String,
+    pub visitors: i64,
+    pub visits: i64,
+    pub pageviews: i64,
+    pub events: i64,
+    pub bounces: i64,
+    pub duration: i64,
+}
+
+/// A made-up visitor id for the `i`-th visitor of an imported row: distinct
+/// per day and value, so visitors over several days add up, as they do in
+/// the tool the numbers came from (it cannot tell either).
+fn imported_visitor(site_id: i64, r: &ImportedRow, i: i64) -> i64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&site_id.to_le_bytes());
+    h.update(r.day.to_string().as_bytes());
+    h.update(&r.dim.to_le_bytes());
+    h.update(r.value.as_bytes());
+    h.update(&i.to_le_bytes());
+    i64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Adds imported rows to the day, week and month rollups of `site_id`.
+/// (Hours are left out: the imported numbers have none.)
+pub fn fold_imported(
+    conn: &Connection,
+    site_id: i64,
+    tz: Tz,
+    rows: &[ImportedRow],
+) -> Result<(), StoreError> {
+    let mut deltas = Deltas::default();
+    for r in rows {
+        let b = deltas.buckets_of(tz, site_id, calendar::midnight(tz, r.day));
+        // A sketch is versioned by its row's counts; a row without any
+        // keeps no visitors either.
+        let counted = r.visits + r.pageviews + r.events > 0;
+        let ids: Vec<i64> = if counted {
+            (0..r.visitors.max(0))
+                .map(|i| imported_visitor(site_id, r, i))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (grain, bucket) in b.longer() {
+            let d = deltas.delta((site_id, grain, r.dim, bucket), &r.value);
+            d.visits += r.visits;
+            d.pageviews += r.pageviews;
+            d.events += r.events;
+            d.bounces += r.bounces;
+            d.duration += r.duration;
+            d.visitors.extend_from_slice(&ids);
+        }
+    }
+    apply_all(conn, &deltas.into_rows())
+}
+
+/// The imported rows of a site, as stored.
+pub fn imported_rows(conn: &Connection, site_id: i64) -> Result<Vec<ImportedRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT day, dim, value, visitors, visits, pageviews, events, bounces, duration
+         FROM imported_rollups WHERE site_id = ?1",
+    )?;
+    let rows = stmt.query_map([site_id], |r| {
+        let day: String = r.get(0)?;
+        Ok(ImportedRow {
+            day: day.parse().unwrap_or_default(),
+            dim: r.get(1)?,
+            value: r.get(2)?,
+            visitors: r.get(3)?,
+            visits: r.get(4)?,
+            pageviews: r.get(5)?,
+            events: r.get(6)?,
+            bounces: r.get(7)?,
+            duration: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Every site's timezone.
 pub fn zones(conn: &Connection) -> Result<HashMap<i64, Tz>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id, timezone FROM sites")?;
@@ -686,6 +772,8 @@ pub fn rebuild(conn: &Connection, site_id: i64, now: i64) -> Result<(), StoreErr
         }
     }
     while roll_some_visits(&tx, &zones, now - VISIT_SETTLED_AFTER, 10_000)? > 0 {}
+    let imported = imported_rows(&tx, site_id)?;
+    fold_imported(&tx, site_id, zone_of(&zones, site_id), &imported)?;
     if through > 0 {
         set_through(&tx, through)?;
     }
