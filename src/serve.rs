@@ -88,6 +88,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(server = %m.server, "weekly summaries will be e-mailed");
     }
     let summary_stats = Arc::new(crate::summary::SummaryStats::default());
+    let request_seconds = crate::metrics::HistogramFamily::new(crate::metrics::LATENCY_BOUNDS);
     let summary_job = jobs::SummaryJob {
         store: store.clone(),
         writer: ingestor.writer().clone(),
@@ -104,7 +105,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         backups: backup_stats.clone(),
         summaries: summary_stats,
         metrics_allow: settings.metrics_allow.clone(),
-        request_seconds: crate::metrics::HistogramFamily::new(crate::metrics::LATENCY_BOUNDS),
+        event_seconds: request_seconds.get(http::EVENT_ROUTE),
+        request_seconds,
         recent: ingestor.recent(),
         login_limiter: Default::default(),
         password_checks: tokio::sync::Semaphore::new(crate::auth::CONCURRENT_PASSWORD_CHECKS),

@@ -18,6 +18,7 @@ use actix_web::{App, HttpServer, web};
 use ipnet::IpNet;
 
 pub use error::{ApiError, PageError};
+pub use metrics::EVENT_ROUTE;
 
 use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub metrics_allow: Vec<IpNet>,
     /// Time to answer, per route pattern.
     pub request_seconds: HistogramFamily,
+    /// `request_seconds` of the tracking endpoint, held apart so the hot
+    /// path does not look it up.
+    pub event_seconds: Arc<crate::metrics::Histogram>,
     /// Recent traffic held in memory for filtered reports.
     pub recent: Option<Arc<RecentTraffic>>,
     pub login_limiter: LoginLimiter,
