@@ -32,7 +32,9 @@ pub struct ExportedEvent {
 }
 
 /// Calls `each` with every event of `site_id` from `from` to before `to`
-/// (Unix seconds), oldest first, streaming (one read transaction).
+/// (Unix seconds), oldest first, streaming (one read transaction). The
+/// visit's attributes come from its row, or from its first event while the
+/// row is still a second behind.
 pub fn each_event<E>(
     conn: &Connection,
     site_id: i64,
@@ -43,9 +45,21 @@ pub fn each_event<E>(
     let mut stmt = conn.prepare(
         "SELECT e.ts, e.name, e.hostname, e.path, e.visit_id, e.visitor_id, e.interactive,
             e.props, e.revenue_amount, e.revenue_currency, e.scroll_depth, e.engaged_ms,
-            v.referrer, v.source, v.utm_medium, v.utm_source, v.utm_campaign, v.utm_term,
-            v.utm_content, v.country, v.region, v.city, v.browser, v.browser_version, v.os,
-            v.os_version, v.device
+            COALESCE(v.referrer, e.referrer),
+            COALESCE(v.source, e.source),
+            COALESCE(v.utm_medium, e.utm_medium),
+            COALESCE(v.utm_source, e.utm_source),
+            COALESCE(v.utm_campaign, e.utm_campaign),
+            COALESCE(v.utm_term, e.utm_term),
+            COALESCE(v.utm_content, e.utm_content),
+            COALESCE(v.country, e.country),
+            COALESCE(v.region, e.region),
+            COALESCE(v.city, e.city),
+            COALESCE(v.browser, e.browser),
+            COALESCE(v.browser_version, e.browser_version),
+            COALESCE(v.os, e.os),
+            COALESCE(v.os_version, e.os_version),
+            COALESCE(v.device, e.device)
          FROM events AS e LEFT JOIN visits AS v ON v.id = e.visit_id
          WHERE e.site_id = ?1 AND e.ts >= ?2 AND e.ts < ?3
          ORDER BY e.ts, e.id",
