@@ -94,20 +94,21 @@ pub fn export(conn: &Db, site_id: i64, from: i64, to: i64, out: impl Write) -> a
     let mut w = csv::Writer::from_writer(out);
     w.write_record(COLUMNS)?;
     let written =
-        crate::store::transfer::each_event(conn, site_id, from, to, |e: ExportedEvent| {
+        crate::store::transfer::each_event(conn, site_id, from, to, |x: ExportedEvent| {
+            let e = &x.event;
             let time = DateTime::<Utc>::from_timestamp(e.ts, 0)
                 .unwrap_or_default()
                 .to_rfc3339_opts(SecondsFormat::Secs, true);
             let opt = |v: &Option<String>| v.as_deref().map(guard).unwrap_or_default();
             let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
-            let d = &e.dims;
+            let d = &x.dims;
             w.write_record([
                 time,
                 guard(&e.name),
                 guard(&e.hostname),
                 guard(&e.path),
-                e.visit_id.to_string(),
-                e.visitor_id.to_string(),
+                x.visit_id.to_string(),
+                x.visitor_id.to_string(),
                 (e.interactive as u8).to_string(),
                 opt(&e.props),
                 opt(&e.revenue_amount),

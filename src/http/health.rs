@@ -8,7 +8,6 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
-use crate::ingest::DropReason;
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
@@ -22,12 +21,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let ingest = state.ingestor.stats();
     let writer = state.ingestor.writer().stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let dropped_bot: u64 = ingest
-        .dropped
-        .iter()
-        .filter(|(reason, _)| DropReason::is_bot(reason))
-        .map(|(_, n)| n)
-        .sum();
+    let dropped_bot = ingest.dropped_bots();
     let recent = state.recent.as_ref().map_or((0, 0), |r| r.sites());
     let body = json!({
         "status": if db_ok { "ok" } else { "degraded" },

@@ -10,7 +10,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::client_ip::client_ip;
-use crate::ingest::DropReason;
 use crate::metrics::Exposition;
 
 /// The tracking endpoint's route label.
@@ -88,16 +87,11 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         "reason",
         &ingest.dropped,
     );
-    let bots: u64 = ingest
-        .dropped
-        .iter()
-        .filter(|(r, _)| DropReason::is_bot(r))
-        .map(|(_, n)| n)
-        .sum();
+
     e.counter(
         "tally_events_dropped_bot_total",
         "Events dropped as bots, all bot reasons together.",
-        bots,
+        ingest.dropped_bots(),
     );
     e.histogram_family(
         "tally_http_request_duration_seconds",

@@ -87,6 +87,16 @@ impl LiveCounters {
             .clone()
     }
 
+    /// Every site's counters, taken out of the lock.
+    fn all_sites(&self) -> Vec<Arc<SiteLive>> {
+        self.sites
+            .read()
+            .expect("live sites")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn record(&self, e: LiveEvent<'_>) {
         let site = self.site(e.site_id);
         {
@@ -140,14 +150,7 @@ impl LiveCounters {
 
     /// Forgets visitors gone for longer than the window.
     pub fn sweep(&self, now: i64) {
-        let sites: Vec<Arc<SiteLive>> = self
-            .sites
-            .read()
-            .expect("live sites")
-            .values()
-            .cloned()
-            .collect();
-        for site in sites {
+        for site in self.all_sites() {
             for stripe in &site.stripes {
                 stripe
                     .lock()
@@ -159,14 +162,7 @@ impl LiveCounters {
 
     /// Visitors in the window, all sites together.
     pub fn total_visitors(&self, now: i64) -> usize {
-        let sites: Vec<Arc<SiteLive>> = self
-            .sites
-            .read()
-            .expect("live sites")
-            .values()
-            .cloned()
-            .collect();
-        sites
+        self.all_sites()
             .iter()
             .flat_map(|site| site.stripes.iter())
             .map(|stripe| {

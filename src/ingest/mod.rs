@@ -134,6 +134,17 @@ pub struct IngestStats {
     pub dropped: CounterSet,
 }
 
+impl IngestStats {
+    /// Events dropped as bots, every bot reason together.
+    pub fn dropped_bots(&self) -> u64 {
+        self.dropped
+            .iter()
+            .filter(|(reason, _)| DropReason::is_bot(reason))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 impl Default for IngestStats {
     fn default() -> Self {
         IngestStats {

@@ -13,21 +13,28 @@ use rusqlite::{Connection, params};
 use super::writer::insert_event_row;
 use super::{NewEvent, StoreError, VisitDims, VisitRecord, rollups, visits};
 
-/// One stored event with its visit's attributes.
+/// What an event says, apart from its visit: the part an export writes and
+/// an import reads back.
 #[derive(Debug, Clone)]
-pub struct ExportedEvent {
+pub struct EventFields {
     pub ts: i64,
     pub name: String,
     pub hostname: String,
     pub path: String,
-    pub visit_id: i64,
-    pub visitor_id: i64,
     pub interactive: bool,
     pub props: Option<String>,
     pub revenue_amount: Option<String>,
     pub revenue_currency: Option<String>,
     pub scroll_depth: Option<i64>,
     pub engaged_ms: Option<i64>,
+}
+
+/// One stored event with its visit's attributes.
+#[derive(Debug, Clone)]
+pub struct ExportedEvent {
+    pub event: EventFields,
+    pub visit_id: i64,
+    pub visitor_id: i64,
     pub dims: VisitDims,
 }
 
@@ -68,18 +75,20 @@ pub fn each_event<E>(
     let mut n = 0;
     while let Some(r) = rows.next()? {
         let event = ExportedEvent {
-            ts: r.get(0)?,
-            name: r.get(1)?,
-            hostname: r.get(2)?,
-            path: r.get(3)?,
+            event: EventFields {
+                ts: r.get(0)?,
+                name: r.get(1)?,
+                hostname: r.get(2)?,
+                path: r.get(3)?,
+                interactive: r.get(6)?,
+                props: r.get(7)?,
+                revenue_amount: r.get(8)?,
+                revenue_currency: r.get(9)?,
+                scroll_depth: r.get(10)?,
+                engaged_ms: r.get(11)?,
+            },
             visit_id: r.get(4)?,
             visitor_id: r.get(5)?,
-            interactive: r.get(6)?,
-            props: r.get(7)?,
-            revenue_amount: r.get(8)?,
-            revenue_currency: r.get(9)?,
-            scroll_depth: r.get(10)?,
-            engaged_ms: r.get(11)?,
             dims: VisitDims::from_row(r, 12)?,
         };
         if let Err(e) = each(event) {
@@ -91,19 +100,7 @@ pub fn each_event<E>(
 }
 
 /// A past event to import.
-#[derive(Debug, Clone)]
-pub struct ImportEvent {
-    pub ts: i64,
-    pub name: String,
-    pub hostname: String,
-    pub path: String,
-    pub interactive: bool,
-    pub props: Option<String>,
-    pub revenue_amount: Option<String>,
-    pub revenue_currency: Option<String>,
-    pub scroll_depth: Option<i64>,
-    pub engaged_ms: Option<i64>,
-}
+pub type ImportEvent = EventFields;
 
 /// A past visit to import: its visitor, attributes and events.
 #[derive(Debug, Clone)]
