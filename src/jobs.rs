@@ -186,8 +186,13 @@ impl SummaryJob {
             if let Some(mailer) = &self.mailer
                 && stored.emailed_at.is_none()
             {
-                let to = users::viewers_of(&*self.store.reader()?, site.id)?;
-                let error = self.email(mailer, &to, &stored.body).await;
+                let to = users::summary_recipients(&*self.store.reader()?, site.id)?;
+                let body = format!(
+                    "{}\n--\nYou receive this because you can see {} on Tally. To stop these \
+                     e-mails, turn them off on the dashboard's site list.\n",
+                    stored.body, site.domain
+                );
+                let error = self.email(mailer, &to, &body).await;
                 let (id, key) = (site.id, week_key.clone());
                 self.writer
                     .run_for(move |tx| summaries::mark_emailed(tx, id, &key, now, error.as_deref()))

@@ -888,3 +888,32 @@ fn export_is_a_zip_of_every_panel_for_the_view() {
     assert!(!pages.contains("/b,"), "{pages}");
     assert_eq!(c.get("/example.com/export?period=realtime").status, 400);
 }
+
+#[test]
+fn a_user_turns_weekly_emails_off_and_on() {
+    let env = Env::new("");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let home = c.get("/");
+    assert!(
+        home.body.contains("Stop the e-mails"),
+        "{} {}",
+        home.status,
+        home.body
+    );
+    let csrf = c.csrf("/");
+    assert_eq!(
+        c.post("/account/summary", &[("csrf", "wrong"), ("on", "0")])
+            .status,
+        403
+    );
+    assert_eq!(env.count("SELECT weekly_summary FROM users"), 1);
+    let r = c.post("/account/summary", &[("csrf", &csrf), ("on", "0")]);
+    assert_eq!(r.status, 303);
+    assert_eq!(env.count("SELECT weekly_summary FROM users"), 0);
+    assert!(c.get("/").body.contains("E-mail me weekly"));
+    c.post("/account/summary", &[("csrf", &csrf), ("on", "1")]);
+    assert_eq!(env.count("SELECT weekly_summary FROM users"), 1);
+}

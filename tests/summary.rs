@@ -172,6 +172,14 @@ fn last_week_is_written_shown_and_emailed_once() {
     ));
     env.add_site("example.com");
     env.add_user("admin@example.com", &[]);
+    env.add_user("member@example.com", &["example.com"]);
+    env.add_user("muted@example.com", &[]);
+    env.db()
+        .execute(
+            "UPDATE users SET weekly_summary = 0 WHERE email = 'muted@example.com'",
+            [],
+        )
+        .unwrap();
     let today = chrono::Utc::now().date_naive();
     let monday = today
         - chrono::Duration::days(today.weekday().num_days_from_monday().into())
@@ -183,10 +191,19 @@ fn last_week_is_written_shown_and_emailed_once() {
         .unwrap();
 
     let s = env.start();
-    let (to, data) = mail
-        .recv_timeout(Duration::from_secs(30))
-        .expect("a summary e-mail");
-    assert_eq!(to, ["admin@example.com"]);
+    // One message per recipient; the user who opted out gets none.
+    let mut messages: Vec<(Vec<String>, String)> = (0..2)
+        .map(|_| {
+            mail.recv_timeout(Duration::from_secs(30))
+                .expect("a summary e-mail")
+        })
+        .collect();
+    messages.sort();
+    assert_eq!(messages[0].0, ["admin@example.com"]);
+    assert_eq!(messages[1].0, ["member@example.com"]);
+    // Quoted-printable: long lines are folded with soft breaks.
+    let data = messages.remove(0).1.replace("=\r\n", "");
+    assert!(data.contains("To stop these e-mails"), "{data}");
     assert!(data.contains("From: Tally <tally@example.com>"), "{data}");
     assert!(data.contains("Subject: example.com, week of"), "{data}");
     assert!(data.contains("3 visitors came, up 50%"), "{data}");
@@ -204,7 +221,7 @@ fn last_week_is_written_shown_and_emailed_once() {
     );
     let metrics = s.get("/metrics", &[]).body;
     assert!(
-        metrics.contains("tally_summary_emails_total{result=\"sent\"} 1\n"),
+        metrics.contains("tally_summary_emails_total{result=\"sent\"} 2\n"),
         "{metrics}"
     );
     assert!(
@@ -214,6 +231,7 @@ fn last_week_is_written_shown_and_emailed_once() {
     drop(s);
 
     // Once: a restart neither writes nor sends it again.
+    assert!(mail.recv_timeout(Duration::from_millis(500)).is_err());
     let s = env.start();
     assert!(mail.recv_timeout(Duration::from_secs(3)).is_err());
     drop(s);

@@ -17,6 +17,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/0007_imported_rollups.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/0008_weekly_summary_pref.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
@@ -43,4 +47,31 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in `migrations/` is applied, in the order of its number.
+    #[test]
+    fn every_migration_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), super::MIGRATIONS.len(), "{files:?}");
+        for (i, (file, (version, sql))) in files.iter().zip(super::MIGRATIONS).enumerate() {
+            assert_eq!(*version, i as i64 + 1);
+            assert!(file.starts_with(&format!("{:04}_", version)), "{file}");
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("migrations")
+                    .join(file),
+            )
+            .unwrap();
+            assert_eq!(&text, sql, "{file} is not the one registered as {version}");
+        }
+    }
 }

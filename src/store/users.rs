@@ -101,16 +101,32 @@ pub fn sites_of(conn: &Connection, user: &User) -> Result<Vec<Site>, StoreError>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The e-mail addresses of everyone who sees `site_id`: admins and members.
-pub fn viewers_of(conn: &Connection, site_id: i64) -> Result<Vec<String>, StoreError> {
+/// The e-mail addresses of everyone who sees `site_id` (admins and
+/// members) and wants the weekly summary.
+pub fn summary_recipients(conn: &Connection, site_id: i64) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT email FROM users WHERE admin = 1
+        "SELECT email FROM users WHERE admin = 1 AND weekly_summary = 1
          UNION SELECT u.email FROM users u JOIN site_members m ON m.user_id = u.id
-          WHERE m.site_id = ?1
+          WHERE m.site_id = ?1 AND u.weekly_summary = 1
          ORDER BY 1",
     )?;
     let rows = stmt.query_map([site_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether the user wants the weekly summaries by e-mail.
+pub fn wants_weekly_summary(conn: &Connection, user_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT weekly_summary FROM users WHERE id = ?1")?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
+pub fn set_weekly_summary(conn: &Connection, user_id: i64, on: bool) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE users SET weekly_summary = ?2 WHERE id = ?1")?
+        .execute(params![user_id, on])?;
+    Ok(())
 }
 
 /// Whether `user` sees `site_id`.

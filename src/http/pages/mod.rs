@@ -48,6 +48,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/setup", web::post().to(login::setup))
         .route("/", web::get().to(sites::list))
         .route("/sites", web::post().to(sites::add))
+        .route("/account/summary", web::post().to(sites::weekly_summary))
         .route("/share/{domain}", web::get().to(dashboard::site))
         .route("/share/{domain}/live", web::get().to(realtime::live))
         .route(

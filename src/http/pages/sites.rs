@@ -26,6 +26,7 @@ struct SitesPage {
     sites: Vec<SiteCard>,
     error: Option<String>,
     timezones: Vec<&'static str>,
+    weekly_summary: bool,
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PageError> {
@@ -39,9 +40,16 @@ async fn render(
     error: Option<String>,
 ) -> Result<HttpResponse, PageError> {
     let (store, user) = (state.store.clone(), me.user.clone());
-    let mine = {
+    let (mine, weekly_summary) = {
         let store = store.clone();
-        blocking(move || Ok(users::sites_of(&*store.reader()?, &user)?)).await?
+        blocking(move || {
+            let conn = store.reader()?;
+            Ok((
+                users::sites_of(&conn, &user)?,
+                users::wants_weekly_summary(&conn, user.id)?,
+            ))
+        })
+        .await?
     };
     let contexts: Vec<_> = mine.iter().map(|s| query_context(state, s)).collect();
     let cards = blocking(move || {
@@ -80,7 +88,32 @@ async fn render(
         sites: cards,
         error,
         timezones: super::timezones(),
+        weekly_summary,
     })
+}
+
+#[derive(Deserialize)]
+pub struct WeeklySummary {
+    csrf: String,
+    /// "1" to receive the e-mails, anything else to stop them.
+    on: String,
+}
+
+/// `POST /account/summary`: the signed-in user's choice of weekly e-mails.
+pub async fn weekly_summary(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<WeeklySummary>,
+) -> Result<HttpResponse, PageError> {
+    let me = session::require_user(&state, &req).await?;
+    me.check_csrf(&form.csrf)?;
+    let (id, on) = (me.user.id, form.on == "1");
+    state
+        .ingestor
+        .writer()
+        .run_for(move |tx| users::set_weekly_summary(tx, id, on))
+        .await?;
+    Ok(redirect("/"))
 }
 
 #[derive(Deserialize)]
