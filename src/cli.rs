@@ -270,8 +270,7 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 Some(w) => w,
                 None => summary::last_full_week(ctx.today),
             };
-            let numbers = summary::gather(&conn, &site, week, &ctx)?;
-            print!("{}", summary::render(&numbers));
+            print!("{}", summary::text(&conn, &site, week, &ctx)?);
             Ok(())
         }
         Command::Export {

@@ -164,8 +164,7 @@ impl SummaryJob {
                             None,
                             this.store.sketches().clone(),
                         );
-                        let numbers = summary::gather(&*this.store.reader()?, &s2, week, &ctx)?;
-                        Ok::<_, JobError>(summary::render(&numbers))
+                        Ok::<_, JobError>(summary::text(&*this.store.reader()?, &s2, week, &ctx)?)
                     })
                     .await
                     .map_err(|e| JobError::Task(e.to_string()))??;

@@ -47,8 +47,12 @@ pub struct WeekNumbers {
 
 /// The Monday of the last full week before `today`.
 pub fn last_full_week(today: NaiveDate) -> NaiveDate {
-    let this_monday = today - Duration::days(today.weekday().num_days_from_monday().into());
-    this_monday - Duration::weeks(1)
+    crate::store::calendar::monday_of(today) - Duration::weeks(1)
+}
+
+/// The summary text of the week starting `start` (a Monday, site time).
+pub fn text(conn: &Db, site: &Site, start: NaiveDate, ctx: &Context) -> Result<String, QueryError> {
+    Ok(render(&gather(conn, site, start, ctx)?))
 }
 
 /// Reads the numbers of the week starting `start` (a Monday, site time).

@@ -7,6 +7,22 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
+/// `tally import --format FORMAT --site example.com PATH`.
+fn import(env: &Env, format: &str, path: &str) -> std::process::Output {
+    env.tally_raw(&["import", "--format", format, "--site", "example.com", path])
+}
+
+/// Like [`import`], which must succeed; its standard output.
+fn imported(env: &Env, format: &str, path: &str) -> String {
+    let out = import(env, format, path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn send(s: &Server, ip: &str, ua: &str, body: Value) {
     assert_eq!(
         s.event_from(ip, &body.to_string(), ua).status,
@@ -81,14 +97,7 @@ fn tally_csv_round_trip_gives_the_same_reports() {
 
     let b = Env::new("");
     b.add_site("example.com");
-    let out = b.tally(&[
-        "import",
-        "--format",
-        "tally-csv",
-        "--site",
-        "example.com",
-        csv.to_str().unwrap(),
-    ]);
+    let out = imported(&b, "tally-csv", csv.to_str().unwrap());
     assert!(out.contains("Imported 5 events in 3 visits"), "{out}");
     let key_b = b.api_key();
     let s = b.start();
@@ -96,14 +105,7 @@ fn tally_csv_round_trip_gives_the_same_reports() {
     assert_eq!(report(&s, &key_b, "period=day"), before);
     // The imported range is taken: a second import is refused, nothing changes.
     drop(s);
-    let twice = b.tally_raw(&[
-        "import",
-        "--format",
-        "tally-csv",
-        "--site",
-        "example.com",
-        csv.to_str().unwrap(),
-    ]);
+    let twice = import(&b, "tally-csv", csv.to_str().unwrap());
     assert_eq!(twice.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&twice.stderr).contains("already has 5 events"));
     assert_eq!(b.count("SELECT COUNT(*) FROM events"), 5);
@@ -148,14 +150,7 @@ fn goatcounter_export_imports_as_visits() {
         enc.write_all(&std::fs::read(fixture).unwrap()).unwrap();
         enc.finish().unwrap();
     }
-    let out = env.tally(&[
-        "import",
-        "--format",
-        "goatcounter-csv",
-        "--site",
-        "example.com",
-        gz.to_str().unwrap(),
-    ]);
+    let out = imported(&env, "goatcounter-csv", gz.to_str().unwrap());
     // The bot row is skipped; session a1 has a two-hour gap: two visits.
     assert!(out.contains("Imported 5 events in 3 visits"), "{out}");
     let s = env.start();
@@ -192,14 +187,7 @@ fn goatcounter_export_imports_as_visits() {
     );
 
     // Not while a server runs.
-    let busy = env.tally_raw(&[
-        "import",
-        "--format",
-        "goatcounter-csv",
-        "--site",
-        "example.com",
-        fixture,
-    ]);
+    let busy = import(&env, "goatcounter-csv", fixture);
     assert_eq!(busy.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&busy.stderr).contains("a server is running"));
 }
@@ -210,24 +198,10 @@ fn a_broken_file_is_refused_and_changes_nothing() {
     env.add_site("example.com");
     let bad = env.dir.path().join("bad.csv");
     std::fs::write(&bad, "time,name\n2025-01-01T00:00:00Z,pageview\n").unwrap();
-    let out = env.tally_raw(&[
-        "import",
-        "--format",
-        "tally-csv",
-        "--site",
-        "example.com",
-        bad.to_str().unwrap(),
-    ]);
+    let out = import(&env, "tally-csv", bad.to_str().unwrap());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no column \"hostname\""));
-    let out = env.tally_raw(&[
-        "import",
-        "--format",
-        "goatcounter-csv",
-        "--site",
-        "example.com",
-        bad.to_str().unwrap(),
-    ]);
+    let out = import(&env, "goatcounter-csv", bad.to_str().unwrap());
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a GoatCounter export"));
     assert_eq!(env.count("SELECT COUNT(*) FROM events"), 0);
@@ -239,28 +213,14 @@ fn plausible_export_imports_as_daily_aggregates_that_survive_a_rebuild() {
     env.add_site("example.com");
     let key = env.api_key();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/plausible");
-    let out = env.tally(&[
-        "import",
-        "--format",
-        "plausible-csv",
-        "--site",
-        "example.com",
-        dir,
-    ]);
+    let out = imported(&env, "plausible-csv", dir);
     assert!(
         out.contains("daily aggregate rows into example.com"),
         "{out}"
     );
     // No raw events: only aggregates.
     assert_eq!(env.count("SELECT COUNT(*) FROM events"), 0);
-    let again = env.tally_raw(&[
-        "import",
-        "--format",
-        "plausible-csv",
-        "--site",
-        "example.com",
-        dir,
-    ]);
+    let again = import(&env, "plausible-csv", dir);
     assert_eq!(
         again.status.code(),
         Some(2),

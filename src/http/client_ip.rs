@@ -3,7 +3,23 @@
 
 use std::net::IpAddr;
 
+use actix_web::HttpRequest;
 use ipnet::IpNet;
+
+/// Whether the connection comes from one of the trusted proxies.
+pub fn from_trusted_proxy(req: &HttpRequest, trusted: &[IpNet]) -> bool {
+    req.peer_addr()
+        .is_some_and(|p| trusted.iter().any(|n| n.contains(&p.ip())))
+}
+
+/// The client address of `req` (see [`client_ip`]); `None` without a peer.
+pub fn of_request(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+    let forwarded_for = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    Some(client_ip(req.peer_addr()?.ip(), forwarded_for, trusted))
+}
 
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));

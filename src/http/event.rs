@@ -7,7 +7,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 
-use super::{ApiError, AppState, client_ip::client_ip};
+use super::{ApiError, AppState, client_ip};
 use crate::ingest::payload::{self, MAX_BODY_BYTES};
 use crate::ingest::{DropReason, EventPayload, IngestError, Outcome, RequestMeta};
 use crate::store::now_unix;
@@ -64,16 +64,9 @@ async fn ingest(
     payload: EventPayload,
 ) -> Result<Outcome, ApiError> {
     let headers = req.headers();
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let meta = RequestMeta {
-        ip: client_ip(
-            peer,
-            header(headers, "x-forwarded-for"),
-            &state.trusted_proxies,
-        ),
+        ip: client_ip::of_request(req, &state.trusted_proxies)
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
         user_agent: header(headers, "user-agent").unwrap_or(""),
         opted_out: header(headers, "sec-gpc") == Some("1") || header(headers, "dnt") == Some("1"),
         now: now_unix(),

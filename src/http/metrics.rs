@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::client_ip::client_ip;
+use super::client_ip;
 use crate::metrics::Exposition;
 
 /// The tracking endpoint's route label.
@@ -20,20 +20,14 @@ pub const EVENT_ROUTE: &str = "/api/event";
 /// comes from a proxy that is not trusted is refused, so a reverse proxy on
 /// the same host does not make every visitor look local.
 fn allowed(state: &AppState, req: &HttpRequest) -> bool {
-    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
-        return false;
-    };
-    let forwarded = req.headers().get("x-forwarded-for");
-    let trusted_peer = state.trusted_proxies.iter().any(|n| n.contains(&peer));
-    if !trusted_peer && (forwarded.is_some() || req.headers().contains_key("forwarded")) {
+    let forwarded = ["x-forwarded-for", "forwarded"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    if forwarded && !client_ip::from_trusted_proxy(req, &state.trusted_proxies) {
         return false;
     }
-    let ip = client_ip(
-        peer,
-        forwarded.and_then(|v| v.to_str().ok()),
-        &state.trusted_proxies,
-    );
-    state.metrics_allow.iter().any(|n| n.contains(&ip))
+    client_ip::of_request(req, &state.trusted_proxies)
+        .is_some_and(|ip| state.metrics_allow.iter().any(|n| n.contains(&ip)))
 }
 
 pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
@@ -43,22 +37,13 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
             .body("metrics are not served to this address; see [metrics] allow\n");
     }
     let path = state.store.path().to_path_buf();
-    let db_bytes = web::block(move || database_bytes(&path)).await.unwrap_or(0);
+    let db_bytes = web::block(move || crate::store::file_bytes(&path))
+        .await
+        .unwrap_or(0);
     HttpResponse::Ok()
         .content_type(Exposition::CONTENT_TYPE)
         .insert_header(("Cache-Control", "no-store"))
         .body(render(&state, db_bytes))
-}
-
-/// The database file and its write-ahead log, in bytes.
-fn database_bytes(path: &std::path::Path) -> u64 {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    [path.as_os_str(), wal.as_os_str()]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 fn render(state: &AppState, db_bytes: u64) -> String {
@@ -218,13 +203,13 @@ pub async fn time_requests(
     let took = started.elapsed();
     let request = res.request();
     // The tracking endpoint, by far the busiest, skips the pattern lookup.
-    let event = request.path() == "/api/event";
-    let route = if event {
-        EVENT_ROUTE.to_string()
+    let event = request.path() == EVENT_ROUTE;
+    let route: std::borrow::Cow<'static, str> = if event {
+        EVENT_ROUTE.into()
     } else {
         request
             .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_string())
+            .map_or("unmatched".into(), Into::into)
     };
     if let Some(state) = request.app_data::<web::Data<AppState>>() {
         if event {

@@ -70,13 +70,6 @@ pub fn read(path: &Path) -> Result<Option<Inventory>, StoreError> {
     for col in tables.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
         columns.push(col?);
     }
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let bytes = [path.as_os_str(), wal.as_os_str()]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
     Ok(Some(Inventory {
         schema_version: one("PRAGMA user_version")?.unwrap_or(0),
         integrity,
@@ -95,6 +88,6 @@ pub fn read(path: &Path) -> Result<Option<Inventory>, StoreError> {
         columns,
         users: one("SELECT COUNT(*) FROM users")?.unwrap_or(0),
         share_links: one("SELECT COUNT(*) FROM share_links")?.unwrap_or(0),
-        bytes,
+        bytes: super::file_bytes(path),
     }))
 }

@@ -26,7 +26,7 @@ pub mod users;
 pub mod visits;
 mod writer;
 
-pub use db::{DB_FILE_NAME, Store};
+pub use db::{DB_FILE_NAME, Store, file_bytes};
 pub use error::StoreError;
 pub use records::{NewEvent, VisitDims, VisitRecord};
 pub use writer::{EventWriter, WriteError, WriterHandle, WriterStats};

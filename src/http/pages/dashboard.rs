@@ -160,11 +160,12 @@ async fn render(
     }
     let period = Period::from_params(&v.api_params(&site.domain), &site.timezone, ctx.today)?;
     let store = state.store.clone();
-    let data = {
+    let (data, summary) = {
         let (site, v, period) = (site.clone(), v.clone(), period.clone());
         blocking(move || {
             let conn = store.reader()?;
-            fetch(&conn, &site, &v, &period, &ctx)
+            let summary = store::summaries::latest(&conn, site.id)?;
+            Ok((fetch(&conn, &site, &v, &period, &ctx)?, summary))
         })
         .await?
     };
@@ -262,10 +263,7 @@ async fn render(
         })
         .collect();
 
-    let (store, site_id) = (state.store.clone(), site.id);
-    let summary = blocking(move || Ok(store::summaries::latest(&*store.reader()?, site_id)?))
-        .await?
-        .map(|s| SummaryCard::from_text(&s.body));
+    let summary = summary.map(|s| SummaryCard::from_text(&s.body));
     let settings_href = match &a.viewer {
         Viewer::User => Some(format!("/{}/settings", site.domain)),
         Viewer::Guest { .. } => None,

@@ -206,10 +206,7 @@ pub fn tab_csv(
         let rows = result["results"].as_array().cloned().unwrap_or_default();
         for r in &rows {
             let line: Vec<String> = std::iter::once(row_label(r, &tab.property))
-                .chain(metrics.iter().map(|m| match &r[*m] {
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                }))
+                .chain(metrics.iter().map(|m| csv_cell(&r[*m])))
                 .collect();
             push_csv_line(&mut out, &line);
         }
@@ -219,6 +216,15 @@ pub fn tab_csv(
         }
     }
     Ok(out)
+}
+
+/// A JSON answer's value as a CSV cell: strings bare, null empty.
+pub fn csv_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// One CSV record (RFC 4180 quoting). A cell that a spreadsheet would run

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::Value;
 
 use super::access::admit;
 use super::blocking;
-use super::details::{push_csv_line, tab_csv};
+use super::details::{csv_cell, push_csv_line, tab_csv};
 use super::panels::{PANELS, resolve};
 use super::view::ViewState;
 use crate::http::{AppState, PageError, query_context};
@@ -60,8 +59,8 @@ pub async fn export(
                 .collect::<Vec<_>>(),
         );
         for row in series["results"].as_array().into_iter().flatten() {
-            let cells: Vec<String> = std::iter::once(cell(&row[interval]))
-                .chain(SERIES_METRICS.iter().map(|m| cell(&row[*m])))
+            let cells: Vec<String> = std::iter::once(csv_cell(&row[interval]))
+                .chain(SERIES_METRICS.iter().map(|m| csv_cell(&row[*m])))
                 .collect();
             push_csv_line(&mut csv, &cells);
         }
@@ -95,9 +94,9 @@ pub async fn export(
                     &mut props,
                     &[
                         key.clone(),
-                        cell(&row[&key]),
-                        cell(&row["visitors"]),
-                        cell(&row["events"]),
+                        csv_cell(&row[&key]),
+                        csv_cell(&row["visitors"]),
+                        csv_cell(&row["events"]),
                     ],
                 );
             }
@@ -129,14 +128,6 @@ fn file_name(tab: &str) -> &str {
         "goals" => "conversions",
         "events" => "custom_events",
         other => other,
-    }
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 
-use super::super::client_ip::client_ip;
+use super::super::client_ip;
 use super::super::{AppState, PageError};
 use crate::auth;
 use crate::store::users::{self, LoginSession, User};
@@ -93,10 +93,7 @@ pub fn safe_next(next: Option<&str>) -> String {
 /// Whether the browser reached us over https: directly never (Tally speaks
 /// plain HTTP), so only a trusted proxy's `X-Forwarded-Proto` tells.
 pub fn is_https(state: &AppState, req: &HttpRequest) -> bool {
-    let trusted = req
-        .peer_addr()
-        .is_some_and(|p| state.trusted_proxies.iter().any(|n| n.contains(&p.ip())));
-    trusted
+    client_ip::from_trusted_proxy(req, &state.trusted_proxies)
         && req
             .headers()
             .get("x-forwarded-proto")
@@ -106,12 +103,7 @@ pub fn is_https(state: &AppState, req: &HttpRequest) -> bool {
 
 /// The client address, for rate limiting only (held in memory, never stored).
 pub fn client_addr(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    let xff = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    Some(client_ip(peer, xff, &state.trusted_proxies))
+    client_ip::of_request(req, &state.trusted_proxies)
 }
 
 fn cookie(name: &'static str, value: String, secure: bool, max_age: i64) -> Cookie<'static> {
