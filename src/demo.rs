@@ -240,6 +240,7 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
             respect_opt_out: false,
             recover_visits: false,
             recent_days: None,
+            journal: false,
         },
         now,
     )?;

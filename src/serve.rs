@@ -19,8 +19,8 @@ const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 const VISIT_FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Small, so event commits never wait long behind a rollup transaction.
-const VISITS_ROLLED_PER_COMMIT: usize = 256;
+/// Ended visits per writer job (requests do not wait for the writer).
+const VISITS_ROLLED_PER_COMMIT: usize = 4096;
 
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let data_dir = &settings.raw.storage.data_dir;
@@ -58,6 +58,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             respect_opt_out: settings.raw.privacy.respect_gpc,
             recover_visits: true,
             recent_days: Some(settings.raw.storage.recent_days),
+            journal: true,
         },
         now_unix(),
     )?;

@@ -129,6 +129,7 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
             respect_opt_out: false,
             recover_visits: true,
             recent_days: None,
+            journal: true,
         },
         t0 - 50 * DAY,
     )

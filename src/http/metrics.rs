@@ -93,7 +93,7 @@ fn render(state: &AppState, db_bytes: u64) -> String {
     );
     e.counter(
         "tally_writer_commits_total",
-        "Group commits.",
+        "Writer commits.",
         writer.commits.load(relaxed),
     );
     e.counter(
@@ -103,12 +103,12 @@ fn render(state: &AppState, db_bytes: u64) -> String {
     );
     e.histogram(
         "tally_writer_batch_events",
-        "Events per group commit.",
+        "Events per writer commit.",
         &writer.batch_events,
     );
     e.histogram(
         "tally_writer_commit_duration_seconds",
-        "Time per group commit.",
+        "Time per writer commit.",
         &writer.commit_seconds,
     );
     e.gauge(

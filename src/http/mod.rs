@@ -61,6 +61,14 @@ pub struct AppState {
     pub embed_share_links: bool,
 }
 
+/// Waits until every event acknowledged so far is committed, so a report
+/// that follows counts it (the writer commits every few milliseconds).
+pub async fn settle_writes(state: &AppState) {
+    if let Err(e) = state.ingestor.writer().settled().await {
+        tracing::warn!(error = %e, "reading without the latest events");
+    }
+}
+
 /// What a query on `site` needs besides its parameters, as of now.
 pub fn query_context(state: &AppState, site: &Site) -> query::Context {
     query::Context::new(

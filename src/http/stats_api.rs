@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{ApiError, AppState, query_context};
+use super::{ApiError, AppState, query_context, settle_writes};
 use crate::keys;
 use crate::query::{self, Params, QueryError};
 use crate::store::{self, Db, Store, sites::Site};
@@ -28,6 +28,7 @@ async fn answer(
     let key = bearer(&req).ok_or(ApiError::Unauthorized)?;
     let store: Store = state.store.clone();
     let params = params.into_inner();
+    settle_writes(&state).await;
     let value = web::block(move || -> Result<serde_json::Value, ApiError> {
         let conn = store.reader()?;
         if !store::sites::api_key_exists(&conn, &keys::hash(&key))? {

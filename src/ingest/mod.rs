@@ -2,9 +2,10 @@
 //! to stored events.
 //!
 //! The steps, in order: privacy signals, bot filter, site lookup, enrichment
-//! (user agent, location, attribution), visitor id, visit, then a group commit
-//! through the [`EventWriter`]. The IP address and User-Agent are used here
-//! and dropped: only derived values reach the store.
+//! (user agent, location, attribution), visitor id, visit, then the
+//! [`EventWriter`] (through the event journal, in the server). The IP
+//! address and User-Agent are used here and dropped: only derived values
+//! reach the store.
 
 pub mod enrich;
 mod error;
@@ -25,7 +26,9 @@ pub use payload::{EventKind, EventPayload};
 use crate::metrics::{Counter, CounterSet};
 use crate::store::recent::RecentTraffic;
 use crate::store::rollups::{self, RollupFeed};
-use crate::store::{self, Db, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle};
+use crate::store::{
+    self, Db, EventJournal, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle,
+};
 use enrich::bots::BotReason;
 use enrich::{GeoLookup, UaParser, referrer};
 use live::{LiveCounters, LiveEvent};
@@ -54,6 +57,9 @@ pub struct IngestOptions {
     /// Days of recent traffic to hold in memory for filtered reports; `None`
     /// or 0 holds none.
     pub recent_days: Option<u32>,
+    /// Acknowledge events once they are in the event journal (the server,
+    /// which holds the data directory) rather than once committed.
+    pub journal: bool,
 }
 
 /// Facts about the request that are not in the payload. Never stored.
@@ -179,7 +185,7 @@ impl Ingestor {
     /// writer.
     pub fn start(
         store: Store,
-        conn: Db,
+        mut conn: Db,
         geo: GeoLookup,
         options: IngestOptions,
         now: i64,
@@ -189,7 +195,23 @@ impl Ingestor {
             respect_opt_out,
             recover_visits,
             recent_days,
+            journal,
         } = options;
+        // First: the events the journal holds are acknowledged, and
+        // everything below reads them from the database.
+        let journal = if journal {
+            let dir = store.data_dir().join(store::JOURNAL_DIR);
+            let (journal, added) = EventJournal::open(&dir, &mut conn)?;
+            if added > 0 {
+                tracing::info!(
+                    events = added,
+                    "added journaled events after an unclean stop"
+                );
+            }
+            Some(Arc::new(journal))
+        } else {
+            None
+        };
         let hasher = VisitorHasher::load(&conn, now)?;
         rollups::rebuild_if_asked(&conn, now)?;
         if recover_visits && !store::visits::take_clean_stop(&conn)? {
@@ -219,7 +241,7 @@ impl Ingestor {
             .map(|days| RecentTraffic::new(store.clone(), i64::from(days)));
         let external_writes = AtomicI64::new(store::recent::external_writes(&conn)?);
         let feed = Arc::new(RollupFeed::default());
-        let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone());
+        let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone(), journal);
         let ingestor = Ingestor {
             writer,
             store: store.clone(),
@@ -241,9 +263,13 @@ impl Ingestor {
     }
 
     /// Writes the snapshots of visits changed since the last call and folds
-    /// the events committed since then into the rollups (every second, and
-    /// once more at shutdown).
+    /// the events acknowledged since then into the rollups (every second,
+    /// and once more at shutdown, so a clean stop leaves nothing to recover).
     pub async fn flush(&self) {
+        // Journaled events are committed first, so they are in this pass.
+        if let Err(e) = self.writer.settled().await {
+            tracing::error!(error = %e, "committing journaled events failed");
+        }
         if let Err(e) = self.upkeep_recent(store::now_unix()) {
             tracing::error!(error = %e, "keeping recent traffic failed");
         }
@@ -323,9 +349,10 @@ impl Ingestor {
         rollups::zones(&*self.store.reader()?)
     }
 
-    /// Committed events not yet in the rollups.
+    /// Acknowledged events not yet in the rollups (at least 1 while some
+    /// are only journaled).
     pub fn rollup_pending(&self) -> u64 {
-        self.feed.pending()
+        self.feed.pending() + u64::from(self.writer.uncommitted())
     }
 
     /// Periodic upkeep: forget ended visits, rotate the salt at midnight UTC
@@ -364,7 +391,8 @@ impl Ingestor {
         self.stats.rejected.inc(reason);
     }
 
-    /// Stores `payload` for each of its sites; resolves once committed.
+    /// Stores `payload` for each of its sites; resolves once durable
+    /// (journaled, or committed without a journal).
     pub async fn ingest(
         &self,
         payload: EventPayload,

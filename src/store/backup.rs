@@ -12,7 +12,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
 
-use super::{DB_FILE_NAME, migrate};
+use super::{DB_FILE_NAME, JOURNAL_DIR, migrate};
 use crate::metrics::CounterSet;
 
 /// Held by `tally serve` for its lifetime; `tally restore` needs it too.
@@ -214,7 +214,8 @@ pub struct Restored {
 
 /// Replaces the database in `data_dir` with the backup at `from`, after
 /// checking it. Refused while a server uses `data_dir`. The replaced database
-/// (with its write-ahead log) is kept beside it, renamed, never deleted.
+/// (with its write-ahead log and event journal) is kept beside it, renamed,
+/// never deleted.
 pub fn restore(from: &Path, data_dir: &Path, now: i64) -> Result<Restored, BackupError> {
     let Some(_lock) = DataDirLock::try_acquire(data_dir)? else {
         return Err(BackupError::InUse(data_dir.display().to_string()));
@@ -234,6 +235,17 @@ pub fn restore(from: &Path, data_dir: &Path, now: i64) -> Result<Restored, Backu
                 let to = PathBuf::from(format!("{}{suffix}", kept.display()));
                 fs::rename(&from, &to).map_err(io(&from))?;
             }
+        }
+        // Events journaled by the replaced database's server belong to it,
+        // not to the backup: a start must not add them to the restored one.
+        // After a clean stop it is empty, and simply goes.
+        let journal = data_dir.join(JOURNAL_DIR);
+        let holds_events = fs::read_dir(&journal).is_ok_and(|mut d| d.next().is_some());
+        if holds_events {
+            let to = PathBuf::from(format!("{}-{JOURNAL_DIR}", kept.display()));
+            fs::rename(&journal, &to).map_err(io(&journal))?;
+        } else if journal.exists() {
+            fs::remove_dir(&journal).map_err(io(&journal))?;
         }
         Some(kept)
     } else {

@@ -66,6 +66,11 @@ impl Store {
         &self.path
     }
 
+    /// The directory holding the database file.
+    pub fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Visitor sketches recently read by reports.
     pub fn sketches(&self) -> &Arc<SketchCache> {
         &self.sketches

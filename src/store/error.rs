@@ -24,6 +24,11 @@ pub enum StoreError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error("event journal {path}: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("connection pool: {0}")]

@@ -10,6 +10,7 @@ pub mod calendar;
 mod db;
 mod error;
 pub mod inventory;
+mod journal;
 mod migrate;
 pub mod recent;
 mod records;
@@ -28,6 +29,7 @@ mod writer;
 
 pub use db::{DB_FILE_NAME, Store, file_bytes};
 pub use error::StoreError;
+pub use journal::{EventJournal, JOURNAL_DIR};
 pub use records::{NewEvent, VisitDims, VisitRecord};
 pub use writer::{EventWriter, WriteError, WriterHandle, WriterStats};
 

@@ -1,9 +1,10 @@
 //! Plain records the store writes and reads back.
 
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Attributes fixed when a visit starts: where the visitor came from and with what.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VisitDims {
     pub referrer: Option<String>,
     pub source: Option<String>,
@@ -88,7 +89,8 @@ pub struct VisitRecord {
 
 /// One tracked event. Visit rows are written apart, in batches (see
 /// [`super::visits`]); the first event of a visit carries its attributes.
-#[derive(Debug, Clone)]
+/// Serialized as one line of the event journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Set by the writer when it inserts the event (0 before).
     pub id: i64,

@@ -2,7 +2,7 @@
 //! kept up to date beside the raw tables so reports read a few rows per day.
 //!
 //! Two feeds keep it current, both applied by the single writer:
-//! - events: after each group commit the writer hands the committed events
+//! - events: after each commit the writer hands the committed events
 //!   to a [`RollupFeed`]; once a second the follower folds them into
 //!   [`Deltas`] and adds them to the rollups, then records the newest event
 //!   id folded in (`rollups_through`). After an unclean stop the events past
@@ -513,9 +513,9 @@ fn zone_of(zones: &HashMap<i64, Tz>, site_id: i64) -> Tz {
     zones.get(&site_id).copied().unwrap_or(Tz::UTC)
 }
 
-/// Rows per writer transaction: like visit snapshots, small enough that
-/// event commits queued behind one wait a millisecond or two.
-const ROWS_PER_COMMIT: usize = 256;
+/// Rows per writer job: large, like visit snapshots (requests do not wait
+/// for the writer), but bounded so a burst of new values is split.
+const ROWS_PER_COMMIT: usize = 4096;
 
 /// Folds `events`, taken from `feed` with the newest id `through`, into the
 /// rollups. `record_through` keeps the crash-recovery mark; only the server

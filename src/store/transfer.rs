@@ -230,7 +230,7 @@ pub fn import_visits(
                 first_of_visit: (i == 0).then(|| dims.clone()),
                 first_view,
             };
-            insert_event_row(&tx, &event)?;
+            insert_event_row(&tx, &event, false)?;
             imported.events += 1;
         }
         record.is_bounce = record.pageviews <= 1 && record.interactive == 0;

@@ -1,20 +1,20 @@
 //! Visit rows, derived from events and written in batches.
 //!
-//! Writing a visit row in the commit of each event added its pages to every
-//! group commit; here the snapshots of changed visits are written once a
-//! second, a few hundred per transaction. The events are committed before
-//! they are acknowledged and the first event of a visit carries the visit's
+//! Writing a visit row with each event added its pages to every commit;
+//! here the snapshots of changed visits are written once a second, a few
+//! hundred per transaction. The events are durable (journaled or committed)
+//! before they are acknowledged and the first event of a visit carries the visit's
 //! attributes, so a visit row is never the only copy of anything: after an
 //! unclean stop, [`rebuild_recent`] recomputes the last visits from events.
 
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{EventWriter, StoreError, VisitRecord, WriteError};
 
 /// Inserts `v`, or replaces the stored snapshot if `v` is newer.
-pub fn upsert(tx: &Transaction, v: &VisitRecord) -> Result<(), StoreError> {
+pub fn upsert(tx: &Connection, v: &VisitRecord) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at, entry_page,
             exit_page, pageviews, events, interactive, is_bounce, referrer, source, utm_medium,
@@ -50,11 +50,12 @@ pub fn upsert(tx: &Transaction, v: &VisitRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Snapshots per transaction: small enough that event commits queued behind
-/// one wait a millisecond or two, not the time of a whole flush.
-const SNAPSHOTS_PER_COMMIT: usize = 256;
+/// Snapshots per writer job. Requests do not wait for the writer (they are
+/// answered once journaled), so the jobs can be large: fewer commits, each
+/// rewriting the pages the snapshots share once.
+const SNAPSHOTS_PER_COMMIT: usize = 4096;
 
-/// Writes visit snapshots, a few hundred per transaction.
+/// Writes visit snapshots, a few thousand per writer job.
 pub async fn write_snapshots(
     writer: &EventWriter,
     visits: &[VisitRecord],

@@ -1,28 +1,41 @@
-//! The single writer: one thread owns the read-write connection and commits
-//! events in groups.
+//! The single writer: one thread owns the read-write connection and adds
+//! events and jobs to the database in transactions.
 //!
-//! A handler submits its events and waits; the writer takes everything queued
-//! (up to `MAX_BATCH` events), writes it in one transaction, commits, and only
-//! then answers each submitter. So an acknowledged event is on disk, and one
-//! commit is shared by every request that arrived while the previous commit ran.
-//! The queue is bounded: when it is full, `submit` fails at once instead of
-//! letting memory grow.
+//! The server's events come through the [`EventJournal`]: a request appends
+//! its events there and is answered, and the writer adds everything queued
+//! in one transaction at most every [`COMMIT_GAP`]. When the writer is idle
+//! (no load), the request waits for that commit instead, which then happens
+//! at once: every reader sees an answered event. Jobs (and events submitted without a
+//! journal, as `tally demo` does) wait for the commit that includes them.
+//! After each commit the events go on to the rollup feed and fully committed
+//! journal segments are deleted.
+//!
+//! The queue is bounded: when it is full, a submission fails at once instead
+//! of letting memory grow. The writer sleeps while idle; under load it wakes
+//! on its own every few milliseconds, so a request costs no wake-up call.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Instant;
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::journal::{EventIds, EventJournal};
 use super::rollups::RollupFeed;
 use super::{NewEvent, StoreError, VisitDims};
 use crate::metrics::{Histogram, SIZE_BOUNDS};
 
+/// Ops taken from the queue before the writer looks at the clock again.
 const MAX_BATCH: usize = 4096;
+
+/// Under load, the time between commits. A commit costs file locks and a
+/// write of every page it touched, whatever its size; at 40,000 events a
+/// second this gathers a few hundred events per commit (BENCHMARKS.md).
+pub const COMMIT_GAP: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Error, Clone)]
 pub enum WriteError {
@@ -34,13 +47,18 @@ pub enum WriteError {
     Failed(String),
 }
 
-type Job = Box<dyn Fn(&Transaction) -> Result<(), StoreError> + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Result<(), StoreError> + Send>;
+type Ack = oneshot::Sender<Result<(), WriteError>>;
 
 enum Op {
     /// Sent by [`WriterHandle::shutdown`]: commit what is queued, then exit.
     Stop,
-    Events(Vec<NewEvent>, oneshot::Sender<Result<(), WriteError>>),
-    Job(Job, oneshot::Sender<Result<(), WriteError>>),
+    /// Events already in the journal. Under load nobody waits for them; a
+    /// submitter that found the writer idle waits for the commit (`Ack`).
+    Journaled(Vec<NewEvent>, Option<Ack>),
+    /// Events without a journal: acknowledged after their commit.
+    Events(Vec<NewEvent>, Ack),
+    Job(Job, Ack),
 }
 
 /// Counters describing the writer, for health and metrics.
@@ -51,9 +69,9 @@ pub struct WriterStats {
     pub events_written: AtomicU64,
     pub last_batch_events: AtomicU64,
     pub last_commit_micros: AtomicU64,
-    /// Events per group commit.
+    /// Events per commit.
     pub batch_events: Histogram,
-    /// Seconds per group commit, retries included.
+    /// Seconds of work per commit (adding, committing), not of waiting.
     pub commit_seconds: Histogram,
 }
 
@@ -71,81 +89,154 @@ impl Default for WriterStats {
     }
 }
 
+/// What submitters and the writer thread share.
+struct Shared {
+    stats: WriterStats,
+    /// Set while the writer sleeps with nothing to do: the next submission
+    /// wakes it.
+    idle: AtomicBool,
+    /// The newest journaled id whose event is committed.
+    committed: AtomicI64,
+}
+
 /// Handle to the writer thread. Cloning shares the same thread.
 #[derive(Clone)]
 pub struct EventWriter {
     tx: SyncSender<Op>,
     capacity: usize,
-    stats: Arc<WriterStats>,
+    shared: Arc<Shared>,
+    thread: Thread,
+    journal: Option<Arc<EventJournal>>,
 }
 
 /// Owns the writer thread; [`WriterHandle::shutdown`] drains and joins it.
 pub struct WriterHandle {
-    tx: SyncSender<Op>,
+    writer: EventWriter,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EventWriter {
     /// Starts the writer thread on `conn` with room for `capacity` queued
-    /// submissions. Committed events go on to `feed`.
+    /// submissions. With a `journal`, [`EventWriter::submit`] answers once
+    /// the events are journaled; without, once they are committed.
+    /// Committed events go on to `feed`.
     pub fn start(
         conn: Connection,
         capacity: usize,
         feed: Arc<RollupFeed>,
+        journal: Option<Arc<EventJournal>>,
     ) -> (EventWriter, WriterHandle) {
         let capacity = capacity.max(1);
         let (tx, rx) = sync_channel(capacity);
-        let stats = Arc::new(WriterStats::default());
-        let thread_stats = stats.clone();
+        let shared = Arc::new(Shared {
+            stats: WriterStats::default(),
+            idle: AtomicBool::new(false),
+            committed: AtomicI64::new(0),
+        });
+        let thread_shared = shared.clone();
+        let thread_journal = journal.clone();
         let thread = std::thread::Builder::new()
             .name("tally-writer".into())
-            .spawn(move || run(conn, rx, &thread_stats, &feed))
+            .spawn(move || {
+                Writer {
+                    conn,
+                    rx,
+                    shared: &thread_shared,
+                    feed: &feed,
+                    journal: thread_journal.as_deref(),
+                    ids: EventIds::new(),
+                    last_commit: None,
+                    slept: Duration::ZERO,
+                }
+                .run()
+            })
             .expect("spawning the writer thread");
+        let writer = EventWriter {
+            tx,
+            capacity,
+            shared,
+            thread: thread.thread().clone(),
+            journal,
+        };
         (
-            EventWriter {
-                tx: tx.clone(),
-                capacity,
-                stats,
-            },
+            writer.clone(),
             WriterHandle {
-                tx,
+                writer,
                 thread: Some(thread),
             },
         )
     }
 
     pub fn stats(&self) -> &WriterStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// Whether the queue is full, so a submission now would be refused.
     pub fn is_full(&self) -> bool {
-        self.stats.queue_depth.load(Ordering::Relaxed) >= self.capacity
+        self.shared.stats.queue_depth.load(Ordering::Relaxed) >= self.capacity
     }
 
-    /// Writes `events` and resolves once they are committed.
+    /// Stores `events`: resolves once they are journaled (or, without a
+    /// journal, committed). Either way they survive a killed process.
     pub async fn submit(&self, events: Vec<NewEvent>) -> Result<(), WriteError> {
-        let (ack, done) = oneshot::channel();
-        self.enqueue(Op::Events(events, ack))?;
-        done.await.unwrap_or(Err(WriteError::Closed))
+        match &self.journal {
+            Some(journal) => {
+                // Quiet: committing at once costs nothing, and then every
+                // reader, other processes included, sees the event as soon
+                // as it is answered. Under load the writer is never idle.
+                if !self.shared.idle.load(Ordering::SeqCst) {
+                    return journal
+                        .append(events, |events| self.enqueue(Op::Journaled(events, None)));
+                }
+                let (ack, done) = oneshot::channel();
+                journal.append(events, |events| {
+                    self.enqueue(Op::Journaled(events, Some(ack)))
+                })?;
+                // Journaled, so stored whatever the commit's outcome: a
+                // failed commit is retried from the journal.
+                let _ = done.await;
+                Ok(())
+            }
+            None => {
+                let (ack, done) = oneshot::channel();
+                self.enqueue(Op::Events(events, ack))?;
+                done.await.unwrap_or(Err(WriteError::Closed))
+            }
+        }
     }
 
-    /// Runs `job` inside a writer transaction and resolves once it is committed.
+    /// Journaled events not committed yet.
+    pub fn uncommitted(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|j| j.appended_through() > self.shared.committed.load(Ordering::Acquire))
+    }
+
+    /// Resolves once every event acknowledged so far is committed, so a
+    /// read that follows sees it.
+    pub async fn settled(&self) -> Result<(), WriteError> {
+        if self.uncommitted() {
+            self.run(|_| Ok(())).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `job` inside a writer transaction and resolves once it is
+    /// committed. A job that fails is rolled back alone.
     pub async fn run<F>(&self, job: F) -> Result<(), WriteError>
     where
-        F: Fn(&Transaction) -> Result<(), StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
     {
         let (ack, done) = oneshot::channel();
         self.enqueue(Op::Job(Box::new(job), ack))?;
         done.await.unwrap_or(Err(WriteError::Closed))
     }
 
-    /// Like [`EventWriter::run`], resolving with what `job` returned (in the
-    /// run that was committed, when a failed group made it run again).
+    /// Like [`EventWriter::run`], resolving with what `job` returned.
     pub async fn run_for<T, F>(&self, job: F) -> Result<T, WriteError>
     where
         T: Send + 'static,
-        F: Fn(&Transaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let slot: Arc<Mutex<Option<T>>> = Arc::default();
         let out = slot.clone();
@@ -160,11 +251,23 @@ impl EventWriter {
     }
 
     fn enqueue(&self, op: Op) -> Result<(), WriteError> {
-        self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        // Journaled events wake the writer only when it is idle: under load
+        // it comes back on its own within COMMIT_GAP, so a request costs
+        // no wake-up call. Anything someone waits for wakes it at once.
+        let urgent = !matches!(op, Op::Journaled(_, None));
+        stats.queue_depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(op) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Pairs with the writer's store before its last look at the
+                // queue: either it sees this op or this sees it idle.
+                if urgent || self.shared.idle.load(Ordering::SeqCst) {
+                    self.thread.unpark();
+                }
+                Ok(())
+            }
             Err(e) => {
-                self.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {
                     TrySendError::Full(_) => WriteError::QueueFull,
                     TrySendError::Disconnected(_) => WriteError::Closed,
@@ -178,192 +281,258 @@ impl WriterHandle {
     /// Commits every submission queued so far, then stops the thread and
     /// waits for it. Later submissions fail with [`WriteError::Closed`].
     pub fn shutdown(mut self) {
-        let _ = self.tx.send(Op::Stop);
+        let _ = self.writer.tx.send(Op::Stop);
+        self.writer.thread.unpark();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Op>, stats: &WriterStats, feed: &RollupFeed) {
-    let mut batch: Vec<Op> = Vec::new();
-    let mut ids = EventIds::new();
-    let mut stopping = false;
-    while !stopping {
-        let Ok(first) = rx.recv() else { break };
-        let mut n_events = 0;
-        match first {
-            Op::Stop => stopping = true,
-            op => {
-                n_events += op_len(&op);
-                batch.push(op);
+/// The writer thread's state.
+struct Writer<'a> {
+    conn: Connection,
+    rx: Receiver<Op>,
+    shared: &'a Shared,
+    feed: &'a RollupFeed,
+    journal: Option<&'a EventJournal>,
+    /// Ids of events submitted without a journal.
+    ids: EventIds,
+    last_commit: Option<Instant>,
+    /// Time the open transaction spent waiting for more.
+    slept: Duration,
+}
+
+/// What the open transaction holds, answered or handed on at its commit.
+#[derive(Default)]
+struct Pending {
+    events: Vec<NewEvent>,
+    /// Acknowledgements, with the result of each one's own part.
+    acks: Vec<(Ack, Result<(), WriteError>)>,
+}
+
+impl Writer<'_> {
+    fn run(mut self) {
+        // Journaled events of a commit that failed, to add again.
+        let mut retry: Vec<NewEvent> = Vec::new();
+        let mut stopping = false;
+        while !stopping {
+            let first = self.next_op(retry.is_empty());
+            let started = Instant::now();
+            let mut pending = Pending::default();
+            self.slept = Duration::ZERO;
+            let result = self.transaction(first, &mut retry, &mut pending, &mut stopping);
+            // Busy time: the sleeps between takes are not the commit's cost.
+            let took = started.elapsed().saturating_sub(self.slept);
+            let stats = &self.shared.stats;
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .last_commit_micros
+                .store(took.as_micros() as u64, Ordering::Relaxed);
+            stats.commit_seconds.observe_duration(took);
+            let n = pending.events.len() as u64;
+            stats.last_batch_events.store(n, Ordering::Relaxed);
+            if n > 0 {
+                stats.batch_events.observe(n as f64);
             }
-        }
-        // Everything already queued joins this group: under load, requests
-        // that arrived during the previous commit share the next one. No
-        // deliberate wait: in a measured trade-off, a 1 ms window cut commits
-        // eightfold but lowered throughput, since every request waited it out.
-        // On stop, keep taking until the queue is empty.
-        while n_events < MAX_BATCH || stopping {
-            match rx.try_recv() {
-                Ok(Op::Stop) => stopping = true,
-                Ok(op) => {
-                    n_events += op_len(&op);
-                    batch.push(op);
-                }
-                Err(_) => break,
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        stats.queue_depth.fetch_sub(batch.len(), Ordering::Relaxed);
-        let started = Instant::now();
-        let result = commit(&mut conn, &mut ids, &mut batch);
-        let through = ids.last();
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        let took = started.elapsed();
-        stats
-            .last_commit_micros
-            .store(took.as_micros() as u64, Ordering::Relaxed);
-        stats.commit_seconds.observe_duration(took);
-        // Jobs count towards the batch limit but are not events.
-        let events_in_batch: u64 = batch.iter().map(events_of).sum();
-        if events_in_batch > 0 {
-            stats.batch_events.observe(events_in_batch as f64);
-        }
-        stats
-            .last_batch_events
-            .store(events_in_batch, Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                stats
-                    .events_written
-                    .fetch_add(events_in_batch, Ordering::Relaxed);
-                // Handed on before the answer, so a caller that has its answer
-                // can count on the events being on their way to the rollups.
-                for op in batch.drain(..) {
-                    let (events, ack) = split(op);
-                    feed.push(events, through);
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Ok(()));
+            self.last_commit = Some(Instant::now());
+            match result {
+                Ok(()) => self.committed(pending),
+                Err(e) => {
+                    tracing::error!(error = %e, events = n, "commit failed; retrying");
+                    let error = WriteError::Failed(e.to_string());
+                    for (ack, _) in pending.acks {
+                        let _ = ack.send(Err(error.clone()));
                     }
-                }
-            }
-            Err(e) => {
-                // One bad submission must not fail its neighbours: retry each alone.
-                tracing::warn!(error = %e, ops = batch.len(), "group commit failed; retrying one by one");
-                for op in batch.drain(..) {
-                    let n = events_of(&op);
-                    let mut single = vec![op];
-                    let r = commit(&mut conn, &mut ids, &mut single);
-                    let (events, ack) = split(single.pop().expect("one op"));
-                    if r.is_ok() {
-                        stats.events_written.fetch_add(n, Ordering::Relaxed);
-                        feed.push(events, ids.last());
-                    } else if let Err(e) = &r {
-                        tracing::error!(error = %e, "write failed");
+                    // Acknowledged through the journal: they must land.
+                    if self.journal.is_some() {
+                        retry = pending.events;
                     }
-                    if let Some(ack) = ack {
-                        let _ = ack.send(r.map_err(|e| WriteError::Failed(e.to_string())));
+                    if !stopping {
+                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             }
         }
+        if let Some(journal) = self.journal {
+            if retry.is_empty() {
+                journal.close();
+            } else {
+                tracing::error!(
+                    events = retry.len(),
+                    "stopped with events only in the journal; they are added at the next start"
+                );
+            }
+        }
+        tracing::info!("writer drained and stopped");
     }
-    tracing::info!("writer drained and stopped");
-}
 
-fn op_len(op: &Op) -> usize {
-    match op {
-        Op::Events(ev, _) => ev.len(),
-        Op::Job(..) | Op::Stop => 1,
+    /// The next op, sleeping until one comes; `None` at once when
+    /// `may_sleep` is false and nothing is queued (a failed commit's events
+    /// are waiting to be retried).
+    fn next_op(&mut self, may_sleep: bool) -> Option<Op> {
+        loop {
+            if let Ok(op) = self.rx.try_recv() {
+                return Some(op);
+            }
+            if !may_sleep {
+                return None;
+            }
+            self.shared.idle.store(true, Ordering::SeqCst);
+            let op = self.rx.try_recv();
+            if op.is_err() {
+                std::thread::park();
+            }
+            self.shared.idle.store(false, Ordering::SeqCst);
+            if let Ok(op) = op {
+                return Some(op);
+            }
+        }
     }
-}
 
-fn events_of(op: &Op) -> u64 {
-    match op {
-        Op::Events(ev, _) => ev.len() as u64,
-        Op::Job(..) | Op::Stop => 0,
+    /// One transaction: `first`, the retried events, and what is queued
+    /// once it is due. Events nobody waits for wait until [`COMMIT_GAP`] has
+    /// passed since the last commit; the sleep is outside the transaction,
+    /// so the write lock is held only while working (other processes, such
+    /// as `tally site add`, write between commits).
+    fn transaction(
+        &mut self,
+        first: Option<Op>,
+        retry: &mut Vec<NewEvent>,
+        pending: &mut Pending,
+        stopping: &mut bool,
+    ) -> Result<(), StoreError> {
+        let waited_for = !matches!(first, None | Some(Op::Journaled(_, None)));
+        let since = self.last_commit.map(|t| t.elapsed()).unwrap_or(COMMIT_GAP);
+        let backlog = self.shared.stats.queue_depth.load(Ordering::Relaxed) >= MAX_BATCH;
+        if !waited_for && !backlog && since < COMMIT_GAP {
+            // Submissions that someone waits for cut this short (`wake`).
+            let before = Instant::now();
+            std::thread::park_timeout(COMMIT_GAP - since);
+            self.slept += before.elapsed();
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for ev in retry.drain(..) {
+            insert_event_row(&tx, &ev, true)?;
+            pending.events.push(ev);
+        }
+        let mut op = first;
+        let mut taken = 0;
+        while let Some(o) = op.take() {
+            taken += 1;
+            Self::apply(self.shared, &mut self.ids, &tx, o, pending, stopping)?;
+            // On stop, everything queued before it joins this commit.
+            if taken < MAX_BATCH || *stopping {
+                op = self.rx.try_recv().ok();
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
-}
 
-type Ack = oneshot::Sender<Result<(), WriteError>>;
-
-/// An op's events (for the rollup feed) and its acknowledgement.
-fn split(op: Op) -> (Vec<NewEvent>, Option<Ack>) {
-    match op {
-        Op::Events(events, ack) => (events, Some(ack)),
-        Op::Job(_, ack) => (Vec::new(), Some(ack)),
-        Op::Stop => (Vec::new(), None),
-    }
-}
-
-/// Writes every op in one transaction. Jobs are `Fn`, not `FnOnce`: when a
-/// group fails it is rolled back and each op, jobs included, runs again alone.
-fn commit(conn: &mut Connection, ids: &mut EventIds, batch: &mut [Op]) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    for op in batch.iter_mut() {
+    /// Adds one op to the open transaction. A failing job is rolled back
+    /// alone and answered with its error; an error of the transaction
+    /// itself ends it (journaled events are kept in `pending` to retry).
+    fn apply(
+        shared: &Shared,
+        ids: &mut EventIds,
+        tx: &Transaction,
+        op: Op,
+        pending: &mut Pending,
+        stopping: &mut bool,
+    ) -> Result<(), StoreError> {
+        shared.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
         match op {
-            Op::Events(events, _) => {
-                for ev in events.iter_mut() {
-                    insert_event(&tx, ids, ev)?;
+            Op::Stop => *stopping = true,
+            Op::Journaled(events, ack) => {
+                let from = pending.events.len();
+                pending.events.extend(events);
+                for ev in &pending.events[from..] {
+                    insert_event_row(tx, ev, false)?;
+                }
+                if let Some(ack) = ack {
+                    pending.acks.push((ack, Ok(())));
                 }
             }
-            Op::Job(job, _) => job(&tx)?,
-            Op::Stop => {}
+            Op::Events(mut events, ack) => {
+                for ev in &mut events {
+                    ev.id = ids.take();
+                    insert_event_row(tx, ev, false)?;
+                }
+                pending.events.append(&mut events);
+                pending.acks.push((ack, Ok(())));
+            }
+            Op::Job(job, ack) => {
+                tx.execute_batch("SAVEPOINT job")?;
+                let result = job(tx);
+                if result.is_ok() {
+                    tx.execute_batch("RELEASE job")?;
+                } else {
+                    tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                }
+                let result = result.map_err(|e| WriteError::Failed(e.to_string()));
+                pending.acks.push((ack, result));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a commit: events on to the rollups, answers out, journal
+    /// segments released.
+    fn committed(&self, pending: Pending) {
+        let n = pending.events.len() as u64;
+        self.shared
+            .stats
+            .events_written
+            .fetch_add(n, Ordering::Relaxed);
+        let through = pending.events.iter().map(|e| e.id).max().unwrap_or(0);
+        if !pending.events.is_empty() {
+            // Handed on before the answers, so a caller that has its answer
+            // can count on the events being on their way to the rollups.
+            self.feed.push(pending.events, through);
+        }
+        for (ack, result) in pending.acks {
+            let _ = ack.send(result);
+        }
+        if let Some(journal) = self.journal
+            && through > 0
+        {
+            self.shared.committed.fetch_max(through, Ordering::AcqRel);
+            journal.release(through);
         }
     }
-    tx.commit()?;
-    Ok(())
 }
 
-/// Event ids: increasing within this process and seeded from the clock in
-/// microseconds, so they keep increasing across restarts. Together with the
-/// site and second they form the key.
-struct EventIds {
-    next: i64,
+macro_rules! insert_event_sql {
+    ($verb:literal) => {
+        concat!(
+            $verb,
+            " INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
+                revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive,
+                first_of_visit, first_view, id, referrer, source, utm_medium, utm_source,
+                utm_campaign, utm_term, utm_content, country, region, city, browser,
+                browser_version, os, os_version, device)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
+        )
+    };
 }
+const INSERT: &str = insert_event_sql!("INSERT");
+const INSERT_IF_NEW: &str = insert_event_sql!("INSERT OR IGNORE");
 
-impl EventIds {
-    fn new() -> EventIds {
-        EventIds { next: 0 }
-    }
-
-    fn take(&mut self) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
-        self.next = self.next.max(now) + 1;
-        self.next
-    }
-
-    /// The last id handed out.
-    fn last(&self) -> i64 {
-        self.next
-    }
-}
-
-fn insert_event(tx: &Transaction, ids: &mut EventIds, ev: &mut NewEvent) -> Result<(), StoreError> {
-    ev.id = ids.take();
-    insert_event_row(tx, ev)
-}
-
-/// Inserts `ev` with the id it carries.
-pub(super) fn insert_event_row(tx: &Transaction, ev: &NewEvent) -> Result<(), StoreError> {
+/// Inserts `ev` with the id it carries; with `if_new`, only if no event
+/// has its key yet (replaying the journal). Returns the rows added.
+pub(super) fn insert_event_row(
+    tx: &Connection,
+    ev: &NewEvent,
+    if_new: bool,
+) -> Result<usize, StoreError> {
     let none = VisitDims::default();
     let d = ev.first_of_visit.as_deref().unwrap_or(&none);
-    tx.prepare_cached(
-        "INSERT INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
-            revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive,
-            first_of_visit, first_view, id, referrer, source, utm_medium, utm_source, utm_campaign,
-            utm_term, utm_content, country, region, city, browser, browser_version, os,
-            os_version, device)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-            ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
-    )?
-    .execute(rusqlite::params_from_iter(
+    let sql = if if_new { INSERT_IF_NEW } else { INSERT };
+    let added = tx.prepare_cached(sql)?.execute(rusqlite::params_from_iter(
         [
             &ev.site_id as &dyn rusqlite::ToSql,
             &ev.visit_id,
@@ -385,5 +554,5 @@ pub(super) fn insert_event_row(tx: &Transaction, ev: &NewEvent) -> Result<(), St
         .into_iter()
         .chain(d.params()),
     ))?;
-    Ok(())
+    Ok(added)
 }

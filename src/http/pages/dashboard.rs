@@ -14,7 +14,7 @@ use super::chart::{self, Chart, Sample};
 use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, row_label};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html, realtime};
-use crate::http::{AppState, PageError, query_context};
+use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params, period::Period};
 use crate::store;
 use crate::store::sites::Site;
@@ -152,6 +152,7 @@ async fn render(
     }
     let v = ViewState::from_query(&q);
     let live_href = a.path("/live");
+    settle_writes(state).await;
     let ctx = query_context(state, site);
     let periods = period_links(&v, &link, ctx.today);
     let home = link(&ViewState::from_query(&HashMap::new()));

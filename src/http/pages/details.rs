@@ -11,7 +11,7 @@ use super::access::admit;
 use super::panels::{Chosen, resolve, row_label};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
-use crate::http::{AppState, PageError, query_context};
+use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, QueryError};
 use crate::store::Db;
 use crate::store::sites::Site;
@@ -99,6 +99,7 @@ pub async fn details(
             .ok_or_else(|| PageError::BadRequest("page: expected a positive number".into()))?,
     };
 
+    settle_writes(&state).await;
     let ctx = query_context(&state, &a.site);
     if csv {
         let (store, site, v) = (state.store.clone(), a.site.clone(), v.clone());

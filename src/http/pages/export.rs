@@ -12,7 +12,7 @@ use super::blocking;
 use super::details::{csv_cell, push_csv_line, tab_csv};
 use super::panels::{PANELS, resolve};
 use super::view::ViewState;
-use crate::http::{AppState, PageError, query_context};
+use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query;
 
 /// The metrics of `visitors.csv`, in its column order.
@@ -39,6 +39,7 @@ pub async fn export(
             "choose a period to export; realtime has no history".into(),
         ));
     }
+    settle_writes(&state).await;
     let ctx = query_context(&state, &a.site);
     let (store, site) = (state.store.clone(), a.site.clone());
     let name = format!("{}-{}.zip", a.site.domain, v.period);

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::session::{self, SignedIn};
 use super::{Nav, blocking, html, redirect};
-use crate::http::{AppState, PageError, query_context};
+use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params};
 use crate::store::{self, sites, users};
 
@@ -51,6 +51,7 @@ async fn render(
         })
         .await?
     };
+    settle_writes(state).await;
     let contexts: Vec<_> = mine.iter().map(|s| query_context(state, s)).collect();
     let cards = blocking(move || {
         let conn = store.reader()?;
