@@ -43,7 +43,9 @@ pub const JOURNAL_DIR: &str = "journal";
 /// The size of a segment file (sparse until written). A new segment starts
 /// when an append does not fit; the writer deletes full segments whose
 /// events are all committed.
-const SEGMENT_BYTES: usize = 8 << 20;
+/// Small, since the pages written to the open segment count in the
+/// server's memory until it is full (a few thousand events).
+const SEGMENT_BYTES: usize = 1 << 20;
 
 /// The journal of a running server. Only the process holding the data
 /// directory's lock may open it.
@@ -346,11 +348,11 @@ mod tests {
         let mut conn = store.write_connection().unwrap();
         let dir = data.path().join(JOURNAL_DIR);
         let (journal, _) = EventJournal::open(&dir, &mut conn).unwrap();
-        let big = "x".repeat(1 << 20);
+        let big = "x".repeat(SEGMENT_BYTES / 8);
         for _ in 0..9 {
             journal.append(vec![event(&big)], |_| Ok(())).unwrap();
         }
-        // Nine 1 MiB events do not fit in one 8 MiB segment.
+        // Nine events of an eighth of a segment do not fit in one.
         assert_eq!(segment_paths(&dir).unwrap().len(), 2);
         journal.release(journal.appended_through() - 1);
         assert_eq!(

@@ -534,9 +534,14 @@ pub async fn flush_events(
     for e in &events {
         deltas.add_event(zone_of(zones, e.site_id), &EventFacts::from(e));
     }
-    let rows = deltas.into_rows();
-    let chunks: Vec<Arc<[(Slot, String, Delta)]>> =
-        rows.chunks(ROWS_PER_COMMIT).map(Arc::from).collect();
+    // Moved into the chunks, not copied: the visitor lists are most of a
+    // second's memory.
+    let mut rows = deltas.into_rows();
+    let mut chunks: Vec<Arc<[(Slot, String, Delta)]>> = Vec::new();
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().saturating_sub(ROWS_PER_COMMIT));
+        chunks.push(Arc::from(rest));
+    }
     let last = chunks.len().saturating_sub(1);
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mark = (record_through && i == last).then_some(through);
