@@ -69,6 +69,12 @@ impl Seen {
                 if more.contains(&key) {
                     false
                 } else {
+                    // Grown by half, not doubled: long visits all grow at
+                    // about the same pace, so doubling would jump the
+                    // memory of all of them at once.
+                    if more.len() == more.capacity() {
+                        more.reserve_exact((more.len() / 2).max(4));
+                    }
                     more.push(key);
                     true
                 }

@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollups::FedEvent;
+use super::rollups::{FedBatch, FedEvent};
 use super::sites::GoalKind;
 use super::stats::{
     BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, count_leading,
@@ -672,7 +672,7 @@ impl RecentTraffic {
     }
 
     /// Applies visit snapshots, then the committed events of the same batch.
-    pub fn apply(&self, visits: &[VisitRecord], events: &[FedEvent]) {
+    pub fn apply(&self, visits: &[VisitRecord], events: &FedBatch) {
         if visits.is_empty() && events.is_empty() {
             return;
         }

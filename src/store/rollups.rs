@@ -72,7 +72,7 @@ pub struct RollupFeed {
 
 #[derive(Default)]
 struct FeedState {
-    events: Vec<FedEvent>,
+    events: FedBatch,
     /// The largest event id handed over so far.
     through: i64,
 }
@@ -81,16 +81,16 @@ impl RollupFeed {
     /// Called by the writer after each commit, in commit order.
     pub(super) fn push(&self, events: Vec<NewEvent>, through: i64) {
         let n = events.len() as u64;
-        let fed = events.into_iter().map(FedEvent::from);
+        let fed: Vec<FedEvent> = events.into_iter().map(FedEvent::from).collect();
         let mut s = self.state.lock().expect("rollup feed");
-        s.events.extend(fed);
+        s.events.0.push(fed);
         s.through = s.through.max(through);
         self.handed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Events handed over since the last call, and the newest id among them
     /// (0 when none arrived yet).
-    pub fn take(&self) -> (Vec<FedEvent>, i64) {
+    pub fn take(&self) -> (FedBatch, i64) {
         let mut s = self.state.lock().expect("rollup feed");
         (std::mem::take(&mut s.events), s.through)
     }
@@ -100,6 +100,26 @@ impl RollupFeed {
         self.handed
             .load(Ordering::Relaxed)
             .saturating_sub(self.folded.load(Ordering::Relaxed))
+    }
+}
+
+/// Events taken from the feed, as the writer committed them: a list per
+/// commit, so a second of traffic is never one large buffer that doubles
+/// (and is copied) as it grows.
+#[derive(Default)]
+pub struct FedBatch(Vec<Vec<FedEvent>>);
+
+impl FedBatch {
+    pub fn iter(&self) -> impl Iterator<Item = &FedEvent> {
+        self.0.iter().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Vec::is_empty)
     }
 }
 
@@ -523,7 +543,7 @@ const ROWS_PER_COMMIT: usize = 4096;
 pub async fn flush_events(
     writer: &EventWriter,
     feed: &RollupFeed,
-    (events, through): (Vec<FedEvent>, i64),
+    (events, through): (FedBatch, i64),
     zones: &HashMap<i64, Tz>,
     record_through: bool,
 ) -> Result<usize, WriteError> {
@@ -531,7 +551,7 @@ pub async fn flush_events(
         return Ok(0);
     }
     let mut deltas = Deltas::default();
-    for e in &events {
+    for e in events.iter() {
         deltas.add_event(zone_of(zones, e.site_id), &EventFacts::from(e));
     }
     // Moved into the chunks, not copied: the visitor lists are most of a
