@@ -199,6 +199,14 @@ pub fn run(settings: &Settings, now: i64) -> Result<Report, StoreError> {
     ));
     s.push(line(
         Mark::Note,
+        format!(
+            "event journal: {} (the database's event fields, for the milliseconds until \
+             they are committed; emptied at every clean stop)",
+            abs(&raw.storage.data_dir.join(crate::store::JOURNAL_DIR))
+        ),
+    ));
+    s.push(line(
+        Mark::Note,
         match &settings.backup_dir {
             Some(dir) => format!(
                 "scheduled backups: {}, every {} h, the newest {} kept",
