@@ -61,8 +61,9 @@ pub struct AppState {
     pub embed_share_links: bool,
 }
 
-/// Waits until every event acknowledged so far is committed, so a report
-/// that follows counts it (the writer commits every few milliseconds).
+/// Waits until every event acknowledged so far is committed, so a query of
+/// the raw tables that follows sees it (the writer commits every 10 ms
+/// under load; the rollups follow about a second later).
 pub async fn settle_writes(state: &AppState) {
     if let Err(e) = state.ingestor.writer().settled().await {
         tracing::warn!(error = %e, "reading without the latest events");
