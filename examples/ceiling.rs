@@ -26,8 +26,8 @@ async fn event(body: web::Bytes) -> HttpResponse {
 }
 
 fn main() -> std::io::Result<()> {
-    // The same allocator settings as `tally` (src/main.rs): a 10 ms purge delay.
-    unsafe { libmimalloc_sys::mi_option_set(15, 10) };
+    // The same allocator settings as `tally`.
+    tally::alloc::tune();
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".to_string());

@@ -3,6 +3,7 @@
 //! Data flows one way: [`http`] → [`ingest`] → [`store`] ← [`query`] ← [`http`].
 //! See ARCHITECTURE.md for the map.
 
+pub mod alloc;
 pub mod auth;
 pub mod check;
 pub mod cli;
