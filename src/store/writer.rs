@@ -184,17 +184,18 @@ impl EventWriter {
                 // Quiet: committing at once costs nothing, and then every
                 // reader, other processes included, sees the event as soon
                 // as it is answered. Under load the writer is never idle.
-                if !self.shared.idle.load(Ordering::SeqCst) {
-                    return journal
-                        .append(events, |events| self.enqueue(Op::Journaled(events, None)));
-                }
-                let (ack, done) = oneshot::channel();
-                journal.append(events, |events| {
-                    self.enqueue(Op::Journaled(events, Some(ack)))
-                })?;
+                let (ack, done) = if self.shared.idle.load(Ordering::SeqCst) {
+                    let (ack, done) = oneshot::channel();
+                    (Some(ack), Some(done))
+                } else {
+                    (None, None)
+                };
+                journal.append(events, |events| self.enqueue(Op::Journaled(events, ack)))?;
                 // Journaled, so stored whatever the commit's outcome: a
                 // failed commit is retried from the journal.
-                let _ = done.await;
+                if let Some(done) = done {
+                    let _ = done.await;
+                }
                 Ok(())
             }
             None => {
@@ -372,20 +373,20 @@ impl Writer<'_> {
     /// are waiting to be retried).
     fn next_op(&mut self, may_sleep: bool) -> Option<Op> {
         loop {
-            if let Ok(op) = self.rx.try_recv() {
+            if let Some(op) = take(&self.rx, self.shared) {
                 return Some(op);
             }
             if !may_sleep {
                 return None;
             }
             self.shared.idle.store(true, Ordering::SeqCst);
-            let op = self.rx.try_recv();
-            if op.is_err() {
+            let op = take(&self.rx, self.shared);
+            if op.is_none() {
                 std::thread::park();
             }
             self.shared.idle.store(false, Ordering::SeqCst);
-            if let Ok(op) = op {
-                return Some(op);
+            if op.is_some() {
+                return op;
             }
         }
     }
@@ -422,10 +423,10 @@ impl Writer<'_> {
         let mut taken = 0;
         while let Some(o) = op.take() {
             taken += 1;
-            Self::apply(self.shared, &mut self.ids, &tx, o, pending, stopping)?;
+            Self::apply(&mut self.ids, &tx, o, pending, stopping)?;
             // On stop, everything queued before it joins this commit.
             if taken < MAX_BATCH || *stopping {
-                op = self.rx.try_recv().ok();
+                op = take(&self.rx, self.shared);
             }
         }
         tx.commit()?;
@@ -436,14 +437,12 @@ impl Writer<'_> {
     /// alone and answered with its error; an error of the transaction
     /// itself ends it (journaled events are kept in `pending` to retry).
     fn apply(
-        shared: &Shared,
         ids: &mut EventIds,
         tx: &Transaction,
         op: Op,
         pending: &mut Pending,
         stopping: &mut bool,
     ) -> Result<(), StoreError> {
-        shared.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
         match op {
             Op::Stop => *stopping = true,
             Op::Journaled(events, ack) => {
@@ -503,6 +502,14 @@ impl Writer<'_> {
             journal.release(through);
         }
     }
+}
+
+/// The next queued op, if any. It leaves the queue's depth as it leaves the
+/// queue, even if the writer then waits out the commit gap with it.
+fn take(rx: &Receiver<Op>, shared: &Shared) -> Option<Op> {
+    let op = rx.try_recv().ok()?;
+    shared.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    Some(op)
 }
 
 macro_rules! insert_event_sql {
