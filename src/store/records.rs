@@ -89,7 +89,7 @@ pub struct VisitRecord {
 
 /// One tracked event. Visit rows are written apart, in batches (see
 /// [`super::visits`]); the first event of a visit carries its attributes.
-/// Serialized as one line of the event journal.
+/// Serialized as one record of the event journal.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewEvent {
     /// Set by the writer when it inserts the event (0 before).
