@@ -236,11 +236,12 @@ impl Ingestor {
         live.restore(&open, now);
         sessions.restore(open);
         tracing::info!(open_visits = sessions.len(), "restored open visits");
+        let feed = Arc::new(RollupFeed::default());
+        feed.set_zones(rollups::zones(&conn)?);
         let recent = recent_days
             .filter(|d| *d > 0)
-            .map(|days| RecentTraffic::new(store.clone(), i64::from(days)));
+            .map(|days| RecentTraffic::new(store.clone(), i64::from(days), feed.clone()));
         let external_writes = AtomicI64::new(store::recent::external_writes(&conn)?);
-        let feed = Arc::new(RollupFeed::default());
         let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone(), journal);
         let ingestor = Ingestor {
             writer,
@@ -276,7 +277,7 @@ impl Ingestor {
         // Events first: a visit is marked changed before its event is
         // committed, so every visit of these events is in this batch of
         // snapshots or an earlier one.
-        let events = self.feed.take();
+        let fed = self.feed.take();
         let dirty = self.sessions.take_dirty();
         if let Err(e) = store::visits::write_snapshots(&self.writer, &dirty).await {
             tracing::error!(error = %e, visits = dirty.len(), "writing visit snapshots failed");
@@ -284,23 +285,16 @@ impl Ingestor {
         // After the snapshots are written: a site that starts loading now
         // either reads them from the database or gets them here.
         if let Some(recent) = &self.recent {
-            recent.apply(&dirty, &events.0);
+            recent.apply(&dirty, &fed.events);
         }
-        let zones = match self.zones() {
-            Ok(z) => z,
-            Err(e) => {
-                tracing::error!(error = %e, "reading site timezones failed");
-                return;
-            }
-        };
-        if let Err(e) = rollups::flush_events(
-            &self.writer,
-            &self.feed,
-            events,
-            &zones,
-            self.recover_visits,
-        )
-        .await
+        // Timezones are read each pass, so a changed one applies within a
+        // second.
+        match self.zones() {
+            Ok(zones) => self.feed.set_zones(zones),
+            Err(e) => tracing::error!(error = %e, "reading site timezones failed"),
+        }
+        if let Err(e) =
+            rollups::flush_events(&self.writer, &self.feed, fed, self.recover_visits).await
         {
             tracing::error!(error = %e, "adding events to the rollups failed");
         }

@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollups::{FedBatch, FedEvent};
+use super::rollups::{FedBatch, FedEvent, RollupFeed};
 use super::sites::GoalKind;
 use super::stats::{
     BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, count_leading,
@@ -549,17 +549,20 @@ enum SiteState {
 pub struct RecentTraffic {
     days: i64,
     store: Store,
+    /// Hands over the committed events of the sites held or loading.
+    feed: Arc<RollupFeed>,
     sites: RwLock<HashMap<i64, SiteState>>,
     loads: AtomicU64,
 }
 
 impl RecentTraffic {
     /// Holds up to `days` days of traffic of sites whose filtered reports
-    /// are used, read from `store`.
-    pub fn new(store: Store, days: i64) -> Arc<RecentTraffic> {
+    /// are used, read from `store` and kept current from `feed`.
+    pub fn new(store: Store, days: i64, feed: Arc<RollupFeed>) -> Arc<RecentTraffic> {
         Arc::new(RecentTraffic {
             days,
             store,
+            feed,
             sites: RwLock::new(HashMap::new()),
             loads: AtomicU64::new(0),
         })
@@ -608,6 +611,9 @@ impl RecentTraffic {
                 },
             );
         }
+        // Before the load reads: an event committed after this is handed
+        // over whole, one committed before is in what the load reads.
+        self.feed.keep_events_of(site_id, true);
         let this = self.clone();
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
@@ -649,6 +655,7 @@ impl RecentTraffic {
                 }
                 Err(e) => {
                     sites.remove(&site_id);
+                    this.feed.keep_events_of(site_id, false);
                     tracing::error!(site_id, error = %e, "loading recent traffic failed");
                 }
             }
@@ -705,9 +712,15 @@ impl RecentTraffic {
     pub fn trim(&self, now: i64) {
         let since = self.since(now);
         let mut sites = self.sites.write().expect("recent traffic");
-        sites.retain(|_, state| match state {
-            SiteState::Loaded(t) => now - t.used.load(Ordering::Relaxed) < IDLE_SECS,
-            SiteState::Loading { .. } => true,
+        sites.retain(|site_id, state| {
+            let keep = match state {
+                SiteState::Loaded(t) => now - t.used.load(Ordering::Relaxed) < IDLE_SECS,
+                SiteState::Loading { .. } => true,
+            };
+            if !keep {
+                self.feed.keep_events_of(*site_id, false);
+            }
+            keep
         });
         for state in sites.values_mut() {
             if let SiteState::Loaded(t) = state {

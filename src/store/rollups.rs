@@ -15,7 +15,7 @@
 //! visits, and nothing is counted twice. [`rebuild`] recomputes a site's
 //! rollups from the raw tables.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -61,7 +61,11 @@ pub fn prop_value(key: &str, value: &str) -> String {
     format!("{key}{PROP_SEP}{value}")
 }
 
-/// Committed events waiting to be folded into the rollups.
+/// Committed events on their way to the rollups. The writer folds each
+/// commit's events into rollup changes as it hands them over, so a second of
+/// traffic waits in memory as a few thousand rows, not as every event; the
+/// sites whose recent traffic is held in memory also get their events
+/// whole.
 #[derive(Default)]
 pub struct RollupFeed {
     state: Mutex<FeedState>,
@@ -72,27 +76,78 @@ pub struct RollupFeed {
 
 #[derive(Default)]
 struct FeedState {
-    events: FedBatch,
-    /// The largest event id handed over so far.
+    fed: FedEvents,
+    /// Sites whose events are also kept whole (see [`FedEvents::events`]).
+    keep: HashSet<i64>,
+    /// Site timezones, refreshed by [`RollupFeed::set_zones`]; a site
+    /// missing here is looked up when its first event arrives.
+    zones: HashMap<i64, Tz>,
+}
+
+/// The events handed over since the last [`RollupFeed::take`].
+#[derive(Default)]
+pub struct FedEvents {
+    deltas: Deltas,
+    count: usize,
+    /// The largest event id among them (0 when none arrived yet).
     through: i64,
+    /// The events of the kept sites, whole.
+    pub events: FedBatch,
 }
 
 impl RollupFeed {
-    /// Called by the writer after each commit, in commit order.
-    pub(super) fn push(&self, events: Vec<NewEvent>, through: i64) {
-        let n = events.len() as u64;
-        let fed: Vec<FedEvent> = events.into_iter().map(FedEvent::from).collect();
+    /// Called by the writer after each commit, in commit order; `conn`
+    /// answers the timezone of a site not seen yet.
+    pub(super) fn push(&self, conn: &Connection, events: Vec<NewEvent>, through: i64) {
+        let n = events.len();
         let mut s = self.state.lock().expect("rollup feed");
-        s.events.0.push(fed);
-        s.through = s.through.max(through);
-        self.handed.fetch_add(n, Ordering::Relaxed);
+        let s = &mut *s;
+        let mut kept = Vec::new();
+        for e in events {
+            let tz = match s.zones.get(&e.site_id) {
+                Some(tz) => *tz,
+                None => {
+                    let tz = zone_of_site(conn, e.site_id);
+                    s.zones.insert(e.site_id, tz);
+                    tz
+                }
+            };
+            s.fed.deltas.add_event(tz, &EventFacts::from(&e));
+            if s.keep.contains(&e.site_id) {
+                kept.push(FedEvent::from(e));
+            }
+        }
+        if !kept.is_empty() {
+            s.fed.events.0.push(kept);
+        }
+        s.fed.count += n;
+        s.fed.through = s.fed.through.max(through);
+        self.handed.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Events handed over since the last call, and the newest id among them
-    /// (0 when none arrived yet).
-    pub fn take(&self) -> (FedBatch, i64) {
+    /// Events handed over since the last call.
+    pub fn take(&self) -> FedEvents {
         let mut s = self.state.lock().expect("rollup feed");
-        (std::mem::take(&mut s.events), s.through)
+        let through = s.fed.through;
+        let fed = std::mem::take(&mut s.fed);
+        // The mark stays where it was when nothing new arrives.
+        s.fed.through = through;
+        fed
+    }
+
+    /// Replaces the site timezones (a site's timezone can change).
+    pub fn set_zones(&self, zones: HashMap<i64, Tz>) {
+        self.state.lock().expect("rollup feed").zones = zones;
+    }
+
+    /// Keeps the events of `site_id` whole from now on, or stops.
+    pub fn keep_events_of(&self, site_id: i64, keep: bool) {
+        let mut s = self.state.lock().expect("rollup feed");
+        if keep {
+            s.keep.insert(site_id);
+        } else {
+            s.keep.remove(&site_id);
+        }
     }
 
     /// Committed events whose rollup changes are not committed yet.
@@ -101,6 +156,18 @@ impl RollupFeed {
             .load(Ordering::Relaxed)
             .saturating_sub(self.folded.load(Ordering::Relaxed))
     }
+}
+
+/// A site's timezone, UTC for a site that is gone.
+fn zone_of_site(conn: &Connection, site_id: i64) -> Tz {
+    conn.prepare_cached("SELECT timezone FROM sites WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([site_id], |r| r.get::<_, String>(0))
+                .optional()
+        })
+        .ok()
+        .flatten()
+        .map_or(Tz::UTC, |name| calendar::zone(&name))
 }
 
 /// Events taken from the feed, as the writer committed them: a list per
@@ -165,6 +232,20 @@ struct EventFacts<'a> {
     path: &'a str,
     props: Option<&'a str>,
     first_view: bool,
+}
+
+impl<'a> From<&'a NewEvent> for EventFacts<'a> {
+    fn from(e: &'a NewEvent) -> Self {
+        EventFacts {
+            site_id: e.site_id,
+            ts: e.ts,
+            visitor_id: e.visitor_id,
+            name: &e.name,
+            path: &e.path,
+            props: e.props.as_deref(),
+            first_view: e.first_view,
+        }
+    }
 }
 
 impl<'a> From<&'a FedEvent> for EventFacts<'a> {
@@ -541,22 +622,23 @@ fn zone_of(zones: &HashMap<i64, Tz>, site_id: i64) -> Tz {
 /// for the writer), but bounded so a burst of new values is split.
 const ROWS_PER_COMMIT: usize = 4096;
 
-/// Folds `events`, taken from `feed` with the newest id `through`, into the
-/// rollups. `record_through` keeps the crash-recovery mark; only the server
-/// keeps it. Returns the events folded in.
+/// Commits the rollup changes of `fed`, taken from `feed`. `record_through`
+/// keeps the crash-recovery mark; only the server keeps it. Returns the
+/// events folded in.
 pub async fn flush_events(
     writer: &EventWriter,
     feed: &RollupFeed,
-    (events, through): (FedBatch, i64),
-    zones: &HashMap<i64, Tz>,
+    fed: FedEvents,
     record_through: bool,
 ) -> Result<usize, WriteError> {
-    if events.is_empty() {
+    let FedEvents {
+        deltas,
+        count,
+        through,
+        ..
+    } = fed;
+    if count == 0 {
         return Ok(0);
-    }
-    let mut deltas = Deltas::default();
-    for e in events.iter() {
-        deltas.add_event(zone_of(zones, e.site_id), &EventFacts::from(e));
     }
     // Moved into the chunks, not copied: the visitor lists are most of a
     // second's memory.
@@ -579,9 +661,8 @@ pub async fn flush_events(
             })
             .await?;
     }
-    feed.folded
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
-    Ok(events.len())
+    feed.folded.fetch_add(count as u64, Ordering::Relaxed);
+    Ok(count)
 }
 
 /// Adds to the rollups every visit whose last event is older than

@@ -490,7 +490,7 @@ impl Writer<'_> {
         if !pending.events.is_empty() {
             // Handed on before the answers, so a caller that has its answer
             // can count on the events being on their way to the rollups.
-            self.feed.push(pending.events, through);
+            self.feed.push(&self.conn, pending.events, through);
         }
         for (ack, result) in pending.acks {
             let _ = ack.send(result);
