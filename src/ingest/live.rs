@@ -28,7 +28,9 @@ struct Seen {
 }
 
 struct SiteLive {
-    stripes: Vec<Mutex<HashMap<i64, Seen>>>,
+    /// Keyed-hash visitor ids: hashbrown's cheaper hasher is safe here (see
+    /// `SessionTracker`).
+    stripes: Vec<Mutex<hashbrown::HashMap<i64, Seen>>>,
     /// (minute since the epoch, pageviews), indexed by minute modulo MINUTES.
     minutes: Mutex<[(i64, u32); MINUTES]>,
 }
@@ -44,7 +46,7 @@ impl SiteLive {
 
 #[derive(Default)]
 pub struct LiveCounters {
-    sites: RwLock<HashMap<i64, Arc<SiteLive>>>,
+    sites: RwLock<hashbrown::HashMap<i64, Arc<SiteLive>>>,
 }
 
 /// One site's live numbers at one instant.

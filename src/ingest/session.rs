@@ -7,7 +7,6 @@
 //! Each event yields a full snapshot of its visit with a higher `seq`; the
 //! store keeps the newest snapshot whatever order the writes land in.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -109,7 +108,10 @@ pub struct Tracked {
 }
 
 pub struct SessionTracker {
-    shards: Vec<Mutex<HashMap<Key, Open>>>,
+    /// hashbrown's maps: their hasher is several times cheaper than std's
+    /// SipHash, and the keys are site ids and keyed-hash visitor ids, which
+    /// no client can aim at one bucket.
+    shards: Vec<Mutex<hashbrown::HashMap<Key, Open>>>,
     next_id: AtomicI64,
     /// Ended visits replaced by a new one before their last snapshot was taken.
     retired: Mutex<Vec<VisitRecord>>,
@@ -131,7 +133,7 @@ impl SessionTracker {
         }
     }
 
-    fn shard(&self, key: Key) -> &Mutex<HashMap<Key, Open>> {
+    fn shard(&self, key: Key) -> &Mutex<hashbrown::HashMap<Key, Open>> {
         let mix = (key.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ key.1 as u64;
         &self.shards[(mix % SHARDS as u64) as usize]
     }
