@@ -281,19 +281,49 @@ struct Buckets {
 }
 
 impl Buckets {
-    /// (grain, bucket) for the day and longer grains.
-    fn longer(self) -> impl Iterator<Item = (i64, i64)> {
-        DAY_AND_LONGER.into_iter().zip(self.longer)
+    /// The day and longer grains.
+    fn longer(self) -> Span {
+        Span {
+            hour: None,
+            longer: self.longer,
+        }
     }
 
-    /// (grain, bucket) for every grain.
-    fn all(self) -> impl Iterator<Item = (i64, i64)> {
-        std::iter::once((GRAIN_HOUR, self.hour)).chain(self.longer())
+    /// Every grain.
+    fn all(self) -> Span {
+        Span {
+            hour: Some(self.hour),
+            longer: self.longer,
+        }
     }
 }
 
-/// (site, grain, dim, bucket) — the part of a row's key shared by many values.
+/// The buckets one change lands in: its day, week and month, and its hour
+/// for the rows that have hours.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Span {
+    hour: Option<i64>,
+    longer: [i64; 3],
+}
+
+impl Span {
+    /// (grain, bucket) of each.
+    fn grains(self) -> impl Iterator<Item = (i64, i64)> {
+        self.hour
+            .map(|h| (GRAIN_HOUR, h))
+            .into_iter()
+            .chain(DAY_AND_LONGER.into_iter().zip(self.longer))
+    }
+}
+
+/// (site, grain, dim, bucket): a row's key without its value.
 type Slot = (i64, i64, i64, i64);
+
+/// (site, dim, span): the rows of every grain that one change lands in,
+/// without their value. Changes are gathered per group rather than per row,
+/// since every grain of a group gets the same change: a third of the
+/// lookups, and one visitor list for all the grains.
+type Group = (i64, i64, Span);
 
 /// Changes to rollup rows, gathered in memory and then applied at once.
 #[derive(Default)]
@@ -302,15 +332,15 @@ pub struct Deltas {
     /// allocates its key only when new (std's map needs two lookups or an
     /// allocation per call), and its hasher is several times cheaper than
     /// std's SipHash; this runs for every event several times.
-    rows: hashbrown::HashMap<Slot, hashbrown::HashMap<String, Delta>>,
+    rows: hashbrown::HashMap<Group, hashbrown::HashMap<String, Delta>>,
     /// (site, minute) → starts of its hour, day, week and month.
     buckets: hashbrown::HashMap<(i64, i64), Buckets>,
 }
 
 impl Deltas {
-    fn delta(&mut self, slot: Slot, value: &str) -> &mut Delta {
+    fn delta(&mut self, group: Group, value: &str) -> &mut Delta {
         self.rows
-            .entry(slot)
+            .entry(group)
             .or_default()
             .entry_ref(value)
             .or_default()
@@ -343,9 +373,7 @@ impl Deltas {
             d.events += ev;
             d.visitors.push(e.visitor_id);
         };
-        for (grain, bucket) in b.all() {
-            count(self.delta((e.site_id, grain, DIM_TOTALS, bucket), ""));
-        }
+        count(self.delta((e.site_id, DIM_TOTALS, b.all()), ""));
         let props: Vec<(String, String)> = e
             .props
             .and_then(|p| {
@@ -357,18 +385,16 @@ impl Deltas {
                     .collect()
             })
             .unwrap_or_default();
-        for (grain, bucket) in b.longer() {
-            let (dim, value) = if is_pageview {
-                (DIM_PAGE, e.path)
-            } else {
-                (DIM_NAME, e.name)
-            };
-            let d = self.delta((e.site_id, grain, dim, bucket), value);
-            count(d);
-            d.visits += i64::from(e.first_view);
-            for (_, value) in &props {
-                count(self.delta((e.site_id, grain, DIM_PROP, bucket), value));
-            }
+        let (dim, value) = if is_pageview {
+            (DIM_PAGE, e.path)
+        } else {
+            (DIM_NAME, e.name)
+        };
+        let d = self.delta((e.site_id, dim, b.longer()), value);
+        count(d);
+        d.visits += i64::from(e.first_view);
+        for (_, value) in &props {
+            count(self.delta((e.site_id, DIM_PROP, b.longer()), value));
         }
     }
 
@@ -376,23 +402,19 @@ impl Deltas {
     fn add_visit(&mut self, tz: Tz, v: &VisitRecord) {
         let b = self.buckets_of(tz, v.site_id, v.started_at);
         let (bounce, duration) = (i64::from(v.is_bounce), v.last_seen_at - v.started_at);
-        for (grain, bucket) in b.all() {
-            let d = self.delta((v.site_id, grain, DIM_TOTALS, bucket), "");
+        let d = self.delta((v.site_id, DIM_TOTALS, b.all()), "");
+        d.visits += 1;
+        d.bounces += bounce;
+        d.duration += duration;
+        for column in VISIT_COLUMNS {
+            let value = visit_value(v, column).unwrap_or("");
+            let d = self.delta((v.site_id, visit_dim(column), b.longer()), value);
             d.visits += 1;
+            d.pageviews += v.pageviews;
+            d.events += v.events;
             d.bounces += bounce;
             d.duration += duration;
-        }
-        for (grain, bucket) in b.longer() {
-            for column in VISIT_COLUMNS {
-                let value = visit_value(v, column).unwrap_or("");
-                let d = self.delta((v.site_id, grain, visit_dim(column), bucket), value);
-                d.visits += 1;
-                d.pageviews += v.pageviews;
-                d.events += v.events;
-                d.bounces += bounce;
-                d.duration += duration;
-                d.visitors.push(v.visitor_id);
-            }
+            d.visitors.push(v.visitor_id);
         }
     }
 
@@ -400,11 +422,11 @@ impl Deltas {
         self.rows.is_empty()
     }
 
-    /// The changes as a flat list of rows, to apply in chunks.
-    fn into_rows(self) -> Vec<(Slot, String, Delta)> {
+    /// The changes as a flat list, to apply in chunks.
+    fn into_rows(self) -> Vec<(Group, String, Delta)> {
         self.rows
             .into_iter()
-            .flat_map(|(slot, values)| values.into_iter().map(move |(v, d)| (slot, v, d)))
+            .flat_map(|(group, values)| values.into_iter().map(move |(v, d)| (group, v, d)))
             .collect()
     }
 }
@@ -503,9 +525,11 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
     Ok(())
 }
 
-fn apply_all(conn: &Connection, rows: &[(Slot, String, Delta)]) -> Result<(), StoreError> {
-    for (slot, value, d) in rows {
-        apply_row(conn, *slot, value, d)?;
+fn apply_all(conn: &Connection, rows: &[(Group, String, Delta)]) -> Result<(), StoreError> {
+    for ((site_id, dim, span), value, d) in rows {
+        for (grain, bucket) in span.grains() {
+            apply_row(conn, (*site_id, grain, *dim, bucket), value, d)?;
+        }
     }
     Ok(())
 }
@@ -569,15 +593,13 @@ pub fn fold_imported(
         } else {
             Vec::new()
         };
-        for (grain, bucket) in b.longer() {
-            let d = deltas.delta((site_id, grain, r.dim, bucket), &r.value);
-            d.visits += r.visits;
-            d.pageviews += r.pageviews;
-            d.events += r.events;
-            d.bounces += r.bounces;
-            d.duration += r.duration;
-            d.visitors.extend_from_slice(&ids);
-        }
+        let d = deltas.delta((site_id, r.dim, b.longer()), &r.value);
+        d.visits += r.visits;
+        d.pageviews += r.pageviews;
+        d.events += r.events;
+        d.bounces += r.bounces;
+        d.duration += r.duration;
+        d.visitors.extend_from_slice(&ids);
     }
     apply_all(conn, &deltas.into_rows())
 }
@@ -618,9 +640,10 @@ fn zone_of(zones: &HashMap<i64, Tz>, site_id: i64) -> Tz {
     zones.get(&site_id).copied().unwrap_or(Tz::UTC)
 }
 
-/// Rows per writer job: large, like visit snapshots (requests do not wait
-/// for the writer), but bounded so a burst of new values is split.
-const ROWS_PER_COMMIT: usize = 4096;
+/// Groups of rows per writer job (a group is three or four rows): large,
+/// like visit snapshots (requests do not wait for the writer), but bounded
+/// so a burst of new values is split.
+const GROUPS_PER_COMMIT: usize = 1024;
 
 /// Commits the rollup changes of `fed`, taken from `feed`. `record_through`
 /// keeps the crash-recovery mark; only the server keeps it. Returns the
@@ -643,9 +666,9 @@ pub async fn flush_events(
     // Moved into the chunks, not copied: the visitor lists are most of a
     // second's memory.
     let mut rows = deltas.into_rows();
-    let mut chunks: Vec<Arc<[(Slot, String, Delta)]>> = Vec::new();
+    let mut chunks: Vec<Arc<[(Group, String, Delta)]>> = Vec::new();
     while !rows.is_empty() {
-        let rest = rows.split_off(rows.len().saturating_sub(ROWS_PER_COMMIT));
+        let rest = rows.split_off(rows.len().saturating_sub(GROUPS_PER_COMMIT));
         chunks.push(Arc::from(rest));
     }
     let last = chunks.len().saturating_sub(1);
