@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::journal::{EventIds, EventJournal};
 use super::rollups::RollupFeed;
-use super::{NewEvent, StoreError, VisitDims};
+use super::{NewEvent, StoreError};
 use crate::metrics::{Histogram, SIZE_BOUNDS};
 
 /// Ops taken from the queue before the writer looks at the clock again.
@@ -347,7 +347,7 @@ impl Writer<'_> {
                     }
                     // Acknowledged through the journal: they must land.
                     if self.journal.is_some() {
-                        retry = pending.events;
+                        retry.append(&mut pending.events);
                     }
                     if !stopping {
                         std::thread::sleep(Duration::from_millis(100));
@@ -415,10 +415,9 @@ impl Writer<'_> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for ev in retry.drain(..) {
-            insert_event_row(&tx, &ev, true)?;
-            pending.events.push(ev);
-        }
+        // Into `pending` first: if this fails too, they are retried again.
+        pending.events.append(retry);
+        insert_events(&tx, &pending.events, true)?;
         let mut op = first;
         let mut taken = 0;
         while let Some(o) = op.take() {
@@ -448,9 +447,7 @@ impl Writer<'_> {
             Op::Journaled(events, ack) => {
                 let from = pending.events.len();
                 pending.events.extend(events);
-                for ev in &pending.events[from..] {
-                    insert_event_row(tx, ev, false)?;
-                }
+                insert_events(tx, &pending.events[from..], false)?;
                 if let Some(ack) = ack {
                     pending.acks.push((ack, Ok(())));
                 }
@@ -458,8 +455,8 @@ impl Writer<'_> {
             Op::Events(mut events, ack) => {
                 for ev in &mut events {
                     ev.id = ids.take();
-                    insert_event_row(tx, ev, false)?;
                 }
+                insert_events(tx, &events, false)?;
                 pending.events.append(&mut events);
                 pending.acks.push((ack, Ok(())));
             }
@@ -525,9 +522,22 @@ macro_rules! insert_event_sql {
                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
         )
     };
+    ($verb:literal, bare) => {
+        concat!(
+            $verb,
+            " INTO events (site_id, visit_id, visitor_id, ts, name, hostname, path, props,
+                revenue_amount, revenue_currency, scroll_depth, engaged_ms, interactive,
+                first_of_visit, first_view, id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        )
+    };
 }
 const INSERT: &str = insert_event_sql!("INSERT");
 const INSERT_IF_NEW: &str = insert_event_sql!("INSERT OR IGNORE");
+/// For events that do not start a visit: the visit's attributes stay NULL,
+/// and are not bound one by one (most events are such).
+const INSERT_BARE: &str = insert_event_sql!("INSERT", bare);
+const INSERT_BARE_IF_NEW: &str = insert_event_sql!("INSERT OR IGNORE", bare);
 
 /// Inserts `ev` with the id it carries; with `if_new`, only if no event
 /// has its key yet (replaying the journal). Returns the rows added.
@@ -536,11 +546,25 @@ pub(super) fn insert_event_row(
     ev: &NewEvent,
     if_new: bool,
 ) -> Result<usize, StoreError> {
-    let none = VisitDims::default();
-    let d = ev.first_of_visit.as_deref().unwrap_or(&none);
-    let sql = if if_new { INSERT_IF_NEW } else { INSERT };
-    let added = tx.prepare_cached(sql)?.execute(rusqlite::params_from_iter(
-        [
+    insert_events(tx, std::slice::from_ref(ev), if_new)
+}
+
+/// Inserts `events` as [`insert_event_row`] does, with the statements looked
+/// up once for all of them. Returns the rows added.
+pub(super) fn insert_events(
+    tx: &Connection,
+    events: &[NewEvent],
+    if_new: bool,
+) -> Result<usize, StoreError> {
+    let (full, bare) = if if_new {
+        (INSERT_IF_NEW, INSERT_BARE_IF_NEW)
+    } else {
+        (INSERT, INSERT_BARE)
+    };
+    let (mut full, mut bare) = (tx.prepare_cached(full)?, tx.prepare_cached(bare)?);
+    let mut added = 0;
+    for ev in events {
+        let own = [
             &ev.site_id as &dyn rusqlite::ToSql,
             &ev.visit_id,
             &ev.visitor_id,
@@ -557,9 +581,13 @@ pub(super) fn insert_event_row(
             &ev.first_of_visit.is_some(),
             &ev.first_view,
             &ev.id,
-        ]
-        .into_iter()
-        .chain(d.params()),
-    ))?;
+        ];
+        added += match ev.first_of_visit.as_deref() {
+            Some(dims) => full.execute(rusqlite::params_from_iter(
+                own.into_iter().chain(dims.params()),
+            ))?,
+            None => bare.execute(rusqlite::params_from_iter(own))?,
+        };
+    }
     Ok(added)
 }
