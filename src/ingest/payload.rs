@@ -137,31 +137,6 @@ enum Body<'a> {
     Other,
 }
 
-/// A string, borrowed from the input unless it holds an escape.
-struct CowStr<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for CowStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = CowStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-                Ok(CowStr(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 impl<'de> Deserialize<'de> for Field<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -217,7 +192,11 @@ impl<'de> Deserialize<'de> for Body<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
                 let mut fields = Vec::new();
-                while let Some((CowStr(k), v)) = map.next_entry::<CowStr<'de>, Field<'de>>()? {
+                while let Some((k, v)) = map.next_entry::<Field<'de>, Field<'de>>()? {
+                    // JSON keys are strings.
+                    let Field::Str(k) = k else {
+                        return Err(de::Error::custom("a key is not a string"));
+                    };
                     fields.push((k, v));
                 }
                 Ok(Body::Object(Fields(fields)))
