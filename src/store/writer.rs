@@ -412,9 +412,28 @@ impl Writer<'_> {
             std::thread::park_timeout(COMMIT_GAP - since);
             self.slept += before.elapsed();
         }
-        let tx = self
+        let tx = match self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                // `first` was taken from the queue: a stop must still stop,
+                // and journaled events must still land (with the retry).
+                match first {
+                    Some(Op::Stop) => *stopping = true,
+                    Some(Op::Journaled(events, ack)) => {
+                        pending.events.extend(events);
+                        pending.acks.extend(ack.map(|a| (a, Ok(()))));
+                    }
+                    // Answered with the error, as every op of a failed
+                    // transaction is.
+                    Some(Op::Events(_, ack) | Op::Job(_, ack)) => pending.acks.push((ack, Ok(()))),
+                    None => {}
+                }
+                return Err(e.into());
+            }
+        };
         // Into `pending` first: if this fails too, they are retried again.
         pending.events.append(retry);
         insert_events(&tx, &pending.events, true)?;
@@ -590,4 +609,79 @@ pub(super) fn insert_events(
         };
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            id: 0,
+            site_id: 1,
+            visitor_id: 7,
+            ts: 1_700_000_000,
+            name: "pageview".into(),
+            hostname: "example.com".into(),
+            path: "/".into(),
+            props: None,
+            revenue_amount: None,
+            revenue_currency: None,
+            scroll_depth: None,
+            engaged_ms: None,
+            interactive: true,
+            visit_id: 1,
+            first_of_visit: None,
+            first_view: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn journaled_events_land_after_the_database_was_locked() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let mut conn = store.write_connection().unwrap();
+        crate::store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        conn.busy_timeout(Duration::from_millis(20)).unwrap();
+        let (journal, _) =
+            EventJournal::open(&data.path().join(super::super::JOURNAL_DIR), &mut conn).unwrap();
+        let (writer, handle) = EventWriter::start(
+            conn,
+            64,
+            Arc::new(RollupFeed::default()),
+            Some(Arc::new(journal)),
+        );
+        let count = || -> i64 {
+            store
+                .reader()
+                .unwrap()
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                .unwrap()
+        };
+
+        // Another process holds the write lock: the writer cannot even
+        // begin its transaction, then cannot commit, for a while.
+        let blocker = store.write_connection().unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        // Answered at once, or (the writer idle) with the failed commit's
+        // error: journaled either way.
+        writer.submit(vec![event()]).await.ok();
+        std::thread::sleep(Duration::from_millis(300));
+        writer.submit(vec![event()]).await.ok();
+        std::thread::sleep(Duration::from_millis(300));
+        blocker.execute_batch("COMMIT").unwrap();
+
+        // Both were journaled: the writer keeps retrying until they land.
+        let mut settled = false;
+        for _ in 0..50 {
+            if writer.settled().await.is_ok() && count() == 2 {
+                settled = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(settled, "events committed: {}", count());
+        handle.shutdown();
+    }
 }
