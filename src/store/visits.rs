@@ -65,13 +65,45 @@ pub async fn write_snapshots(
         writer
             .run(move |tx| {
                 for v in chunk.iter() {
-                    upsert(tx, v)?;
+                    write_snapshot(tx, v)?;
                 }
                 Ok(())
             })
             .await?;
     }
     Ok(())
+}
+
+/// Writes snapshot `v` as [`upsert`] does. Most snapshots are of a visit
+/// already stored (one is written every second it changes): for those, an
+/// update of the changing columns, rather than an insert of all 27 that
+/// turns into an update.
+fn write_snapshot(tx: &Connection, v: &VisitRecord) -> Result<(), StoreError> {
+    // A visit's first snapshot has seq 1; a later one may still be its first.
+    if v.seq > 1 {
+        let updated = tx
+            .prepare_cached(
+                "UPDATE visits SET seq = ?2, last_seen_at = ?3, entry_page = ?4, exit_page = ?5,
+                    pageviews = ?6, events = ?7, interactive = ?8, is_bounce = ?9
+                 WHERE id = ?1 AND seq < ?2",
+            )?
+            .execute(params![
+                v.id,
+                v.seq,
+                v.last_seen_at,
+                v.entry_page,
+                v.exit_page,
+                v.pageviews,
+                v.events,
+                v.interactive,
+                v.is_bounce
+            ])?;
+        if updated == 1 {
+            return Ok(());
+        }
+    }
+    // Not stored yet, or stored with a newer snapshot (left as it is).
+    upsert(tx, v)
 }
 
 /// Events further back than this are not read when rebuilding: visits are
@@ -166,4 +198,62 @@ pub fn rebuild_recent(conn: &rusqlite::Connection, window: i64) -> Result<usize,
     )?;
     tx.commit()?;
     Ok(inserted.max(updated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, VisitDims};
+
+    fn visit(id: i64, seq: i64, pageviews: i64) -> VisitRecord {
+        VisitRecord {
+            id,
+            site_id: 1,
+            visitor_id: 7,
+            seq,
+            started_at: 1_700_000_000,
+            last_seen_at: 1_700_000_000 + seq,
+            entry_page: Some("/".into()),
+            exit_page: Some(format!("/{seq}")),
+            pageviews,
+            events: 0,
+            interactive: 0,
+            is_bounce: pageviews <= 1,
+            dims: Arc::new(VisitDims {
+                browser: Some("Firefox".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn stored(conn: &Connection, id: i64) -> Option<(i64, i64, String, Option<String>)> {
+        conn.query_row(
+            "SELECT seq, pageviews, exit_page, browser FROM visits WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .unwrap()
+    }
+
+    #[test]
+    fn snapshots_keep_the_newest_whether_inserted_or_updated() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        crate::store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        let firefox = Some("Firefox".to_string());
+
+        write_snapshot(&conn, &visit(1, 1, 1)).unwrap();
+        assert_eq!(stored(&conn, 1), Some((1, 1, "/1".into(), firefox.clone())));
+        // Stored: updated in place, attributes kept.
+        write_snapshot(&conn, &visit(1, 3, 3)).unwrap();
+        assert_eq!(stored(&conn, 1), Some((3, 3, "/3".into(), firefox.clone())));
+        // Older than the stored one: left as it is.
+        write_snapshot(&conn, &visit(1, 2, 2)).unwrap();
+        assert_eq!(stored(&conn, 1), Some((3, 3, "/3".into(), firefox.clone())));
+        // A first snapshot taken after several events: inserted.
+        write_snapshot(&conn, &visit(2, 4, 4)).unwrap();
+        assert_eq!(stored(&conn, 2), Some((4, 4, "/4".into(), firefox)));
+    }
 }
