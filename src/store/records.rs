@@ -115,3 +115,28 @@ pub struct NewEvent {
     /// of this name in it.
     pub first_view: bool,
 }
+
+#[cfg(test)]
+impl NewEvent {
+    /// A pageview of `path` on site 1 that starts visit 1, for tests.
+    pub(crate) fn test_pageview(path: &str) -> NewEvent {
+        NewEvent {
+            id: 0,
+            site_id: 1,
+            visitor_id: 7,
+            ts: 1_700_000_000,
+            name: "pageview".into(),
+            hostname: "example.com".into(),
+            path: path.into(),
+            props: None,
+            revenue_amount: None,
+            revenue_currency: None,
+            scroll_depth: None,
+            engaged_ms: None,
+            interactive: true,
+            visit_id: 1,
+            first_of_visit: Some(Default::default()),
+            first_view: true,
+        }
+    }
+}

@@ -617,24 +617,7 @@ mod tests {
     use crate::store::Store;
 
     fn event() -> NewEvent {
-        NewEvent {
-            id: 0,
-            site_id: 1,
-            visitor_id: 7,
-            ts: 1_700_000_000,
-            name: "pageview".into(),
-            hostname: "example.com".into(),
-            path: "/".into(),
-            props: None,
-            revenue_amount: None,
-            revenue_currency: None,
-            scroll_depth: None,
-            engaged_ms: None,
-            interactive: true,
-            visit_id: 1,
-            first_of_visit: None,
-            first_view: true,
-        }
+        NewEvent::test_pageview("/")
     }
 
     #[tokio::test]
