@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -85,11 +85,15 @@ pub fn parse_body(body: &[u8]) -> Result<EventPayload, IngestError> {
         return Err(IngestError::invalid("body", "is empty"));
     }
     // serde_json refuses nesting deeper than 128 levels by itself.
-    let body: Body<'_> = serde_json::from_str(text)
-        .map_err(|e| IngestError::invalid("body", format!("is not valid JSON ({e})")))?;
-    let Body::Object(fields) = body else {
-        return Err(IngestError::invalid("body", "must be a JSON object"));
-    };
+    let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
+        // A well-formed body of the wrong type (an array, a string...) is a
+        // data error; every other error is malformed JSON.
+        if e.is_data() {
+            IngestError::invalid("body", "must be a JSON object")
+        } else {
+            IngestError::invalid("body", format!("is not valid JSON ({e})"))
+        }
+    })?;
     from_fields(&fields)
 }
 
@@ -129,12 +133,6 @@ impl Field<'_> {
             Field::Str(_) => None,
         }
     }
-}
-
-/// A whole body: an object, or anything else (refused).
-enum Body<'a> {
-    Object(Fields<'a>),
-    Other,
 }
 
 impl<'de> Deserialize<'de> for Field<'de> {
@@ -182,15 +180,16 @@ impl<'de> Deserialize<'de> for Field<'de> {
     }
 }
 
-impl<'de> Deserialize<'de> for Body<'de> {
+/// Only an object: anything else is refused by the visitor's defaults.
+impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Body<'de>;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
+                f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Vec::new();
                 while let Some((k, v)) = map.next_entry::<Field<'de>, Field<'de>>()? {
                     // JSON keys are strings.
@@ -199,32 +198,10 @@ impl<'de> Deserialize<'de> for Body<'de> {
                     };
                     fields.push((k, v));
                 }
-                Ok(Body::Object(Fields(fields)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Body::Other)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Body<'de>, E> {
-                Ok(Body::Other)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Body<'de>, E> {
-                Ok(Body::Other)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Body<'de>, E> {
-                Ok(Body::Other)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Body<'de>, E> {
-                Ok(Body::Other)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Body<'de>, E> {
-                Ok(Body::Other)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Body<'de>, E> {
-                Ok(Body::Other)
+                Ok(Fields(fields))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_map(V)
     }
 }
 
@@ -671,9 +648,14 @@ mod tests {
             err_field(r#"{"n":null,"name":"x","u":"https://example.com/"}"#),
             "name"
         );
+        let reason = |body: &str| match parse_body(body.as_bytes()).unwrap_err() {
+            IngestError::Invalid { field, reason } => format!("{field} {reason}"),
+            other => panic!("unexpected {other:?}"),
+        };
         for body in [r#"[1,{"a":2}]"#, r#""text""#, "42", "true", "null"] {
-            assert_eq!(err_field(body), "body", "{body}");
+            assert_eq!(reason(body), "body must be a JSON object", "{body}");
         }
+        assert!(reason(r#"{"n":"x""#).starts_with("body is not valid JSON"));
         // Depth is limited under any key, known or not.
         let deep = format!(
             r#"{{"n":"x","u":"https://example.com/","zz":{}1{}}}"#,

@@ -181,10 +181,6 @@ impl FedBatch {
         self.0.iter().flatten()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.iter().map(Vec::len).sum()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Vec::is_empty)
     }
