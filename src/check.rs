@@ -57,7 +57,8 @@ impl Report {
 
     fn section(&mut self, title: &'static str) -> &mut Vec<Line> {
         self.sections.push((title, Vec::new()));
-        &mut self.sections.last_mut().expect("just pushed").1
+        let last = self.sections.len() - 1;
+        &mut self.sections[last].1
     }
 }
 

@@ -356,7 +356,10 @@ fn apply_env(
     config: Config,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    let mut table = toml::Table::try_from(&config).expect("config serializes to a table");
+    let mut table = toml::Table::try_from(&config).map_err(|e| ConfigError::Env {
+        var: "TALLY_*".into(),
+        message: format!("the settings cannot take overrides: {e}"),
+    })?;
     let mut applied = Vec::new();
     for (var, value) in env {
         let Some(rest) = var.strip_prefix("TALLY_") else {
@@ -382,10 +385,10 @@ fn apply_env(
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.clone()));
-        table[&section]
-            .as_table_mut()
-            .expect("section is a table")
-            .insert(key, parsed);
+        // `target` was found among the sections that are tables.
+        if let Some(keys) = table.get_mut(&section).and_then(|s| s.as_table_mut()) {
+            keys.insert(key, parsed);
+        }
         applied.push(var);
     }
     if applied.is_empty() {

@@ -5,6 +5,7 @@
 //! layer renders them. Label sets are fixed when a metric is made, so a
 //! scrape never grows with traffic and an update is one atomic add.
 
+use crate::sync::ReadWrite;
 use std::fmt::Write as _;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -152,16 +153,10 @@ impl HistogramFamily {
     }
 
     pub fn get(&self, label: &str) -> std::sync::Arc<Histogram> {
-        if let Some((_, h)) = self
-            .members
-            .read()
-            .expect("metrics lock")
-            .iter()
-            .find(|(l, _)| l == label)
-        {
+        if let Some((_, h)) = self.members.reading().iter().find(|(l, _)| l == label) {
             return h.clone();
         }
-        let mut members = self.members.write().expect("metrics lock");
+        let mut members = self.members.writing();
         if let Some((_, h)) = members.iter().find(|(l, _)| l == label) {
             return h.clone();
         }
@@ -171,7 +166,7 @@ impl HistogramFamily {
     }
 
     fn snapshot(&self) -> Vec<(String, std::sync::Arc<Histogram>)> {
-        let mut v = self.members.read().expect("metrics lock").clone();
+        let mut v = self.members.reading().clone();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }

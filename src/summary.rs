@@ -282,7 +282,9 @@ pub fn render(w: &WeekNumbers) -> String {
         spikes: spikes(w.start, &w.daily),
     }
     .render()
-    .expect("the summary template renders")
+    // Rendering into a String fails only when a value's Display does; these
+    // are strings and numbers, whose Display never fails.
+    .unwrap_or_else(|e| format!("The summary of {} could not be written: {e}", w.domain))
 }
 
 /// Summaries written and e-mails sent since start, for metrics.

@@ -164,7 +164,7 @@ pub fn read(format: Format, path: &Path, domain: &str) -> anyhow::Result<Parsed>
             path.display()
         )));
     }
-    let mut visits = Vec::new();
+    let mut visits: Vec<ImportVisit> = Vec::new();
     let mut aggregates = Vec::new();
     for file in files {
         let text = read_text(&file)?;
@@ -549,25 +549,24 @@ fn read_goatcounter(text: &str, domain: &str) -> anyhow::Result<Vec<ImportVisit>
             dims,
         ));
     }
-    let mut visits = Vec::new();
+    let mut visits: Vec<ImportVisit> = Vec::new();
     for (session, mut rows) in sessions {
         rows.sort_by_key(|r| r.0);
-        let visitor_id = i64::from_le_bytes(
-            blake3::hash(session.as_bytes()).as_bytes()[..8]
-                .try_into()
-                .expect("8 bytes"),
-        );
+        let hash = blake3::hash(session.as_bytes());
+        let visitor_id = i64::from_le_bytes(std::array::from_fn(|i| hash.as_bytes()[i]));
         let mut last: Option<i64> = None;
         for (ts, event, dims) in rows {
-            if last.is_none_or(|last| ts - last > VISIT_TIMEOUT) {
-                visits.push(ImportVisit {
+            match visits.last_mut() {
+                Some(v) if last.is_some_and(|last| ts - last <= VISIT_TIMEOUT) => {
+                    v.events.push(event)
+                }
+                _ => visits.push(ImportVisit {
                     visitor_id,
                     dims,
-                    events: Vec::new(),
-                });
+                    events: vec![event],
+                }),
             }
             last = Some(ts);
-            visits.last_mut().expect("pushed above").events.push(event);
         }
     }
     Ok(visits)

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::store::{VisitDims, VisitRecord};
+use crate::sync::{Lock, ReadWrite};
 
 /// "Current visitors" are those seen in the last five minutes.
 pub const WINDOW_SECS: i64 = 300;
@@ -78,12 +79,11 @@ fn stripe_of(visitor_id: i64) -> usize {
 
 impl LiveCounters {
     fn site(&self, site_id: i64) -> Arc<SiteLive> {
-        if let Some(s) = self.sites.read().expect("live sites").get(&site_id) {
+        if let Some(s) = self.sites.reading().get(&site_id) {
             return s.clone();
         }
         self.sites
-            .write()
-            .expect("live sites")
+            .writing()
             .entry(site_id)
             .or_insert_with(|| Arc::new(SiteLive::new()))
             .clone()
@@ -91,20 +91,13 @@ impl LiveCounters {
 
     /// Every site's counters, taken out of the lock.
     fn all_sites(&self) -> Vec<Arc<SiteLive>> {
-        self.sites
-            .read()
-            .expect("live sites")
-            .values()
-            .cloned()
-            .collect()
+        self.sites.reading().values().cloned().collect()
     }
 
     pub fn record(&self, e: LiveEvent<'_>) {
         let site = self.site(e.site_id);
         {
-            let mut stripe = site.stripes[stripe_of(e.visitor_id)]
-                .lock()
-                .expect("live stripe");
+            let mut stripe = site.stripes[stripe_of(e.visitor_id)].locked();
             if stripe.len() >= MAX_PER_STRIPE && !stripe.contains_key(&e.visitor_id) {
                 stripe.retain(|_, s| e.ts - s.last_seen < WINDOW_SECS);
             }
@@ -123,7 +116,7 @@ impl LiveCounters {
         }
         if e.pageview {
             let minute = e.ts.div_euclid(60);
-            let mut m = site.minutes.lock().expect("live minutes");
+            let mut m = site.minutes.locked();
             let slot = &mut m[minute.rem_euclid(MINUTES as i64) as usize];
             if slot.0 != minute {
                 *slot = (minute, 0);
@@ -155,8 +148,7 @@ impl LiveCounters {
         for site in self.all_sites() {
             for stripe in &site.stripes {
                 stripe
-                    .lock()
-                    .expect("live stripe")
+                    .locked()
                     .retain(|_, s| now - s.last_seen < WINDOW_SECS);
             }
         }
@@ -169,8 +161,7 @@ impl LiveCounters {
             .flat_map(|site| site.stripes.iter())
             .map(|stripe| {
                 stripe
-                    .lock()
-                    .expect("live stripe")
+                    .locked()
                     .values()
                     .filter(|s| now - s.last_seen < WINDOW_SECS)
                     .count()
@@ -179,13 +170,7 @@ impl LiveCounters {
     }
 
     pub fn snapshot(&self, site_id: i64, now: i64) -> LiveSnapshot {
-        let Some(site) = self
-            .sites
-            .read()
-            .expect("live sites")
-            .get(&site_id)
-            .cloned()
-        else {
+        let Some(site) = self.sites.reading().get(&site_id).cloned() else {
             return LiveSnapshot {
                 pageviews_per_minute: vec![0; MINUTES],
                 ..LiveSnapshot::default()
@@ -196,7 +181,7 @@ impl LiveCounters {
         let mut sources: HashMap<Option<String>, usize> = HashMap::new();
         let mut countries: HashMap<Option<String>, usize> = HashMap::new();
         for stripe in &site.stripes {
-            for s in stripe.lock().expect("live stripe").values() {
+            for s in stripe.locked().values() {
                 if now - s.last_seen >= WINDOW_SECS {
                     continue;
                 }
@@ -209,7 +194,7 @@ impl LiveCounters {
             }
         }
         let minute = now.div_euclid(60);
-        let m = site.minutes.lock().expect("live minutes");
+        let m = site.minutes.locked();
         let pageviews_per_minute = (0..MINUTES as i64)
             .rev()
             .map(|ago| {

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::RwLock;
 
 use crate::store::{self, EventWriter};
+use crate::sync::ReadWrite;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -82,7 +83,7 @@ impl VisitorHasher {
         user_agent: &str,
         now: i64,
     ) -> Result<VisitorIds, SaltError> {
-        let salts = self.salts.read().expect("salt lock").clone();
+        let salts = self.salts.reading().clone();
         let salts = if day_of(now) > salts.day {
             self.rotate(writer, now).await?
         } else {
@@ -96,7 +97,7 @@ impl VisitorHasher {
 
     /// Rotates the salt if a new UTC day has begun.
     pub async fn ensure_current(&self, writer: &EventWriter, now: i64) -> Result<(), SaltError> {
-        let day = self.salts.read().expect("salt lock").day;
+        let day = self.salts.reading().day;
         if day_of(now) > day {
             self.rotate(writer, now).await?;
         }
@@ -111,7 +112,7 @@ impl VisitorHasher {
             .await
             .map_err(|e| SaltError::Store(e.to_string()))?;
         let current = to_key(&stored).ok_or(SaltError::Store("salt missing after write".into()))?;
-        let mut salts = self.salts.write().expect("salt lock");
+        let mut salts = self.salts.writing();
         if salts.day < day {
             let previous = (salts.day == day - 1).then_some(salts.current);
             *salts = Salts {
@@ -135,7 +136,8 @@ fn hash(salt: &[u8; 32], domain: &str, ip: IpAddr, user_agent: &str) -> i64 {
     };
     h.update(&[0]);
     h.update(user_agent.as_bytes());
-    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    let hash = h.finalize();
+    let bytes: [u8; 8] = std::array::from_fn(|i| hash.as_bytes()[i]);
     // Positive, so ids read the same in SQLite and everywhere else.
     (u64::from_le_bytes(bytes) >> 1) as i64
 }

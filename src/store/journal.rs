@@ -50,6 +50,7 @@ use rusqlite::Connection;
 
 use super::writer::{WriteError, insert_event_row};
 use super::{NewEvent, StoreError};
+use crate::sync::Lock;
 
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR: &str = "journal";
@@ -164,7 +165,7 @@ impl EventJournal {
         if events.is_empty() {
             return hand_on(events);
         }
-        let mut s = self.state.lock().expect("event journal");
+        let mut s = self.state.locked();
         let s = &mut *s;
         s.records.clear();
         for event in &mut events {
@@ -180,7 +181,11 @@ impl EventJournal {
         }
         let newest = s.ids.last();
         let at = s.bytes;
-        let (records, segment) = (&s.records, s.segments.back_mut().expect("open"));
+        // `open` and `rotate` always leave a segment to write to.
+        let Some(segment) = s.segments.back_mut() else {
+            return Err(WriteError::Failed("journal: no open segment".into()));
+        };
+        let records = &s.records;
         // The first header last: until it is in place, replay stops before
         // this request's records.
         segment.map[at + HEADER_BYTES..at + len].copy_from_slice(&records[HEADER_BYTES..]);
@@ -206,9 +211,11 @@ impl EventJournal {
     /// that every event up to `committed` is: one is kept for reuse, the
     /// others deleted.
     pub fn release(&self, committed: i64) {
-        let mut s = self.state.lock().expect("event journal");
+        let mut s = self.state.locked();
         while s.segments.len() > 1 && s.segments.front().is_some_and(|g| g.newest <= committed) {
-            let mut done = s.segments.pop_front().expect("checked");
+            let Some(mut done) = s.segments.pop_front() else {
+                break;
+            };
             if s.spare.is_some() {
                 remove(&done.path);
                 continue;
@@ -230,7 +237,7 @@ impl EventJournal {
     /// Removes every segment: called after the writer committed everything
     /// at a clean stop.
     pub fn close(&self) {
-        let mut s = self.state.lock().expect("event journal");
+        let mut s = self.state.locked();
         let spare = s.spare.take();
         for segment in s.segments.iter().chain(&spare) {
             remove(&segment.path);
@@ -282,8 +289,10 @@ fn replay(path: &Path, bytes: &[u8]) -> Vec<NewEvent> {
     let mut last = first_id(path).saturating_sub(1);
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER_BYTES) {
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let &[len, crc] = header.as_chunks::<4>().0 else {
+            break;
+        };
+        let (len, crc) = (u32::from_le_bytes(len) as usize, u32::from_le_bytes(crc));
         let Some(body) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len) else {
             break;
         };

@@ -159,8 +159,10 @@ impl VisitorSketch {
         let (&tag, body) = bytes.split_first()?;
         match tag {
             TAG_SPARSE if body.len() % 4 == 0 => Some(VisitorSketch::Sparse(
-                body.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                body.as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|c| u32::from_le_bytes(*c))
                     .collect(),
             )),
             TAG_DENSE if registers_valid(body) => Some(VisitorSketch::Dense(body.into())),
@@ -225,8 +227,10 @@ impl VisitorUnion {
             }
             TAG_SPARSE if body.len() % 4 == 0 => {
                 let hashes = body
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")));
+                    .as_chunks::<4>()
+                    .0
+                    .iter()
+                    .map(|c| u32::from_le_bytes(*c));
                 self.add_hashes(hashes);
             }
             _ => return false,
@@ -240,8 +244,7 @@ impl VisitorUnion {
     }
 
     fn add_hashes(&mut self, hashes: impl Iterator<Item = u32>) {
-        if self.dense {
-            let r = self.registers.as_mut().expect("dense has registers");
+        if let (true, Some(r)) = (self.dense, self.registers.as_mut()) {
             for hash in hashes {
                 let (i, rank) = register_of(hash);
                 r[i] = r[i].max(rank);

@@ -13,6 +13,7 @@
 //! another instant's sketch into its own, whatever the writer does
 //! meanwhile, and nothing has to be told about writes.
 
+use crate::sync::Lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -48,7 +49,7 @@ impl SketchCache {
 
     /// The sketch of row `key` at `version`, if cached.
     pub fn get(&self, key: &RowKey, version: i64) -> Option<Arc<[u8]>> {
-        let mut inner = self.inner.lock().expect("sketch cache");
+        let mut inner = self.inner.locked();
         inner.clock += 1;
         let now = inner.clock;
         let entry = inner
@@ -64,7 +65,7 @@ impl SketchCache {
         if bytes.len() > self.capacity / 8 {
             return;
         }
-        let mut inner = self.inner.lock().expect("sketch cache");
+        let mut inner = self.inner.locked();
         inner.clock += 1;
         let used = inner.clock;
         let size = bytes.len();
@@ -100,7 +101,7 @@ impl SketchCache {
 
     /// Bytes held.
     pub fn size(&self) -> usize {
-        self.inner.lock().expect("sketch cache").bytes
+        self.inner.locked().bytes
     }
 }
 
