@@ -150,16 +150,24 @@ pub enum GoalCommand {
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a dashboard user. Without --site the user is an admin and sees
-    /// every site; with it, only the sites named.
+    /// and manages every site; with it, a member of only the sites named.
     Add {
         email: String,
         /// Only these sites (repeat for several).
         #[arg(long = "site", value_name = "DOMAIN")]
         sites: Vec<String>,
+        /// The role at those sites: viewer (the dashboard), editor (also
+        /// goals, excluded traffic, timezone) or owner (also sharing,
+        /// members, removing the site).
+        #[arg(long, value_name = "ROLE", default_value = "owner", value_parser = parse_role, requires = "sites")]
+        role: users::Role,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Remove a user with their site memberships and login sessions (their
+    /// cookies stop working at once). The last admin cannot be removed.
+    Remove { email: String },
     /// Set a new password; the user's open sessions end.
     Passwd {
         email: String,
@@ -175,6 +183,10 @@ pub enum UserCommand {
 pub enum ApiKeyCommand {
     /// Create a key; it is printed once, as the last line.
     Create { name: String },
+}
+
+fn parse_role(s: &str) -> Result<users::Role, String> {
+    users::Role::parse(s).ok_or_else(|| "choose viewer, editor or owner".into())
 }
 
 /// A user error: exit code 2, one line, no backtrace.
@@ -604,6 +616,7 @@ fn user(cmd: UserCommand, settings: &Settings) -> anyhow::Result<()> {
         UserCommand::Add {
             email,
             sites: domains,
+            role,
             password_stdin,
         } => {
             let email = normalize_email(&email)?;
@@ -620,14 +633,31 @@ fn user(cmd: UserCommand, settings: &Settings) -> anyhow::Result<()> {
             let tx = conn.unchecked_transaction()?;
             let user = users::add_user(&tx, &email, &hash, granted.is_empty(), store::now_unix())?;
             for site in &granted {
-                users::grant(&tx, site.id, user.id)?;
+                users::grant(&tx, site.id, user.id, role)?;
             }
             tx.commit()?;
             if user.admin {
-                println!("Added {email} (admin: sees every site)");
+                println!("Added {email} (admin: sees and manages every site)");
             } else {
                 let names: Vec<&str> = granted.iter().map(|s| s.domain.as_str()).collect();
-                println!("Added {email} (sees {})", names.join(", "));
+                println!("Added {email} ({role} of {})", names.join(", "));
+            }
+        }
+        UserCommand::Remove { email } => {
+            let email = normalize_email(&email)?;
+            match users::remove_user(&store.write_connection()?, &email)? {
+                users::UserRemoval::LastAdmin => bail!(UsageError(format!(
+                    "{email} is the last admin; add another admin before removing this one"
+                ))),
+                users::UserRemoval::Removed { ownerless } => {
+                    println!("Removed {email} with their memberships and sessions");
+                    if !ownerless.is_empty() {
+                        println!(
+                            "Sites now without an owner (admins manage them): {}",
+                            ownerless.join(", ")
+                        );
+                    }
+                }
             }
         }
         UserCommand::Passwd {

@@ -2,6 +2,7 @@
 //! tracked with SQLite's `user_version`.
 
 use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
 
 use super::StoreError;
 
@@ -21,6 +22,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/0008_weekly_summary_pref.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/0009_roles_hashed_share_links.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
@@ -38,6 +43,33 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
             supported: latest(),
         });
     }
+    if current == latest() {
+        return Ok(());
+    }
+    // Migrations may drop secrets kept in the clear before (share tokens
+    // until 9): deleted rows are overwritten with zeros rather than left in
+    // free pages of the file.
+    conn.pragma_update(None, "secure_delete", true)?;
+    conn.create_scalar_function(
+        "tally_token_hash",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(crate::auth::token_hash(&ctx.get::<String>(0)?)),
+    )?;
+    let applied = apply(conn, current);
+    conn.remove_function("tally_token_hash", 1)?;
+    conn.pragma_update(None, "secure_delete", false)?;
+    applied?;
+    // The replaced pages stay in the main file until a checkpoint copies
+    // the new ones over them. A reader of another process may hold it back;
+    // then the next checkpoint of the server finishes the job.
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "checkpoint after migrations");
+    }
+    Ok(())
+}
+
+fn apply(conn: &mut Connection, current: i64) -> Result<(), StoreError> {
     for &(version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
@@ -51,6 +83,41 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+
+    /// A schema-8 database's share tokens become their hashes (the same
+    /// `auth::token_hash` checks), and its members owners.
+    #[test]
+    fn version_9_hashes_share_tokens_and_makes_members_owners() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in &super::MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        let token = "ab".repeat(32);
+        conn.execute_batch(&format!(
+            "INSERT INTO sites (id, domain, timezone, public, created_at) VALUES (1, 'a.example', 'UTC', 0, 0);
+             INSERT INTO users (id, email, password_hash, admin, created_at) VALUES (1, 'a@example.com', 'x', 0, 0);
+             INSERT INTO site_members (site_id, user_id) VALUES (1, 1);
+             INSERT INTO share_links (site_id, name, token, created_at) VALUES (1, 'Wiki', '{token}', 5);"
+        ))
+        .unwrap();
+        super::run(&mut conn).unwrap();
+        let (hash, hint, name): (Vec<u8>, String, String) = conn
+            .query_row("SELECT token_hash, hint, name FROM share_links", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(hash, crate::auth::token_hash(&token));
+        assert_eq!((hint.as_str(), name.as_str()), ("abab", "Wiki"));
+        let role: String = conn
+            .query_row("SELECT role FROM site_members", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(role, "owner");
+        // The function served the conversion only.
+        assert!(conn.execute_batch("SELECT tally_token_hash('x')").is_err());
+    }
+
     /// Every file in `migrations/` is applied, in the order of its number.
     #[test]
     fn every_migration_file_is_registered() {

@@ -1,9 +1,12 @@
-//! Dashboard users, login sessions, site membership and share links.
+//! Dashboard users, login sessions, site membership (with roles) and share
+//! links.
 //!
-//! Only stored forms arrive here: a password's PHC string, a session token's
-//! hash. Hashing and checking them is `crate::auth`'s business.
+//! Only stored forms arrive here: a password's PHC string, a session or
+//! share token's hash. Hashing and checking them is `crate::auth`'s
+//! business; what each role may do is the dashboard's (`http::pages::access`).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::StoreError;
 use super::sites::Site;
@@ -78,13 +81,211 @@ pub fn set_password(conn: &Connection, email: &str, password_hash: &str) -> Resu
     Ok(())
 }
 
-/// Lets `user_id` see `site_id` (admins see every site anyway).
-pub fn grant(conn: &Connection, site_id: i64, user_id: i64) -> Result<(), StoreError> {
+/// A member's role at one site, from least to most rights (so roles
+/// compare: `Owner > Editor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Viewer,
+    Editor,
+    Owner,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Editor, Role::Owner];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Owner => "owner",
+        }
+    }
+
+    /// The role named `s` (any case, trimmed).
+    pub fn parse(s: &str) -> Option<Role> {
+        let s = s.trim();
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ToSql for Role {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Role {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Role::parse(value.as_str()?).ok_or(FromSqlError::InvalidType)
+    }
+}
+
+/// Makes `user_id` a member of `site_id` with `role`; false when they
+/// already are one (their role is left as it is).
+pub fn grant(
+    conn: &Connection,
+    site_id: i64,
+    user_id: i64,
+    role: Role,
+) -> Result<bool, StoreError> {
+    let added = conn.execute(
+        "INSERT INTO site_members (site_id, user_id, role) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        params![site_id, user_id, role],
+    )?;
+    Ok(added == 1)
+}
+
+/// The role of `user_id` at `site_id`, if a member (admins need none).
+pub fn role_of(conn: &Connection, site_id: i64, user_id: i64) -> Result<Option<Role>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT role FROM site_members WHERE site_id = ?1 AND user_id = ?2")?
+        .query_row(params![site_id, user_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// A member of a site, for its settings page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub user_id: i64,
+    pub email: String,
+    pub role: Role,
+}
+
+/// The members of `site_id`, by email.
+pub fn members(conn: &Connection, site_id: i64) -> Result<Vec<Member>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id, u.email, m.role FROM site_members m JOIN users u ON u.id = m.user_id
+          WHERE m.site_id = ?1 ORDER BY u.email",
+    )?;
+    let rows = stmt.query_map([site_id], |r| {
+        Ok(Member {
+            user_id: r.get(0)?,
+            email: r.get(1)?,
+            role: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What became of a change to a membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    Done,
+    NotAMember,
+    /// Refused: the site would be left without an owner.
+    LastOwner,
+}
+
+/// Whether taking the owner role from `user_id` would leave `site_id`
+/// without one.
+fn is_last_owner(conn: &Connection, site_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    let others: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM site_members WHERE site_id = ?1 AND user_id <> ?2 AND role = 'owner'",
+        )?
+        .query_row(params![site_id, user_id], |r| r.get(0))?;
+    Ok(others == 0)
+}
+
+/// Gives a member another role. With `keep_an_owner`, the last owner
+/// keeps theirs (only an admin may leave a site without an owner).
+pub fn set_role(
+    conn: &Connection,
+    site_id: i64,
+    user_id: i64,
+    role: Role,
+    keep_an_owner: bool,
+) -> Result<MemberChange, StoreError> {
+    let Some(current) = role_of(conn, site_id, user_id)? else {
+        return Ok(MemberChange::NotAMember);
+    };
+    if keep_an_owner
+        && current == Role::Owner
+        && role != Role::Owner
+        && is_last_owner(conn, site_id, user_id)?
+    {
+        return Ok(MemberChange::LastOwner);
+    }
     conn.execute(
-        "INSERT INTO site_members (site_id, user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        "UPDATE site_members SET role = ?3 WHERE site_id = ?1 AND user_id = ?2",
+        params![site_id, user_id, role],
+    )?;
+    Ok(MemberChange::Done)
+}
+
+/// Ends a membership: the user's next request no longer sees the site.
+/// With `keep_an_owner`, as for [`set_role`].
+pub fn remove_member(
+    conn: &Connection,
+    site_id: i64,
+    user_id: i64,
+    keep_an_owner: bool,
+) -> Result<MemberChange, StoreError> {
+    let Some(current) = role_of(conn, site_id, user_id)? else {
+        return Ok(MemberChange::NotAMember);
+    };
+    if keep_an_owner && current == Role::Owner && is_last_owner(conn, site_id, user_id)? {
+        return Ok(MemberChange::LastOwner);
+    }
+    conn.execute(
+        "DELETE FROM site_members WHERE site_id = ?1 AND user_id = ?2",
         params![site_id, user_id],
     )?;
-    Ok(())
+    Ok(MemberChange::Done)
+}
+
+/// What became of removing a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRemoval {
+    /// Gone with their memberships and sessions; the domains of the sites
+    /// they were the last owner of (admins manage those now).
+    Removed { ownerless: Vec<String> },
+    /// Refused: nobody would be left to manage users and every site.
+    LastAdmin,
+}
+
+/// Deletes the user with `email`, their memberships and their login
+/// sessions (so a cookie they hold opens nothing any more). The last admin
+/// stays.
+pub fn remove_user(conn: &Connection, email: &str) -> Result<UserRemoval, StoreError> {
+    let Some((user, _)) = find_user(conn, email)? else {
+        return Err(StoreError::NoSuchUser(email.to_string()));
+    };
+    if user.admin {
+        let admins: i64 =
+            conn.query_row("SELECT count(*) FROM users WHERE admin = 1", [], |r| {
+                r.get(0)
+            })?;
+        if admins <= 1 {
+            return Ok(UserRemoval::LastAdmin);
+        }
+    }
+    let ownerless = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.domain FROM site_members m JOIN sites s ON s.id = m.site_id
+              WHERE m.user_id = ?1 AND m.role = 'owner'
+                AND NOT EXISTS (SELECT 1 FROM site_members o WHERE o.site_id = m.site_id
+                                   AND o.user_id <> m.user_id AND o.role = 'owner')
+              ORDER BY s.domain",
+        )?;
+        let rows = stmt.query_map([user.id], |r| r.get(0))?;
+        rows.collect::<Result<Vec<String>, _>>()?
+    };
+    // The foreign keys cascade too; deleted here outright so that nothing
+    // depends on the connection having them on.
+    conn.execute("DELETE FROM login_sessions WHERE user_id = ?1", [user.id])?;
+    conn.execute("DELETE FROM site_members WHERE user_id = ?1", [user.id])?;
+    conn.execute("DELETE FROM users WHERE id = ?1", [user.id])?;
+    Ok(UserRemoval::Removed { ownerless })
 }
 
 /// The sites `user` sees, by domain.
@@ -129,16 +330,9 @@ pub fn set_weekly_summary(conn: &Connection, user_id: i64, on: bool) -> Result<(
     Ok(())
 }
 
-/// Whether `user` sees `site_id`.
+/// Whether `user` sees `site_id`: an admin, or a member in any role.
 pub fn can_view(conn: &Connection, user: &User, site_id: i64) -> Result<bool, StoreError> {
-    if user.admin {
-        return Ok(true);
-    }
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM site_members WHERE site_id = ?1 AND user_id = ?2")?
-        .query_row(params![site_id, user.id], |_| Ok(()))
-        .optional()?
-        .is_some())
+    Ok(user.admin || role_of(conn, site_id, user.id)?.is_some())
 }
 
 /// A live login session: its user and the CSRF token its forms carry.
@@ -198,47 +392,59 @@ pub fn delete_expired_sessions(conn: &Connection, now: i64) -> Result<usize, Sto
     Ok(conn.execute("DELETE FROM login_sessions WHERE expires_at <= ?1", [now])?)
 }
 
+/// A share link as stored: its token is not, only a hash of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShareLink {
     pub id: i64,
     pub name: String,
-    pub token: String,
+    /// The token's first characters, to tell links apart; not a secret.
+    pub hint: String,
 }
+
+/// Characters of a share token kept as its hint (of 64 random hex digits).
+pub const SHARE_HINT_CHARS: usize = 4;
 
 pub fn add_share_link(
     conn: &Connection,
     site_id: i64,
     name: &str,
-    token: &str,
+    token_hash: &[u8],
+    hint: &str,
     now: i64,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO share_links (site_id, name, token, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![site_id, name, token, now],
+        "INSERT INTO share_links (site_id, name, token_hash, hint, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![site_id, name, token_hash, hint, now],
     )?;
     Ok(())
 }
 
 pub fn share_links(conn: &Connection, site_id: i64) -> Result<Vec<ShareLink>, StoreError> {
     let mut stmt = conn
-        .prepare_cached("SELECT id, name, token FROM share_links WHERE site_id = ?1 ORDER BY id")?;
+        .prepare_cached("SELECT id, name, hint FROM share_links WHERE site_id = ?1 ORDER BY id")?;
     let rows = stmt.query_map([site_id], |r| {
         Ok(ShareLink {
             id: r.get(0)?,
             name: r.get(1)?,
-            token: r.get(2)?,
+            hint: r.get(2)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Whether `token` is a live share link of `site_id`.
-pub fn share_link_valid(conn: &Connection, site_id: i64, token: &str) -> Result<bool, StoreError> {
+/// Whether the token with `token_hash` is a live share link of `site_id`
+/// (found through the unique index on the hash).
+pub fn share_link_valid(
+    conn: &Connection,
+    site_id: i64,
+    token_hash: &[u8],
+) -> Result<bool, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM share_links WHERE site_id = ?1 AND token = ?2")?
-        .query_row(params![site_id, token], |_| Ok(()))
+        .prepare_cached("SELECT site_id FROM share_links WHERE token_hash = ?1")?
+        .query_row([token_hash], |r| r.get::<_, i64>(0))
         .optional()?
-        .is_some())
+        == Some(site_id))
 }
 
 pub fn delete_share_link(conn: &Connection, site_id: i64, id: i64) -> Result<(), StoreError> {
@@ -267,7 +473,7 @@ mod tests {
         let b = super::super::sites::add_site(&conn, "b.example", "UTC", false).unwrap();
         let admin = add_user(&conn, "root@example.com", "x", true, 0).unwrap();
         let member = add_user(&conn, "Ann@example.com", "x", false, 0).unwrap();
-        grant(&conn, b.id, member.id).unwrap();
+        grant(&conn, b.id, member.id, Role::Viewer).unwrap();
         assert_eq!(sites_of(&conn, &admin).unwrap().len(), 2);
         let seen: Vec<String> = sites_of(&conn, &member)
             .unwrap()
@@ -283,6 +489,82 @@ mod tests {
             add_user(&conn, "ann@example.com", "y", false, 0),
             Err(StoreError::UserExists(_))
         ));
+    }
+
+    #[test]
+    fn a_site_keeps_an_owner_and_the_server_an_admin() {
+        let conn = db();
+        let site = super::super::sites::add_site(&conn, "a.example", "UTC", false).unwrap();
+        let root = add_user(&conn, "root@example.com", "x", true, 0).unwrap();
+        let ann = add_user(&conn, "ann@example.com", "x", false, 0).unwrap();
+        let bob = add_user(&conn, "bob@example.com", "x", false, 0).unwrap();
+        assert!(grant(&conn, site.id, ann.id, Role::Owner).unwrap());
+        assert!(!grant(&conn, site.id, ann.id, Role::Viewer).unwrap());
+        assert_eq!(role_of(&conn, site.id, ann.id).unwrap(), Some(Role::Owner));
+        grant(&conn, site.id, bob.id, Role::Editor).unwrap();
+
+        // The last owner stays one, unless an admin acts.
+        let demote = set_role(&conn, site.id, ann.id, Role::Viewer, true).unwrap();
+        assert_eq!(demote, MemberChange::LastOwner);
+        let leave = remove_member(&conn, site.id, ann.id, true).unwrap();
+        assert_eq!(leave, MemberChange::LastOwner);
+        assert_eq!(
+            set_role(&conn, site.id, root.id, Role::Viewer, true).unwrap(),
+            MemberChange::NotAMember
+        );
+        set_role(&conn, site.id, bob.id, Role::Owner, true).unwrap();
+        assert_eq!(
+            set_role(&conn, site.id, ann.id, Role::Viewer, true).unwrap(),
+            MemberChange::Done
+        );
+        let roles: Vec<(String, Role)> = members(&conn, site.id)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.email, m.role))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("ann@example.com".to_string(), Role::Viewer),
+                ("bob@example.com".to_string(), Role::Owner)
+            ]
+        );
+
+        // Removing a user takes their sessions and memberships along, and
+        // names the sites left without an owner; the last admin stays.
+        create_session(&conn, b"t", bob.id, "csrf", 0, 100).unwrap();
+        assert_eq!(
+            remove_user(&conn, "BOB@example.com").unwrap(),
+            UserRemoval::Removed {
+                ownerless: vec!["a.example".into()]
+            }
+        );
+        assert!(find_session(&conn, b"t", 50).unwrap().is_none());
+        assert_eq!(members(&conn, site.id).unwrap().len(), 1);
+        assert_eq!(
+            remove_user(&conn, "root@example.com").unwrap(),
+            UserRemoval::LastAdmin
+        );
+        assert!(matches!(
+            remove_user(&conn, "bob@example.com"),
+            Err(StoreError::NoSuchUser(_))
+        ));
+    }
+
+    #[test]
+    fn share_links_are_found_by_their_hash_at_their_site_only() {
+        let conn = db();
+        let a = super::super::sites::add_site(&conn, "a.example", "UTC", false).unwrap();
+        let b = super::super::sites::add_site(&conn, "b.example", "UTC", false).unwrap();
+        add_share_link(&conn, a.id, "Wiki", b"hash", "ab12", 0).unwrap();
+        assert!(share_link_valid(&conn, a.id, b"hash").unwrap());
+        assert!(!share_link_valid(&conn, b.id, b"hash").unwrap());
+        assert!(!share_link_valid(&conn, a.id, b"other").unwrap());
+        let links = share_links(&conn, a.id).unwrap();
+        assert_eq!(
+            (links[0].name.as_str(), links[0].hint.as_str()),
+            ("Wiki", "ab12")
+        );
     }
 
     #[test]

@@ -1,20 +1,102 @@
 //! Who may look at a site's pages: signed-in users at their sites, anyone
-//! at a public site, a share token at its own site; and how the links of a
-//! page keep a share token.
+//! at a public site, a share token at its own site; what each signed-in
+//! user may change there (`Access::can`, the one place that decides); and
+//! how the links of a page keep a share token.
 
 use actix_web::HttpRequest;
 
-use super::session;
+use super::session::{self, SignedIn};
 use super::view::ViewState;
 use super::{Nav, blocking};
+use crate::auth;
 use crate::http::{AppState, PageError};
 use crate::store::sites::Site;
+use crate::store::users::{Role, User};
 use crate::store::{self, users};
+
+/// What someone may do at a site. Each needs the role named by
+/// [`Action::least_role`] or more; admins may do everything everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The dashboard, details, exports and realtime view.
+    View,
+    /// Goals, excluded traffic and the timezone.
+    Configure,
+    /// The public toggle and share links: showing the numbers to people
+    /// who are not members.
+    Share,
+    /// Adding members, changing their roles and removing them.
+    ManageMembers,
+    /// Removing the site and all its data.
+    RemoveSite,
+    /// Stats API keys, which read every site.
+    ManageApiKeys,
+}
+
+impl Action {
+    /// The least role that may do this; `None` for admins only.
+    fn least_role(self) -> Option<Role> {
+        match self {
+            Action::View => Some(Role::Viewer),
+            Action::Configure => Some(Role::Editor),
+            Action::Share | Action::ManageMembers | Action::RemoveSite => Some(Role::Owner),
+            Action::ManageApiKeys => None,
+        }
+    }
+}
+
+/// A signed-in user's rights at one site: an admin, or a member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    admin: bool,
+    role: Option<Role>,
+}
+
+impl Access {
+    /// `None` when `user` has no access at all (not an admin, no role).
+    pub fn of(user: &User, role: Option<Role>) -> Option<Access> {
+        (user.admin || role.is_some()).then_some(Access {
+            admin: user.admin,
+            role,
+        })
+    }
+
+    pub fn admin(self) -> bool {
+        self.admin
+    }
+
+    pub fn can(self, action: Action) -> bool {
+        self.admin
+            || match (action.least_role(), self.role) {
+                (Some(least), Some(role)) => role >= least,
+                _ => false,
+            }
+    }
+
+    /// A 403 naming what is missing, unless [`Access::can`].
+    pub fn require(self, action: Action) -> Result<(), PageError> {
+        if self.can(action) {
+            return Ok(());
+        }
+        Err(PageError::Forbidden(match action.least_role() {
+            Some(role) => format!(
+                "only a site's {}s{} and admins may do this",
+                role,
+                if role == Role::Owner {
+                    ""
+                } else {
+                    " and owners"
+                }
+            ),
+            None => "only admins may do this".into(),
+        }))
+    }
+}
 
 /// Who may see this dashboard, and how its links carry that.
 pub enum Viewer {
-    /// A signed-in user with access to the site (who may change settings).
-    User,
+    /// A signed-in user with access to the site, and their rights there.
+    User(Access),
     /// A public site, or a share link (whose token every link keeps).
     Guest { auth: Option<String> },
 }
@@ -33,7 +115,7 @@ impl Admitted {
     pub fn auth(&self) -> Option<String> {
         match &self.viewer {
             Viewer::Guest { auth } => auth.clone(),
-            Viewer::User => None,
+            Viewer::User(_) => None,
         }
     }
 
@@ -78,9 +160,10 @@ pub async fn admit(
     if req.path().starts_with("/share/") {
         let site = site.ok_or(PageError::NotFound)?;
         let token = auth.unwrap_or("").to_string();
-        let (store, id, t) = (state.store.clone(), site.id, token.clone());
+        // Only the token's hash is stored; it is looked up as bytes.
+        let (store, id, hash) = (state.store.clone(), site.id, auth::token_hash(&token));
         let valid = !token.is_empty()
-            && blocking(move || Ok(users::share_link_valid(&*store.reader()?, id, &t)?)).await?;
+            && blocking(move || Ok(users::share_link_valid(&*store.reader()?, id, &hash)?)).await?;
         if !valid {
             return Err(PageError::NotFound);
         }
@@ -94,18 +177,15 @@ pub async fn admit(
     let public = site.as_ref().is_some_and(|s| s.public);
     let (viewer, nav) = match session::signed_in(state, req).await? {
         Some(me) => {
-            let (store, user) = (state.store.clone(), me.user.clone());
-            let allowed = match site.as_ref().map(|s| s.id) {
-                Some(id) => {
-                    blocking(move || Ok(users::can_view(&*store.reader()?, &user, id)?)).await?
-                }
-                None => false,
+            let access = match site.as_ref() {
+                Some(site) => access_at(state, &me.user, site.id).await?,
+                None => None,
             };
             let nav = Some(Nav::of(&me));
-            match (allowed, public) {
-                (true, _) => (Viewer::User, nav),
-                (false, true) => (Viewer::Guest { auth: None }, nav),
-                (false, false) => return Err(PageError::NotFound),
+            match (access, public) {
+                (Some(access), _) => (Viewer::User(access), nav),
+                (None, true) => (Viewer::Guest { auth: None }, nav),
+                (None, false) => return Err(PageError::NotFound),
             }
         }
         None if public => (Viewer::Guest { auth: None }, None),
@@ -119,7 +199,87 @@ pub async fn admit(
     })
 }
 
+/// The signed-in user, the site at `domain` and their rights there; a 404
+/// when they have none (as for an unknown site), a sign-in without a
+/// session. For the pages that change a site.
+pub async fn member(
+    state: &AppState,
+    req: &HttpRequest,
+    domain: &str,
+) -> Result<(SignedIn, Site, Access), PageError> {
+    let me = session::require_user(state, req).await?;
+    let site = find_site(state, &domain.to_ascii_lowercase())
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let access = access_at(state, &me.user, site.id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    Ok((me, site, access))
+}
+
+/// `user`'s rights at `site_id`, read afresh on every request, so a
+/// removed member or a changed role counts from the next request on.
+async fn access_at(
+    state: &AppState,
+    user: &User,
+    site_id: i64,
+) -> Result<Option<Access>, PageError> {
+    let (store, u) = (state.store.clone(), user.clone());
+    let role = blocking(move || Ok(users::role_of(&*store.reader()?, site_id, u.id)?)).await?;
+    Ok(Access::of(user, role).filter(|a| a.can(Action::View)))
+}
+
 async fn find_site(state: &AppState, domain: &str) -> Result<Option<Site>, PageError> {
     let (store, d) = (state.store.clone(), domain.to_string());
     blocking(move || Ok(store::sites::find_site(&*store.reader()?, &d)?)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(admin: bool, role: Option<Role>) -> Option<Access> {
+        let user = User {
+            id: 1,
+            email: "a@example.com".into(),
+            admin,
+        };
+        Access::of(&user, role)
+    }
+
+    /// The table the README shows: each role may do what the one below it
+    /// may, and more; admins everything; nobody else anything.
+    #[test]
+    fn each_role_may_do_what_the_table_says() {
+        use Action::*;
+        let all = [
+            View,
+            Configure,
+            Share,
+            ManageMembers,
+            RemoveSite,
+            ManageApiKeys,
+        ];
+        let table: [(Option<Access>, &[Action]); 4] = [
+            (access(false, Some(Role::Viewer)), &[View]),
+            (access(false, Some(Role::Editor)), &[View, Configure]),
+            (
+                access(false, Some(Role::Owner)),
+                &[View, Configure, Share, ManageMembers, RemoveSite],
+            ),
+            (access(true, None), &all),
+        ];
+        for (who, allowed) in table {
+            let who = who.unwrap();
+            for action in all {
+                assert_eq!(
+                    who.can(action),
+                    allowed.contains(&action),
+                    "{who:?} {action:?}"
+                );
+                assert_eq!(who.require(action).is_ok(), allowed.contains(&action));
+            }
+        }
+        assert!(access(false, None).is_none());
+    }
 }

@@ -9,7 +9,7 @@ use askama::Template;
 use chrono::{Datelike, Days, Months};
 use serde_json::Value;
 
-use super::access::{Admitted, Viewer, admit};
+use super::access::{Action, Admitted, Viewer, admit};
 use super::chart::{self, Chart, Sample};
 use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, row_label};
 use super::view::{self, ViewState};
@@ -265,9 +265,12 @@ async fn render(
         .collect();
 
     let summary = summary.map(|s| SummaryCard::from_text(&s.body));
+    // Viewers have nothing to change, so no settings to open.
     let settings_href = match &a.viewer {
-        Viewer::User => Some(format!("/{}/settings", site.domain)),
-        Viewer::Guest { .. } => None,
+        Viewer::User(access) if access.can(Action::Configure) => {
+            Some(format!("/{}/settings", site.domain))
+        }
+        Viewer::User(_) | Viewer::Guest { .. } => None,
     };
     let page = DashboardPage {
         signed_in: a.nav.clone(),

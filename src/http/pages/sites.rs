@@ -9,6 +9,7 @@ use super::session::{self, SignedIn};
 use super::{Nav, blocking, html, redirect};
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params};
+use crate::store::users::Role;
 use crate::store::{self, sites, users};
 
 pub struct SiteCard {
@@ -150,9 +151,9 @@ pub async fn add(
         .writer()
         .run_for(move |tx| match sites::add_site(tx, &d, &timezone, false) {
             Ok(site) => {
-                if !user.admin {
-                    users::grant(tx, site.id, user.id)?;
-                }
+                // Whoever adds a site owns it, admins too: so a site added
+                // from the dashboard starts with an owner.
+                users::grant(tx, site.id, user.id, Role::Owner)?;
                 Ok(true)
             }
             Err(store::StoreError::SiteExists(_)) => Ok(false),
