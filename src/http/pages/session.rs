@@ -81,13 +81,78 @@ fn return_path(req: &HttpRequest) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-/// Only local paths are followed after sign-in, so a crafted link cannot send
-/// a user elsewhere.
+/// Longer `next` values are not followed (a dashboard view's URL is far
+/// shorter), so checking one is bounded work.
+const MAX_NEXT_BYTES: usize = 2048;
+
+/// Only paths on this server are followed after sign-in, so a crafted link
+/// cannot send a user elsewhere; anything else goes to `/`.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".to_string(),
+    next.filter(|n| is_local_path(n))
+        .map(str::to_string)
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// Whether `next` names a path on this origin however a browser reads it.
+/// Browsers drop tabs and line breaks from a `Location` and read `\` as `/`,
+/// so `/\t/evil.example` becomes `//evil.example`, another host: any
+/// whitespace, control character or backslash is refused, in the path also
+/// once percent-decoded, as is a path starting with two slashes. What is
+/// left must parse against a fixed base as a path of that origin and
+/// serialise back unchanged (no dot segments that collapse into `//`, nothing
+/// a browser would rewrite).
+fn is_local_path(next: &str) -> bool {
+    let unsafe_char = |c: char| c.is_whitespace() || c.is_control() || c == '\\';
+    if next.len() > MAX_NEXT_BYTES || !next.starts_with('/') || next.chars().any(unsafe_char) {
+        return false;
     }
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    let decoded = percent_decode(path);
+    if decoded.starts_with("//") || decoded.chars().any(unsafe_char) {
+        return false;
+    }
+    let Ok(base) = url::Url::parse("http://tally.invalid/") else {
+        return false;
+    };
+    let Ok(joined) = base.join(next) else {
+        return false;
+    };
+    let mut again = joined.path().to_string();
+    if let Some(q) = joined.query() {
+        again.push('?');
+        again.push_str(q);
+    }
+    if let Some(f) = joined.fragment() {
+        again.push('#');
+        again.push_str(f);
+    }
+    joined.origin() == base.origin() && !again.starts_with("//") && again == next
+}
+
+/// `s` with its `%XX` sequences decoded, lossily: only for checking.
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let pair = bytes
+            .get(i + 1)
+            .copied()
+            .and_then(hex)
+            .zip(bytes.get(i + 2).copied().and_then(hex));
+        match (bytes[i], pair) {
+            (b'%', Some((hi, lo))) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether the browser reached us over https: directly never (Tally speaks
@@ -161,13 +226,50 @@ mod tests {
 
     #[test]
     fn only_local_paths_are_followed() {
-        assert_eq!(
-            safe_next(Some("/example.com?period=7d")),
-            "/example.com?period=7d"
-        );
-        assert_eq!(safe_next(Some("//evil.example")), "/");
-        assert_eq!(safe_next(Some("https://evil.example")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        for kept in [
+            "/",
+            "/example.com?period=7d",
+            "/example.com/settings",
+            "/example.com?filters=visit%3Asource%3D%3DGoogle&period=30d",
+            "/share/example.com?auth=abc#top",
+        ] {
+            assert_eq!(safe_next(Some(kept)), kept);
+        }
+        for refused in [
+            "//evil.example",
+            "https://evil.example",
+            "https:evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "\\\\evil.example",
+            // Browsers drop tabs and line breaks from URLs: `//evil.example`.
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "\t//evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{0}/evil.example",
+            "/\u{7f}/evil.example",
+            // The same written with percent signs.
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5C/evil.example",
+            "/a&b=%09/x",
+            "/%20/evil.example",
+            // Dot segments that collapse into a second slash.
+            "/..//evil.example",
+            "/.//evil.example",
+            "/a/../..//evil.example",
+        ] {
+            assert_eq!(safe_next(Some(refused)), "/", "{refused:?}");
+        }
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(5000)))), "/");
         assert_eq!(safe_next(None), "/");
     }
 }
