@@ -158,12 +158,7 @@ fn percent_decode(s: &str) -> String {
 /// Whether the browser reached us over https: directly never (Tally speaks
 /// plain HTTP), so only a trusted proxy's `X-Forwarded-Proto` tells.
 pub fn is_https(state: &AppState, req: &HttpRequest) -> bool {
-    client_ip::from_trusted_proxy(req, &state.trusted_proxies)
-        && req
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
+    client_ip::forwarded_https(req, &state.trusted_proxies)
 }
 
 /// The client address, for rate limiting only (held in memory, never stored).
