@@ -33,6 +33,17 @@ impl<'a> Client<'a> {
         }
     }
 
+    /// Like [`Client::new`], as relayed by a trusted proxy for `ip` over
+    /// `proto`.
+    fn proxied(server: &'a Server, ip: &str, proto: &str) -> Client<'a> {
+        let mut c = Client::new(server);
+        c.headers = vec![
+            ("X-Forwarded-For".into(), ip.into()),
+            ("X-Forwarded-Proto".into(), proto.into()),
+        ];
+        c
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .iter()
@@ -168,4 +179,58 @@ fn sign_in_only_returns_to_paths_of_this_server() {
     }
     let r = c.get("/login?next=%2Fexample.com%3Fperiod%3D7d");
     assert_eq!(r.header("location"), Some("/example.com?period=7d"));
+}
+
+#[test]
+fn parallel_guesses_are_all_counted_and_do_not_lock_the_owner_out() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    // One form token for every guess, as a script would reuse it.
+    let mut stranger = Client::new(&server);
+    let csrf = stranger.login_csrf();
+    let cookie = stranger.cookie_header();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", csrf.as_str()),
+            ("email", "admin@example.com"),
+            ("password", "not the password"),
+        ])
+        .finish();
+    let url = server.url("/login");
+    let barrier = std::sync::Barrier::new(40);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..40)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent = common::agent();
+                    barrier.wait();
+                    let r = agent
+                        .post(&url)
+                        .header("Cookie", &cookie)
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .send(body.as_str());
+                    common::reply(r).status
+                })
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+    assert_eq!(checked, 5, "passwords checked: {statuses:?}");
+    // The strangers' network is done for a while, even with the password...
+    assert_eq!(
+        Client::new(&server)
+            .sign_in("admin@example.com", PASSWORD)
+            .status,
+        429
+    );
+    // ...but the owner, from another network, signs in.
+    let mut owner = Client::proxied(&server, "198.51.100.7", "http");
+    let signed = owner.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(owner.get("/").status, 200);
 }
