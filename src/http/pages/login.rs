@@ -74,7 +74,7 @@ pub async fn login(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    session::check_form_token(&req, &form.csrf)?;
+    session::check_form_token(&state, &req, &form.csrf)?;
     let ip = session::client_addr(&state, &req);
     let email = form.email.trim().to_string();
     if email.len() > auth::MAX_EMAIL_BYTES {
@@ -159,12 +159,13 @@ async fn start_session(
     let csrf = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
     let hash = auth::token_hash(&token);
     let now = store::now_unix();
+    let expires_at = session::first_expiry(state, now);
     state
         .ingestor
         .writer()
         .run(move |tx| {
             users::delete_expired_sessions(tx, now)?;
-            users::create_session(tx, &hash, user_id, &csrf, now, now + session::SESSION_SECS)
+            users::create_session(tx, &hash, user_id, &csrf, now, expires_at)
         })
         .await?;
     let secure = session::is_https(state, req);
@@ -232,7 +233,7 @@ pub async fn setup(
     form: web::Form<SetupForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    session::check_form_token(&req, &form.csrf)?;
+    session::check_form_token(&state, &req, &form.csrf)?;
     if user_count(&state.store).await? > 0 {
         return Err(PageError::NotFound);
     }

@@ -1,6 +1,7 @@
 //! Who is looking at a page: the login session behind the cookie, the CSRF
 //! token its forms carry, and the cookies that start and end a session.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use actix_web::HttpRequest;
@@ -12,11 +13,27 @@ use crate::auth;
 use crate::store::users::{self, LoginSession, User};
 use crate::store::{self, Store};
 
+/// The session cookie's name over plain http; see [`cookie_name`].
 pub const SESSION_COOKIE: &str = "tally_session";
 /// Signs forms shown before a session exists (sign-in, first-run setup).
 pub const FORM_COOKIE: &str = "tally_form";
-/// Sessions end after this long, however active.
+/// Sessions end after this long, however active; unused, they end sooner
+/// (`[dashboard] session_idle_minutes`).
 pub const SESSION_SECS: i64 = 30 * 86_400;
+
+/// The name a cookie goes by: over https with the `__Host-` prefix, which
+/// browsers accept only from a secure origin with `Secure`, `Path=/` and no
+/// `Domain`, so a sibling subdomain or a network attacker on plain http
+/// cannot plant or overwrite it. Over https only that name is read: a
+/// plain-name cookie there may have been planted that way. Plain-http
+/// deployments keep the plain names (browsers refuse the prefix there).
+pub fn cookie_name(name: &'static str, https: bool) -> Cow<'static, str> {
+    if https {
+        Cow::Owned(format!("__Host-{name}"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
 
 /// A signed-in user, with the CSRF token of their session.
 #[derive(Debug, Clone)]
@@ -43,26 +60,61 @@ impl SignedIn {
     }
 }
 
-/// The session the request's cookie opens, if any and not expired.
+/// The session the request's cookie opens, if any and still open. A
+/// session's expiry moves with use, at most once every few minutes, so
+/// most requests only read.
 pub async fn signed_in(state: &AppState, req: &HttpRequest) -> Result<Option<SignedIn>, PageError> {
-    let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) else {
+    let name = cookie_name(SESSION_COOKIE, is_https(state, req));
+    let Some(token) = req.cookie(&name).map(|c| c.value().to_string()) else {
         return Ok(None);
     };
     let store: Store = state.store.clone();
     let hash = auth::token_hash(&token);
+    let idle = state.session_idle_secs;
+    let now = store::now_unix();
     let found: Option<LoginSession> = super::blocking(move || {
         Ok(users::find_session(
             &*store.reader()?,
             &hash,
-            store::now_unix(),
+            now,
+            idle,
+            SESSION_SECS,
         )?)
     })
     .await?;
-    Ok(found.map(|s| SignedIn {
+    let Some(s) = found else {
+        return Ok(None);
+    };
+    let slid = (now + idle).min(s.created_at + SESSION_SECS);
+    if slid - s.expires_at >= slide_every(idle) {
+        let hash = auth::token_hash(&token);
+        let touched = state
+            .ingestor
+            .writer()
+            .run(move |tx| users::touch_session(tx, &hash, slid))
+            .await;
+        if let Err(e) = touched {
+            // The session stays open until its current expiry.
+            tracing::warn!(error = %e, "session expiry not moved");
+        }
+    }
+    Ok(Some(SignedIn {
         user: s.user,
         csrf_token: s.csrf_token,
         token_hash: auth::token_hash(&token),
     }))
+}
+
+/// How far a session's expiry must have fallen behind before a request
+/// moves it: a write every few minutes of use, not on every request, and a
+/// small share of a short idle time.
+fn slide_every(idle_secs: i64) -> i64 {
+    (idle_secs / 10).clamp(1, 300)
+}
+
+/// When a session started at `now` ends unless used.
+pub fn first_expiry(state: &AppState, now: i64) -> i64 {
+    now + state.session_idle_secs.min(SESSION_SECS)
 }
 
 /// Like [`signed_in`], or a redirect to the sign-in page that returns here.
@@ -166,8 +218,9 @@ pub fn client_addr(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
     client_ip::of_request(req, &state.trusted_proxies)
 }
 
+/// A cookie named for the scheme ([`cookie_name`]).
 fn cookie(name: &'static str, value: String, secure: bool, max_age: i64) -> Cookie<'static> {
-    Cookie::build(name, value)
+    Cookie::build(cookie_name(name, secure), value)
         .path("/")
         .http_only(true)
         .secure(secure)
@@ -194,11 +247,12 @@ pub fn form_token(
     state: &AppState,
     req: &HttpRequest,
 ) -> Result<(String, Option<Cookie<'static>>), PageError> {
-    match req.cookie(FORM_COOKIE) {
+    let https = is_https(state, req);
+    match req.cookie(&cookie_name(FORM_COOKIE, https)) {
         Some(c) if c.value().len() == 64 => Ok((c.value().to_string(), None)),
         _ => {
             let token = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
-            let cookie = form_cookie(token.clone(), is_https(state, req));
+            let cookie = form_cookie(token.clone(), https);
             Ok((token, Some(cookie)))
         }
     }
@@ -206,8 +260,12 @@ pub fn form_token(
 
 /// Refuses a pre-session form whose token is not its cookie's
 /// (double-submit: a foreign page can send the cookie but not read it).
-pub fn check_form_token(req: &HttpRequest, submitted: &str) -> Result<(), PageError> {
-    match req.cookie(FORM_COOKIE) {
+pub fn check_form_token(
+    state: &AppState,
+    req: &HttpRequest,
+    submitted: &str,
+) -> Result<(), PageError> {
+    match req.cookie(&cookie_name(FORM_COOKIE, is_https(state, req))) {
         Some(c) if auth::tokens_equal(c.value(), submitted) => Ok(()),
         _ => Err(PageError::Forbidden(
             "the form has expired; reload the page and try again".into(),
