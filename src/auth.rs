@@ -1,15 +1,15 @@
-//! Dashboard sign-in: password hashes, random tokens and the login rate
-//! limiter. Storage of users and sessions is `store::users`; cookies and
-//! forms are `http`'s.
-
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
+//! Dashboard sign-in: password hashes, random tokens and the limits on
+//! sign-in attempts ([`limiter`]). Storage of users and sessions is
+//! `store::users`; cookies and forms are `http`'s.
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use subtle::ConstantTimeEq;
+
+pub mod limiter;
+
+pub use limiter::LoginLimiter;
 
 /// Password hashes cost 19 MiB and about 20 ms each, on purpose; at most
 /// this many are computed at once, so a flood of sign-ins from many
@@ -31,10 +31,13 @@ pub enum AuthError {
     Hash(String),
 }
 
+/// The longest email address (RFC 5321's path limit, less its brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
 /// A trimmed email address, if it looks like one.
 pub fn valid_email(email: &str) -> Option<String> {
     let e = email.trim();
-    let ok = e.len() <= 254
+    let ok = e.len() <= MAX_EMAIL_BYTES
         && e.split_once('@')
             .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'))
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
@@ -98,68 +101,6 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Failed sign-ins allowed per window, from one address and against one account.
-const FAILURES_PER_IP: u32 = 20;
-const FAILURES_PER_ACCOUNT: u32 = 5;
-const WINDOW_SECS: i64 = 15 * 60;
-/// Bounds memory under a flood of distinct addresses or emails.
-const MAX_TRACKED: usize = 100_000;
-
-/// Counts failed sign-ins per client address and per account over a fixed
-/// window, in memory only (addresses are never written anywhere).
-#[derive(Default)]
-pub struct LoginLimiter {
-    inner: Mutex<Failures>,
-}
-
-#[derive(Default)]
-struct Failures {
-    by_ip: HashMap<IpAddr, (i64, u32)>,
-    by_account: HashMap<String, (i64, u32)>,
-}
-
-fn live(entry: Option<&(i64, u32)>, now: i64) -> u32 {
-    match entry {
-        Some(&(since, n)) if now - since < WINDOW_SECS => n,
-        _ => 0,
-    }
-}
-
-fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, (i64, u32)>, key: K, now: i64) {
-    if map.len() >= MAX_TRACKED {
-        map.retain(|_, (since, _)| now - *since < WINDOW_SECS);
-    }
-    let e = map.entry(key).or_insert((now, 0));
-    if now - e.0 >= WINDOW_SECS {
-        *e = (now, 0);
-    }
-    e.1 += 1;
-}
-
-impl LoginLimiter {
-    /// Whether a sign-in from `ip` for `email` may be tried now.
-    pub fn allowed(&self, ip: Option<IpAddr>, email: &str, now: i64) -> bool {
-        let f = self.inner.lock().expect("login limiter");
-        let ip_ok = ip.is_none_or(|ip| live(f.by_ip.get(&ip), now) < FAILURES_PER_IP);
-        let account_ok = live(f.by_account.get(&email.to_lowercase()), now) < FAILURES_PER_ACCOUNT;
-        ip_ok && account_ok
-    }
-
-    pub fn failed(&self, ip: Option<IpAddr>, email: &str, now: i64) {
-        let mut f = self.inner.lock().expect("login limiter");
-        if let Some(ip) = ip {
-            bump(&mut f.by_ip, ip, now);
-        }
-        bump(&mut f.by_account, email.to_lowercase(), now);
-    }
-
-    /// A successful sign-in clears the account's failures (not the address's).
-    pub fn succeeded(&self, email: &str) {
-        let mut f = self.inner.lock().expect("login limiter");
-        f.by_account.remove(&email.to_lowercase());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,30 +116,6 @@ mod tests {
             hash_password("short"),
             Err(AuthError::PasswordTooShort)
         ));
-    }
-
-    #[test]
-    fn limiter_counts_per_account_and_address() {
-        let l = LoginLimiter::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..FAILURES_PER_ACCOUNT {
-            assert!(l.allowed(Some(ip), "A@x.org", 0));
-            l.failed(Some(ip), "a@x.org", 0);
-        }
-        assert!(!l.allowed(Some(ip), "a@X.org", 10));
-        assert!(
-            l.allowed(Some(ip), "b@x.org", 10),
-            "other accounts still work"
-        );
-        assert!(
-            l.allowed(Some(ip), "a@x.org", WINDOW_SECS),
-            "the window ends"
-        );
-        for i in 0..FAILURES_PER_IP {
-            l.failed(Some(ip), &format!("{i}@x.org"), 20);
-        }
-        assert!(!l.allowed(Some(ip), "new@x.org", 30));
-        assert!(l.allowed(Some("192.0.2.2".parse().unwrap()), "new@x.org", 30));
     }
 
     #[test]

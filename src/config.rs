@@ -115,11 +115,26 @@ pub struct PrivacyConfig {
     pub respect_gpc: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
     pub embed_share_links: bool,
+    /// A session unused this long ends (the 30-day limit from sign-in stays).
+    pub session_idle_minutes: u32,
 }
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            embed_share_links: false,
+            session_idle_minutes: 7 * 24 * 60,
+        }
+    }
+}
+
+/// Sessions end this long after sign-in however active, so a longer idle
+/// time means nothing.
+pub const MAX_SESSION_IDLE_MINUTES: u32 = 30 * 24 * 60;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -307,6 +322,16 @@ impl Settings {
                 ));
             }
         }
+        let idle = raw.dashboard.session_idle_minutes;
+        if !(1..=MAX_SESSION_IDLE_MINUTES).contains(&idle) {
+            return Err(invalid(
+                "dashboard.session_idle_minutes",
+                &idle.to_string(),
+                &format!(
+                    "expected 1 to {MAX_SESSION_IDLE_MINUTES} (30 days, when sessions end anyway)"
+                ),
+            ));
+        }
         let backup_dir = if raw.backup.dir.is_empty() {
             None
         } else {
@@ -470,6 +495,12 @@ mod tests {
         assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(s.trusted_proxies.len(), 1);
         assert!(s.raw.privacy.respect_gpc);
+        let s = load("", &[("TALLY_DASHBOARD_SESSION_IDLE_MINUTES", "90")]).unwrap();
+        assert_eq!(s.raw.dashboard.session_idle_minutes, 90);
+        let e = load("[dashboard]\nsession_idle_minutes = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("dashboard.session_idle_minutes"), "{e}");
         let e = load("", &[("TALLY_STORAGE_QUEUE_CAPACITY", "lots")])
             .unwrap_err()
             .to_string();

@@ -114,6 +114,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         stopping: tokio::sync::watch::channel(false).0,
         setup_token,
         embed_share_links: settings.raw.dashboard.embed_share_links,
+        session_idle_secs: i64::from(settings.raw.dashboard.session_idle_minutes) * 60,
     };
     let result = actix_web::rt::System::new().block_on(async move {
         let maintenance = tokio::spawn({

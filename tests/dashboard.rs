@@ -741,7 +741,7 @@ fn cookies_are_secure_behind_an_https_proxy() {
     let cookie = signed
         .headers
         .iter()
-        .find(|(k, v)| k == "set-cookie" && v.starts_with("tally_session="))
+        .find(|(k, v)| k == "set-cookie" && v.starts_with("__Host-tally_session="))
         .map(|(_, v)| v.clone())
         .expect("session cookie");
     assert!(cookie.contains("; Secure"), "{cookie}");

@@ -170,6 +170,40 @@ fn metrics_are_refused_to_addresses_not_allowed() {
 }
 
 #[test]
+fn a_client_behind_a_trusted_proxy_cannot_pose_as_loopback() {
+    // The proxy on loopback is trusted, and loopback may read the metrics:
+    // only the proxy's own requests may, not a client it relays.
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]\n");
+    let s = env.start();
+    assert_eq!(s.get("/metrics", &[]).status, 200);
+    let xff = "X-Forwarded-For";
+    // A proxy that adds its own header line keeps the client's line before
+    // it: every line is read, in order.
+    let two_lines = s.get("/metrics", &[(xff, "127.0.0.1"), (xff, "203.0.113.9")]);
+    assert_eq!(two_lines.status, 403, "{}", two_lines.body);
+    // A proxy that writes the client's port: the hop is still the client.
+    for forwarded in [
+        "127.0.0.1, 203.0.113.9:5555",
+        "127.0.0.1, [2001:db8::9]:443",
+        "127.0.0.1:1234, 203.0.113.9",
+        // A hop that is no address ends the walk; it is not skipped.
+        "127.0.0.1, unknown",
+        "127.0.0.1, 203.0.113.9:99999",
+        "127.0.0.1, _hidden",
+    ] {
+        let r = s.get("/metrics", &[(xff, forwarded)]);
+        assert_eq!(r.status, 403, "{forwarded}: {}", r.body);
+    }
+    // The proxy relaying a client on loopback, port or not.
+    assert_eq!(s.get("/metrics", &[(xff, "127.0.0.1:1234")]).status, 200);
+    assert_eq!(
+        s.get("/metrics", &[(xff, "127.0.0.1"), (xff, "127.0.0.1")])
+            .status,
+        200
+    );
+}
+
+#[test]
 fn debug_logs_one_line_per_request_without_addresses() {
     let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]\n[log]\nformat = \"json\"\n");
     env.add_site("example.com");

@@ -1,46 +1,118 @@
 //! The client's IP address: the peer's, unless the peer is a trusted proxy,
 //! then the right-most `X-Forwarded-For` hop that is not one.
+//!
+//! Everything left of the hop a trusted proxy appended was written by the
+//! client, so the walk goes right to left over every header line and stops
+//! at the first hop that is not a trusted proxy, or at the first that is
+//! not an address at all: skipping one would let the client's own values
+//! count.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use actix_web::HttpRequest;
 use ipnet::IpNet;
 
+/// The client as the trusted proxies in front report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub ip: IpAddr,
+    /// False when the walk stopped at a hop that is not an address (such as
+    /// `unknown`): `ip` is then the nearest trusted hop (a proxy, or the
+    /// peer), standing in for a client that cannot be named. It serves for
+    /// limits and visitor ids, never to grant access.
+    pub named: bool,
+}
+
 /// Whether the connection comes from one of the trusted proxies.
 pub fn from_trusted_proxy(req: &HttpRequest, trusted: &[IpNet]) -> bool {
     req.peer_addr()
-        .is_some_and(|p| trusted.iter().any(|n| n.contains(&p.ip())))
+        .is_some_and(|p| is_trusted(&p.ip().to_canonical(), trusted))
+}
+
+/// Whether the browser reached the proxy over https: Tally itself speaks
+/// plain HTTP, so only a trusted proxy's `X-Forwarded-Proto` tells, and a
+/// client talking to Tally directly cannot claim it.
+pub fn forwarded_https(req: &HttpRequest, trusted: &[IpNet]) -> bool {
+    from_trusted_proxy(req, trusted)
+        && req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
 /// The client address of `req` (see [`client_ip`]); `None` without a peer.
 pub fn of_request(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
-    let forwarded_for = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    Some(client_ip(req.peer_addr()?.ip(), forwarded_for, trusted))
+    resolve(req, trusted).map(|c| c.ip)
 }
 
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
+/// The client of `req` (see [`client_ip`]); `None` without a peer.
+pub fn resolve(req: &HttpRequest, trusted: &[IpNet]) -> Option<Client> {
+    let peer = req.peer_addr()?.ip();
+    let mut lines = req.headers().get_all("x-forwarded-for").peekable();
+    if lines.peek().is_none() {
+        return Some(client_ip(peer, None, trusted));
+    }
+    // Lines in the order received, as one list (RFC 9110, 5.3). A line that
+    // is not text is one hop that is no address.
+    let joined = lines
+        .map(|v| v.to_str().unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Some(client_ip(peer, Some(&joined), trusted))
+}
+
+fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(ip))
+}
+
+/// One `X-Forwarded-For` hop: `ip`, `ip:port`, `[v6]` or `[v6]:port`.
+/// IPv4-mapped IPv6 addresses are read as IPv4, so they meet the same lists.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let ip = if let Ok(ip) = hop.parse::<IpAddr>() {
+        ip
+    } else if let Ok(sock) = hop.parse::<SocketAddr>() {
+        sock.ip()
+    } else {
+        IpAddr::V6(
+            hop.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<Ipv6Addr>()
+                .ok()?,
+        )
+    };
+    Some(ip.to_canonical())
+}
+
+/// The client behind `peer`. An untrusted peer is the client. Behind a
+/// trusted one, hops are read right to left: trusted proxies are passed,
+/// the first hop that is not one is the client, and a hop that is not an
+/// address stops the walk with the nearest trusted hop standing in
+/// ([`Client::named`] false). If every hop is a trusted proxy, the
+/// left-most is the client. Empty list elements are ignored.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> Client {
+    let peer = peer.to_canonical();
+    let mut nearest = Client {
+        ip: peer,
+        named: true,
+    };
+    if !is_trusted(&peer, trusted) {
+        return nearest;
     }
     let Some(header) = forwarded_for else {
-        return peer;
+        return nearest;
     };
-    let hops: Vec<IpAddr> = header
-        .split(',')
-        .filter_map(|h| h.trim().parse().ok())
-        .collect();
-    // Right to left: everything a trusted proxy appended is trusted; the first
-    // hop that is not is the client. If all are trusted, the left-most is.
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+    for hop in header.rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let Some(ip) = parse_hop(hop) else {
+            nearest.named = false;
+            return nearest;
+        };
+        nearest.ip = ip;
+        if !is_trusted(&ip, trusted) {
+            return nearest;
+        }
+    }
+    nearest
 }
 
 #[cfg(test)]
@@ -51,16 +123,34 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn named(s: &str) -> Client {
+        Client {
+            ip: ip(s),
+            named: true,
+        }
+    }
+
+    fn standing_in(s: &str) -> Client {
+        Client {
+            ip: ip(s),
+            named: false,
+        }
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
     #[test]
     fn forwarded_only_from_trusted() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let trusted = nets(&["10.0.0.0/8"]);
         assert_eq!(
             client_ip(ip("203.0.113.9"), Some("198.51.100.1"), &trusted),
-            ip("203.0.113.9")
+            named("203.0.113.9")
         );
         assert_eq!(
             client_ip(ip("10.0.0.2"), Some("198.51.100.1"), &trusted),
-            ip("198.51.100.1")
+            named("198.51.100.1")
         );
         assert_eq!(
             client_ip(
@@ -68,12 +158,107 @@ mod tests {
                 Some("1.1.1.1, 198.51.100.1, 10.0.0.3"),
                 &trusted
             ),
-            ip("198.51.100.1")
+            named("198.51.100.1")
         );
         assert_eq!(
-            client_ip(ip("10.0.0.2"), Some("garbage"), &trusted),
-            ip("10.0.0.2")
+            client_ip(ip("10.0.0.2"), Some("10.0.0.7, 10.0.0.3"), &trusted),
+            named("10.0.0.7"),
+            "all trusted: the left-most"
         );
-        assert_eq!(client_ip(ip("10.0.0.2"), None, &[]), ip("10.0.0.2"));
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &[]), named("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some(" , "), &trusted),
+            named("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn every_hop_shape_is_read() {
+        let trusted = nets(&["10.0.0.0/8", "fd00::/8"]);
+        let peer = ip("10.0.0.2");
+        for (hop, client) in [
+            ("198.51.100.1", "198.51.100.1"),
+            ("198.51.100.1:8080", "198.51.100.1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("::ffff:198.51.100.1", "198.51.100.1"),
+            ("[::ffff:198.51.100.1]:80", "198.51.100.1"),
+        ] {
+            // Written by the client, then by a trusted proxy with its port.
+            let header = format!("127.0.0.1, {hop}, 10.0.0.3:1234, [fd00::1]:80");
+            assert_eq!(
+                client_ip(peer, Some(&header), &trusted),
+                named(client),
+                "{header}"
+            );
+        }
+        // A trusted proxy written with a port is still a trusted proxy.
+        assert_eq!(
+            client_ip(peer, Some("10.0.0.9:443"), &trusted),
+            named("10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn a_hop_that_is_no_address_ends_the_walk() {
+        let trusted = nets(&["10.0.0.0/8", "127.0.0.1/32"]);
+        let peer = ip("10.0.0.2");
+        for hop in [
+            "unknown",
+            "_hidden",
+            "?",
+            "198.51.100.1:99999",
+            "198.51.100.1:",
+            "[2001:db8::1",
+            "2001:db8::1]:80",
+            "[198.51.100.1]",
+            "198.51.100.1 198.51.100.2",
+            "localhost",
+        ] {
+            let header = format!("127.0.0.1, {hop}");
+            assert_eq!(
+                client_ip(peer, Some(&header), &trusted),
+                standing_in("10.0.0.2"),
+                "{header}"
+            );
+            let header = format!("127.0.0.1, {hop}, 10.0.0.3");
+            assert_eq!(
+                client_ip(peer, Some(&header), &trusted),
+                standing_in("10.0.0.3"),
+                "the nearest trusted hop: {header}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_header_line_counts_in_order() {
+        use actix_web::test::TestRequest;
+        let trusted = nets(&["127.0.0.1/32"]);
+        let req = |lines: &[&str]| {
+            let mut r = TestRequest::default().peer_addr("127.0.0.1:40000".parse().unwrap());
+            for l in lines {
+                r = r.append_header(("X-Forwarded-For", *l));
+            }
+            r.to_http_request()
+        };
+        let two = req(&["127.0.0.1", "203.0.113.9"]);
+        assert_eq!(resolve(&two, &trusted), Some(named("203.0.113.9")));
+        let three = req(&["198.51.100.1", "127.0.0.1:5000, 203.0.113.9", "127.0.0.1"]);
+        assert_eq!(of_request(&three, &trusted), Some(ip("203.0.113.9")));
+        let none = req(&[]);
+        assert_eq!(resolve(&none, &trusted), Some(named("127.0.0.1")));
+        let unreadable = TestRequest::default()
+            .peer_addr("127.0.0.1:40000".parse().unwrap())
+            .append_header(("X-Forwarded-For", "127.0.0.1"))
+            .append_header((
+                "X-Forwarded-For",
+                actix_web::http::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+            ))
+            .to_http_request();
+        assert_eq!(
+            resolve(&unreadable, &trusted),
+            Some(standing_in("127.0.0.1"))
+        );
     }
 }

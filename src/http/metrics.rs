@@ -18,7 +18,8 @@ pub const EVENT_ROUTE: &str = "/api/event";
 /// Whether `req` may read the metrics. The address is the client's as the
 /// trusted proxies report it; a request that carries forwarding headers but
 /// comes from a proxy that is not trusted is refused, so a reverse proxy on
-/// the same host does not make every visitor look local.
+/// the same host does not make every visitor look local. A client the
+/// proxies could not name (a hop that is no address) is refused too.
 fn allowed(state: &AppState, req: &HttpRequest) -> bool {
     let forwarded = ["x-forwarded-for", "forwarded"]
         .iter()
@@ -26,8 +27,8 @@ fn allowed(state: &AppState, req: &HttpRequest) -> bool {
     if forwarded && !client_ip::from_trusted_proxy(req, &state.trusted_proxies) {
         return false;
     }
-    client_ip::of_request(req, &state.trusted_proxies)
-        .is_some_and(|ip| state.metrics_allow.iter().any(|n| n.contains(&ip)))
+    client_ip::resolve(req, &state.trusted_proxies)
+        .is_some_and(|c| c.named && state.metrics_allow.iter().any(|n| n.contains(&c.ip)))
 }
 
 pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {

@@ -14,6 +14,10 @@ mod stats_api;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{App, HttpServer, web};
 use ipnet::IpNet;
 
@@ -59,6 +63,9 @@ pub struct AppState {
     pub setup_token: Option<String>,
     /// Share links may be framed by other sites.
     pub embed_share_links: bool,
+    /// A dashboard session unused this long ends (`[dashboard]
+    /// session_idle_minutes`).
+    pub session_idle_secs: i64,
 }
 
 /// Waits until every event acknowledged so far is committed, so a query of
@@ -137,6 +144,31 @@ fn security_headers() -> actix_web::middleware::DefaultHeaders {
         .add(("X-Frame-Options", "DENY"))
 }
 
+/// `Strict-Transport-Security` of responses over https: browsers then use
+/// https for a year. Only when a trusted proxy says the request came over
+/// https: sent over plain http it would be ignored at best, and a
+/// deployment without https must not be told to require it. Subdomains are
+/// left alone; they may be other services.
+const HSTS: &str = "max-age=31536000";
+
+/// Adds [`HSTS`] to every response to a request that came over https.
+async fn strict_transport(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let https = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| client_ip::forwarded_https(req.request(), &s.trusted_proxies));
+    let mut res = next.call(req).await?;
+    if https {
+        res.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static(HSTS),
+        );
+    }
+    Ok(res)
+}
+
 /// Runs the HTTP server on `listener` until SIGINT or SIGTERM; in-flight
 /// requests finish (up to `shutdown_timeout`) before this returns.
 pub async fn run(
@@ -150,6 +182,7 @@ pub async fn run(
         App::new()
             .app_data(state.clone())
             .wrap(security_headers())
+            .wrap(actix_web::middleware::from_fn(strict_transport))
             .wrap(actix_web::middleware::from_fn(metrics::time_requests))
             .configure(routes)
     })

@@ -340,6 +340,10 @@ pub fn can_view(conn: &Connection, user: &User, site_id: i64) -> Result<bool, St
 pub struct LoginSession {
     pub user: User,
     pub csrf_token: String,
+    pub created_at: i64,
+    /// When it ends unless used: at most the idle time after its last use
+    /// (moved by [`touch_session`]), never past the limit from sign-in.
+    pub expires_at: i64,
 }
 
 pub fn create_session(
@@ -358,25 +362,47 @@ pub fn create_session(
     Ok(())
 }
 
-/// The session with `token_hash`, unless it has expired.
+/// The session with `token_hash`, if still open at `now`: not expired, not
+/// older than `max_secs`, and not expiring further out than `idle_secs`
+/// (such an expiry was set under a longer idle time than today's, so the
+/// last use it stands for is not known).
 pub fn find_session(
     conn: &Connection,
     token_hash: &[u8],
     now: i64,
+    idle_secs: i64,
+    max_secs: i64,
 ) -> Result<Option<LoginSession>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT u.id, u.email, u.admin, s.csrf_token
+            "SELECT u.id, u.email, u.admin, s.csrf_token, s.created_at, s.expires_at
                FROM login_sessions s JOIN users u ON u.id = s.user_id
-              WHERE s.token_hash = ?1 AND s.expires_at > ?2",
+              WHERE s.token_hash = ?1 AND s.expires_at > ?2 AND s.expires_at <= ?2 + ?3
+                AND s.created_at > ?2 - ?4",
         )?
-        .query_row(params![token_hash, now], |r| {
+        .query_row(params![token_hash, now, idle_secs, max_secs], |r| {
             Ok(LoginSession {
                 user: user_from_row(r)?,
                 csrf_token: r.get(3)?,
+                created_at: r.get(4)?,
+                expires_at: r.get(5)?,
             })
         })
         .optional()?)
+}
+
+/// Moves a session's expiry later to `expires_at` (never earlier, so
+/// racing requests cannot shorten it).
+pub fn touch_session(
+    conn: &Connection,
+    token_hash: &[u8],
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE login_sessions SET expires_at = ?2 WHERE token_hash = ?1 AND expires_at < ?2",
+    )?
+    .execute(params![token_hash, expires_at])?;
+    Ok(())
 }
 
 pub fn delete_session(conn: &Connection, token_hash: &[u8]) -> Result<(), StoreError> {
@@ -573,13 +599,45 @@ mod tests {
         let user = add_user(&conn, "a@example.com", "x", true, 0).unwrap();
         create_session(&conn, b"t1", user.id, "csrf", 0, 100).unwrap();
         assert_eq!(
-            find_session(&conn, b"t1", 50).unwrap().unwrap().csrf_token,
+            find_session(&conn, b"t1", 50, 100, 1000)
+                .unwrap()
+                .unwrap()
+                .csrf_token,
             "csrf"
         );
-        assert!(find_session(&conn, b"t1", 100).unwrap().is_none());
+        assert!(
+            find_session(&conn, b"t1", 100, 100, 1000)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(delete_expired_sessions(&conn, 100).unwrap(), 1);
         create_session(&conn, b"t2", user.id, "csrf", 0, 100).unwrap();
         set_password(&conn, "a@example.com", "y").unwrap();
-        assert!(find_session(&conn, b"t2", 50).unwrap().is_none());
+        assert!(find_session(&conn, b"t2", 50, 100, 1000).unwrap().is_none());
+    }
+
+    #[test]
+    fn sessions_slide_within_the_idle_time_and_the_limit_from_sign_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("tally.db")).unwrap();
+        super::super::migrate::run(&mut conn).unwrap();
+        let user = add_user(&conn, "a@example.com", "x", true, 0).unwrap();
+        let (idle, max) = (100, 1000);
+        create_session(&conn, b"t", user.id, "csrf", 0, idle).unwrap();
+        let find = |now| find_session(&conn, b"t", now, idle, max).unwrap();
+        assert_eq!(find(99).unwrap().expires_at, 100);
+        touch_session(&conn, b"t", 199).unwrap();
+        assert_eq!(find(150).unwrap().expires_at, 199);
+        // Never moved earlier.
+        touch_session(&conn, b"t", 120).unwrap();
+        assert_eq!(find(150).unwrap().expires_at, 199);
+        assert!(find(199).is_none(), "idle past the expiry");
+        // An expiry further out than the idle time is not believed.
+        assert!(find_session(&conn, b"t", 50, 100, max).unwrap().is_none());
+        assert!(find_session(&conn, b"t", 99, 100, max).unwrap().is_some());
+        // The limit from sign-in holds whatever the expiry says.
+        touch_session(&conn, b"t", 1050).unwrap();
+        assert!(find(999).is_some());
+        assert!(find(1000).is_none());
     }
 }

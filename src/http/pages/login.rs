@@ -74,17 +74,34 @@ pub async fn login(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    session::check_form_token(&req, &form.csrf)?;
+    session::check_form_token(&state, &req, &form.csrf)?;
     let ip = session::client_addr(&state, &req);
     let email = form.email.trim().to_string();
-    let now = store::now_unix();
-    if !state.login_limiter.allowed(ip, &email, now) {
-        tracing::warn!("sign-in refused: too many failed attempts");
-        return Err(PageError::TooManyRequests);
+    if email.len() > auth::MAX_EMAIL_BYTES {
+        return Err(PageError::BadRequest(format!(
+            "email: at most {} characters",
+            auth::MAX_EMAIL_BYTES
+        )));
     }
+    let now = store::now_unix();
+    // Counted before the password is checked, so parallel requests cannot
+    // check more than the limits allow.
+    let attempt = match state.login_limiter.begin(ip, &email, now) {
+        Ok(a) => a,
+        Err(refusal) => {
+            tracing::warn!(?refusal, "sign-in refused: too many attempts");
+            return Err(PageError::TooManyRequests);
+        }
+    };
     let store = state.store.clone();
     let (e, password) = (email.clone(), form.password);
-    let _slot = password_slot(&state).await?;
+    let _slot = match password_slot(&state).await {
+        Ok(slot) => slot,
+        Err(e) => {
+            state.login_limiter.not_checked(attempt);
+            return Err(e);
+        }
+    };
     let user = blocking(move || {
         let found = users::find_user(&*store.reader()?, &e)?;
         // An unknown email costs as much as a wrong password.
@@ -97,7 +114,7 @@ pub async fn login(
     })
     .await?;
     let Some(user) = user else {
-        state.login_limiter.failed(ip, &email, now);
+        state.login_limiter.failed(attempt);
         let page = LoginPage {
             csrf: form.csrf,
             next: session::safe_next(form.next.as_deref()),
@@ -106,7 +123,7 @@ pub async fn login(
         };
         return html_with_cookie(&page, actix_web::http::StatusCode::UNAUTHORIZED, None);
     };
-    state.login_limiter.succeeded(&email);
+    state.login_limiter.succeeded(attempt, now);
     start_session(
         &state,
         &req,
@@ -142,12 +159,13 @@ async fn start_session(
     let csrf = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
     let hash = auth::token_hash(&token);
     let now = store::now_unix();
+    let expires_at = session::first_expiry(state, now);
     state
         .ingestor
         .writer()
         .run(move |tx| {
             users::delete_expired_sessions(tx, now)?;
-            users::create_session(tx, &hash, user_id, &csrf, now, now + session::SESSION_SECS)
+            users::create_session(tx, &hash, user_id, &csrf, now, expires_at)
         })
         .await?;
     let secure = session::is_https(state, req);
@@ -215,15 +233,16 @@ pub async fn setup(
     form: web::Form<SetupForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    session::check_form_token(&req, &form.csrf)?;
+    session::check_form_token(&state, &req, &form.csrf)?;
     if user_count(&state.store).await? > 0 {
         return Err(PageError::NotFound);
     }
     let ip = session::client_addr(&state, &req);
     let now = store::now_unix();
-    if !state.login_limiter.allowed(ip, "setup", now) {
+    // The setup token is limited like a password of an account "setup".
+    let Ok(attempt) = state.login_limiter.begin(ip, "setup", now) else {
         return Err(PageError::TooManyRequests);
-    }
+    };
     let retry = |error: String| {
         let page = SetupPage {
             csrf: form.csrf.clone(),
@@ -238,9 +257,10 @@ pub async fn setup(
         .as_deref()
         .is_some_and(|t| auth::tokens_equal(t, form.token.trim()));
     if !token_ok {
-        state.login_limiter.failed(ip, "setup", now);
+        state.login_limiter.failed(attempt);
         return retry("That is not the setup token printed in the server log.".into());
     }
+    state.login_limiter.succeeded(attempt, now);
     let Some(email) = auth::valid_email(&form.email) else {
         return retry("Enter an email address.".into());
     };

@@ -1,0 +1,405 @@
+//! Sign-in, proxies and sessions against the real binary: where a sign-in
+//! may send the browser, how sign-in attempts are limited per account and
+//! network, and the cookies, idle timeout and HSTS of sessions over https.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Env, PASSWORD, Reply, Server};
+
+/// A browser-like client: keeps cookies, does not follow redirects, and
+/// sends `headers` with every request (as a proxy in front would add them).
+struct Client<'a> {
+    server: &'a Server,
+    agent: ureq::Agent,
+    cookies: HashMap<String, String>,
+    headers: Vec<(String, String)>,
+}
+
+impl<'a> Client<'a> {
+    fn new(server: &'a Server) -> Client<'a> {
+        Client {
+            server,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(Duration::from_secs(60)))
+                .build()
+                .into(),
+            cookies: HashMap::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Like [`Client::new`], as relayed by a trusted proxy for `ip` over
+    /// `proto`.
+    fn proxied(server: &'a Server, ip: &str, proto: &str) -> Client<'a> {
+        let mut c = Client::new(server);
+        c.headers = vec![
+            ("X-Forwarded-For".into(), ip.into()),
+            ("X-Forwarded-Proto".into(), proto.into()),
+        ];
+        c
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let r = r.expect("request failed");
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attrs.to_ascii_lowercase().contains("max-age=0") {
+                self.cookies.remove(name.trim());
+            } else {
+                self.cookies
+                    .insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+        common::reply(Ok(r))
+    }
+
+    fn get(&mut self, path: &str) -> Reply {
+        let mut req = self
+            .agent
+            .get(self.server.url(path))
+            .header("Cookie", &self.cookie_header());
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let r = req.call();
+        self.finish(r)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req = self
+            .agent
+            .post(self.server.url(path))
+            .header("Cookie", &self.cookie_header())
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let r = req.send(body.as_str());
+        self.finish(r)
+    }
+
+    /// The sign-in form's CSRF token (and its cookie, kept).
+    fn login_csrf(&mut self) -> String {
+        let page = self.get("/login");
+        assert_eq!(page.status, 200, "{}", page.body);
+        field(&page.body, "csrf")
+    }
+
+    /// Signs in through the form, asking to go to `next`.
+    fn sign_in_to(&mut self, email: &str, password: &str, next: &str) -> Reply {
+        let csrf = self.login_csrf();
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", email),
+                ("password", password),
+                ("next", next),
+            ],
+        )
+    }
+
+    fn sign_in(&mut self, email: &str, password: &str) -> Reply {
+        self.sign_in_to(email, password, "/")
+    }
+}
+
+/// The value of the first input named `name`.
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `next` values a browser would follow to another host, or that are not
+/// plain paths of this server.
+const FOREIGN_NEXT: &[&str] = &[
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r/evil.example",
+    "/%09/evil.example",
+    "/\\/evil.example",
+    "/\\evil.example",
+    "//evil.example",
+    "https://evil.example",
+    "https:evil.example",
+    "/ /evil.example",
+    "/..//evil.example",
+];
+
+#[test]
+fn sign_in_only_returns_to_paths_of_this_server() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    for next in FOREIGN_NEXT {
+        let mut c = Client::new(&server);
+        // The form carries `/` instead.
+        let page = c.get(&format!("/login?next={}", urlencode(next)));
+        assert_eq!(page.status, 200);
+        assert_eq!(field(&page.body, "next"), "/", "{next:?}");
+        // A form posted with it anyway lands on `/`.
+        let signed = c.sign_in_to("admin@example.com", PASSWORD, next);
+        assert_eq!(signed.status, 303, "{next:?}");
+        assert_eq!(signed.header("location"), Some("/"), "{next:?}");
+    }
+    // Signed in, the sign-in page sends straight on: still only to `/`.
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    for next in FOREIGN_NEXT {
+        let r = c.get(&format!("/login?next={}", urlencode(next)));
+        assert_eq!(r.status, 303, "{next:?}");
+        assert_eq!(r.header("location"), Some("/"), "{next:?}");
+    }
+    let r = c.get("/login?next=%2Fexample.com%3Fperiod%3D7d");
+    assert_eq!(r.header("location"), Some("/example.com?period=7d"));
+}
+
+#[test]
+fn parallel_guesses_are_all_counted_and_do_not_lock_the_owner_out() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    // One form token for every guess, as a script would reuse it.
+    let mut stranger = Client::new(&server);
+    let csrf = stranger.login_csrf();
+    let cookie = stranger.cookie_header();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", csrf.as_str()),
+            ("email", "admin@example.com"),
+            ("password", "not the password"),
+        ])
+        .finish();
+    let url = server.url("/login");
+    let barrier = std::sync::Barrier::new(40);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..40)
+            .map(|_| {
+                scope.spawn(|| {
+                    let agent = common::agent();
+                    barrier.wait();
+                    let r = agent
+                        .post(&url)
+                        .header("Cookie", &cookie)
+                        .header("Content-Type", "application/x-www-form-urlencoded")
+                        .send(body.as_str());
+                    common::reply(r).status
+                })
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+    assert_eq!(checked, 5, "passwords checked: {statuses:?}");
+    // The strangers' network is done for a while, even with the password...
+    assert_eq!(
+        Client::new(&server)
+            .sign_in("admin@example.com", PASSWORD)
+            .status,
+        429
+    );
+    // ...but the owner, from another network, signs in.
+    let mut owner = Client::proxied(&server, "198.51.100.7", "http");
+    let signed = owner.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(owner.get("/").status, 200);
+}
+
+/// The `Set-Cookie` header of `reply` for cookie `name`.
+fn set_cookie<'r>(reply: &'r Reply, name: &str) -> Option<&'r str> {
+    reply
+        .headers
+        .iter()
+        .find(|(k, v)| k == "set-cookie" && v.starts_with(&format!("{name}=")))
+        .map(|(_, v)| v.as_str())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+const HSTS: &str = "strict-transport-security";
+
+#[test]
+fn https_sessions_use_host_cookies_and_hsts() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let mut c = Client::proxied(&server, "198.51.100.7", "https");
+    let page = c.get("/login");
+    assert_eq!(page.header(HSTS), Some("max-age=31536000"));
+    let form = set_cookie(&page, "__Host-tally_form").expect("form cookie");
+    for attr in ["; Path=/", "; Secure", "; HttpOnly"] {
+        assert!(form.contains(attr), "{form}");
+    }
+    assert!(!form.to_ascii_lowercase().contains("domain="), "{form}");
+    assert!(set_cookie(&page, "tally_form").is_none());
+    let signed = c.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(signed.header(HSTS), Some("max-age=31536000"));
+    let session = set_cookie(&signed, "__Host-tally_session").expect("session cookie");
+    for attr in ["; Path=/", "; Secure", "; HttpOnly", "; SameSite=Lax"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    assert!(
+        !session.to_ascii_lowercase().contains("domain="),
+        "{session}"
+    );
+    assert!(set_cookie(&signed, "tally_session").is_none());
+    let home = c.get("/");
+    assert_eq!(home.status, 200);
+    assert_eq!(home.header(HSTS), Some("max-age=31536000"));
+    // Every response over https, not only pages.
+    assert_eq!(c.get("/api/health").header(HSTS), Some("max-age=31536000"));
+    let token = c.cookies["__Host-tally_session"].clone();
+
+    // Over https, only the `__Host-` name opens the session: a plain-name
+    // cookie may have been planted by a sibling domain or over plain http.
+    let mut planted = Client::proxied(&server, "198.51.100.7", "https");
+    planted
+        .cookies
+        .insert("tally_session".into(), token.clone());
+    assert_eq!(planted.get("/").status, 303);
+    // A plain-name form cookie does not sign in over https either.
+    let mut planted_form = Client::proxied(&server, "198.51.100.7", "https");
+    let csrf = planted_form.login_csrf();
+    let form_token = planted_form.cookies.remove("__Host-tally_form").unwrap();
+    planted_form.cookies.insert("tally_form".into(), form_token);
+    let r = planted_form.post(
+        "/login",
+        &[
+            ("csrf", &csrf),
+            ("email", "admin@example.com"),
+            ("password", PASSWORD),
+        ],
+    );
+    assert_eq!(r.status, 403);
+    // Over plain http the `__Host-` cookie is not read, and nothing says
+    // Strict-Transport-Security.
+    let mut plain = Client::new(&server);
+    plain
+        .cookies
+        .insert("__Host-tally_session".into(), token.clone());
+    let r = plain.get("/");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header(HSTS), None);
+    assert_eq!(Client::new(&server).get("/login").header(HSTS), None);
+
+    // Signing out over https expires the `__Host-` cookie.
+    let csrf = field(&c.get("/").body, "csrf");
+    let out = c.post("/logout", &[("csrf", &csrf)]);
+    assert_eq!(out.status, 303);
+    let gone = set_cookie(&out, "__Host-tally_session").expect("expired cookie");
+    assert!(
+        gone.contains("Max-Age=0") && gone.contains("; Secure"),
+        "{gone}"
+    );
+    assert_eq!(c.get("/").status, 303);
+    drop(server);
+
+    // A client that is not a trusted proxy cannot ask for https.
+    let env = Env::new("");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let mut direct = Client::new(&server);
+    direct.headers = vec![("X-Forwarded-Proto".into(), "https".into())];
+    let page = direct.get("/login");
+    assert_eq!(page.header(HSTS), None);
+    assert!(set_cookie(&page, "tally_form").is_some());
+    let signed = direct.sign_in("admin@example.com", PASSWORD);
+    let session = set_cookie(&signed, "tally_session").expect("plain session cookie");
+    assert!(!session.contains("Secure"), "{session}");
+}
+
+#[test]
+fn sessions_end_when_idle_and_slide_with_use() {
+    let env = Env::new("[dashboard]\nsession_idle_minutes = 60");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let db = env.db();
+    let row = || -> (i64, i64) {
+        db.query_row(
+            "SELECT created_at, expires_at FROM login_sessions",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let set = |created: i64, expires: i64| {
+        db.execute(
+            "UPDATE login_sessions SET created_at = ?1, expires_at = ?2",
+            [created, expires],
+        )
+        .unwrap();
+    };
+    // A new session lasts the idle time, not the absolute 30 days.
+    let (created, expires) = row();
+    assert!(
+        (3595..=3605).contains(&(expires - created)),
+        "{created} {expires}"
+    );
+
+    // Used after 59 idle minutes: still open, and the hour starts again.
+    let t = now();
+    set(t - 3540, t + 60);
+    assert_eq!(c.get("/").status, 200);
+    let (_, expires) = row();
+    assert!(expires >= t + 3590, "slid to {expires}, now {t}");
+    // Used again a minute later: no write (the expiry moves at most once
+    // every few minutes).
+    set(t - 3540, t + 3540);
+    assert_eq!(c.get("/").status, 200);
+    assert_eq!(row().1, t + 3540);
+    // Idle for the hour: over.
+    set(t - 7200, t - 1);
+    assert_eq!(c.get("/").status, 303);
+    // An expiry further out than the idle time allows (set under a longer
+    // setting) is not believed.
+    set(t - 60, t + 7200);
+    assert_eq!(c.get("/").status, 303);
+    // However active, a session ends 30 days after sign-in: sliding stops
+    // there...
+    let month = 30 * 86_400;
+    set(t - month + 600, t + 10);
+    assert_eq!(c.get("/").status, 200);
+    assert_eq!(row().1, t + 600);
+    // ...and is checked on its own.
+    set(t - month - 1, t + 100);
+    assert_eq!(c.get("/").status, 303);
+}
