@@ -565,7 +565,7 @@ mod tests {
                 ownerless: vec!["a.example".into()]
             }
         );
-        assert!(find_session(&conn, b"t", 50).unwrap().is_none());
+        assert!(find_session(&conn, b"t", 50, 100, 1000).unwrap().is_none());
         assert_eq!(members(&conn, site.id).unwrap().len(), 1);
         assert_eq!(
             remove_user(&conn, "root@example.com").unwrap(),
