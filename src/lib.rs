@@ -19,4 +19,5 @@ pub mod query;
 pub mod serve;
 pub mod store;
 pub mod summary;
+pub mod supervise;
 pub mod transfer;

@@ -42,7 +42,7 @@ impl ApiError {
                 IngestError::TooLarge { .. } => "too_large",
                 IngestError::UnknownSite(_) => "unknown_site",
                 IngestError::Overloaded => "overloaded",
-                IngestError::Storage(_) => "storage",
+                IngestError::Storage(_) | IngestError::Unavailable => "storage",
             },
             ApiError::BodyTimeout => "body_timeout",
             ApiError::Query(_) | ApiError::Unauthorized | ApiError::Internal(_) => "storage",
@@ -60,6 +60,7 @@ impl ResponseError for ApiError {
                 IngestError::UnknownSite(_) => StatusCode::NOT_FOUND,
                 IngestError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
                 IngestError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::Query(e) => match e {
                 QueryError::BadParam(_) => StatusCode::BAD_REQUEST,
@@ -79,16 +80,25 @@ impl ResponseError for ApiError {
         }
         let mut resp = HttpResponse::build(status);
         let public = if status.is_server_error()
-            && !matches!(self, ApiError::Ingest(IngestError::Overloaded))
-        {
+            && !matches!(
+                self,
+                ApiError::Ingest(IngestError::Overloaded | IngestError::Unavailable)
+            ) {
             "internal error".to_string()
         } else {
             self.to_string()
         };
         match self {
             ApiError::Ingest(e) => {
-                if matches!(e, IngestError::Overloaded) {
-                    resp.insert_header(("Retry-After", "1"));
+                match e {
+                    IngestError::Overloaded => {
+                        resp.insert_header(("Retry-After", "1"));
+                    }
+                    // Until someone restarts the server.
+                    IngestError::Unavailable => {
+                        resp.insert_header(("Retry-After", "60"));
+                    }
+                    _ => {}
                 }
                 resp.insert_header(("Access-Control-Allow-Origin", "*"));
                 let (field, reason) = match e {

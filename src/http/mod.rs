@@ -40,6 +40,8 @@ pub struct AppState {
     pub retention: Arc<RetentionStats>,
     pub backups: Arc<BackupStats>,
     pub summaries: Arc<crate::summary::SummaryStats>,
+    /// Panicked passes of background tasks, by [`crate::supervise::TASKS`].
+    pub task_panics: Arc<crate::metrics::CounterSet>,
     /// Addresses that may read `/metrics`.
     pub metrics_allow: Vec<IpNet>,
     /// Time to answer, per route pattern.
