@@ -115,10 +115,24 @@ pub struct PrivacyConfig {
     pub respect_gpc: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
     pub embed_share_links: bool,
+    /// Live streams (`/{domain}/live`) one client address may hold open.
+    pub live_streams_per_client: usize,
+    /// Live streams the server holds open at once.
+    pub live_streams_total: usize,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            embed_share_links: false,
+            live_streams_per_client: 8,
+            live_streams_total: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
@@ -281,6 +295,20 @@ impl Settings {
         }
         if raw.storage.queue_capacity == 0 {
             return Err(invalid("storage.queue_capacity", "0", "must be at least 1"));
+        }
+        for (key, n) in [
+            (
+                "dashboard.live_streams_per_client",
+                raw.dashboard.live_streams_per_client,
+            ),
+            (
+                "dashboard.live_streams_total",
+                raw.dashboard.live_streams_total,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "0", "must be at least 1"));
+            }
         }
         let geoip_database = if raw.geoip.database.is_empty() {
             None

@@ -118,6 +118,11 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         stopping: tokio::sync::watch::channel(false).0,
         setup_token,
         embed_share_links: settings.raw.dashboard.embed_share_links,
+        live_streams: http::LiveStreams::new(
+            settings.raw.dashboard.live_streams_per_client,
+            settings.raw.dashboard.live_streams_total,
+        ),
+        exports: tokio::sync::Semaphore::new(http::EXPORTS_AT_ONCE),
     };
     let result = actix_web::rt::System::new().block_on(async move {
         // Each loop outlives a panic in one of its passes (logged, and

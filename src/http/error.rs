@@ -134,6 +134,13 @@ pub enum PageError {
     TooManyRequests,
     #[error("internal error")]
     Internal(String),
+    /// This client is at a cap of its own (what, and seconds to wait).
+    #[error("{0}; try again later")]
+    Throttled(&'static str, u32),
+    /// The server is at its cap of such work at once (what, and seconds to
+    /// wait).
+    #[error("{0}; try again shortly")]
+    Busy(&'static str, u32),
 }
 
 impl From<StoreError> for PageError {
@@ -172,8 +179,9 @@ impl ResponseError for PageError {
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
-            PageError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            PageError::TooManyRequests | PageError::Throttled(..) => StatusCode::TOO_MANY_REQUESTS,
             PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::Busy(..) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -191,7 +199,7 @@ impl ResponseError for PageError {
                 .insert_header(("Location", target))
                 .finish();
         }
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self, PageError::Busy(..)) {
             tracing::error!(error = ?self, "page failed");
         }
         let message = self.to_string();
@@ -200,8 +208,14 @@ impl ResponseError for PageError {
             message: &message,
         };
         let mut resp = HttpResponse::build(status);
-        if matches!(self, PageError::TooManyRequests) {
-            resp.insert_header(("Retry-After", "900"));
+        match self {
+            PageError::TooManyRequests => {
+                resp.insert_header(("Retry-After", "900"));
+            }
+            PageError::Throttled(_, secs) | PageError::Busy(_, secs) => {
+                resp.insert_header(("Retry-After", secs.to_string()));
+            }
+            _ => {}
         }
         resp.content_type("text/html; charset=utf-8")
             .body(page.render().unwrap_or(message))

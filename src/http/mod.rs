@@ -19,6 +19,7 @@ use ipnet::IpNet;
 
 pub use error::{ApiError, PageError};
 pub use metrics::EVENT_ROUTE;
+pub use pages::LiveStreams;
 
 use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
@@ -61,7 +62,17 @@ pub struct AppState {
     pub setup_token: Option<String>,
     /// Share links may be framed by other sites.
     pub embed_share_links: bool,
+    /// Open live streams, capped per client and in total, and the live
+    /// numbers they share.
+    pub live_streams: Arc<LiveStreams>,
+    /// Slots for zip exports ([`EXPORTS_AT_ONCE`]).
+    pub exports: tokio::sync::Semaphore,
 }
+
+/// Zip exports built at once. Each runs every panel's report for the view
+/// on a blocking thread and may be asked for anonymously (a public site, a
+/// share link); beyond this, 503 with `Retry-After`.
+pub const EXPORTS_AT_ONCE: usize = 2;
 
 /// Waits until every event acknowledged so far is committed, so a query of
 /// the raw tables that follows sees it (the writer commits every 10 ms
