@@ -169,6 +169,11 @@ pub async fn run(
     // Slow clients: headers must arrive within 5 s; bodies are bounded in `event`.
     .client_request_timeout(Duration::from_secs(5))
     .client_disconnect_timeout(Duration::from_secs(2))
+    // A client that closes its side is gone: end the connection at once.
+    // Otherwise an event stream whose page was closed would be noticed only
+    // when a write fails, seconds later, and hold its place in the stream
+    // caps (`pages::LiveStreams`) until then.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(shutdown_timeout.as_secs())
     // Signals are handled below, so event streams can be told first.
     .disable_signals()
