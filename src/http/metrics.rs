@@ -194,6 +194,11 @@ fn render(state: &AppState, db_bytes: u64) -> String {
             .live()
             .total_visitors(crate::store::now_unix()) as f64,
     );
+    e.gauge(
+        "tally_live_streams",
+        "Live streams (/{domain}/live) open now, all clients together.",
+        state.live_streams.open_count() as f64,
+    );
     if let Some(rss) = resident_bytes() {
         e.gauge(
             "process_resident_memory_bytes",

@@ -119,6 +119,11 @@ impl LiveStreams {
         })
     }
 
+    /// Streams open now, all clients together.
+    pub fn open_count(&self) -> usize {
+        self.lock_open().total
+    }
+
     /// The live numbers of `site_id` as of `second`: the copy computed in
     /// that second if there is one, else `compute`'s, kept for the other
     /// streams of the site. Only streams of the same site wait for it.
@@ -365,7 +370,9 @@ mod tests {
             streams.open(ip("2001:db8:1:2::3")).err(),
             Some(Refused::Client)
         );
+        assert_eq!(streams.open_count(), 4);
         drop(a1);
+        assert_eq!(streams.open_count(), 3);
         let _c = streams.open(ip("198.51.100.1")).unwrap();
         assert_eq!(streams.open(ip("198.51.100.2")).err(), Some(Refused::Total));
     }
