@@ -139,6 +139,11 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             move || {
                 let ingestor = ingestor.clone();
                 async move {
+                    // Stopped (logged once, and shown by health): nothing
+                    // can be written until a restart.
+                    if !ingestor.writer().is_running() {
+                        return;
+                    }
                     ingestor.flush().await;
                     ingestor
                         .roll_ended_visits(now_unix(), VISITS_ROLLED_PER_COMMIT)

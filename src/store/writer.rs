@@ -25,7 +25,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -293,11 +293,11 @@ impl EventWriter {
         let out = slot.clone();
         self.run(move |tx| {
             let value = job(tx)?;
-            *out.lock().expect("job result") = Some(value);
+            *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
             Ok(())
         })
         .await?;
-        let value = slot.lock().expect("job result").take();
+        let value = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         value.ok_or(WriteError::Closed)
     }
 
