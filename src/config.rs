@@ -121,6 +121,10 @@ pub struct DashboardConfig {
     pub embed_share_links: bool,
     /// A session unused this long ends (the 30-day limit from sign-in stays).
     pub session_idle_minutes: u32,
+    /// Live streams (`/{domain}/live`) one client address may hold open.
+    pub live_streams_per_client: usize,
+    /// Live streams the server holds open at once.
+    pub live_streams_total: usize,
 }
 
 impl Default for DashboardConfig {
@@ -128,6 +132,8 @@ impl Default for DashboardConfig {
         DashboardConfig {
             embed_share_links: false,
             session_idle_minutes: 7 * 24 * 60,
+            live_streams_per_client: 8,
+            live_streams_total: 256,
         }
     }
 }
@@ -296,6 +302,20 @@ impl Settings {
         }
         if raw.storage.queue_capacity == 0 {
             return Err(invalid("storage.queue_capacity", "0", "must be at least 1"));
+        }
+        for (key, n) in [
+            (
+                "dashboard.live_streams_per_client",
+                raw.dashboard.live_streams_per_client,
+            ),
+            (
+                "dashboard.live_streams_total",
+                raw.dashboard.live_streams_total,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(key, "0", "must be at least 1"));
+            }
         }
         let geoip_database = if raw.geoip.database.is_empty() {
             None

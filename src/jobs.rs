@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::mail::Mailer;
+use crate::metrics::CounterSet;
 use crate::query;
 use crate::store::backup::{self, BackupStats};
 use crate::store::retention::{self, RetentionPolicy, RetentionStats};
 use crate::store::{EventWriter, now_unix};
 use crate::store::{Store, StoreError, WriteError, calendar, sites, summaries, users};
 use crate::summary::{self, SummaryStats};
+use crate::supervise::spawn_every;
 
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often the backup job looks whether one is due.
@@ -29,13 +31,13 @@ pub fn spawn_retention(
     writer: EventWriter,
     policy: RetentionPolicy,
     stats: Arc<RetentionStats>,
+    panics: Arc<CounterSet>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        // The first tick fires at once: retention also runs at start, so a
-        // shorter retention set before a restart takes effect right away.
-        let mut tick = tokio::time::interval(RETENTION_EVERY);
-        loop {
-            tick.tick().await;
+    // The first pass runs at once: retention also runs at start, so a
+    // shorter retention set before a restart takes effect right away.
+    spawn_every("retention", RETENTION_EVERY, panics, move || {
+        let (writer, stats) = (writer.clone(), stats.clone());
+        async move {
             // Errors are logged and counted by the pass itself.
             let _ = retention::run_pass(&writer, policy, now_unix(), &stats).await;
         }
@@ -57,17 +59,16 @@ pub fn spawn_backups(
     database: PathBuf,
     schedule: BackupSchedule,
     stats: Arc<BackupStats>,
+    panics: Arc<CounterSet>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let interval = i64::from(schedule.interval_hours) * 3600;
-        let mut tick = tokio::time::interval(BACKUP_CHECK_EVERY);
-        loop {
-            tick.tick().await;
+    spawn_every("backups", BACKUP_CHECK_EVERY, panics, move || {
+        let (database, schedule, stats) = (database.clone(), schedule.clone(), stats.clone());
+        async move {
+            let interval = i64::from(schedule.interval_hours) * 3600;
             let now = now_unix();
             if backup::newest_scheduled(&schedule.dir).is_some_and(|t| now - t < interval) {
-                continue;
+                return;
             }
-            let (database, schedule) = (database.clone(), schedule.clone());
             let result = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&schedule.dir).map_err(|source| {
                     backup::BackupError::Io {
@@ -125,12 +126,11 @@ pub struct SummaryJob {
 
 /// Writes each site's summary of its last full week once that week has
 /// ended (at start, then hourly), and e-mails it to the site's users.
-pub fn spawn_summaries(job: SummaryJob) -> tokio::task::JoinHandle<()> {
+pub fn spawn_summaries(job: SummaryJob, panics: Arc<CounterSet>) -> tokio::task::JoinHandle<()> {
     let job = Arc::new(job);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SUMMARY_CHECK_EVERY);
-        loop {
-            tick.tick().await;
+    spawn_every("summaries", SUMMARY_CHECK_EVERY, panics, move || {
+        let job = job.clone();
+        async move {
             if let Err(e) = job.run(now_unix()).await {
                 tracing::error!(error = %e, "weekly summaries failed");
             }

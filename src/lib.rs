@@ -20,4 +20,5 @@ pub mod serve;
 pub mod store;
 pub mod summary;
 pub mod sync;
+pub mod supervise;
 pub mod transfer;

@@ -11,9 +11,11 @@ use crate::http::{self, AppState};
 use crate::ingest::enrich::GeoLookup;
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::jobs;
+use crate::metrics::CounterSet;
 use crate::store::backup::{BackupStats, DataDirLock};
 use crate::store::retention::{RetentionPolicy, RetentionStats};
 use crate::store::{Store, now_unix};
+use crate::supervise::{self, spawn_every};
 
 const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,6 +91,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(server = %m.server, "weekly summaries will be e-mailed");
     }
     let summary_stats = Arc::new(crate::summary::SummaryStats::default());
+    let task_panics = Arc::new(CounterSet::new(supervise::TASKS));
     let request_seconds = crate::metrics::HistogramFamily::new(crate::metrics::LATENCY_BOUNDS);
     let summary_job = jobs::SummaryJob {
         store: store.clone(),
@@ -105,6 +108,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         retention: retention_stats.clone(),
         backups: backup_stats.clone(),
         summaries: summary_stats,
+        task_panics: task_panics.clone(),
         metrics_allow: settings.metrics_allow.clone(),
         event_seconds: request_seconds.get(http::EVENT_ROUTE),
         request_seconds,
@@ -115,24 +119,32 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         setup_token,
         embed_share_links: settings.raw.dashboard.embed_share_links,
         session_idle_secs: i64::from(settings.raw.dashboard.session_idle_minutes) * 60,
+        live_streams: http::LiveStreams::new(
+            settings.raw.dashboard.live_streams_per_client,
+            settings.raw.dashboard.live_streams_total,
+        ),
+        exports: tokio::sync::Semaphore::new(http::EXPORTS_AT_ONCE),
     };
     let result = actix_web::rt::System::new().block_on(async move {
-        let maintenance = tokio::spawn({
+        // Each loop outlives a panic in one of its passes (logged, and
+        // counted in `tally_task_panics_total`).
+        let maintenance = spawn_every("maintenance", MAINTENANCE_EVERY, task_panics.clone(), {
             let ingestor = ingestor.clone();
-            async move {
-                let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-                loop {
-                    tick.tick().await;
-                    ingestor.maintain(now_unix()).await;
-                }
+            move || {
+                let ingestor = ingestor.clone();
+                async move { ingestor.maintain(now_unix()).await }
             }
         });
-        let visit_flush = tokio::spawn({
+        let visit_flush = spawn_every("visit_flush", VISIT_FLUSH_EVERY, task_panics.clone(), {
             let ingestor = ingestor.clone();
-            async move {
-                let mut tick = tokio::time::interval(VISIT_FLUSH_EVERY);
-                loop {
-                    tick.tick().await;
+            move || {
+                let ingestor = ingestor.clone();
+                async move {
+                    // Stopped (logged once, and shown by health): nothing
+                    // can be written until a restart.
+                    if !ingestor.writer().is_running() {
+                        return;
+                    }
                     ingestor.flush().await;
                     ingestor
                         .roll_ended_visits(now_unix(), VISITS_ROLLED_PER_COMMIT)
@@ -140,11 +152,16 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         });
-        let retention =
-            jobs::spawn_retention(ingestor.writer().clone(), retention_policy, retention_stats);
-        let backups =
-            backup_schedule.map(|schedule| jobs::spawn_backups(database, schedule, backup_stats));
-        let summaries = jobs::spawn_summaries(summary_job);
+        let retention = jobs::spawn_retention(
+            ingestor.writer().clone(),
+            retention_policy,
+            retention_stats,
+            task_panics.clone(),
+        );
+        let backups = backup_schedule.map(|schedule| {
+            jobs::spawn_backups(database, schedule, backup_stats, task_panics.clone())
+        });
+        let summaries = jobs::spawn_summaries(summary_job, task_panics);
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         retention.abort();
@@ -157,10 +174,17 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         result
     });
     tracing::info!("HTTP server stopped; committing queued events");
-    writer.shutdown();
-    // Every visit snapshot was written: the next start need not rebuild.
-    crate::store::visits::mark_clean_stop(&store_for_shutdown.write_connection()?)?;
-    tracing::info!("shut down cleanly");
+    if writer.shutdown() {
+        // Every visit snapshot was written: the next start need not rebuild.
+        crate::store::visits::mark_clean_stop(&store_for_shutdown.write_connection()?)?;
+        tracing::info!("shut down cleanly");
+    } else {
+        // Events and visit snapshots since the writer stopped were not
+        // written: the next start adds the journaled events and rebuilds.
+        tracing::error!(
+            "stopped after the writer had stopped; the next start recovers from the journal"
+        );
+    }
     result.context("running the HTTP server")
 }
 

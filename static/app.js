@@ -44,8 +44,16 @@ document.addEventListener("DOMContentLoaded", () => {
     const open = () => {
       source = new EventSource(root.dataset.live);
       source.onmessage = (message) => showLive(root, JSON.parse(message.data), status);
-      source.onerror = () => {
+      source.onerror = (event) => {
         if (status) status.textContent = "Reconnecting…";
+        // Refused (too many live views open): the browser gives up, so try
+        // again later, as the answer's Retry-After asks.
+        if (event.target === source && source.readyState === EventSource.CLOSED) {
+          source = null;
+          setTimeout(() => {
+            if (!source) open();
+          }, 30000);
+        }
       };
     };
     open();

@@ -42,7 +42,7 @@ impl ApiError {
                 IngestError::TooLarge { .. } => "too_large",
                 IngestError::UnknownSite(_) => "unknown_site",
                 IngestError::Overloaded => "overloaded",
-                IngestError::Storage(_) => "storage",
+                IngestError::Storage(_) | IngestError::Unavailable => "storage",
             },
             ApiError::BodyTimeout => "body_timeout",
             ApiError::Query(_) | ApiError::Unauthorized | ApiError::Internal(_) => "storage",
@@ -60,6 +60,7 @@ impl ResponseError for ApiError {
                 IngestError::UnknownSite(_) => StatusCode::NOT_FOUND,
                 IngestError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
                 IngestError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                IngestError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::Query(e) => match e {
                 QueryError::BadParam(_) => StatusCode::BAD_REQUEST,
@@ -79,16 +80,25 @@ impl ResponseError for ApiError {
         }
         let mut resp = HttpResponse::build(status);
         let public = if status.is_server_error()
-            && !matches!(self, ApiError::Ingest(IngestError::Overloaded))
-        {
+            && !matches!(
+                self,
+                ApiError::Ingest(IngestError::Overloaded | IngestError::Unavailable)
+            ) {
             "internal error".to_string()
         } else {
             self.to_string()
         };
         match self {
             ApiError::Ingest(e) => {
-                if matches!(e, IngestError::Overloaded) {
-                    resp.insert_header(("Retry-After", "1"));
+                match e {
+                    IngestError::Overloaded => {
+                        resp.insert_header(("Retry-After", "1"));
+                    }
+                    // Until someone restarts the server.
+                    IngestError::Unavailable => {
+                        resp.insert_header(("Retry-After", "60"));
+                    }
+                    _ => {}
                 }
                 resp.insert_header(("Access-Control-Allow-Origin", "*"));
                 let (field, reason) = match e {
@@ -124,6 +134,13 @@ pub enum PageError {
     TooManyRequests,
     #[error("internal error")]
     Internal(String),
+    /// This client is at a cap of its own (what, and seconds to wait).
+    #[error("{0}; try again later")]
+    Throttled(&'static str, u32),
+    /// The server is at its cap of such work at once (what, and seconds to
+    /// wait).
+    #[error("{0}; try again shortly")]
+    Busy(&'static str, u32),
 }
 
 impl From<StoreError> for PageError {
@@ -162,8 +179,9 @@ impl ResponseError for PageError {
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
-            PageError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            PageError::TooManyRequests | PageError::Throttled(..) => StatusCode::TOO_MANY_REQUESTS,
             PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::Busy(..) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -181,7 +199,7 @@ impl ResponseError for PageError {
                 .insert_header(("Location", target))
                 .finish();
         }
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self, PageError::Busy(..)) {
             tracing::error!(error = ?self, "page failed");
         }
         let message = self.to_string();
@@ -190,8 +208,14 @@ impl ResponseError for PageError {
             message: &message,
         };
         let mut resp = HttpResponse::build(status);
-        if matches!(self, PageError::TooManyRequests) {
-            resp.insert_header(("Retry-After", "900"));
+        match self {
+            PageError::TooManyRequests => {
+                resp.insert_header(("Retry-After", "900"));
+            }
+            PageError::Throttled(_, secs) | PageError::Busy(_, secs) => {
+                resp.insert_header(("Retry-After", secs.to_string()));
+            }
+            _ => {}
         }
         resp.content_type("text/html; charset=utf-8")
             .body(page.render().unwrap_or(message))

@@ -1,41 +1,79 @@
-//! `GET /api/health`: version, database reachability, writer queue depth,
-//! counts of events accepted, refused and dropped since start, events not
-//! yet in the rollups, and sites whose recent traffic is held in memory.
+//! `GET /api/health`: for anyone, what a load balancer or an uptime check
+//! needs (version, whether the database answers and the writer runs, events
+//! not yet in the rollups); for the addresses that may read `/metrics`, also
+//! the traffic counters (writer queue and commits, events accepted, refused
+//! and dropped since start, sites whose recent traffic is held in memory),
+//! which say how busy the server and its sites are.
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{HttpResponse, web};
-use serde_json::json;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
 
 use super::AppState;
+use super::metrics::allowed;
 
-pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+/// The state of the server's parts, which anyone may see.
+struct Condition {
+    database: bool,
+    /// The writer thread takes events; when it has stopped, ingest is
+    /// refused until a restart.
+    writer: bool,
+    pending_events: u64,
+}
+
+impl Condition {
+    fn healthy(&self) -> bool {
+        self.database && self.writer
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "status": if self.healthy() { "ok" } else { "degraded" },
+            "version": env!("CARGO_PKG_VERSION"),
+            "database": if self.database { "ok" } else { "unreachable" },
+            "writer": if self.writer { "ok" } else { "stopped" },
+            "rollups": {
+                "pending_events": self.pending_events,
+            },
+        })
+    }
+}
+
+pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let store = state.store.clone();
-    let db_ok = web::block(move || store.ping()).await.unwrap_or(false);
-    let depth = state
-        .ingestor
-        .writer()
-        .stats()
-        .queue_depth
-        .load(Ordering::Relaxed);
+    let condition = Condition {
+        database: web::block(move || store.ping()).await.unwrap_or(false),
+        writer: state.ingestor.writer().is_running(),
+        pending_events: state.ingestor.rollup_pending(),
+    };
+    let mut body = condition.json();
+    if allowed(&state, &req)
+        && let (Value::Object(body), Value::Object(counters)) = (&mut body, counters(&state))
+    {
+        body.extend(counters);
+    }
+    if condition.healthy() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Traffic since start, as `/metrics` has it.
+fn counters(state: &AppState) -> Value {
     let ingest = state.ingestor.stats();
     let writer = state.ingestor.writer().stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let dropped_bot = ingest.dropped_bots();
     let recent = state.recent.as_ref().map_or((0, 0), |r| r.sites());
-    let body = json!({
-        "status": if db_ok { "ok" } else { "degraded" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "database": if db_ok { "ok" } else { "unreachable" },
-        "writer_queue_depth": depth,
-        "writer": {
+    json!({
+        "writer_queue_depth": writer.queue_depth.load(Ordering::Relaxed),
+        "writer_stats": {
             "commits": count(&writer.commits),
             "events_written": count(&writer.events_written),
             "last_batch_events": count(&writer.last_batch_events),
             "last_commit_micros": count(&writer.last_commit_micros),
-        },
-        "rollups": {
-            "pending_events": state.ingestor.rollup_pending(),
         },
         "recent_traffic": {
             "sites_loaded": recent.0,
@@ -47,10 +85,32 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "dropped_bot": dropped_bot,
             "dropped_other": ingest.dropped.total() - dropped_bot,
         },
-    });
-    if db_ok {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_writer_makes_the_server_degraded() {
+        let running = Condition {
+            database: true,
+            writer: true,
+            pending_events: 0,
+        };
+        assert!(running.healthy());
+        assert_eq!(running.json()["status"], "ok");
+        assert_eq!(running.json()["writer"], "ok");
+
+        let stopped = Condition {
+            writer: false,
+            ..running
+        };
+        assert!(!stopped.healthy());
+        let body = stopped.json();
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["writer"], "stopped");
+        assert_eq!(body["database"], "ok");
     }
 }

@@ -20,7 +20,7 @@ pub const EVENT_ROUTE: &str = "/api/event";
 /// comes from a proxy that is not trusted is refused, so a reverse proxy on
 /// the same host does not make every visitor look local. A client the
 /// proxies could not name (a hop that is no address) is refused too.
-fn allowed(state: &AppState, req: &HttpRequest) -> bool {
+pub(super) fn allowed(state: &AppState, req: &HttpRequest) -> bool {
     let forwarded = ["x-forwarded-for", "forwarded"]
         .iter()
         .any(|h| req.headers().contains_key(*h));
@@ -87,6 +87,27 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         &state.request_seconds,
     );
     let relaxed = std::sync::atomic::Ordering::Relaxed;
+    e.gauge(
+        "tally_writer_up",
+        "1 while the writer takes events; 0 once it has stopped (ingest answers 503 \
+         until a restart).",
+        if state.ingestor.writer().is_running() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    e.counter(
+        "tally_writer_job_panics_total",
+        "Writer jobs that panicked, each rolled back alone.",
+        writer.job_panics.get(),
+    );
+    e.counter_set(
+        "tally_task_panics_total",
+        "Passes of background tasks that panicked, by task; the next pass runs as scheduled.",
+        "task",
+        &state.task_panics,
+    );
     e.gauge(
         "tally_writer_queue_depth",
         "Submissions waiting for the writer.",
@@ -173,6 +194,11 @@ fn render(state: &AppState, db_bytes: u64) -> String {
             .ingestor
             .live()
             .total_visitors(crate::store::now_unix()) as f64,
+    );
+    e.gauge(
+        "tally_live_streams",
+        "Live streams (/{domain}/live) open now, all clients together.",
+        state.live_streams.open_count() as f64,
     );
     if let Some(rss) = resident_bytes() {
         e.gauge(

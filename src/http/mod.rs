@@ -23,6 +23,7 @@ use ipnet::IpNet;
 
 pub use error::{ApiError, PageError};
 pub use metrics::EVENT_ROUTE;
+pub use pages::LiveStreams;
 
 use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub retention: Arc<RetentionStats>,
     pub backups: Arc<BackupStats>,
     pub summaries: Arc<crate::summary::SummaryStats>,
+    /// Panicked passes of background tasks, by [`crate::supervise::TASKS`].
+    pub task_panics: Arc<crate::metrics::CounterSet>,
     /// Addresses that may read `/metrics`.
     pub metrics_allow: Vec<IpNet>,
     /// Time to answer, per route pattern.
@@ -66,7 +69,17 @@ pub struct AppState {
     /// A dashboard session unused this long ends (`[dashboard]
     /// session_idle_minutes`).
     pub session_idle_secs: i64,
+    /// Open live streams, capped per client and in total, and the live
+    /// numbers they share.
+    pub live_streams: Arc<LiveStreams>,
+    /// Slots for zip exports ([`EXPORTS_AT_ONCE`]).
+    pub exports: tokio::sync::Semaphore,
 }
+
+/// Zip exports built at once. Each runs every panel's report for the view
+/// on a blocking thread and may be asked for anonymously (a public site, a
+/// share link); beyond this, 503 with `Retry-After`.
+pub const EXPORTS_AT_ONCE: usize = 2;
 
 /// Waits until every event acknowledged so far is committed, so a query of
 /// the raw tables that follows sees it (the writer commits every 10 ms
@@ -189,6 +202,11 @@ pub async fn run(
     // Slow clients: headers must arrive within 5 s; bodies are bounded in `event`.
     .client_request_timeout(Duration::from_secs(5))
     .client_disconnect_timeout(Duration::from_secs(2))
+    // A client that closes its side is gone: end the connection at once.
+    // Otherwise an event stream whose page was closed would be noticed only
+    // when a write fails, seconds later, and hold its place in the stream
+    // caps (`pages::LiveStreams`) until then.
+    .h1_allow_half_closed(false)
     .shutdown_timeout(shutdown_timeout.as_secs())
     // Signals are handled below, so event streams can be told first.
     .disable_signals()

@@ -17,6 +17,9 @@ pub enum IngestError {
     Overloaded,
     #[error("storing the event failed: {0}")]
     Storage(String),
+    /// The writer has stopped: nothing can be stored until a restart.
+    #[error("events cannot be stored right now")]
+    Unavailable,
 }
 
 impl IngestError {

@@ -435,6 +435,9 @@ impl Ingestor {
         if sites.is_empty() && excluded {
             return Ok(Outcome::Dropped(DropReason::Excluded));
         }
+        if !self.writer.is_running() {
+            return Err(IngestError::Unavailable);
+        }
         if self.writer.is_full() {
             return Err(IngestError::Overloaded);
         }
@@ -530,6 +533,7 @@ impl Ingestor {
         }
         self.writer.submit(events).await.map_err(|e| match e {
             WriteError::QueueFull => IngestError::Overloaded,
+            WriteError::Closed => IngestError::Unavailable,
             other => IngestError::Storage(other.to_string()),
         })?;
         // Only committed events reach the live view.
@@ -545,5 +549,54 @@ impl Ingestor {
             });
         }
         Ok(Outcome::Stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_are_refused_once_the_writer_has_stopped() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        let now = store::now_unix();
+        let options = IngestOptions {
+            queue_capacity: 64,
+            respect_opt_out: false,
+            recover_visits: true,
+            recent_days: None,
+            journal: true,
+        };
+        let (ingestor, handle) =
+            Ingestor::start(store.clone(), conn, GeoLookup::disabled(), options, now).unwrap();
+        let meta = RequestMeta {
+            ip: "192.0.2.1".parse().unwrap(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            opted_out: false,
+            now,
+        };
+        let body = br#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#;
+        let pageview = || payload::parse_body(body).unwrap();
+        assert_eq!(
+            ingestor.ingest(pageview(), meta).await.unwrap(),
+            Outcome::Stored
+        );
+
+        ingestor.writer().crash().unwrap();
+        for _ in 0..100 {
+            if !ingestor.writer().is_running() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let refused = ingestor.ingest(pageview(), meta).await;
+        assert!(
+            matches!(refused, Err(IngestError::Unavailable)),
+            "{refused:?}"
+        );
+        assert!(!handle.shutdown());
     }
 }

@@ -39,6 +39,9 @@ use super::{Store, StoreError, VisitRecord};
 /// Dictionary id of a missing value.
 const NONE: u32 = 0;
 
+/// Sites loaded at once (each reads its whole window on a thread of its own).
+const LOADS_AT_ONCE: usize = 2;
+
 /// A site unused this long is dropped from memory.
 const IDLE_SECS: i64 = 24 * 3600;
 
@@ -594,12 +597,26 @@ impl RecentTraffic {
         false
     }
 
-    /// Marks `site_id` loading and reads it on a thread of its own.
+    /// Marks `site_id` loading and reads it on a thread of its own, unless
+    /// [`LOADS_AT_ONCE`] sites are loading already: then the site is left
+    /// to its next filtered report, and reports read SQLite meanwhile.
+    /// Anyone who may see a site can ask for its filtered reports (a public
+    /// site, a share link), so many sites' reports at once must not become
+    /// as many loads.
     fn start_load(self: &Arc<Self>, site_id: i64, now: i64) {
         let load = self.loads.fetch_add(1, Ordering::Relaxed);
         {
             let mut sites = self.sites.write().expect("recent traffic");
             if matches!(sites.get(&site_id), Some(SiteState::Loading { .. })) {
+                return;
+            }
+            let loading = sites
+                .values()
+                .filter(|s| matches!(s, SiteState::Loading { .. }))
+                .count();
+            if loading >= LOADS_AT_ONCE {
+                // A reloaded site was held: its events need not wait now.
+                self.feed.keep_events_of(site_id, false);
                 return;
             }
             sites.insert(
@@ -1425,6 +1442,52 @@ mod tests {
         assert!(site.add_event(2 * day + 100, 5, "pageview", "/", None, true));
         let after = by_source(&site);
         assert_eq!(after[0], (Some("Google".into()), 2, 2, 4));
+    }
+
+    /// Filtered reports of many sites at once (a stranger's, on public
+    /// sites) load at most LOADS_AT_ONCE of them at a time.
+    #[test]
+    fn at_most_two_sites_load_at_once() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        let ids: Vec<i64> = (0..4)
+            .map(|i| {
+                crate::store::sites::add_site(&conn, &format!("s{i}.example"), "UTC", true)
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        let recent = RecentTraffic::new(store.clone(), 30, Arc::new(RollupFeed::default()));
+        let now = crate::store::now_unix();
+        let range = TimeRange {
+            start: now - 86_400,
+            end: now,
+        };
+        let wait_for = |loaded: usize, loading: usize| {
+            for _ in 0..500 {
+                if recent.sites() == (loaded, loading) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("held {:?}, not ({loaded}, {loading})", recent.sites());
+        };
+
+        // The only read connection is taken: every load waits for it.
+        let reader = store.reader().unwrap();
+        for id in &ids {
+            assert!(!recent.ready(*id, range, now));
+        }
+        assert_eq!(recent.sites(), (0, LOADS_AT_ONCE));
+        drop(reader);
+        wait_for(LOADS_AT_ONCE, 0);
+        // The sites refused meanwhile load at their next report.
+        for id in &ids {
+            recent.ready(*id, range, now);
+        }
+        wait_for(ids.len(), 0);
+        assert!(ids.iter().all(|id| recent.ready(*id, range, now)));
     }
 
     #[test]

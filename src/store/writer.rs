@@ -13,10 +13,19 @@
 //! The queue is bounded: when it is full, a submission fails at once instead
 //! of letting memory grow. The writer sleeps while idle; under load it wakes
 //! on its own every few milliseconds, so a request costs no wake-up call.
+//!
+//! A job that panics is rolled back to its savepoint and fails alone, like a
+//! job that returns an error; the writer goes on. A panic anywhere else (in
+//! adding or committing events, or handing them on) stops the writer rather
+//! than retrying what may panic again: it reports itself stopped
+//! ([`EventWriter::is_running`]), submissions fail with
+//! [`WriteError::Closed`], and the journal keeps every acknowledged event
+//! for the next start to add.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
@@ -27,7 +36,8 @@ use tokio::sync::oneshot;
 use super::journal::{EventIds, EventJournal};
 use super::rollups::RollupFeed;
 use super::{NewEvent, StoreError};
-use crate::metrics::{Histogram, SIZE_BOUNDS};
+use crate::metrics::{Counter, Histogram, SIZE_BOUNDS};
+use crate::supervise::panic_message;
 
 /// Ops taken from the queue before the writer looks at the clock again.
 const MAX_BATCH: usize = 4096;
@@ -59,6 +69,9 @@ enum Op {
     /// Events without a journal: acknowledged after their commit.
     Events(Vec<NewEvent>, Ack),
     Job(Job, Ack),
+    /// A bug in the event-commit path, for tests of what follows one.
+    #[cfg(test)]
+    Crash,
 }
 
 /// Counters describing the writer, for health and metrics.
@@ -73,6 +86,8 @@ pub struct WriterStats {
     pub batch_events: Histogram,
     /// Seconds of work per commit (adding, committing), not of waiting.
     pub commit_seconds: Histogram,
+    /// Jobs that panicked (each rolled back alone).
+    pub job_panics: Counter,
 }
 
 impl Default for WriterStats {
@@ -85,6 +100,7 @@ impl Default for WriterStats {
             last_commit_micros: AtomicU64::new(0),
             batch_events: Histogram::new(SIZE_BOUNDS),
             commit_seconds: Histogram::latency(),
+            job_panics: Counter::default(),
         }
     }
 }
@@ -97,6 +113,10 @@ struct Shared {
     idle: AtomicBool,
     /// The newest journaled id whose event is committed.
     committed: AtomicI64,
+    /// Set when the thread has ended, after a stop or a panic.
+    stopped: AtomicBool,
+    /// Set when it ended with a panic.
+    panicked: AtomicBool,
 }
 
 /// Handle to the writer thread. Cloning shares the same thread.
@@ -132,23 +152,41 @@ impl EventWriter {
             stats: WriterStats::default(),
             idle: AtomicBool::new(false),
             committed: AtomicI64::new(0),
+            stopped: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
         });
         let thread_shared = shared.clone();
         let thread_journal = journal.clone();
         let thread = std::thread::Builder::new()
             .name("tally-writer".into())
             .spawn(move || {
-                Writer {
-                    conn,
-                    rx,
-                    shared: &thread_shared,
-                    feed: &feed,
-                    journal: thread_journal.as_deref(),
-                    ids: EventIds::new(),
-                    last_commit: None,
-                    slept: Duration::ZERO,
+                let shared = &*thread_shared;
+                // Jobs' panics are caught one by one (`apply`); one that
+                // gets here came from the event-commit path. The open
+                // transaction is rolled back as the writer unwinds, and the
+                // queue closes with it.
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                    Writer {
+                        conn,
+                        rx,
+                        shared,
+                        feed: &feed,
+                        journal: thread_journal.as_deref(),
+                        ids: EventIds::new(),
+                        last_commit: None,
+                        slept: Duration::ZERO,
+                    }
+                    .run()
+                }));
+                if let Err(panic) = outcome {
+                    shared.panicked.store(true, Ordering::SeqCst);
+                    tracing::error!(
+                        panic = panic_message(&*panic),
+                        "the writer stopped after a panic: events are refused until a \
+                         restart, which adds the acknowledged ones from the journal"
+                    );
                 }
-                .run()
+                shared.stopped.store(true, Ordering::SeqCst);
             })
             .expect("spawning the writer thread");
         let writer = EventWriter {
@@ -169,6 +207,18 @@ impl EventWriter {
 
     pub fn stats(&self) -> &WriterStats {
         &self.shared.stats
+    }
+
+    /// Whether the writer thread still takes submissions: false once it
+    /// has stopped, at shutdown or after a panic it could not contain.
+    pub fn is_running(&self) -> bool {
+        !self.shared.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Queues a panic in the event-commit path.
+    #[cfg(test)]
+    pub(crate) fn crash(&self) -> Result<(), WriteError> {
+        self.enqueue(Op::Crash)
     }
 
     /// Whether the queue is full, so a submission now would be refused.
@@ -243,11 +293,11 @@ impl EventWriter {
         let out = slot.clone();
         self.run(move |tx| {
             let value = job(tx)?;
-            *out.lock().expect("job result") = Some(value);
+            *out.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
             Ok(())
         })
         .await?;
-        let value = slot.lock().expect("job result").take();
+        let value = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
         value.ok_or(WriteError::Closed)
     }
 
@@ -281,12 +331,15 @@ impl EventWriter {
 impl WriterHandle {
     /// Commits every submission queued so far, then stops the thread and
     /// waits for it. Later submissions fail with [`WriteError::Closed`].
-    pub fn shutdown(mut self) {
+    /// Returns false when the writer had stopped after a panic, so events
+    /// acknowledged since may be only in the journal.
+    pub fn shutdown(mut self) -> bool {
         let _ = self.writer.tx.send(Op::Stop);
         self.writer.thread.unpark();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        !self.writer.shared.panicked.load(Ordering::SeqCst)
     }
 }
 
@@ -429,6 +482,8 @@ impl Writer<'_> {
                     // Answered with the error, as every op of a failed
                     // transaction is.
                     Some(Op::Events(_, ack) | Op::Job(_, ack)) => pending.acks.push((ack, Ok(()))),
+                    #[cfg(test)]
+                    Some(Op::Crash) => panic!("a crash in the event-commit path"),
                     None => {}
                 }
                 return Err(e.into());
@@ -441,7 +496,7 @@ impl Writer<'_> {
         let mut taken = 0;
         while let Some(o) = op.take() {
             taken += 1;
-            Self::apply(&mut self.ids, &tx, o, pending, stopping)?;
+            Self::apply(&mut self.ids, &tx, o, pending, stopping, self.shared)?;
             // On stop, everything queued before it joins this commit.
             if taken < MAX_BATCH || *stopping {
                 op = take(&self.rx, self.shared);
@@ -460,6 +515,7 @@ impl Writer<'_> {
         op: Op,
         pending: &mut Pending,
         stopping: &mut bool,
+        shared: &Shared,
     ) -> Result<(), StoreError> {
         match op {
             Op::Stop => *stopping = true,
@@ -481,15 +537,29 @@ impl Writer<'_> {
             }
             Op::Job(job, ack) => {
                 tx.execute_batch("SAVEPOINT job")?;
-                let result = job(tx);
+                // A bug in one job must not stop every write: its changes
+                // are rolled back and its submitter told, as for an error.
+                // The job owns nothing the writer reads after it.
+                let result = match std::panic::catch_unwind(AssertUnwindSafe(|| job(tx))) {
+                    Ok(result) => result.map_err(|e| WriteError::Failed(e.to_string())),
+                    Err(panic) => {
+                        shared.stats.job_panics.inc();
+                        tracing::error!(
+                            panic = panic_message(&*panic),
+                            "a writer job panicked; rolled back"
+                        );
+                        Err(WriteError::Failed("the job panicked".into()))
+                    }
+                };
                 if result.is_ok() {
                     tx.execute_batch("RELEASE job")?;
                 } else {
                     tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
                 }
-                let result = result.map_err(|e| WriteError::Failed(e.to_string()));
                 pending.acks.push((ack, result));
             }
+            #[cfg(test)]
+            Op::Crash => panic!("a crash in the event-commit path"),
         }
         Ok(())
     }
@@ -618,6 +688,114 @@ mod tests {
 
     fn event() -> NewEvent {
         NewEvent::test_pageview("/")
+    }
+
+    /// A writer on a fresh database with example.com, with its journal.
+    fn started(data: &tempfile::TempDir) -> (Store, EventWriter, WriterHandle) {
+        let store = Store::open(data.path(), 1).unwrap();
+        let mut conn = store.write_connection().unwrap();
+        crate::store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        conn.busy_timeout(Duration::from_millis(20)).unwrap();
+        let (journal, _) =
+            EventJournal::open(&data.path().join(super::super::JOURNAL_DIR), &mut conn).unwrap();
+        let (writer, handle) = EventWriter::start(
+            conn,
+            64,
+            Arc::new(RollupFeed::default()),
+            Some(Arc::new(journal)),
+        );
+        (store, writer, handle)
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        store
+            .reader()
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_rolled_back_alone_and_the_writer_goes_on() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, writer, handle) = started(&data);
+        writer.submit(vec![event()]).await.unwrap();
+
+        let result = writer
+            .run(|tx| {
+                crate::store::sites::add_site(tx, "half-done.example", "UTC", false)?;
+                panic!("a bug in a job");
+            })
+            .await;
+        assert!(matches!(result, Err(WriteError::Failed(_))), "{result:?}");
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM sites WHERE domain = 'half-done.example'"
+            ),
+            0,
+            "the panicking job's changes are rolled back"
+        );
+
+        // The writer lives on: later events and jobs are committed.
+        writer.submit(vec![event()]).await.unwrap();
+        writer.settled().await.unwrap();
+        writer
+            .run(|tx| crate::store::sites::add_site(tx, "after.example", "UTC", false).map(drop))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM events"), 2);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM sites WHERE domain = 'after.example'"
+            ),
+            1
+        );
+        handle.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_committing_stops_the_writer_and_keeps_the_journal() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, writer, handle) = started(&data);
+        assert!(writer.is_running());
+        // The events and the crash land in one transaction: another process
+        // holds the write lock until both are queued.
+        let blocker = store.write_connection().unwrap();
+        blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        writer.submit(vec![event(), event()]).await.ok();
+        writer.crash().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        blocker.execute_batch("COMMIT").unwrap();
+
+        let mut stopped = false;
+        for _ in 0..100 {
+            if !writer.is_running() {
+                stopped = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(stopped, "the writer reports itself stopped");
+        assert!(matches!(
+            writer.submit(vec![event()]).await,
+            Err(WriteError::Closed)
+        ));
+        assert!(matches!(
+            writer.run(|_| Ok(())).await,
+            Err(WriteError::Closed)
+        ));
+        assert_eq!(count(&store, "SELECT count(*) FROM events"), 0);
+        assert!(!handle.shutdown(), "not a clean stop");
+        drop(writer);
+
+        // The acknowledged events were kept: the next start adds them.
+        let mut conn = store.write_connection().unwrap();
+        let (_, added) =
+            EventJournal::open(&data.path().join(super::super::JOURNAL_DIR), &mut conn).unwrap();
+        assert_eq!(added, 2);
+        assert_eq!(count(&store, "SELECT count(*) FROM events"), 2);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `/{domain}/export`: the dashboard's numbers for the current period and
 //! filters as a zip of CSV files, one per panel tab plus the visitors over
-//! time and the custom properties, as Plausible's export does.
+//! time and the custom properties, as Plausible's export does. At most
+//! [`crate::http::EXPORTS_AT_ONCE`] are built at once.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,6 +15,10 @@ use super::panels::{PANELS, resolve};
 use super::view::ViewState;
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query;
+
+/// Seconds a refused export is told to wait: an export takes about as long
+/// as a dashboard view per panel tab.
+const EXPORT_RETRY_AFTER: u32 = 5;
 
 /// The metrics of `visitors.csv`, in its column order.
 const SERIES_METRICS: &[&str] = &[
@@ -39,6 +44,13 @@ pub async fn export(
             "choose a period to export; realtime has no history".into(),
         ));
     }
+    // Held until the zip is built. An export runs every panel's report and
+    // may be asked for by anyone who can see the site, a public one or a
+    // share link's included: a few at once, the rest told to come back.
+    let _slot = state
+        .exports
+        .try_acquire()
+        .map_err(|_| PageError::Busy("other exports are being built", EXPORT_RETRY_AFTER))?;
     settle_writes(&state).await;
     let ctx = query_context(&state, &a.site);
     let (store, site) = (state.store.clone(), a.site.clone());

@@ -21,6 +21,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use super::PageError;
+pub use realtime::LiveStreams;
 use session::SignedIn;
 
 /// The account corner of the top bar.
