@@ -1,6 +1,7 @@
 //! `GET /api/health`: version, database reachability, writer queue depth,
 //! counts of events accepted, refused and dropped since start, events not
-//! yet in the rollups, and sites whose recent traffic is held in memory.
+//! yet in the rollups, sites whose rollups are being rebuilt after a timezone
+//! change, and sites whose recent traffic is held in memory.
 
 use std::sync::atomic::Ordering;
 
@@ -36,6 +37,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         },
         "rollups": {
             "pending_events": state.ingestor.rollup_pending(),
+            // Their reports may be incomplete until their rebuild is done.
+            "rebuilding_sites": state.ingestor.rebuilding_sites().len(),
         },
         "recent_traffic": {
             "sites_loaded": recent.0,

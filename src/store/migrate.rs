@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/0008_weekly_summary_pref.sql"),
     ),
+    (
+        10,
+        include_str!("../../migrations/0010_rollup_rebuilds.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.
