@@ -152,6 +152,12 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         });
+        // Rollups rebuilt after a timezone change, a short writer job at a
+        // time.
+        let rebuilds = tokio::spawn({
+            let ingestor = ingestor.clone();
+            async move { ingestor.run_rebuilds().await }
+        });
         let retention = jobs::spawn_retention(
             ingestor.writer().clone(),
             retention_policy,
@@ -164,6 +170,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         let summaries = jobs::spawn_summaries(summary_job, task_panics);
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
+        rebuilds.abort();
         retention.abort();
         summaries.abort();
         if let Some(b) = backups {

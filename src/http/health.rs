@@ -1,6 +1,7 @@
 //! `GET /api/health`: for anyone, what a load balancer or an uptime check
 //! needs (version, whether the database answers and the writer runs, events
-//! not yet in the rollups); for the addresses that may read `/metrics`, also
+//! not yet in the rollups, sites whose rollups are being rebuilt after a
+//! timezone change); for the addresses that may read `/metrics`, also
 //! the traffic counters (writer queue and commits, events accepted, refused
 //! and dropped since start, sites whose recent traffic is held in memory),
 //! which say how busy the server and its sites are.
@@ -20,6 +21,9 @@ struct Condition {
     /// refused until a restart.
     writer: bool,
     pending_events: u64,
+    /// Sites whose rollups are being rebuilt after a timezone change: their
+    /// reports may be incomplete until it is done.
+    rebuilding_sites: usize,
 }
 
 impl Condition {
@@ -35,6 +39,7 @@ impl Condition {
             "writer": if self.writer { "ok" } else { "stopped" },
             "rollups": {
                 "pending_events": self.pending_events,
+                "rebuilding_sites": self.rebuilding_sites,
             },
         })
     }
@@ -46,6 +51,7 @@ pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
         database: web::block(move || store.ping()).await.unwrap_or(false),
         writer: state.ingestor.writer().is_running(),
         pending_events: state.ingestor.rollup_pending(),
+        rebuilding_sites: state.ingestor.rebuilding_sites().len(),
     };
     let mut body = condition.json();
     if allowed(&state, &req)
@@ -98,6 +104,7 @@ mod tests {
             database: true,
             writer: true,
             pending_events: 0,
+            rebuilding_sites: 0,
         };
         assert!(running.healthy());
         assert_eq!(running.json()["status"], "ok");

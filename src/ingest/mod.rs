@@ -15,7 +15,6 @@ pub mod session;
 pub mod sites;
 pub mod visitor;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -167,6 +166,8 @@ pub struct Ingestor {
     feed: Arc<RollupFeed>,
     recover_visits: bool,
     recent: Option<Arc<RecentTraffic>>,
+    /// Wakes [`Ingestor::run_rebuilds`] when a rebuild starts.
+    rebuilds: tokio::sync::Notify,
     /// The other-writer counter last seen, and the hour of the last trim.
     external_writes: AtomicI64,
     trimmed_hour: AtomicI64,
@@ -238,6 +239,7 @@ impl Ingestor {
         tracing::info!(open_visits = sessions.len(), "restored open visits");
         let feed = Arc::new(RollupFeed::default());
         feed.set_zones(rollups::zones(&conn)?);
+        feed.resume_rebuilds(store::rebuild::in_progress(&conn)?);
         let recent = recent_days
             .filter(|d| *d > 0)
             .map(|days| RecentTraffic::new(store.clone(), i64::from(days), feed.clone()));
@@ -249,6 +251,7 @@ impl Ingestor {
             feed,
             recover_visits,
             recent,
+            rebuilds: tokio::sync::Notify::new(),
             external_writes,
             trimmed_hour: AtomicI64::new(now / 3600),
             ua: UaParser::new(),
@@ -287,12 +290,8 @@ impl Ingestor {
         if let Some(recent) = &self.recent {
             recent.apply(&dirty, &fed.events);
         }
-        // Timezones are read each pass, so a changed one applies within a
-        // second.
-        match self.zones() {
-            Ok(zones) => self.feed.set_zones(zones),
-            Err(e) => tracing::error!(error = %e, "reading site timezones failed"),
-        }
+        // A timezone change reaches the feed as it commits
+        // ([`Ingestor::change_timezone`]), not here.
         if let Err(e) =
             rollups::flush_events(&self.writer, &self.feed, fed, self.recover_visits).await
         {
@@ -303,15 +302,8 @@ impl Ingestor {
     /// Adds visits that ended before `now` to the rollups (every second),
     /// `per_commit` visits per writer transaction.
     pub async fn roll_ended_visits(&self, now: i64, per_commit: usize) {
-        let zones = match self.zones() {
-            Ok(z) => Arc::new(z),
-            Err(e) => {
-                tracing::error!(error = %e, "reading site timezones failed");
-                return;
-            }
-        };
         let ended_before = now - rollups::VISIT_SETTLED_AFTER;
-        match rollups::roll_ended_visits(&self.writer, zones, ended_before, per_commit).await {
+        match rollups::roll_ended_visits(&self.writer, ended_before, per_commit).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(visits = n, "added ended visits to the rollups"),
             Err(e) => tracing::error!(error = %e, "adding ended visits to the rollups failed"),
@@ -339,8 +331,70 @@ impl Ingestor {
         Ok(())
     }
 
-    fn zones(&self) -> Result<HashMap<i64, chrono_tz::Tz>, store::StoreError> {
-        rollups::zones(&*self.store.reader()?)
+    /// Sets a site's timezone and starts rebuilding its rollups in it (see
+    /// `store::rebuild`); raw events are kept `raw_events_days`. Returns
+    /// false when the timezone was already that one.
+    pub async fn change_timezone(
+        &self,
+        site_id: i64,
+        timezone: String,
+        raw_events_days: u32,
+    ) -> Result<bool, WriteError> {
+        let (writer, feed) = (self.writer.clone(), self.feed.clone());
+        let now = store::now_unix();
+        let changed = self
+            .writer
+            .run_for(move |tx| {
+                let change = store::rebuild::Change {
+                    site_id,
+                    timezone,
+                    now,
+                    raw_from: now - i64::from(raw_events_days) * 86_400,
+                    // Taken in the job: every event queued before it is in
+                    // the database by now, or comes right after.
+                    cutoff: writer.last_event_id(),
+                };
+                store::rebuild::change_timezone(tx, &feed, &change)
+            })
+            .await?;
+        if changed {
+            tracing::info!(site_id, "timezone changed; rebuilding the site's rollups");
+            self.rebuilds.notify_one();
+        }
+        Ok(changed)
+    }
+
+    /// Runs the rollup rebuilds in progress, step after step, and waits for
+    /// the next when there are none (the server's background task).
+    pub async fn run_rebuilds(&self) {
+        loop {
+            if self.feed.rebuilding().is_empty() {
+                self.rebuilds.notified().await;
+                continue;
+            }
+            let feed = self.feed.clone();
+            match self
+                .writer
+                .run_for(move |tx| store::rebuild::step(tx, &feed))
+                .await
+            {
+                Ok(true) => tokio::task::yield_now().await,
+                Ok(false) => {
+                    // The database has none left (a site was removed).
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "rebuilding rollups failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Sites whose rollups are being rebuilt: their reports may be
+    /// incomplete meanwhile.
+    pub fn rebuilding_sites(&self) -> Vec<i64> {
+        self.feed.rebuilding()
     }
 
     /// Acknowledged events not yet in the rollups (at least 1 while some

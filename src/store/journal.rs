@@ -202,6 +202,17 @@ impl EventJournal {
         Ok(())
     }
 
+    /// The newest id handed out. Taken under the lock an append holds until
+    /// its events are queued for the writer, so every event queued so far
+    /// has an id up to it, and every later one a larger id.
+    pub fn last_id(&self) -> i64 {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ids
+            .last()
+    }
+
     /// The newest id appended (0 before the first).
     pub fn appended_through(&self) -> i64 {
         self.appended.load(Ordering::Acquire)

@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../migrations/0009_roles_hashed_share_links.sql"),
     ),
+    (
+        10,
+        include_str!("../../migrations/0010_rollup_rebuilds.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

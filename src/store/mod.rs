@@ -12,6 +12,7 @@ mod error;
 pub mod inventory;
 mod journal;
 mod migrate;
+pub mod rebuild;
 pub mod recent;
 mod records;
 pub mod retention;

@@ -528,6 +528,7 @@ impl SiteTraffic {
             e.visitor = visits[e.visit as usize].visitor;
             e.attributes = visits[e.visit as usize].attributes;
         }
+        self.compact_strings(&mut visits, &mut events);
         self.events = EventLog::from_events(events);
         self.visit_index = visits
             .iter()
@@ -535,6 +536,57 @@ impl SiteTraffic {
             .map(|(i, v)| (v.id, i as u32))
             .collect();
         self.visits = visits;
+    }
+}
+
+impl SiteTraffic {
+    /// Keeps only the strings and property lists that `visits` and `events`
+    /// (what stays in the window) use, renumbered: without this both grow
+    /// with every new page or value seen since start, and so does what each
+    /// report allocates per dictionary id.
+    fn compact_strings(&mut self, visits: &mut [Visit], events: &mut [Event]) {
+        let old = std::mem::replace(&mut self.dict, Dictionary::new());
+        let mut ids = vec![NONE; old.len()];
+        let mut keep = |dict: &mut Dictionary, id: u32| -> u32 {
+            let Some(s) = old.get(id) else {
+                return NONE;
+            };
+            let slot = &mut ids[id as usize];
+            if *slot == NONE {
+                *slot = dict.id(s);
+            }
+            *slot
+        };
+        for set in &mut self.attribute_sets {
+            for id in set.iter_mut() {
+                *id = keep(&mut self.dict, *id);
+            }
+        }
+        self.attribute_index = self
+            .attribute_sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| (*set, i as u32))
+            .collect();
+        for v in visits {
+            for id in &mut v.pages {
+                *id = keep(&mut self.dict, *id);
+            }
+        }
+        let old_props = std::mem::take(&mut self.props);
+        for e in events {
+            e.name = keep(&mut self.dict, e.name);
+            e.path = keep(&mut self.dict, e.path);
+            if e.props != 0 {
+                // Each event with properties has a list of its own.
+                let pairs: Box<[(u32, u32)]> = old_props[e.props as usize - 1]
+                    .iter()
+                    .map(|&(k, v)| (keep(&mut self.dict, k), keep(&mut self.dict, v)))
+                    .collect();
+                self.props.push(pairs);
+                e.props = self.props.len() as u32;
+            }
+        }
     }
 }
 
@@ -1488,6 +1540,68 @@ mod tests {
         }
         wait_for(ids.len(), 0);
         assert!(ids.iter().all(|id| recent.ready(*id, range, now)));
+    }
+
+    #[test]
+    fn trimming_keeps_the_dictionaries_to_the_window() {
+        // Every day brings pages, property values and sources never seen
+        // before; the window is two days and is trimmed daily, as the
+        // server does hourly.
+        let day = 86_400;
+        let mut site = SiteTraffic::new(0);
+        let mut sizes = Vec::new();
+        for d in 0..60i64 {
+            for i in 0..20i64 {
+                let id = d * 100 + i;
+                let at = d * day + i * 60;
+                site.upsert_visit(&visit(id, id, at, &format!("source-{id}")));
+                let page = format!("/day-{d}/page-{i}");
+                let props = format!(r#"{{"key-{id}":"value-{id}"}}"#);
+                assert!(site.add_event(at, id, "pageview", &page, Some(&props), true));
+                assert!(site.add_event(at + 30, id, "Signup", &page, Some(&props), true));
+            }
+            site.trim((d - 1) * day);
+            sizes.push((site.dict.len(), site.dict.ids.len(), site.props.len()));
+        }
+        // Two days of 20 visits: at most 40 of each kind of value, so the
+        // dictionary holds at most a few hundred strings whatever the uptime.
+        let (dict, ids, props) = *sizes.last().unwrap();
+        assert!(
+            dict <= 250 && ids < dict,
+            "dictionary of {dict} strings: {sizes:?}"
+        );
+        assert!(props <= 80, "{props} property lists: {sizes:?}");
+        assert_eq!(sizes[59], sizes[30], "flat once the window is full");
+        // The window's numbers survive the compaction.
+        let range = TimeRange {
+            start: 59 * day,
+            end: 60 * day,
+        };
+        let pages = breakdown(&site, range, &Dimension::Page, &[], 100, 0);
+        assert_eq!(pages.len(), 20);
+        assert!(
+            pages
+                .iter()
+                .all(|r| r.value.as_deref().unwrap().starts_with("/day-59/"))
+        );
+        let by_prop = breakdown(
+            &site,
+            range,
+            &Dimension::Prop("key-5905".into()),
+            &[],
+            10,
+            0,
+        );
+        assert_eq!(by_prop.len(), 1);
+        assert_eq!(by_prop[0].value.as_deref(), Some("value-5905"));
+        assert_eq!(by_prop[0].events, 1);
+        let by_source = breakdown(&site, range, &Dimension::Visit("source"), &[], 100, 0);
+        assert_eq!(by_source.len(), 20);
+        assert!(
+            by_source
+                .iter()
+                .any(|r| r.value.as_deref() == Some("source-5919"))
+        );
     }
 
     #[test]

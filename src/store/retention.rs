@@ -163,9 +163,22 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
     loop {
         let batch = writer
             .run_for(move |tx| {
+                // Raw events before this may be gone: a timezone change
+                // keeps the rollups of such days rather than recount them.
+                tx.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('raw_trimmed_before', ?1)
+                     ON CONFLICT (key) DO UPDATE
+                     SET value = MAX(CAST(value AS INTEGER), excluded.value)",
+                )?
+                .execute([cutoff])?;
                 let mut events = 0;
-                // Per site, so the (site_id, ts) key bounds each delete.
+                // Per site, so the (site_id, ts) key bounds each delete. A
+                // site whose rollups are being rebuilt keeps its raw rows
+                // until the rebuild has read them.
                 for id in super::sites::site_ids(tx)? {
+                    if super::rebuild::in_progress_for(tx, id)? {
+                        continue;
+                    }
                     let left = BATCH - events;
                     if left <= 0 {
                         break;
@@ -186,6 +199,7 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
                     .prepare_cached(
                         "DELETE FROM visits WHERE id IN (
                             SELECT id FROM visits WHERE site_id IN (SELECT id FROM sites)
+                              AND site_id NOT IN (SELECT site_id FROM rollup_rebuilds)
                               AND started_at < ?1 LIMIT ?2)",
                     )?
                     .execute(params![cutoff, BATCH])?;

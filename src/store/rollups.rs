@@ -13,11 +13,13 @@
 //!
 //! So at any instant: rollups = events up to `rollups_through` + rolled
 //! visits, and nothing is counted twice. [`rebuild`] recomputes a site's
-//! rollups from the raw tables.
+//! rollups from the raw tables in one transaction (at start, or by the
+//! CLI); after a timezone change the server rebuilds them in the background
+//! instead (`super::rebuild`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -79,9 +81,32 @@ struct FeedState {
     fed: FedEvents,
     /// Sites whose events are also kept whole (see [`FedEvents::events`]).
     keep: HashSet<i64>,
-    /// Site timezones, refreshed by [`RollupFeed::set_zones`]; a site
-    /// missing here is looked up when its first event arrives.
+    /// Site timezones, set at start and changed by a timezone change as it
+    /// commits; a site missing here is looked up when its first event
+    /// arrives.
     zones: HashMap<i64, Tz>,
+    /// Numbers each [`FedEvents`] taken, so changes taken before a site's
+    /// rollups were reset can be told apart (see `resets`).
+    taken: u64,
+    /// Sites whose rollups were reset for a rebuild, with the `taken` count
+    /// at that moment: changes of theirs taken before are dropped.
+    resets: HashMap<i64, u64>,
+    /// Sites being rebuilt, with the cutoff: their events up to it are the
+    /// rebuild's to fold, not the feed's.
+    rebuilding: HashMap<i64, i64>,
+    /// Changes made by writer jobs of the open transaction, applied once it
+    /// commits (and dropped if it fails), before its events are handed over.
+    staged: Vec<Staged>,
+}
+
+/// A change to the feed that takes effect when its transaction commits.
+#[derive(Debug, Clone)]
+pub(super) enum Staged {
+    /// A site's rollups were reset for a rebuild in zone `tz`; events up to
+    /// `cutoff` are the rebuild's.
+    Reset { site_id: i64, tz: Tz, cutoff: i64 },
+    /// A site's rebuild is complete.
+    Rebuilt { site_id: i64 },
 }
 
 /// The events handed over since the last [`RollupFeed::take`].
@@ -93,6 +118,8 @@ pub struct FedEvents {
     through: i64,
     /// The events of the kept sites, whole.
     pub events: FedBatch,
+    /// Which take this is (see `FeedState::resets`).
+    taken: u64,
 }
 
 impl RollupFeed {
@@ -104,6 +131,13 @@ impl RollupFeed {
         let s = &mut *s;
         let mut kept = Vec::new();
         for e in events {
+            if s.rebuilding.get(&e.site_id).is_some_and(|c| e.id <= *c) {
+                // Folded by the site's rebuild, in the new timezone.
+                if s.keep.contains(&e.site_id) {
+                    kept.push(FedEvent::from(e));
+                }
+                continue;
+            }
             let tz = match s.zones.get(&e.site_id) {
                 Some(tz) => *tz,
                 None => {
@@ -129,15 +163,91 @@ impl RollupFeed {
     pub fn take(&self) -> FedEvents {
         let mut s = self.state.lock().expect("rollup feed");
         let through = s.fed.through;
-        let fed = std::mem::take(&mut s.fed);
+        let mut fed = std::mem::take(&mut s.fed);
+        fed.taken = s.taken;
+        s.taken += 1;
         // The mark stays where it was when nothing new arrives.
         s.fed.through = through;
         fed
     }
 
-    /// Replaces the site timezones (a site's timezone can change).
+    /// Sets the site timezones (at start).
     pub fn set_zones(&self, zones: HashMap<i64, Tz>) {
         self.state.lock().expect("rollup feed").zones = zones;
+    }
+
+    /// Records a change to apply when the writer's open transaction commits.
+    pub(super) fn stage(&self, change: Staged) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .staged
+            .push(change);
+    }
+
+    /// Applies the staged changes: called by the writer right after a
+    /// commit, before the commit's events are handed over.
+    pub(super) fn commit_staged(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.staged.is_empty() {
+            return;
+        }
+        for change in std::mem::take(&mut s.staged) {
+            match change {
+                Staged::Reset {
+                    site_id,
+                    tz,
+                    cutoff,
+                } => {
+                    // Changes waiting here were folded in the old timezone,
+                    // from events the rebuild folds again.
+                    s.fed.deltas.forget_site(site_id);
+                    s.zones.insert(site_id, tz);
+                    s.rebuilding.insert(site_id, cutoff);
+                    let taken = s.taken;
+                    s.resets.insert(site_id, taken);
+                }
+                Staged::Rebuilt { site_id } => {
+                    s.rebuilding.remove(&site_id);
+                }
+            }
+        }
+    }
+
+    /// Drops the staged changes: their transaction failed.
+    pub(super) fn drop_staged(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .staged
+            .clear();
+    }
+
+    /// Whether changes of `site_id` in the take numbered `taken` predate a
+    /// reset of its rollups (committed, or staged in the open transaction).
+    fn outdated(&self, site_id: i64, taken: u64) -> bool {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.resets.get(&site_id).is_some_and(|t| taken < *t)
+            || s.staged
+                .iter()
+                .any(|c| matches!(c, Staged::Reset { site_id: id, .. } if *id == site_id))
+    }
+
+    /// Sites whose rollups are being rebuilt (after a timezone change).
+    pub fn rebuilding(&self) -> Vec<i64> {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sites: Vec<i64> = s.rebuilding.keys().copied().collect();
+        sites.sort_unstable();
+        sites
+    }
+
+    /// Resumes the rebuilds recorded in the database (at start): `(site,
+    /// cutoff)`.
+    pub fn resume_rebuilds(&self, rebuilds: Vec<(i64, i64)>) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rebuilding = rebuilds.into_iter().collect();
     }
 
     /// Keeps the events of `site_id` whole from now on, or stops.
@@ -220,14 +330,14 @@ impl From<NewEvent> for FedEvent {
 }
 
 /// What one event contributes; borrowed from a [`FedEvent`] or a stored row.
-struct EventFacts<'a> {
-    site_id: i64,
-    ts: i64,
-    visitor_id: i64,
-    name: &'a str,
-    path: &'a str,
-    props: Option<&'a str>,
-    first_view: bool,
+pub(super) struct EventFacts<'a> {
+    pub(super) site_id: i64,
+    pub(super) ts: i64,
+    pub(super) visitor_id: i64,
+    pub(super) name: &'a str,
+    pub(super) path: &'a str,
+    pub(super) props: Option<&'a str>,
+    pub(super) first_view: bool,
 }
 
 impl<'a> From<&'a NewEvent> for EventFacts<'a> {
@@ -259,26 +369,26 @@ impl<'a> From<&'a FedEvent> for EventFacts<'a> {
 }
 
 #[derive(Debug, Default, Clone)]
-struct Delta {
-    visits: i64,
-    pageviews: i64,
-    events: i64,
-    bounces: i64,
-    duration: i64,
+pub(super) struct Delta {
+    pub(super) visits: i64,
+    pub(super) pageviews: i64,
+    pub(super) events: i64,
+    pub(super) bounces: i64,
+    pub(super) duration: i64,
     /// Visitor ids seen, duplicates included.
-    visitors: Vec<i64>,
+    pub(super) visitors: Vec<i64>,
 }
 
 /// Where one instant falls: its local hour, and its day, week and month.
 #[derive(Clone, Copy)]
-struct Buckets {
+pub(super) struct Buckets {
     hour: i64,
     longer: [i64; 3],
 }
 
 impl Buckets {
     /// The day and longer grains.
-    fn longer(self) -> Span {
+    pub(super) fn longer(self) -> Span {
         Span {
             hour: None,
             longer: self.longer,
@@ -297,7 +407,7 @@ impl Buckets {
 /// The buckets one change lands in: its day, week and month, and its hour
 /// for the rows that have hours.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Span {
+pub(super) struct Span {
     hour: Option<i64>,
     longer: [i64; 3],
 }
@@ -319,7 +429,7 @@ type Slot = (i64, i64, i64, i64);
 /// without their value. Changes are gathered per group rather than per row,
 /// since every grain of a group gets the same change: a third of the
 /// lookups, and one visitor list for all the grains.
-type Group = (i64, i64, Span);
+pub(super) type Group = (i64, i64, Span);
 
 /// Changes to rollup rows, gathered in memory and then applied at once.
 #[derive(Default)]
@@ -334,7 +444,14 @@ pub struct Deltas {
 }
 
 impl Deltas {
-    fn delta(&mut self, group: Group, value: &str) -> &mut Delta {
+    /// Drops the changes of `site_id`, and the buckets it cached (its
+    /// timezone changed).
+    fn forget_site(&mut self, site_id: i64) {
+        self.rows.retain(|(site, _, _), _| *site != site_id);
+        self.buckets.retain(|(site, _), _| *site != site_id);
+    }
+
+    pub(super) fn delta(&mut self, group: Group, value: &str) -> &mut Delta {
         self.rows
             .entry(group)
             .or_default()
@@ -342,7 +459,7 @@ impl Deltas {
             .or_default()
     }
 
-    fn buckets_of(&mut self, tz: Tz, site_id: i64, ts: i64) -> Buckets {
+    pub(super) fn buckets_of(&mut self, tz: Tz, site_id: i64, ts: i64) -> Buckets {
         // DST changes fall on whole minutes, so a minute has one of each.
         *self
             .buckets
@@ -357,7 +474,7 @@ impl Deltas {
             })
     }
 
-    fn add_event(&mut self, tz: Tz, e: &EventFacts<'_>) {
+    pub(super) fn add_event(&mut self, tz: Tz, e: &EventFacts<'_>) {
         if e.name == NOT_AN_ACTION {
             return;
         }
@@ -395,7 +512,7 @@ impl Deltas {
     }
 
     /// Adds an ended visit, by the hour, day and month it started in.
-    fn add_visit(&mut self, tz: Tz, v: &VisitRecord) {
+    pub(super) fn add_visit(&mut self, tz: Tz, v: &VisitRecord) {
         let b = self.buckets_of(tz, v.site_id, v.started_at);
         let (bounce, duration) = (i64::from(v.is_bounce), v.last_seen_at - v.started_at);
         let d = self.delta((v.site_id, DIM_TOTALS, b.all()), "");
@@ -414,12 +531,12 @@ impl Deltas {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
     /// The changes as a flat list, to apply in chunks.
-    fn into_rows(self) -> Vec<(Group, String, Delta)> {
+    pub(super) fn into_rows(self) -> Vec<(Group, String, Delta)> {
         self.rows
             .into_iter()
             .flat_map(|(group, values)| values.into_iter().map(move |(v, d)| (group, v, d)))
@@ -455,7 +572,13 @@ pub fn visit_value<'a>(v: &'a VisitRecord, column: &str) -> Option<&'a str> {
 
 /// Adds one row's changes. The sketch is read and rewritten, and the row's
 /// visitors recounted, only when the change has visitors.
-fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<(), StoreError> {
+fn apply_row(
+    conn: &Connection,
+    slot: Slot,
+    value: &str,
+    d: &Delta,
+    epoch: i64,
+) -> Result<(), StoreError> {
     let (site_id, grain, dim, bucket) = slot;
     let sketch = if d.visitors.is_empty() {
         None
@@ -473,8 +596,9 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
         sketch.insert_ids(&d.visitors);
         Some(sketch)
     };
-    // The row's new visits + pageviews + events versions its sketch.
-    let version: i64 = conn
+    // The row's new visits + pageviews + events, in the current epoch,
+    // versions its sketch.
+    let counts: i64 = conn
         .prepare_cached(
             "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews, events,
                 bounces, duration, visitors)
@@ -502,6 +626,7 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
             ],
             |r| r.get(0),
         )?;
+    let version = counts + (epoch << EPOCH_SHIFT);
     if let Some(sketch) = sketch {
         conn.prepare_cached(
             "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, version, visitors)
@@ -522,9 +647,53 @@ fn apply_row(conn: &Connection, slot: Slot, value: &str, d: &Delta) -> Result<()
 }
 
 fn apply_all(conn: &Connection, rows: &[(Group, String, Delta)]) -> Result<(), StoreError> {
+    apply_grains(conn, rows, ALL_GRAINS)
+}
+
+/// A set of grains, one bit per grain constant.
+pub(super) type Grains = u8;
+pub(super) const ALL_GRAINS: Grains = 0b1111;
+
+/// Sketch versions of one epoch differ from every version of an earlier one
+/// in these high bits (row counts stay far below 2^40).
+const EPOCH_SHIFT: u32 = 40;
+
+/// The epoch of sketch versions: bumped when rollup rows are deleted to be
+/// built again, so that a rebuilt row never shows a version that a sketch
+/// cached from the deleted row had.
+fn sketch_epoch(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'sketch_epoch'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Starts a new epoch of sketch versions (see [`sketch_epoch`]).
+pub(super) fn next_sketch_epoch(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('sketch_epoch', 1)
+         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Applies `rows` to the grains among `grains` only.
+pub(super) fn apply_grains(
+    conn: &Connection,
+    rows: &[(Group, String, Delta)],
+    grains: Grains,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let epoch = sketch_epoch(conn)?;
     for ((site_id, dim, span), value, d) in rows {
         for (grain, bucket) in span.grains() {
-            apply_row(conn, (*site_id, grain, *dim, bucket), value, d)?;
+            if grains & (1 << grain) != 0 {
+                apply_row(conn, (*site_id, grain, *dim, bucket), value, d, epoch)?;
+            }
         }
     }
     Ok(())
@@ -578,35 +747,49 @@ pub fn fold_imported(
 ) -> Result<(), StoreError> {
     let mut deltas = Deltas::default();
     for r in rows {
-        let b = deltas.buckets_of(tz, site_id, calendar::midnight(tz, r.day));
-        // A sketch is versioned by its row's counts; a row without any
-        // keeps no visitors either.
-        let counted = r.visits + r.pageviews + r.events > 0;
-        let ids: Vec<i64> = if counted {
-            (0..r.visitors.max(0))
-                .map(|i| imported_visitor(site_id, r, i))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let d = deltas.delta((site_id, r.dim, b.longer()), &r.value);
-        d.visits += r.visits;
-        d.pageviews += r.pageviews;
-        d.events += r.events;
-        d.bounces += r.bounces;
-        d.duration += r.duration;
-        d.visitors.extend_from_slice(&ids);
+        add_imported(&mut deltas, site_id, tz, r);
     }
     apply_all(conn, &deltas.into_rows())
 }
 
+/// Adds one imported row to `deltas`, on its local day in `tz`.
+pub(super) fn add_imported(deltas: &mut Deltas, site_id: i64, tz: Tz, r: &ImportedRow) {
+    let b = deltas.buckets_of(tz, site_id, calendar::midnight(tz, r.day));
+    // A sketch is versioned by its row's counts; a row without any
+    // keeps no visitors either.
+    let counted = r.visits + r.pageviews + r.events > 0;
+    let ids: Vec<i64> = if counted {
+        (0..r.visitors.max(0))
+            .map(|i| imported_visitor(site_id, r, i))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let d = deltas.delta((site_id, r.dim, b.longer()), &r.value);
+    d.visits += r.visits;
+    d.pageviews += r.pageviews;
+    d.events += r.events;
+    d.bounces += r.bounces;
+    d.duration += r.duration;
+    d.visitors.extend_from_slice(&ids);
+}
+
 /// The imported rows of a site, as stored.
 pub fn imported_rows(conn: &Connection, site_id: i64) -> Result<Vec<ImportedRow>, StoreError> {
+    imported_rows_between(conn, site_id, ("", "9999-99-99"))
+}
+
+/// The imported rows of a site's days in `[from, to)` (`YYYY-MM-DD`).
+pub(super) fn imported_rows_between(
+    conn: &Connection,
+    site_id: i64,
+    (from, to): (&str, &str),
+) -> Result<Vec<ImportedRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT day, dim, value, visitors, visits, pageviews, events, bounces, duration
-         FROM imported_rollups WHERE site_id = ?1",
+         FROM imported_rollups WHERE site_id = ?1 AND day >= ?2 AND day < ?3",
     )?;
-    let rows = stmt.query_map([site_id], |r| {
+    let rows = stmt.query_map(params![site_id, from, to], |r| {
         let day: String = r.get(0)?;
         Ok(ImportedRow {
             day: day.parse().unwrap_or_default(),
@@ -646,7 +829,7 @@ const GROUPS_PER_COMMIT: usize = 1024;
 /// events folded in.
 pub async fn flush_events(
     writer: &EventWriter,
-    feed: &RollupFeed,
+    feed: &Arc<RollupFeed>,
     fed: FedEvents,
     record_through: bool,
 ) -> Result<usize, WriteError> {
@@ -654,6 +837,7 @@ pub async fn flush_events(
         deltas,
         count,
         through,
+        taken,
         ..
     } = fed;
     if count == 0 {
@@ -670,9 +854,24 @@ pub async fn flush_events(
     let last = chunks.len().saturating_sub(1);
     for (i, chunk) in chunks.into_iter().enumerate() {
         let mark = (record_through && i == last).then_some(through);
+        let feed = feed.clone();
         writer
             .run(move |tx| {
-                apply_all(tx, &chunk)?;
+                // A site whose rollups were reset since these changes were
+                // taken gets its events from the rebuild instead.
+                let mut sites: Vec<i64> = chunk.iter().map(|((site, _, _), _, _)| *site).collect();
+                sites.sort_unstable();
+                sites.dedup();
+                if sites.iter().any(|site| feed.outdated(*site, taken)) {
+                    let current: Vec<_> = chunk
+                        .iter()
+                        .filter(|((site, _, _), _, _)| !feed.outdated(*site, taken))
+                        .cloned()
+                        .collect();
+                    apply_all(tx, &current)?;
+                } else {
+                    apply_all(tx, &chunk)?;
+                }
                 if let Some(through) = mark {
                     set_through(tx, through)?;
                 }
@@ -693,15 +892,15 @@ pub async fn flush_events(
 /// small ones so that event commits never wait long behind one.
 pub async fn roll_ended_visits(
     writer: &EventWriter,
-    zones: Arc<HashMap<i64, Tz>>,
     ended_before: i64,
     per_commit: usize,
 ) -> Result<usize, WriteError> {
     let mut total = 0;
     loop {
-        let zones = zones.clone();
+        // Timezones read in the transaction that uses them: a change
+        // commits either before or after it, never between.
         let n = writer
-            .run_for(move |tx| roll_some_visits(tx, &zones, ended_before, per_commit))
+            .run_for(move |tx| roll_some_visits(tx, &zones(tx)?, ended_before, per_commit))
             .await?;
         total += n;
         if n < per_commit {
@@ -711,6 +910,8 @@ pub async fn roll_ended_visits(
 }
 
 /// Rolls up to `limit` ended visits; the caller owns the transaction.
+/// Visits of a site being rebuilt wait (reports read them from `visits`
+/// meanwhile): its rebuild adds the visits rolled before it began.
 fn roll_some_visits(
     conn: &Connection,
     zones: &HashMap<i64, Tz>,
@@ -719,7 +920,8 @@ fn roll_some_visits(
 ) -> Result<usize, StoreError> {
     let visits = super::sites::visits_where(
         conn,
-        "rolled = 0 AND last_seen_at < ?1 LIMIT ?2",
+        "rolled = 0 AND last_seen_at < ?1
+           AND site_id NOT IN (SELECT site_id FROM rollup_rebuilds) LIMIT ?2",
         params![ended_before, limit as i64],
     )?;
     if visits.is_empty() {
@@ -739,7 +941,7 @@ fn roll_some_visits(
 
 /// Reads stored events into deltas; `sql` selects [`EVENT_COLUMNS`].
 /// Returns how many were read and the largest id among them.
-fn fold_stored_events(
+pub(super) fn fold_stored_events(
     conn: &Connection,
     zones: &HashMap<i64, Tz>,
     deltas: &mut Deltas,
@@ -768,7 +970,7 @@ fn fold_stored_events(
     Ok((count, through))
 }
 
-const EVENT_COLUMNS: &str = "site_id, ts, visitor_id, name, path, props, first_view, id";
+pub(super) const EVENT_COLUMNS: &str = "site_id, ts, visitor_id, name, path, props, first_view, id";
 
 /// Folds in the events an unclean stop kept from the rollups: those past
 /// `rollups_through`. Live events are written within seconds of their
@@ -796,7 +998,9 @@ pub fn recover(conn: &Connection) -> Result<usize, StoreError> {
         &mut deltas,
         &format!(
             "SELECT {EVENT_COLUMNS} FROM events
-             WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1 AND id > ?2"
+             WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1 AND id > ?2
+               AND NOT EXISTS (SELECT 1 FROM rollup_rebuilds r
+                               WHERE r.site_id = events.site_id AND events.id <= r.cutoff)"
         ),
         params![since, through],
     )?;
@@ -849,6 +1053,8 @@ pub fn rebuild_if_asked(conn: &Connection, now: i64) -> Result<(), StoreError> {
         rebuild(conn, *site, now)?;
     }
     conn.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
+    // Rows of sites that no longer exist.
+    conn.execute("DELETE FROM rollup_rebuilds", [])?;
     // A rebuild rewrites most of a large database through the WAL; folded
     // back now, while nothing reads, reports do not look pages up in a
     // gigabyte of WAL until a checkpoint gets to it.
@@ -867,6 +1073,9 @@ pub fn rebuild_if_asked(conn: &Connection, now: i64) -> Result<(), StoreError> {
 pub fn rebuild(conn: &Connection, site_id: i64, now: i64) -> Result<(), StoreError> {
     let zones = zones(conn)?;
     let tx = conn.unchecked_transaction()?;
+    // Supersedes a timezone change's rebuild in progress.
+    tx.execute("DELETE FROM rollup_rebuilds WHERE site_id = ?1", [site_id])?;
+    next_sketch_epoch(&tx)?;
     tx.execute("DELETE FROM rollups WHERE site_id = ?1", [site_id])?;
     tx.execute("DELETE FROM rollup_sketches WHERE site_id = ?1", [site_id])?;
     tx.execute(

@@ -8,7 +8,8 @@
 //!
 //! A cached sketch is used only when the row's version (stored beside the
 //! sketch: its visits + pageviews + events, which grow with every change to
-//! the sketch, since every visitor added comes with a visit or an event)
+//! the sketch, since every visitor added comes with a visit or an event,
+//! plus an epoch that moves on whenever rows are deleted to be rebuilt)
 //! equals the version the reading transaction sees. So a report never mixes
 //! another instant's sketch into its own, whatever the writer does
 //! meanwhile, and nothing has to be told about writes.

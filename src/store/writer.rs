@@ -256,6 +256,18 @@ impl EventWriter {
         }
     }
 
+    /// An id at least that of every event submitted so far, and below
+    /// those of every event submitted later: ids are microseconds of the
+    /// clock, or one more than the last when several come in the same one.
+    pub fn last_event_id(&self) -> i64 {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let journal = self.journal.as_ref().map_or(0, |j| j.last_id());
+        clock.max(journal)
+    }
+
     /// Journaled events not committed yet.
     pub fn uncommitted(&self) -> bool {
         self.journal
@@ -393,6 +405,8 @@ impl Writer<'_> {
             match result {
                 Ok(()) => self.committed(pending),
                 Err(e) => {
+                    // Changes jobs of the failed transaction made to the feed.
+                    self.feed.drop_staged();
                     tracing::error!(error = %e, events = n, "commit failed; retrying");
                     let error = WriteError::Failed(e.to_string());
                     for (ack, _) in pending.acks {
@@ -573,6 +587,9 @@ impl Writer<'_> {
             .events_written
             .fetch_add(n, Ordering::Relaxed);
         let through = pending.events.iter().map(|e| e.id).max().unwrap_or(0);
+        // Before this commit's events: a timezone change committed with
+        // them decides which of them the feed folds.
+        self.feed.commit_staged();
         if !pending.events.is_empty() {
             // Handed on before the answers, so a caller that has its answer
             // can count on the events being on their way to the rollups.

@@ -86,6 +86,8 @@ pub struct DashboardPage {
     pub export_href: String,
     /// The newest weekly summary.
     pub summary: Option<SummaryCard>,
+    /// The site's rollups are being rebuilt after a timezone change.
+    pub rebuilding: bool,
 }
 
 pub struct SummaryCard {
@@ -299,6 +301,7 @@ async fn render(
         settings_href,
         export_href: a.href("/export", &v),
         summary,
+        rebuilding: state.ingestor.rebuilding_sites().contains(&site.id),
     };
     html(&page)
 }

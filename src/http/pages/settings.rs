@@ -259,8 +259,10 @@ pub async fn update(
                 Ok(tz) => tz,
                 Err(message) => return refuse(message).await,
             };
-            writer
-                .run(move |tx| sites::set_timezone(tx, id, &tz))
+            // Rebuilds the site's rollups in the new timezone, in the background.
+            state
+                .ingestor
+                .change_timezone(id, tz, state.raw_events_days)
                 .await?;
         }
         "public" => {

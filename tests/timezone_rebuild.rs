@@ -1,0 +1,314 @@
+//! Changing a site's timezone through the settings page: its rollups are
+//! rebuilt in the background in the new timezone, and unfiltered reports
+//! (rollups) then agree with filtered ones (raw events) day by day.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{CHROME, Env, PASSWORD, Server};
+
+/// Matches every event, so the report reads raw events instead of rollups.
+const EVERYTHING: &str = "event:page!=/nonexistent";
+
+/// A browser-like client that keeps cookies.
+struct Client<'a> {
+    server: &'a Server,
+    agent: ureq::Agent,
+    cookies: HashMap<String, String>,
+}
+
+impl<'a> Client<'a> {
+    fn new(server: &'a Server) -> Client<'a> {
+        Client {
+            server,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn finish(
+        &mut self,
+        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> common::Reply {
+        let r = r.expect("request failed");
+        for v in r.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies
+                .insert(name.trim().to_string(), value.trim().to_string());
+        }
+        common::reply(Ok(r))
+    }
+
+    fn get(&mut self, path: &str) -> common::Reply {
+        let r = self
+            .agent
+            .get(self.server.url(path))
+            .header("Cookie", &self.cookie_header())
+            .call();
+        self.finish(r)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> common::Reply {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = self
+            .agent
+            .post(self.server.url(path))
+            .header("Cookie", &self.cookie_header())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(body.as_str());
+        self.finish(r)
+    }
+
+    fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path);
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let marker = "name=\"csrf\" value=\"";
+        let at = page.body.find(marker).expect("a csrf field") + marker.len();
+        let rest = &page.body[at..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+
+    fn sign_in(&mut self, email: &str) {
+        let csrf = self.csrf("/login");
+        let r = self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("email", email),
+                ("password", PASSWORD),
+                ("next", "/"),
+            ],
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+    }
+
+    /// Changes the site's timezone through its settings form.
+    fn set_timezone(&mut self, domain: &str, tz: &str) {
+        let path = format!("/{domain}/settings");
+        let csrf = self.csrf(&path);
+        let r = self.post(
+            &path,
+            &[("csrf", &csrf), ("action", "timezone"), ("timezone", tz)],
+        );
+        assert!(
+            r.status == 303 || r.status == 200,
+            "{}: {}",
+            r.status,
+            r.body
+        );
+    }
+}
+
+/// Waits until no site's rollups are being rebuilt.
+fn wait_rebuilt(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h = server.get("/api/health", &[]).json();
+        if h["rollups"]["rebuilding_sites"].as_u64().unwrap_or(0) == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "rollups were not rebuilt: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// (day, pageviews, visitors) of the last 30 days, from the rollups or,
+/// with `filters`, from the raw events.
+fn daily(server: &Server, key: &str, filters: Option<&str>) -> Vec<(String, i64, i64)> {
+    let mut q = "/api/v1/stats/timeseries?site_id=example.com&period=30d&interval=date\
+                 &metrics=pageviews,visitors"
+        .to_string();
+    if let Some(f) = filters {
+        q.push_str(&format!("&filters={}", urlencode(f)));
+    }
+    let r = server.stats(key, &q);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["pageviews"].as_i64().unwrap(),
+                d["visitors"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Pageviews and visitors over `period` (weeks and months of rollups).
+fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) -> (i64, i64) {
+    let mut q = format!(
+        "/api/v1/stats/aggregate?site_id=example.com&period={period}&metrics=pageviews,visitors"
+    );
+    if let Some(f) = filters {
+        q.push_str(&format!("&filters={}", urlencode(f)));
+    }
+    let r = server.stats(key, &q);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    (
+        j["results"]["pageviews"]["value"].as_i64().unwrap(),
+        j["results"]["visitors"]["value"].as_i64().unwrap(),
+    )
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Unfiltered (rollup) and filtered (raw) reports agree, day by day and
+/// over weeks and months.
+fn assert_rollups_match_raw(server: &Server, key: &str) {
+    let rollups = daily(server, key, None);
+    let raw = daily(server, key, Some(EVERYTHING));
+    let differ: Vec<_> = rollups
+        .iter()
+        .zip(&raw)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("{}: rollups {}/{}, raw {}/{}", a.0, a.1, a.2, b.1, b.2))
+        .collect();
+    assert!(differ.is_empty(), "days that differ: {differ:#?}");
+    assert!(raw.iter().filter(|d| d.1 > 0).count() >= 8, "{raw:?}");
+    for period in ["7d", "30d", "month"] {
+        let (pageviews, visitors) = aggregate(server, key, period, None);
+        let (raw_pageviews, raw_visitors) = aggregate(server, key, period, Some(EVERYTHING));
+        assert_eq!(pageviews, raw_pageviews, "{period}");
+        // Exact up to 4,096 visitors, an estimate within 2% beyond.
+        if raw_visitors <= 4096 {
+            assert_eq!(visitors, raw_visitors, "{period}");
+        } else {
+            assert!(
+                (visitors - raw_visitors).abs() * 40 < raw_visitors,
+                "{period}: {visitors} vs {raw_visitors}"
+            );
+        }
+    }
+}
+
+/// An environment with ten days of traffic on example.com in UTC, an
+/// admin and an API key.
+fn ten_days(events: &str) -> (Env, String) {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let key = env.api_key();
+    env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        events,
+        "--days",
+        "10",
+        "--seed",
+        "11",
+    ]);
+    (env, key)
+}
+
+#[test]
+fn a_timezone_change_rebuilds_the_rollups_in_the_new_timezone() {
+    let (env, key) = ten_days("3000");
+    let server = env.start();
+    server.settle();
+    assert_rollups_match_raw(&server, &key);
+
+    let mut c = Client::new(&server);
+    c.sign_in("admin@example.com");
+    c.set_timezone("example.com", "America/Los_Angeles");
+    wait_rebuilt(&server);
+    server.settle();
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM sites WHERE timezone = 'America/Los_Angeles'"),
+        1
+    );
+    assert_rollups_match_raw(&server, &key);
+
+    // And back, across a restart: the rollups stay consistent.
+    c.set_timezone("example.com", "Asia/Kolkata");
+    drop(c);
+    assert_eq!(server.terminate(), 0);
+    let server = env.start();
+    wait_rebuilt(&server);
+    server.settle();
+    assert_rollups_match_raw(&server, &key);
+    assert_eq!(env.count("SELECT COUNT(*) FROM rollup_rebuilds"), 0);
+}
+
+#[test]
+fn events_sent_during_the_rebuild_are_counted_once() {
+    let (env, key) = ten_days("20000");
+    let server = env.start();
+    server.settle();
+    let mut c = Client::new(&server);
+    c.sign_in("admin@example.com");
+
+    // Pageviews keep coming from before the change until its rebuild is
+    // over, so some arrive while it runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let base = server.base.clone();
+    let sender = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let agent = common::agent();
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || sent < 100 {
+                let body = common::pageview(&format!("https://example.com/live/{}", sent % 7));
+                let r = agent
+                    .post(format!("{base}/api/event"))
+                    .header("User-Agent", CHROME)
+                    .header("Content-Type", "text/plain")
+                    .send(body.as_str());
+                assert_eq!(common::reply(r).status, 202);
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            sent
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    c.set_timezone("example.com", "Pacific/Auckland");
+    wait_rebuilt(&server);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: i64 = sender.join().unwrap();
+    server.settle();
+
+    assert_rollups_match_raw(&server, &key);
+    let stored =
+        env.count("SELECT COUNT(*) FROM events WHERE name = 'pageview' AND path LIKE '/live/%'");
+    assert_eq!(stored, sent);
+    let r = server.stats(
+        &key,
+        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:page\
+         &metrics=pageviews&limit=1000",
+    );
+    let live: i64 = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["page"].as_str().unwrap().starts_with("/live/"))
+        .map(|row| row["pageviews"].as_i64().unwrap())
+        .sum();
+    assert_eq!(live, sent, "live pageviews in today's rollups");
+}
