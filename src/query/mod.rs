@@ -332,7 +332,7 @@ pub fn aggregate(
     let source = Source::new(&tx, site, params, ctx)?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
-        Some("previous_period") => Some(period.previous(&site.timezone)),
+        Some("previous_period") => Some(period.previous(&site.timezone)?),
         Some(other) => {
             return Err(bad(format!(
                 "compare: `{other}` is not supported; use previous_period"
