@@ -73,3 +73,42 @@ fn far_dates_are_a_400_naming_date_on_the_dashboard_and_the_stats_api() {
     assert_eq!(today.json()["results"]["pageviews"]["value"], 1);
     assert_eq!(s.get("/example.com", &[]).status, 200);
 }
+
+#[test]
+fn an_event_for_ten_thousand_domains_is_a_400_naming_domain() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let s = env.start();
+    // Short names, so 10,000 of them fit in the 64 KiB body limit.
+    let names: Vec<String> = (0..10_000)
+        .map(|i: u32| format!("{}{}", char::from(b'a' + (i % 26) as u8), i / 26))
+        .collect();
+    let body = serde_json::json!({
+        "n": "pageview",
+        "u": "https://example.com/",
+        "d": format!("example.com,{}", names.join(",")),
+    })
+    .to_string();
+    assert!(body.len() < 64 * 1024);
+    let r = s.event(&body, CHROME);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["errors"]["domain"].is_array(), "{}", r.body);
+    // Ten are fine, and nothing was stored for the refused one.
+    let ten: Vec<&str> = std::iter::once("example.com")
+        .chain(names.iter().take(9).map(String::as_str))
+        .collect();
+    let body = serde_json::json!({
+        "n": "pageview",
+        "u": "https://example.com/",
+        "d": ten.join(","),
+    })
+    .to_string();
+    let r = s.event(&body, CHROME);
+    assert_eq!(r.status, 404, "an unknown site among ten: {}", r.body);
+    assert_eq!(
+        s.event(&pageview("https://example.com/"), CHROME).status,
+        202
+    );
+    drop(s);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 1);
+}
