@@ -200,10 +200,9 @@ async fn render(
         .iter()
         .map(|(metric, label)| {
             let entry = &data.aggregate[*metric];
-            let value = entry["value"].as_f64().unwrap_or(0.0);
             StatBox {
                 label,
-                value: view::metric(metric, value),
+                value: view::metric_value(metric, &entry["value"]),
                 change: entry["change"].as_i64().map(|c| change(metric, c)),
                 href: link(&v.with_graph(metric)),
                 active: v.graph == *metric,
@@ -429,7 +428,8 @@ fn fetch(
                 rows.iter()
                     .map(|r| Sample {
                         label: r["date"].as_str().unwrap_or_default().to_string(),
-                        value: r[&v.graph].as_f64().unwrap_or(0.0),
+                        // Null (a rate without visits) is no point at all.
+                        value: r[&v.graph].as_f64(),
                     })
                     .collect()
             })
