@@ -112,3 +112,56 @@ fn an_event_for_ten_thousand_domains_is_a_400_naming_domain() {
     drop(s);
     assert_eq!(env.count("SELECT count(*) FROM events"), 1);
 }
+
+#[test]
+fn events_refused_under_overload_are_not_counted_in_their_visit() {
+    // A queue of one submission: concurrent events of one visitor keep
+    // finding it full, and some find it full only once their visit was
+    // looked up, which used to count them in the visit anyway.
+    let env = Env::with_storage("", "queue_capacity = 1");
+    env.add_site("example.com");
+    let s = env.start();
+    let (mut stored, mut refused) = (0, 0);
+    std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..16)
+            .map(|t| {
+                let url = s.url("/api/event");
+                scope.spawn(move || {
+                    let agent = agent();
+                    let mut codes = Vec::new();
+                    for i in 0..40 {
+                        let body = pageview(&format!("https://example.com/{t}/{i}"));
+                        let r = agent
+                            .post(&url)
+                            .header("User-Agent", CHROME)
+                            .header("Content-Type", "text/plain")
+                            .send(&body);
+                        codes.push(reply(r).status);
+                    }
+                    codes
+                })
+            })
+            .collect();
+        for sender in senders {
+            for code in sender.join().unwrap() {
+                match code {
+                    202 => stored += 1,
+                    503 => refused += 1,
+                    other => panic!("status {other}"),
+                }
+            }
+        }
+    });
+    assert!(refused > 0, "the queue never filled");
+    s.settle();
+    // Visit snapshots are written every second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(s);
+    assert_eq!(env.count("SELECT count(*) FROM events"), stored);
+    assert_eq!(env.count("SELECT count(*) FROM visits"), 1);
+    assert_eq!(
+        env.count("SELECT pageviews FROM visits"),
+        stored,
+        "{refused} refused"
+    );
+}
