@@ -10,8 +10,8 @@ document.addEventListener("DOMContentLoaded", () => {
     const hits = Array.from(fig.querySelectorAll(".hit"));
     const show = (g) => {
       for (const h of hits) h.classList.toggle("on", h === g);
-      const c = g.querySelector("circle");
-      const x = c.getAttribute("cx");
+      // Buckets without a value (a rate without visits) have no circle.
+      const x = g.dataset.x;
       cursor.setAttribute("x1", x);
       cursor.setAttribute("x2", x);
       cursor.classList.add("on");

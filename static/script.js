@@ -6,7 +6,7 @@
 // Names: w window, d document, l location, n navigator, s this <script>,
 // S send, I why-ignored, V pageview, F flush engagement, K tick (engaged time),
 // M measure scroll, E engaged ms, T visible-since, D scroll depth, U page URL,
-// P last counted page, H hash mode, X exclusion regexes.
+// P last counted page, H hash mode, X exclusion patterns, G glob match.
 !function(){
   var w=window,d=document,l=location,n=navigator,s=d.currentScript,
     a=function(x){return s.getAttribute("data-"+x)},
@@ -16,17 +16,28 @@
     dom=a("domain")||l.hostname.replace(/^www\./,""),
     H=h("hash-mode"),
     // data-exclude="/admin/*,/preview/**": * stays within a segment, ** spans segments.
-    X=(a("exclude")||"").split(",").filter(Boolean).map(function(g){
-      return RegExp("^"+g.trim().replace(/[.+?^${}()|[\]\\]/g,"\\$&").replace(/\*\*?/g,function(m){return m[1]?".*":"[^/]*"})+"$")
-    }),
+    X=(a("exclude")||"").split(","),
     E=0,T,D=0,U,P;
+
+  // Whether path p matches pattern t. Every position of the pattern the path
+  // can reach is kept at once, so the time is linear in the path; a RegExp
+  // backtracks for seconds on /*a*a*a…b and a long path. A star's position
+  // stays reachable over any character (but / for a single star), and leads
+  // on to the position after it (after both stars of **) for free.
+  function G(t,p){
+    for(var v=[1],i=0,j,c,w;;v=w,i++){
+      for(j=0;j<t.length;j++)v[j]&&t[j]=="*"&&(v[j+1+(t[j+1]=="*")]=1);
+      if(!(c=p[i]))return v[j];
+      for(w=[],j=0;j<t.length;j++)v[j]&&(t[j]=="*"?(t[j+1]=="*"||c!="/")&&(w[j]=1):t[j]==c&&(w[j+1]=1))
+    }
+  }
 
   function I(){
     if(!h("include-localhost")&&(/^(localhost|127\.|\[::1\])/.test(l.hostname)||l.protocol=="file:"))return"localhost";
     if(n.webdriver&&!h("include-automation"))return"automation";
     // The site owner's own opt-out: localStorage.tally_ignore = "true" (read, never written).
     try{if(localStorage.tally_ignore=="true")return"tally_ignore"}catch(e){}
-    for(var i=0;i<X.length;i++)if(X[i].test(l.pathname))return"excluded"
+    for(var i=0;i<X.length;i++)if(G(X[i].trim(),l.pathname))return"excluded"
   }
 
   function S(name,o,u){

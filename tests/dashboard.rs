@@ -590,6 +590,28 @@ fn settings_exclusions_goals_and_api_keys() {
         env.count("SELECT count(*) FROM sites WHERE excluded_ips <> ''"),
         0
     );
+    // Path patterns are bounded in length and number.
+    let long = format!("/{}", "*a".repeat(100));
+    let many: Vec<String> = (0..101).map(|i| format!("/p{i}/*")).collect();
+    for (paths, says) in [
+        (long, "Paths: a pattern is longer than 200 characters"),
+        (many.join("\n"), "Paths: at most 100 patterns"),
+    ] {
+        let refused = c.post(
+            "/example.com/settings",
+            &[
+                ("csrf", &csrf),
+                ("action", "exclusions"),
+                ("excluded_ips", ""),
+                ("excluded_paths", &paths),
+            ],
+        );
+        assert!(refused.body.contains(says), "{}", refused.body);
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM sites WHERE excluded_paths <> ''"),
+        0
+    );
     let saved = c.post(
         "/example.com/settings",
         &[

@@ -782,6 +782,10 @@ fn div_round(num: i64, den: i64) -> i64 {
 }
 
 fn metric(name: &str, t: &Totals, sem: Sem) -> Value {
+    // Rates over visits are null without visits.
+    if t.visits == 0 && matches!(name, "views_per_visit" | "bounce_rate" | "visit_duration") {
+        return Value::Null;
+    }
     if sem.float_rounding {
         return float_metric(name, t);
     }
@@ -809,8 +813,12 @@ fn float_metric(name: &str, t: &Totals) -> Value {
 }
 
 /// Change against the previous period: points for the bounce rate, else a
-/// percentage (100 from nothing), both of the values as reported.
+/// percentage (100 from nothing), both of the values as reported; null
+/// against or from a null.
 fn change(name: &str, now: &Value, before: &Value, sem: Sem) -> Value {
+    if now.is_null() || before.is_null() {
+        return Value::Null;
+    }
     if sem.float_rounding {
         return float_change(name, now, before);
     }
@@ -842,6 +850,9 @@ fn float_change(name: &str, now: &Value, before: &Value) -> Value {
 }
 
 fn same_number(name: &str, got: &Value, want: &Value) -> bool {
+    if got.is_null() && want.is_null() {
+        return true;
+    }
     let (Some(g), Some(w)) = (got.as_f64(), want.as_f64()) else {
         return false;
     };
@@ -1016,7 +1027,7 @@ fn check_aggregate(
             let ok = match (g["change"].as_f64(), c.as_f64()) {
                 (Some(x), Some(y)) if approximate => (x - y).abs() <= 5.0,
                 (Some(x), Some(y)) => x == y,
-                _ => false,
+                _ => g["change"].is_null() && c.is_null(),
             };
             if !ok {
                 diffs.push(format!(

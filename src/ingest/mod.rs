@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use error::{IngestError, StartError};
-pub use payload::{EventKind, EventPayload};
+pub use payload::{EventKind, EventPayload, MAX_DOMAINS};
 
 use crate::metrics::{Counter, CounterSet};
 use crate::store::recent::RecentTraffic;
@@ -542,10 +542,14 @@ impl Ingestor {
             _ => (None, None),
         };
 
-        let mut events = Vec::with_capacity(sites.len());
-        let mut live = Vec::with_capacity(sites.len());
-        for site in &sites {
-            let ids = self
+        // Visitor ids first: finding them may wait for the writer (a new
+        // day's salt), which must not happen with visits locked.
+        let mut ids = [(0, 0, None); MAX_DOMAINS];
+        if sites.len() > MAX_DOMAINS {
+            return Err(IngestError::invalid("domain", "lists too many sites"));
+        }
+        for (site, slot) in sites.iter().zip(ids.iter_mut()) {
+            let v = self
                 .hasher
                 .ids(
                     &self.writer,
@@ -556,50 +560,70 @@ impl Ingestor {
                 )
                 .await
                 .map_err(|e| IngestError::Storage(e.to_string()))?;
-            let Some(tracked) =
-                self.sessions
-                    .track(site.id, ids.current, ids.previous, meta.now, step, dims)
-            else {
-                continue;
-            };
-            live.push((site.id, tracked.visitor_id, tracked.dims.clone()));
-            events.push(NewEvent {
-                id: 0,
-                site_id: site.id,
-                visitor_id: tracked.visitor_id,
-                ts: meta.now,
-                name: payload.name.clone(),
-                hostname: hostname.clone(),
-                path: path.clone(),
-                props: props.clone(),
-                revenue_amount: payload.revenue.as_ref().map(|r| r.amount.clone()),
-                revenue_currency: payload.revenue.as_ref().map(|r| r.currency.clone()),
-                scroll_depth,
-                engaged_ms,
-                interactive: payload.interactive,
-                visit_id: tracked.visit_id,
-                first_of_visit: tracked.is_new.then_some(tracked.dims),
-                first_view: tracked.first_view,
-            });
+            *slot = (site.id, v.current, v.previous);
         }
-        if events.is_empty() {
-            return Ok(Outcome::Dropped(DropReason::NoVisit));
-        }
-        self.writer.submit(events).await.map_err(|e| match e {
+        let ids = &ids[..sites.len()];
+        // The event's visits change only once it is queued (and so stored,
+        // with the journal): one refused leaves them as they were. They
+        // stay locked from plan to apply, so concurrent events of a visit
+        // plan in the order they are queued. Nothing here waits.
+        let (queued, plans) = {
+            let mut visits = self.sessions.lock_for(ids, meta.now);
+            let mut events = Vec::with_capacity(sites.len());
+            let mut plans = Vec::with_capacity(sites.len());
+            for (site, &(_, current, previous)) in sites.iter().zip(ids) {
+                let Some(plan) = visits.plan(site.id, current, previous, meta.now, step, dims)
+                else {
+                    continue;
+                };
+                let tracked = &plan.tracked;
+                events.push(NewEvent {
+                    id: 0,
+                    site_id: site.id,
+                    visitor_id: tracked.visitor_id,
+                    ts: meta.now,
+                    name: payload.name.clone(),
+                    hostname: hostname.clone(),
+                    path: path.clone(),
+                    props: props.clone(),
+                    revenue_amount: payload.revenue.as_ref().map(|r| r.amount.clone()),
+                    revenue_currency: payload.revenue.as_ref().map(|r| r.currency.clone()),
+                    scroll_depth,
+                    engaged_ms,
+                    interactive: payload.interactive,
+                    visit_id: tracked.visit_id,
+                    first_of_visit: tracked.is_new.then(|| tracked.dims.clone()),
+                    first_view: tracked.first_view,
+                });
+                plans.push((site.id, plan));
+            }
+            if events.is_empty() {
+                return Ok(Outcome::Dropped(DropReason::NoVisit));
+            }
+            let queued = self.writer.queue(events).map_err(|e| match e {
+                WriteError::QueueFull => IngestError::Overloaded,
+                other => IngestError::Storage(other.to_string()),
+            })?;
+            for (_, plan) in &mut plans {
+                visits.apply(plan, step);
+            }
+            (queued, plans)
+        };
+        queued.stored().await.map_err(|e| match e {
             WriteError::QueueFull => IngestError::Overloaded,
             WriteError::Closed => IngestError::Unavailable,
             other => IngestError::Storage(other.to_string()),
         })?;
         // Only committed events reach the live view.
         let pageview = matches!(payload.kind, EventKind::Pageview);
-        for (site_id, visitor_id, dims) in &live {
+        for (site_id, plan) in &plans {
             self.live.record(LiveEvent {
                 site_id: *site_id,
-                visitor_id: *visitor_id,
+                visitor_id: plan.tracked.visitor_id,
                 ts: meta.now,
                 page: pageview.then_some(path.as_str()),
                 pageview,
-                dims,
+                dims: &plan.tracked.dims,
             });
         }
         Ok(Outcome::Stored)
@@ -609,6 +633,82 @@ impl Ingestor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+    fn pageview(path: &str) -> EventPayload {
+        let body = format!(r#"{{"n":"pageview","u":"https://example.com{path}"}}"#);
+        payload::parse_body(body.as_bytes()).unwrap()
+    }
+
+    fn from(ip: &str, now: i64) -> RequestMeta<'static> {
+        RequestMeta {
+            ip: ip.parse().unwrap(),
+            user_agent: CHROME,
+            opted_out: false,
+            now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_leaves_its_visit_as_it_was() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        let site = store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        let now = store::now_unix();
+        let options = IngestOptions {
+            queue_capacity: 1,
+            respect_opt_out: false,
+            recover_visits: true,
+            recent_days: None,
+            journal: true,
+        };
+        let (ingestor, writer) =
+            Ingestor::start(store.clone(), conn, GeoLookup::disabled(), options, now).unwrap();
+        let stored = ingestor
+            .ingest(pageview("/a"), from("192.0.2.1", now))
+            .await;
+        assert_eq!(stored.unwrap(), Outcome::Stored);
+        // The writer stops, and the queue looks empty, as it did to events
+        // that then found it full: they pass the early check, their visits
+        // are looked up, and the writer refuses them.
+        writer.shutdown();
+        let depth = &ingestor.writer().stats().queue_depth;
+        depth.store(0, std::sync::atomic::Ordering::Relaxed);
+        for path in ["/b", "/c"] {
+            let refused = ingestor
+                .ingest(pageview(path), from("192.0.2.1", now + 1))
+                .await;
+            assert!(
+                matches!(refused, Err(IngestError::Storage(_))),
+                "{refused:?}"
+            );
+        }
+        let refused = ingestor
+            .ingest(pageview("/x"), from("192.0.2.2", now + 1))
+            .await;
+        assert!(refused.is_err());
+
+        let (visitor, events): (i64, i64) = store
+            .reader()
+            .unwrap()
+            .query_row("SELECT visitor_id, count(*) FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        let visit = ingestor.sessions().snapshot(site.id, visitor).unwrap();
+        assert_eq!(visit.pageviews, events);
+        assert_eq!((visit.pageviews, visit.seq), (1, 1));
+        assert_eq!(visit.exit_page.as_deref(), Some("/a"));
+        assert_eq!(visit.last_seen_at, now);
+        assert_eq!(
+            ingestor.sessions().len(),
+            1,
+            "a refused first event starts no visit"
+        );
+    }
 
     #[tokio::test]
     async fn events_are_refused_once_the_writer_has_stopped() {

@@ -19,6 +19,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_NAME_CHARS: usize = 120;
 const MAX_URL_BYTES: usize = 2000;
 const MAX_DOMAIN_BYTES: usize = 253;
+/// Sites one event may go to. Plausible's tracker sends a handful; each one
+/// costs a site lookup (a query when it is not cached), so a list of
+/// thousands would hold a worker.
+pub const MAX_DOMAINS: usize = 10;
 const MAX_PROPS: usize = 30;
 const MAX_PROP_KEY_BYTES: usize = 300;
 const MAX_PROP_VALUE_BYTES: usize = 2000;
@@ -402,7 +406,17 @@ fn parse_http_url(field: &'static str, s: &str) -> Result<Url, IngestError> {
 fn parse_domains(s: &str) -> Result<Vec<String>, IngestError> {
     check_text("domain", s)?;
     let mut out: Vec<String> = Vec::new();
-    for d in s.split(',') {
+    for (i, d) in s.split(',').enumerate() {
+        // Counted as sent, duplicates included, and refused at the first
+        // entry too many, before the rest is read.
+        if i == MAX_DOMAINS {
+            return Err(IngestError::invalid(
+                "domain",
+                format!(
+                    "lists more than {MAX_DOMAINS} sites; an event goes to at most {MAX_DOMAINS}"
+                ),
+            ));
+        }
         let d = strip_www(d.trim()).to_ascii_lowercase();
         if d.is_empty() {
             return Err(IngestError::invalid("domain", "contains an empty domain"));
@@ -413,6 +427,7 @@ fn parse_domains(s: &str) -> Result<Vec<String>, IngestError> {
                 format!("a domain is longer than {MAX_DOMAIN_BYTES} bytes"),
             ));
         }
+        // At most MAX_DOMAINS kept, so looking through them is bounded work.
         if !out.contains(&d) {
             out.push(d);
         }
@@ -632,6 +647,24 @@ mod tests {
     fn several_domains() {
         let p = ok(r#"{"n":"pageview","u":"https://e.com/","d":"a.com, www.b.com,a.com"}"#);
         assert_eq!(p.domains, vec!["a.com", "b.com"]);
+    }
+
+    #[test]
+    fn a_domain_list_is_bounded() {
+        let list = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        let body = |d: &[String]| {
+            format!(
+                r#"{{"n":"pageview","u":"https://e.com/","d":"{}"}}"#,
+                d.join(",")
+            )
+        };
+        assert_eq!(ok(&body(&list(10))).domains.len(), 10);
+        for n in [11, 10_000] {
+            assert_eq!(err_field(&body(&list(n))), "domain", "{n} domains");
+        }
+        // Entries count before duplicates are dropped.
+        let same = vec!["a.com".to_string(); 11];
+        assert_eq!(err_field(&body(&same)), "domain");
     }
 
     #[test]

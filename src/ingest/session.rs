@@ -8,7 +8,7 @@
 //! store keeps the newest snapshot whatever order the writes land in.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::store::{VisitDims, VisitRecord};
 
@@ -30,6 +30,12 @@ pub enum Step<'a> {
 }
 
 type Key = (i64, i64); // (site_id, visitor_id)
+type Shard = hashbrown::HashMap<Key, Open>;
+
+fn shard_of(key: Key) -> usize {
+    let mix = (key.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ key.1 as u64;
+    (mix % SHARDS as u64) as usize
+}
 
 /// An open visit and whether its latest snapshot still has to be written.
 struct Open {
@@ -55,6 +61,10 @@ struct Seen {
 }
 
 impl Seen {
+    fn contains(&self, key: u32) -> bool {
+        self.first == Some(key) || self.more.as_ref().is_some_and(|m| m.contains(&key))
+    }
+
     /// Records `key`; true if it had not been seen.
     fn insert(&mut self, key: u32) -> bool {
         match self.first {
@@ -111,7 +121,7 @@ pub struct SessionTracker {
     /// hashbrown's maps: their hasher is several times cheaper than std's
     /// SipHash, and the keys are site ids and keyed-hash visitor ids, which
     /// no client can aim at one bucket.
-    shards: Vec<Mutex<hashbrown::HashMap<Key, Open>>>,
+    shards: Vec<Mutex<Shard>>,
     next_id: AtomicI64,
     /// Ended visits replaced by a new one before their last snapshot was taken.
     retired: Mutex<Vec<VisitRecord>>,
@@ -133,9 +143,8 @@ impl SessionTracker {
         }
     }
 
-    fn shard(&self, key: Key) -> &Mutex<hashbrown::HashMap<Key, Open>> {
-        let mix = (key.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ key.1 as u64;
-        &self.shards[(mix % SHARDS as u64) as usize]
+    fn shard(&self, key: Key) -> &Mutex<Shard> {
+        &self.shards[shard_of(key)]
     }
 
     /// Restores visits still open (from the database at start).
@@ -166,12 +175,10 @@ impl SessionTracker {
         self.len() == 0
     }
 
-    /// Applies one event and returns the visit's new snapshot, or `None` for
-    /// an engagement report with no open visit. The visit is marked for the
-    /// next [`SessionTracker::take_dirty`].
-    ///
-    /// `previous_id` is the visitor's id under yesterday's salt: a visit open
-    /// under it continues (and keeps that id) across midnight.
+    /// Applies one event at once and returns what it did, or `None` for an
+    /// engagement report with no open visit: [`SessionTracker::lock`],
+    /// [`Locked::plan`] and [`Locked::apply`] in one go, for callers that
+    /// store nothing that can be refused.
     pub fn track(
         &self,
         site_id: i64,
@@ -181,103 +188,55 @@ impl SessionTracker {
         step: Step<'_>,
         dims: impl FnOnce() -> VisitDims,
     ) -> Option<Tracked> {
-        let is_open = |o: &Open| now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS;
-        let key = (site_id, visitor_id);
-        let mut shard = self.shard(key).lock().expect("session shard");
-        // A visit open under yesterday's id moves to today's key. Shards are
-        // never locked two at a time, so no lock order can deadlock.
-        if let Some(prev) = previous_id.filter(|_| !shard.get(&key).is_some_and(is_open)) {
-            drop(shard);
-            let carried = self
-                .shard((site_id, prev))
-                .lock()
-                .expect("session shard")
-                .remove(&(site_id, prev))
-                .filter(is_open);
-            shard = self.shard(key).lock().expect("session shard");
-            if let Some(open) = carried
-                && !shard.get(&key).is_some_and(is_open)
-            {
-                shard.insert(key, open);
+        let mut visits = self.lock_for(&[(site_id, visitor_id, previous_id)], now);
+        let mut plan = visits.plan(site_id, visitor_id, previous_id, now, step, dims)?;
+        visits.apply(&mut plan, step);
+        Some(plan.tracked)
+    }
+
+    /// Locks the visits an event of `visitors` (site, visitor id, id under
+    /// yesterday's salt) at `now` may change: the shard of each visitor id,
+    /// and of yesterday's id only when no visit is open under today's (a
+    /// visit carried over midnight). Most events lock one shard, once.
+    pub fn lock_for(&self, visitors: &[(i64, i64, Option<i64>)], now: i64) -> Locked<'_> {
+        let current = self.lock(visitors.iter().map(|&(site, id, _)| (site, id)));
+        let complete = visitors.iter().all(|&(site, id, previous)| {
+            previous.is_none_or(|p| current.is_open((site, id), now) || current.holds((site, p)))
+        });
+        if complete {
+            return current;
+        }
+        drop(current);
+        self.lock(visitors.iter().flat_map(|&(site, id, previous)| {
+            [Some((site, id)), previous.map(|p| (site, p))]
+                .into_iter()
+                .flatten()
+        }))
+    }
+
+    /// Locks the visits of `keys` (site, visitor), and nothing else of
+    /// theirs changes until the [`Locked`] is dropped. Their shards are
+    /// locked in one order, lowest first, so two events locking several
+    /// cannot deadlock.
+    pub fn lock(&self, keys: impl IntoIterator<Item = Key>) -> Locked<'_> {
+        let mut wanted: u64 = 0;
+        for key in keys {
+            wanted |= 1 << shard_of(key);
+        }
+        let mut guards: [Option<MutexGuard<'_, Shard>>; SHARDS] = Default::default();
+        for (i, guard) in guards.iter_mut().enumerate() {
+            if wanted & (1 << i) != 0 {
+                *guard = Some(
+                    self.shards[i]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner),
+                );
             }
         }
-        // Updated in place: no copy of the visit per event.
-        if let Some(open) = shard.get_mut(&key).filter(|o| is_open(o)) {
-            let v = &mut open.visit;
-            v.seq += 1;
-            v.last_seen_at = v.last_seen_at.max(now);
-            match step {
-                Step::Pageview { path } => {
-                    v.pageviews += 1;
-                    if v.entry_page.is_none() {
-                        v.entry_page = Some(path.to_string());
-                    }
-                    match &mut v.exit_page {
-                        Some(exit) => {
-                            exit.clear();
-                            exit.push_str(path);
-                        }
-                        None => v.exit_page = Some(path.to_string()),
-                    }
-                }
-                Step::Custom { interactive, .. } => {
-                    v.events += 1;
-                    v.interactive += i64::from(interactive);
-                }
-                Step::Engagement => {}
-            }
-            v.is_bounce = v.pageviews <= 1 && v.interactive == 0;
-            open.dirty = true;
-            let first_view = seen_key(&step).is_some_and(|k| open.seen.insert(k));
-            return Some(Tracked {
-                visit_id: v.id,
-                visitor_id: v.visitor_id,
-                is_new: false,
-                dims: v.dims.clone(),
-                first_view,
-            });
+        Locked {
+            tracker: self,
+            guards,
         }
-        let (pageviews, events, interactive, page) = match step {
-            Step::Pageview { path } => (1, 0, 0, Some(path.to_string())),
-            Step::Custom { interactive, .. } => (0, 1, i64::from(interactive), None),
-            Step::Engagement => return None,
-        };
-        let visit = VisitRecord {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            site_id,
-            visitor_id,
-            seq: 1,
-            started_at: now,
-            last_seen_at: now,
-            entry_page: page.clone(),
-            exit_page: page,
-            pageviews,
-            events,
-            interactive,
-            is_bounce: interactive == 0,
-            dims: Arc::new(dims()),
-        };
-        let tracked = Tracked {
-            visit_id: visit.id,
-            visitor_id,
-            is_new: true,
-            dims: visit.dims.clone(),
-            first_view: true,
-        };
-        let open = Open {
-            visit,
-            dirty: true,
-            seen: Seen {
-                first: seen_key(&step),
-                more: None,
-            },
-        };
-        if let Some(old) = shard.insert(key, open)
-            && old.dirty
-        {
-            self.retired.lock().expect("retired visits").push(old.visit);
-        }
-        Some(tracked)
     }
 
     /// The current state of a visitor's open visit, if any.
@@ -315,6 +274,213 @@ impl SessionTracker {
             removed += before - shard.len();
         }
         removed
+    }
+}
+
+/// Open visits locked by [`SessionTracker::lock`] for one event.
+///
+/// What the event does to its visits is planned first ([`Locked::plan`]:
+/// the visit id, whether it starts the visit or first views its page, all
+/// the event record needs) and applied only once the event is stored
+/// ([`Locked::apply`]); an event refused in between (queue full, writer
+/// stopped) leaves its visits as they were. The locks are held from plan
+/// to apply, so no other event of these visits comes between: each plans
+/// on the visit as the events stored before it left it.
+pub struct Locked<'a> {
+    tracker: &'a SessionTracker,
+    /// By shard index; `None` for the shards not locked.
+    guards: [Option<MutexGuard<'a, Shard>>; SHARDS],
+}
+
+/// What one event will do to its visit, once applied.
+pub struct Plan {
+    key: Key,
+    now: i64,
+    kind: PlanKind,
+    seen: Option<u32>,
+    pub tracked: Tracked,
+}
+
+enum PlanKind {
+    /// The open visit under the key, or under `from` (yesterday's visitor
+    /// id), which moves to the key.
+    Continue { from: Option<Key> },
+    /// A new visit; `None` once applied.
+    Start(Option<VisitRecord>),
+}
+
+impl Locked<'_> {
+    fn map(&mut self, key: Key) -> Option<&mut Shard> {
+        self.guards[shard_of(key)].as_deref_mut()
+    }
+
+    fn holds(&self, key: Key) -> bool {
+        self.guards[shard_of(key)].is_some()
+    }
+
+    fn is_open(&self, key: Key, now: i64) -> bool {
+        self.guards[shard_of(key)]
+            .as_ref()
+            .and_then(|m| m.get(&key))
+            .is_some_and(|o| now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS)
+    }
+
+    /// What `step` of the visitor's event would do to its visit, changing
+    /// nothing: `None` for an engagement report with no open visit, or
+    /// when the visit's shard was not locked.
+    ///
+    /// `previous_id` is the visitor's id under yesterday's salt: a visit open
+    /// under it continues (and keeps that id) across midnight.
+    pub fn plan(
+        &mut self,
+        site_id: i64,
+        visitor_id: i64,
+        previous_id: Option<i64>,
+        now: i64,
+        step: Step<'_>,
+        dims: impl FnOnce() -> VisitDims,
+    ) -> Option<Plan> {
+        let is_open = |o: &Open| now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS;
+        let key = (site_id, visitor_id);
+        let seen = seen_key(&step);
+        let open_here = self.map(key)?.get(&key).filter(|o| is_open(o)).is_some();
+        let from = match previous_id {
+            Some(prev) if !open_here => {
+                let prev = (site_id, prev);
+                self.map(prev)?
+                    .get(&prev)
+                    .filter(|o| is_open(o))
+                    .map(|_| prev)
+            }
+            _ => None,
+        };
+        if open_here || from.is_some() {
+            let at = from.unwrap_or(key);
+            let open = self.map(at)?.get(&at)?;
+            let v = &open.visit;
+            return Some(Plan {
+                key,
+                now,
+                kind: PlanKind::Continue { from },
+                seen,
+                tracked: Tracked {
+                    visit_id: v.id,
+                    visitor_id: v.visitor_id,
+                    is_new: false,
+                    dims: v.dims.clone(),
+                    first_view: seen.is_some_and(|k| !open.seen.contains(k)),
+                },
+            });
+        }
+        let (pageviews, events, interactive, page) = match step {
+            Step::Pageview { path } => (1, 0, 0, Some(path.to_string())),
+            Step::Custom { interactive, .. } => (0, 1, i64::from(interactive), None),
+            Step::Engagement => return None,
+        };
+        let visit = VisitRecord {
+            // Taken even if the event is then refused: ids need only grow.
+            id: self.tracker.next_id.fetch_add(1, Ordering::Relaxed),
+            site_id,
+            visitor_id,
+            seq: 1,
+            started_at: now,
+            last_seen_at: now,
+            entry_page: page.clone(),
+            exit_page: page,
+            pageviews,
+            events,
+            interactive,
+            is_bounce: interactive == 0,
+            dims: Arc::new(dims()),
+        };
+        Some(Plan {
+            key,
+            now,
+            seen,
+            tracked: Tracked {
+                visit_id: visit.id,
+                visitor_id,
+                is_new: true,
+                dims: visit.dims.clone(),
+                first_view: true,
+            },
+            kind: PlanKind::Start(Some(visit)),
+        })
+    }
+
+    /// Applies a plan of this lock (once its event is stored) with the
+    /// `step` it was planned for. The visit is marked for the next
+    /// [`SessionTracker::take_dirty`].
+    pub fn apply(&mut self, plan: &mut Plan, step: Step<'_>) {
+        let key = plan.key;
+        match &mut plan.kind {
+            PlanKind::Start(visit) => {
+                let Some(visit) = visit.take() else { return };
+                let open = Open {
+                    visit,
+                    dirty: true,
+                    seen: Seen {
+                        first: plan.seen,
+                        more: None,
+                    },
+                };
+                self.replace(key, open);
+            }
+            PlanKind::Continue { from } => {
+                if let Some(from) = from.take()
+                    && let Some(open) = self.map(from).and_then(|m| m.remove(&from))
+                {
+                    self.replace(key, open);
+                }
+                let Some(open) = self.map(key).and_then(|m| m.get_mut(&key)) else {
+                    return;
+                };
+                // Updated in place: no copy of the visit per event.
+                let v = &mut open.visit;
+                v.seq += 1;
+                v.last_seen_at = v.last_seen_at.max(plan.now);
+                match step {
+                    Step::Pageview { path } => {
+                        v.pageviews += 1;
+                        if v.entry_page.is_none() {
+                            v.entry_page = Some(path.to_string());
+                        }
+                        match &mut v.exit_page {
+                            Some(exit) => {
+                                exit.clear();
+                                exit.push_str(path);
+                            }
+                            None => v.exit_page = Some(path.to_string()),
+                        }
+                    }
+                    Step::Custom { interactive, .. } => {
+                        v.events += 1;
+                        v.interactive += i64::from(interactive);
+                    }
+                    Step::Engagement => {}
+                }
+                v.is_bounce = v.pageviews <= 1 && v.interactive == 0;
+                open.dirty = true;
+                if let Some(k) = plan.seen {
+                    open.seen.insert(k);
+                }
+            }
+        }
+    }
+
+    /// Puts `open` under `key`; a visit it replaces whose last snapshot is
+    /// still to be written is kept for that.
+    fn replace(&mut self, key: Key, open: Open) {
+        let Some(map) = self.map(key) else { return };
+        if let Some(old) = map.insert(key, open)
+            && old.dirty
+        {
+            self.tracker
+                .retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(old.visit);
+        }
     }
 }
 
@@ -415,6 +581,49 @@ mod tests {
         let mut ids: Vec<i64> = t.take_dirty().iter().map(|v| v.id).collect();
         ids.sort();
         assert_eq!(ids, vec![a.visit_id, b.visit_id]);
+    }
+
+    #[test]
+    fn a_plan_not_applied_changes_nothing() {
+        let t = SessionTracker::new(0, 1000);
+        t.track(1, 42, None, 1000, pv("/a"), VisitDims::default)
+            .unwrap();
+        t.take_dirty();
+        {
+            let mut visits = t.lock_for(&[(1, 42, None), (1, 43, Some(42))], 1010);
+            let b = visits
+                .plan(1, 42, None, 1010, pv("/b"), VisitDims::default)
+                .unwrap();
+            assert!(!b.tracked.is_new && b.tracked.first_view);
+            let c = visits
+                .plan(1, 43, None, 1010, pv("/c"), VisitDims::default)
+                .unwrap();
+            assert!(c.tracked.is_new);
+            // Dropped: the event was refused.
+        }
+        let a = t.snapshot(1, 42).unwrap();
+        assert_eq!(
+            (a.pageviews, a.seq, a.exit_page.as_deref()),
+            (1, 1, Some("/a"))
+        );
+        assert!(t.snapshot(1, 43).is_none());
+        assert!(t.take_dirty().is_empty());
+        // Applied, the same plan counts, and the page is seen from then on.
+        let mut visits = t.lock_for(&[(1, 42, None)], 1020);
+        let mut b = visits
+            .plan(1, 42, None, 1020, pv("/b"), VisitDims::default)
+            .unwrap();
+        visits.apply(&mut b, pv("/b"));
+        let again = visits
+            .plan(1, 42, None, 1021, pv("/b"), VisitDims::default)
+            .unwrap();
+        assert!(!again.tracked.first_view);
+        drop(visits);
+        let a = t.snapshot(1, 42).unwrap();
+        assert_eq!(
+            (a.pageviews, a.seq, a.exit_page.as_deref()),
+            (2, 2, Some("/b"))
+        );
     }
 
     #[test]

@@ -286,7 +286,14 @@ fn div_round(num: i64, den: i64) -> i64 {
     (if (n < 0) != (d < 0) { -q } else { q }) as i64
 }
 
+/// Metrics that are a share or an average over visits: null without visits,
+/// as Plausible answers, since a 0 would read as a real 0% bounce rate.
+const PER_VISIT: &[&str] = &["views_per_visit", "bounce_rate", "visit_duration"];
+
 fn metric_of(name: &str, t: &Totals) -> Value {
+    if t.visits == 0 && PER_VISIT.contains(&name) {
+        return Value::Null;
+    }
     match name {
         "visitors" => json!(t.visitors),
         "visits" => json!(t.visits),
@@ -305,9 +312,13 @@ fn percent(part: i64, whole: i64) -> f64 {
 }
 
 /// Change against the previous period, as Plausible reports it: points for
-/// the bounce rate, a rounded percentage otherwise (100 from nothing).
+/// the bounce rate, a rounded percentage otherwise (100 from nothing), and
+/// null when either value is (a rate without visits).
 /// Metrics have at most two decimals, so hundredths compare exactly.
 fn change(name: &str, now: &Value, before: &Value) -> Value {
+    if now.is_null() || before.is_null() {
+        return Value::Null;
+    }
     let hundredths = |v: &Value| (v.as_f64().unwrap_or(0.0) * 100.0).round() as i64;
     let (now, before) = (hundredths(now), hundredths(before));
     if name == "bounce_rate" {
@@ -332,7 +343,7 @@ pub fn aggregate(
     let source = Source::new(&tx, site, params, ctx)?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
-        Some("previous_period") => Some(period.previous(&site.timezone)),
+        Some("previous_period") => Some(period.previous(&site.timezone)?),
         Some(other) => {
             return Err(bad(format!(
                 "compare: `{other}` is not supported; use previous_period"

@@ -1,11 +1,22 @@
 //! Periods (`period`, `date`) resolved to UTC ranges in the site's timezone.
+//!
+//! Dates come from requests, so every step of date arithmetic is checked:
+//! a date outside [`FIRST_YEAR`]..=[`LAST_YEAR`] is refused naming `date`,
+//! and a step that would still leave chrono's calendar is refused the same
+//! way instead of panicking.
 
 use chrono::{Datelike, Days, Months, NaiveDate};
 use chrono_tz::Tz;
 
 use super::{Params, QueryError, bad};
-use crate::store::calendar::{first_instant_of_hour, local_date, midnight, zone};
+use crate::store::calendar::{first_instant_of_hour, first_of_month, local_date, midnight, zone};
 use crate::store::stats::TimeRange;
+
+/// The first and last year a request may name. Nothing is stored before
+/// Unix time began, and four-digit years keep every period (12 months back,
+/// its previous period as long again) far inside chrono's calendar.
+pub const FIRST_YEAR: i32 = 1970;
+pub const LAST_YEAR: i32 = 9999;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Period {
@@ -16,8 +27,46 @@ pub struct Period {
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, QueryError> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| bad(format!("date: `{s}` is not a date like 2024-01-31")))
+    let date = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| bad(format!("date: `{s}` is not a date like 2024-01-31")))?;
+    if !(FIRST_YEAR..=LAST_YEAR).contains(&date.year()) {
+        return Err(bad(format!(
+            "date: `{s}` is outside the years {FIRST_YEAR} to {LAST_YEAR}"
+        )));
+    }
+    Ok(date)
+}
+
+/// A step of date arithmetic that left the calendar.
+fn out_of_range() -> QueryError {
+    bad(format!(
+        "date: the period reaches outside the years Tally reports on ({FIRST_YEAR} to {LAST_YEAR})"
+    ))
+}
+
+fn days_before(day: NaiveDate, n: u64) -> Result<NaiveDate, QueryError> {
+    day.checked_sub_days(Days::new(n)).ok_or_else(out_of_range)
+}
+
+fn days_after(day: NaiveDate, n: u64) -> Result<NaiveDate, QueryError> {
+    day.checked_add_days(Days::new(n)).ok_or_else(out_of_range)
+}
+
+/// The last day of the month holding `day`.
+fn last_of_month(day: NaiveDate) -> Result<NaiveDate, QueryError> {
+    let next = first_of_month(day)
+        .checked_add_months(Months::new(1))
+        .ok_or_else(out_of_range)?;
+    days_before(next, 1)
+}
+
+/// The UTC range from the local midnight starting `first` to the one
+/// ending `last`.
+fn range_of(tz: Tz, first: NaiveDate, last: NaiveDate) -> Result<TimeRange, QueryError> {
+    Ok(TimeRange {
+        start: midnight(tz, first),
+        end: midnight(tz, days_after(last, 1)?),
+    })
 }
 
 impl Period {
@@ -36,17 +85,15 @@ impl Period {
         };
         let (first, last) = match period {
             "day" => (anchor, anchor),
-            "7d" => (anchor - Days::new(6), anchor),
-            "30d" => (anchor - Days::new(29), anchor),
-            "month" => {
-                let first = anchor.with_day(1).expect("day 1");
-                (first, first + Months::new(1) - Days::new(1))
-            }
+            "7d" => (days_before(anchor, 6)?, anchor),
+            "30d" => (days_before(anchor, 29)?, anchor),
+            "month" => (first_of_month(anchor), last_of_month(anchor)?),
             "6mo" | "12mo" => {
                 let n = if period == "6mo" { 5 } else { 11 };
-                let first = anchor.with_day(1).expect("day 1") - Months::new(n);
-                let last = anchor.with_day(1).expect("day 1") + Months::new(1) - Days::new(1);
-                (first, last)
+                let first = first_of_month(anchor)
+                    .checked_sub_months(Months::new(n))
+                    .ok_or_else(out_of_range)?;
+                (first, last_of_month(anchor)?)
             }
             "custom" => {
                 let d = date
@@ -69,29 +116,23 @@ impl Period {
         Ok(Period {
             first,
             last,
-            range: TimeRange {
-                start: midnight(tz, first),
-                end: midnight(tz, last + Days::new(1)),
-            },
+            range: range_of(tz, first, last)?,
         })
     }
 }
 
 impl Period {
     /// The period of as many days that ends the day before this one starts.
-    pub fn previous(&self, timezone: &str) -> Period {
+    pub fn previous(&self, timezone: &str) -> Result<Period, QueryError> {
         let tz: Tz = zone(timezone);
-        let days = (self.last - self.first).num_days() as u64 + 1;
-        let last = self.first - Days::new(1);
-        let first = self.first - Days::new(days);
-        Period {
+        let days = (self.last - self.first).num_days().unsigned_abs() + 1;
+        let last = days_before(self.first, 1)?;
+        let first = days_before(self.first, days)?;
+        Ok(Period {
             first,
             last,
-            range: TimeRange {
-                start: midnight(tz, first),
-                end: midnight(tz, last + Days::new(1)),
-            },
-        }
+            range: range_of(tz, first, last)?,
+        })
     }
 }
 
@@ -131,6 +172,66 @@ mod tests {
         assert!(p(&[("period", "week")], "UTC").is_err());
         assert!(p(&[("period", "custom")], "UTC").is_err());
         assert!(p(&[("period", "day"), ("date", "2024-13-01")], "UTC").is_err());
+    }
+
+    fn message(e: QueryError) -> String {
+        match e {
+            QueryError::BadParam(m) => m,
+            other => panic!("not a parameter error: {other}"),
+        }
+    }
+
+    const PERIODS: &[&str] = &["day", "7d", "30d", "month", "6mo", "12mo"];
+    const ZONES: &[&str] = &["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"];
+
+    #[test]
+    fn dates_outside_the_window_are_refused_naming_date() {
+        let edges = [
+            "+262142-12-31",
+            "-262143-01-01",
+            "0000-01-01",
+            "1969-12-31",
+            "+10000-01-01",
+        ];
+        for tz in ZONES {
+            for date in edges {
+                for period in PERIODS {
+                    let e = p(&[("period", period), ("date", date)], tz).unwrap_err();
+                    assert!(message(e).starts_with("date:"), "{period} {date} {tz}");
+                }
+                for range in [format!("{date},2024-01-01"), format!("2024-01-01,{date}")] {
+                    let e = p(&[("period", "custom"), ("date", &range)], tz).unwrap_err();
+                    assert!(message(e).starts_with("date:"), "custom {range} {tz}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_ends_of_the_window_resolve_with_their_previous_period_and_buckets() {
+        let mut cases: Vec<(String, String)> = Vec::new();
+        for date in ["1970-01-01", "9999-12-31"] {
+            for period in PERIODS {
+                cases.push((period.to_string(), date.to_string()));
+            }
+        }
+        cases.push(("custom".into(), "1970-01-01,9999-12-31".into()));
+        cases.push(("custom".into(), "9999-12-31,9999-12-31".into()));
+        for tz in ZONES {
+            for (period, date) in &cases {
+                let got = p(&[("period", period), ("date", date)], tz).unwrap();
+                assert!(got.range.start < got.range.end, "{period} {date} {tz}");
+                let before = got.previous(tz).unwrap();
+                assert_eq!(before.range.end, got.range.start, "{period} {date} {tz}");
+                for interval in [Interval::Hour, Interval::Date, Interval::Month] {
+                    // Too many buckets is a refusal; either way, no panic.
+                    if let Ok(b) = got.buckets(interval, tz) {
+                        assert_eq!(b.last().unwrap().range.end, got.range.end);
+                    }
+                    let _ = before.buckets(interval, tz);
+                }
+            }
+        }
     }
 }
 
@@ -187,28 +288,32 @@ impl Period {
                         // A local hour skipped by DST has no bucket; one that
                         // DST enters halfway begins at the change.
                         if let Some(t) = first_instant_of_hour(tz, day, h) {
-                            let label = day.and_hms_opt(h, 0, 0).expect("valid hour");
-                            starts.push((label.format("%Y-%m-%d %H:%M:%S").to_string(), t));
+                            let label = format!("{} {h:02}:00:00", day.format("%Y-%m-%d"));
+                            starts.push((label, t));
                         }
                     }
-                    day = day + Days::new(1);
-                    if starts.len() > MAX_BUCKETS {
-                        break;
+                    match day.succ_opt() {
+                        Some(next) if starts.len() <= MAX_BUCKETS => day = next,
+                        _ => break,
                     }
                 }
             }
             Interval::Date => {
                 while day <= self.last && starts.len() <= MAX_BUCKETS {
                     starts.push((day.format("%Y-%m-%d").to_string(), midnight(tz, day)));
-                    day = day + Days::new(1);
+                    let Some(next) = day.succ_opt() else { break };
+                    day = next;
                 }
             }
             Interval::Month => {
-                let mut month = self.first.with_day(1).expect("day 1");
+                let mut month = first_of_month(self.first);
                 while month <= self.last && starts.len() <= MAX_BUCKETS {
                     let start = midnight(tz, month).max(self.range.start);
                     starts.push((month.format("%Y-%m-%d").to_string(), start));
-                    month = month + Months::new(1);
+                    let Some(next) = month.checked_add_months(Months::new(1)) else {
+                        break;
+                    };
+                    month = next;
                 }
             }
         }
@@ -264,7 +369,7 @@ mod bucket_tests {
         assert_eq!(months.len(), 12);
         assert_eq!(months[0].label, "2023-04-01");
         assert!(year.buckets(Interval::Hour, "UTC").is_err());
-        let prev = p.previous("Europe/Berlin");
+        let prev = p.previous("Europe/Berlin").unwrap();
         assert_eq!(prev.range.end, p.range.start);
         assert_eq!((prev.last - prev.first).num_days(), 6);
     }

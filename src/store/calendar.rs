@@ -4,7 +4,7 @@
 //! timezone. Rollup buckets and report periods use these same functions, so
 //! a period's range always starts where one of its buckets does.
 
-use chrono::{Datelike, NaiveDate, Offset, TimeZone};
+use chrono::{Datelike, NaiveDate, NaiveTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
 /// The site's timezone, UTC when the stored name is not one.
@@ -15,12 +15,12 @@ pub fn zone(name: &str) -> Tz {
 /// Unix seconds of the local midnight that starts `day` in `tz`. A DST jump
 /// can skip midnight; the earliest valid instant of that day is used then.
 pub fn midnight(tz: Tz, day: NaiveDate) -> i64 {
-    let naive = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+    let naive = day.and_time(NaiveTime::MIN);
     tz.from_local_datetime(&naive)
         .earliest()
         .or_else(|| {
-            tz.from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                .earliest()
+            let later = naive.checked_add_signed(chrono::Duration::hours(1))?;
+            tz.from_local_datetime(&later).earliest()
         })
         .map(|t| t.timestamp())
         .unwrap_or_else(|| naive.and_utc().timestamp())
@@ -88,9 +88,13 @@ pub fn week_start(tz: Tz, ts: i64) -> i64 {
     midnight(tz, monday_of(local_date(tz, ts)))
 }
 
-/// The Monday on or before `day`.
+/// The Monday on or before `day` (`day` itself in the calendar's first
+/// days, which have no Monday before them).
 pub fn monday_of(day: NaiveDate) -> NaiveDate {
-    day - chrono::Days::new(u64::from(day.weekday().num_days_from_monday()))
+    day.checked_sub_days(chrono::Days::new(u64::from(
+        day.weekday().num_days_from_monday(),
+    )))
+    .unwrap_or(day)
 }
 
 /// Start of the local month holding `ts`.
@@ -99,7 +103,8 @@ pub fn month_start(tz: Tz, ts: i64) -> i64 {
 }
 
 pub fn first_of_month(day: NaiveDate) -> NaiveDate {
-    day.with_day(1).expect("day 1")
+    // Day 1 of a valid date's month always exists.
+    day.with_day(1).unwrap_or(day)
 }
 
 fn utc(ts: i64) -> chrono::NaiveDateTime {

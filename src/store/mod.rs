@@ -32,7 +32,7 @@ pub use db::{DB_FILE_NAME, Store, file_bytes};
 pub use error::StoreError;
 pub use journal::{EventJournal, JOURNAL_DIR};
 pub use records::{NewEvent, VisitDims, VisitRecord};
-pub use writer::{EventWriter, WriteError, WriterHandle, WriterStats};
+pub use writer::{EventWriter, Queued, WriteError, WriterHandle, WriterStats};
 
 /// The schema version this binary writes.
 pub fn schema_version() -> i64 {

@@ -119,6 +119,32 @@ struct Shared {
     panicked: AtomicBool,
 }
 
+/// Events taken by [`EventWriter::queue`]; [`Queued::stored`] resolves as
+/// [`EventWriter::submit`] does.
+#[must_use = "events without a journal are stored only once committed"]
+pub enum Queued {
+    /// In the journal, so stored whatever the commit's outcome (a failed
+    /// commit is retried from the journal); found idle, the writer answers
+    /// once it has committed them.
+    Journaled(Option<oneshot::Receiver<Result<(), WriteError>>>),
+    /// Waiting for the commit that stores them.
+    Committing(oneshot::Receiver<Result<(), WriteError>>),
+}
+
+impl Queued {
+    pub async fn stored(self) -> Result<(), WriteError> {
+        match self {
+            Queued::Journaled(done) => {
+                if let Some(done) = done {
+                    let _ = done.await;
+                }
+                Ok(())
+            }
+            Queued::Committing(done) => done.await.unwrap_or(Err(WriteError::Closed)),
+        }
+    }
+}
+
 /// Handle to the writer thread. Cloning shares the same thread.
 #[derive(Clone)]
 pub struct EventWriter {
@@ -229,6 +255,13 @@ impl EventWriter {
     /// Stores `events`: resolves once they are journaled (or, without a
     /// journal, committed). Either way they survive a killed process.
     pub async fn submit(&self, events: Vec<NewEvent>) -> Result<(), WriteError> {
+        self.queue(events)?.stored().await
+    }
+
+    /// The first half of [`EventWriter::submit`], at once and without
+    /// waiting: journals and queues `events`, or refuses them (queue full,
+    /// writer stopped). With a journal, queued events are stored.
+    pub fn queue(&self, events: Vec<NewEvent>) -> Result<Queued, WriteError> {
         match &self.journal {
             Some(journal) => {
                 // Quiet: committing at once costs nothing, and then every
@@ -241,17 +274,12 @@ impl EventWriter {
                     (None, None)
                 };
                 journal.append(events, |events| self.enqueue(Op::Journaled(events, ack)))?;
-                // Journaled, so stored whatever the commit's outcome: a
-                // failed commit is retried from the journal.
-                if let Some(done) = done {
-                    let _ = done.await;
-                }
-                Ok(())
+                Ok(Queued::Journaled(done))
             }
             None => {
                 let (ack, done) = oneshot::channel();
                 self.enqueue(Op::Events(events, ack))?;
-                done.await.unwrap_or(Err(WriteError::Closed))
+                Ok(Queued::Committing(done))
             }
         }
     }

@@ -12,11 +12,12 @@ const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
 const X_LABELS: usize = 6;
 
-/// One bucket of a series: its label as the API writes it and its value.
+/// One bucket of a series: its label as the API writes it and its value,
+/// `None` for a rate of a bucket without visits (no point is drawn there).
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub label: String,
-    pub value: f64,
+    pub value: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,7 +38,8 @@ pub struct Hit {
     pub x: String,
     pub width: String,
     pub cx: String,
-    pub cy: String,
+    /// `None`: no point in this bucket.
+    pub cy: Option<String>,
     pub title: String,
     pub value: String,
     pub previous: String,
@@ -46,9 +48,10 @@ pub struct Hit {
 #[derive(Debug, Clone)]
 pub struct Chart {
     pub metric: String,
+    /// SVG path data: one run of `M`/`L` per stretch of buckets with values.
     pub line: String,
     pub area: String,
-    /// The previous period's line, when comparing.
+    /// The previous period's line (path data), when comparing.
     pub previous_line: Option<String>,
     pub gridlines: Vec<Gridline>,
     pub ticks: Vec<Tick>,
@@ -79,7 +82,7 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
     let max = samples
         .iter()
         .chain(previous.unwrap_or(&[]))
-        .map(|s| s.value)
+        .filter_map(|s| s.value)
         .fold(0.0, f64::max);
     let ceiling = 4.0 * view::nice_step(max, metric != "views_per_visit");
     let plot_w = WIDTH - LEFT - RIGHT;
@@ -93,29 +96,53 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
         }
     };
     let y_at = |v: f64| TOP + plot_h * (1.0 - v / ceiling);
-    let polyline = |series: &[Sample]| {
-        series
+    let bottom = TOP + plot_h;
+    // Stretches of consecutive buckets with a value, as (index, value) runs:
+    // a bucket without one breaks the line instead of dropping it to zero.
+    let runs = |series: &[Sample]| {
+        let mut runs: Vec<Vec<(usize, f64)>> = Vec::new();
+        let mut open = false;
+        for (i, s) in series.iter().take(n).enumerate() {
+            match s.value {
+                Some(v) if open => runs.last_mut().into_iter().for_each(|r| r.push((i, v))),
+                Some(v) => {
+                    runs.push(vec![(i, v)]);
+                    open = true;
+                }
+                None => open = false,
+            }
+        }
+        runs
+    };
+    let points = |run: &[(usize, f64)]| {
+        run.iter()
+            .map(|&(i, v)| format!("{},{}", fmt(x_at(i)), fmt(y_at(v))))
+            .collect::<Vec<_>>()
+            .join(" L")
+    };
+    let path = |series: &[Sample]| {
+        runs(series)
             .iter()
-            .take(n)
-            .enumerate()
-            .map(|(i, s)| format!("{},{}", fmt(x_at(i)), fmt(y_at(s.value))))
+            .map(|run| format!("M{}", points(run)))
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let line = polyline(samples);
-    let bottom = TOP + plot_h;
-    let area = if samples.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "M{},{} L{} L{},{} Z",
-            fmt(x_at(0)),
-            fmt(bottom),
-            line.replace(' ', " L"),
-            fmt(x_at(samples.len() - 1)),
-            fmt(bottom)
-        )
-    };
+    let line = path(samples);
+    let area = runs(samples)
+        .iter()
+        .filter_map(|run| {
+            let (first, last) = (run.first()?.0, run.last()?.0);
+            Some(format!(
+                "M{},{} L{} L{},{} Z",
+                fmt(x_at(first)),
+                fmt(bottom),
+                points(run),
+                fmt(x_at(last)),
+                fmt(bottom)
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let gridlines = (0..=4)
         .map(|k| {
             let v = ceiling * k as f64 / 4.0;
@@ -144,17 +171,17 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let value = view::metric(metric, s.value);
+            let value = shown(metric, s.value);
             let label = bucket_label(&s.label, months);
             let prev = previous
                 .and_then(|p| p.get(i))
-                .map(|p| view::metric(metric, p.value))
+                .map(|p| shown(metric, p.value))
                 .unwrap_or_default();
             Hit {
                 x: fmt((x_at(i) - slot / 2.0).max(LEFT)),
                 width: fmt(slot),
                 cx: fmt(x_at(i)),
-                cy: fmt(y_at(s.value)),
+                cy: s.value.map(|v| fmt(y_at(v))),
                 title: format!("{label}: {value} {}", metric.replace('_', " ")),
                 value,
                 previous: prev,
@@ -165,7 +192,7 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
         metric: metric.to_string(),
         line,
         area,
-        previous_line: previous.map(polyline),
+        previous_line: previous.map(path),
         gridlines,
         ticks,
         hits,
@@ -174,14 +201,14 @@ pub fn chart(metric: &str, samples: &[Sample], previous: Option<&[Sample]>, mont
         height: fmt(plot_h),
         rows: samples
             .iter()
-            .map(|s| {
-                (
-                    bucket_label(&s.label, months),
-                    view::metric(metric, s.value),
-                )
-            })
+            .map(|s| (bucket_label(&s.label, months), shown(metric, s.value)))
             .collect(),
     }
+}
+
+/// A bucket's value as shown, a dash when it has none.
+fn shown(metric: &str, value: Option<f64>) -> String {
+    value.map_or_else(|| view::NO_VALUE.to_string(), |v| view::metric(metric, v))
 }
 
 /// The `points` of a 100 × 30 sparkline.
@@ -211,17 +238,50 @@ mod tests {
         let s: Vec<Sample> = (0..30)
             .map(|i| Sample {
                 label: format!("2026-11-{:02}", i + 1),
-                value: i as f64,
+                value: Some(i as f64),
             })
             .collect();
         let c = chart("visitors", &s, None, false);
         assert_eq!(c.hits.len(), 30);
-        assert!(c.line.starts_with("48.0,"));
+        assert!(c.line.starts_with("M48.0,"));
+        assert!(!c.line[1..].contains('M'), "one unbroken line");
         assert_eq!(c.gridlines.last().unwrap().label, "32");
         assert_eq!(c.ticks[0].label, "Nov 1");
         assert!(c.hits[3].title.contains("Nov 4: 3 visitors"));
         assert_eq!(bucket_label("2026-11-03 14:00:00", false), "14:00");
         assert_eq!(bucket_label("2026-11-01", true), "Nov 2026");
         assert_eq!(sparkline(&[0.0, 1.0]), "0.0,28.0 100.0,2.0");
+    }
+
+    #[test]
+    fn buckets_without_a_value_break_the_line_and_have_no_point() {
+        let values = [Some(40.0), None, None, Some(60.0), Some(50.0), None];
+        let s: Vec<Sample> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sample {
+                label: format!("2026-11-{:02}", i + 1),
+                value: *v,
+            })
+            .collect();
+        let c = chart("bounce_rate", &s, Some(&s), false);
+        assert_eq!(c.line.matches('M').count(), 2, "{}", c.line);
+        assert_eq!(c.area.matches('Z').count(), 2, "{}", c.area);
+        assert_eq!(c.previous_line.as_deref(), Some(c.line.as_str()));
+        let points: Vec<bool> = c.hits.iter().map(|h| h.cy.is_some()).collect();
+        assert_eq!(points, [true, false, false, true, true, false]);
+        assert_eq!(c.hits[1].value, "–");
+        assert_eq!(c.rows[1].1, "–");
+        assert_eq!(c.rows[0].1, "40%");
+        // Nothing at all: no line, no area, and the scale of an empty chart.
+        let none: Vec<Sample> = s
+            .iter()
+            .map(|x| Sample {
+                value: None,
+                ..x.clone()
+            })
+            .collect();
+        let c = chart("bounce_rate", &none, None, false);
+        assert!(c.line.is_empty() && c.area.is_empty());
     }
 }

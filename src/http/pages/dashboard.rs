@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use chrono::{Datelike, Days, Months};
+use chrono::{Datelike, Months};
 use serde_json::Value;
 
 use super::access::{Action, Admitted, Viewer, admit};
@@ -202,10 +202,9 @@ async fn render(
         .iter()
         .map(|(metric, label)| {
             let entry = &data.aggregate[*metric];
-            let value = entry["value"].as_f64().unwrap_or(0.0);
             StatBox {
                 label,
-                value: view::metric(metric, value),
+                value: view::metric_value(metric, &entry["value"]),
                 change: entry["change"].as_i64().map(|c| change(metric, c)),
                 href: link(&v.with_graph(metric)),
                 active: v.graph == *metric,
@@ -313,8 +312,11 @@ fn period_links(
     today: chrono::NaiveDate,
 ) -> Vec<Link> {
     let active = |p: &str, d: Option<String>| v.period == p && v.date == d;
-    let yesterday = (today - Days::new(1)).to_string();
-    let last_month = (today.with_day(1).expect("day 1") - Months::new(1)).to_string();
+    let yesterday = today.pred_opt().unwrap_or(today).to_string();
+    let last_month = store::calendar::first_of_month(today)
+        .checked_sub_months(Months::new(1))
+        .unwrap_or(today)
+        .to_string();
     let mut periods = Vec::new();
     for (label, p, d) in [
         ("Realtime", "realtime", None),
@@ -432,7 +434,8 @@ fn fetch(
                 rows.iter()
                     .map(|r| Sample {
                         label: r["date"].as_str().unwrap_or_default().to_string(),
-                        value: r[&v.graph].as_f64().unwrap_or(0.0),
+                        // Null (a rate without visits) is no point at all.
+                        value: r[&v.graph].as_f64(),
                     })
                     .collect()
             })
@@ -444,8 +447,14 @@ fn fetch(
         query::period::Interval::Month => "month",
     };
     let series = series_of(&with(&[("metrics", &v.graph), ("interval", interval)]))?;
-    let previous_series = if v.compare {
-        let p = period.previous(&site.timezone);
+    let previous = match v.compare {
+        true => Some(period.previous(&site.timezone)?),
+        false => None,
+    };
+    // A previous period reaching before 1970 has nothing to chart, and
+    // `date` would refuse it.
+    let previous = previous.filter(|p| p.first.year() >= query::period::FIRST_YEAR);
+    let previous_series = if let Some(p) = previous {
         let date = format!("{},{}", p.first, p.last);
         Some(series_of(&with(&[
             ("metrics", &v.graph),

@@ -156,7 +156,7 @@ pub async fn details(
                     .iter()
                     .map(|m| match m {
                         &"conversion_rate" => format!("{}%", r[*m].as_f64().unwrap_or(0.0)),
-                        m => view::metric(m, r[*m].as_f64().unwrap_or(0.0)),
+                        m => view::metric_value(m, &r[*m]),
                     })
                     .collect(),
                 label,

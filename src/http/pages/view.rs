@@ -295,6 +295,19 @@ pub fn duration(secs: i64) -> String {
     }
 }
 
+/// What the dashboard shows for a value the API answers null: a rate of a
+/// period or bucket without visits.
+pub const NO_VALUE: &str = "–";
+
+/// A metric's value from an API answer as the dashboard shows it, a dash
+/// for null.
+pub fn metric_value(name: &str, value: &serde_json::Value) -> String {
+    match value.as_f64() {
+        Some(v) => metric(name, v),
+        None => NO_VALUE.to_string(),
+    }
+}
+
 /// A metric's value as the dashboard shows it.
 pub fn metric(name: &str, value: f64) -> String {
     match name {
@@ -386,6 +399,8 @@ mod tests {
         assert_eq!(duration(3_900), "1h 5m");
         assert_eq!(metric("bounce_rate", 41.6), "42%");
         assert_eq!(metric("views_per_visit", 2.0), "2.00");
+        assert_eq!(metric_value("bounce_rate", &serde_json::json!(41.6)), "42%");
+        assert_eq!(metric_value("bounce_rate", &serde_json::Value::Null), "–");
         assert_eq!(nice_step(0.0, true), 1.0);
         assert_eq!(nice_step(7.0, true), 2.0);
         assert_eq!(nice_step(214.0, true), 60.0);

@@ -1,0 +1,167 @@
+//! Input from strangers against the real binary: refused with a 4xx naming
+//! the field, without panicking a worker or stalling the server.
+
+mod common;
+
+use common::*;
+
+/// Dates at the ends of chrono's calendar, or outside the years reports
+/// cover, as the dashboard and the Stats API receive them.
+const FAR_DATES: &[&str] = &["%2B262142-12-31", "-262143-01-01", "0000-01-01"];
+
+#[test]
+fn far_dates_are_a_400_naming_date_on_the_dashboard_and_the_stats_api() {
+    let env = Env::new("");
+    env.tally(&["site", "add", "example.com", "--public"]);
+    let key = env.api_key();
+    let s = env.start();
+    assert_eq!(
+        s.event(&pageview("https://example.com/"), CHROME).status,
+        202
+    );
+    s.settle();
+    for date in FAR_DATES {
+        for period in ["day", "7d", "30d", "month", "6mo", "12mo"] {
+            for compare in ["", "&compare=previous_period"] {
+                let page = s.get(
+                    &format!("/example.com?period={period}&date={date}{compare}"),
+                    &[],
+                );
+                assert_eq!(page.status, 400, "{period} {date}: {}", page.body);
+                assert!(page.body.contains("date:"), "{}", page.body);
+                for report in ["aggregate", "timeseries"] {
+                    let api = s.stats(
+                        &key,
+                        &format!(
+                            "/api/v1/stats/{report}?site_id=example.com&period={period}&date={date}{compare}"
+                        ),
+                    );
+                    assert_eq!(api.status, 400, "{report} {period} {date}: {}", api.body);
+                    assert!(api.json()["error"].as_str().unwrap().starts_with("date:"));
+                }
+            }
+        }
+        let custom = s.stats(
+            &key,
+            &format!(
+                "/api/v1/stats/breakdown?site_id=example.com&property=event:page&period=custom&date=2024-01-01,{date}"
+            ),
+        );
+        assert_eq!(custom.status, 400, "{}", custom.body);
+        assert!(custom.body.contains("date:"), "{}", custom.body);
+    }
+    // The ends of the window are answered, and the server still serves.
+    for date in ["1970-01-01", "9999-12-31"] {
+        let page = s.get(
+            &format!("/example.com?period=12mo&date={date}&compare=previous_period"),
+            &[],
+        );
+        assert_eq!(page.status, 200, "{date}: {}", page.body);
+    }
+    // So is the widest range, with its previous period as long again.
+    let widest = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&period=custom&date=1970-01-01,9999-12-31&compare=previous_period&metrics=pageviews,bounce_rate",
+    );
+    assert_eq!(widest.status, 200, "{}", widest.body);
+    assert_eq!(widest.json()["results"]["pageviews"]["value"], 1);
+    let today = s.stats(
+        &key,
+        "/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=pageviews",
+    );
+    assert_eq!(today.status, 200, "{}", today.body);
+    assert_eq!(today.json()["results"]["pageviews"]["value"], 1);
+    assert_eq!(s.get("/example.com", &[]).status, 200);
+}
+
+#[test]
+fn an_event_for_ten_thousand_domains_is_a_400_naming_domain() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let s = env.start();
+    // Short names, so 10,000 of them fit in the 64 KiB body limit.
+    let names: Vec<String> = (0..10_000)
+        .map(|i: u32| format!("{}{}", char::from(b'a' + (i % 26) as u8), i / 26))
+        .collect();
+    let body = serde_json::json!({
+        "n": "pageview",
+        "u": "https://example.com/",
+        "d": format!("example.com,{}", names.join(",")),
+    })
+    .to_string();
+    assert!(body.len() < 64 * 1024);
+    let r = s.event(&body, CHROME);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["errors"]["domain"].is_array(), "{}", r.body);
+    // Ten are fine, and nothing was stored for the refused one.
+    let ten: Vec<&str> = std::iter::once("example.com")
+        .chain(names.iter().take(9).map(String::as_str))
+        .collect();
+    let body = serde_json::json!({
+        "n": "pageview",
+        "u": "https://example.com/",
+        "d": ten.join(","),
+    })
+    .to_string();
+    let r = s.event(&body, CHROME);
+    assert_eq!(r.status, 404, "an unknown site among ten: {}", r.body);
+    assert_eq!(
+        s.event(&pageview("https://example.com/"), CHROME).status,
+        202
+    );
+    drop(s);
+    assert_eq!(env.count("SELECT count(*) FROM events"), 1);
+}
+
+#[test]
+fn events_refused_under_overload_are_not_counted_in_their_visit() {
+    // A queue of one submission: concurrent events of one visitor keep
+    // finding it full, and some find it full only once their visit was
+    // looked up, which used to count them in the visit anyway.
+    let env = Env::with_storage("", "queue_capacity = 1");
+    env.add_site("example.com");
+    let s = env.start();
+    let (mut stored, mut refused) = (0, 0);
+    std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..16)
+            .map(|t| {
+                let url = s.url("/api/event");
+                scope.spawn(move || {
+                    let agent = agent();
+                    let mut codes = Vec::new();
+                    for i in 0..40 {
+                        let body = pageview(&format!("https://example.com/{t}/{i}"));
+                        let r = agent
+                            .post(&url)
+                            .header("User-Agent", CHROME)
+                            .header("Content-Type", "text/plain")
+                            .send(&body);
+                        codes.push(reply(r).status);
+                    }
+                    codes
+                })
+            })
+            .collect();
+        for sender in senders {
+            for code in sender.join().unwrap() {
+                match code {
+                    202 => stored += 1,
+                    503 => refused += 1,
+                    other => panic!("status {other}"),
+                }
+            }
+        }
+    });
+    assert!(refused > 0, "the queue never filled");
+    s.settle();
+    // Visit snapshots are written every second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(s);
+    assert_eq!(env.count("SELECT count(*) FROM events"), stored);
+    assert_eq!(env.count("SELECT count(*) FROM visits"), 1);
+    assert_eq!(
+        env.count("SELECT pageviews FROM visits"),
+        stored,
+        "{refused} refused"
+    );
+}
