@@ -19,6 +19,6 @@ pub mod query;
 pub mod serve;
 pub mod store;
 pub mod summary;
-pub mod sync;
 pub mod supervise;
+pub mod sync;
 pub mod transfer;

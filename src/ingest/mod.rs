@@ -600,20 +600,13 @@ impl Ingestor {
             if events.is_empty() {
                 return Ok(Outcome::Dropped(DropReason::NoVisit));
             }
-            let queued = self.writer.queue(events).map_err(|e| match e {
-                WriteError::QueueFull => IngestError::Overloaded,
-                other => IngestError::Storage(other.to_string()),
-            })?;
+            let queued = self.writer.queue(events).map_err(refused)?;
             for (_, plan) in &mut plans {
                 visits.apply(plan, step);
             }
             (queued, plans)
         };
-        queued.stored().await.map_err(|e| match e {
-            WriteError::QueueFull => IngestError::Overloaded,
-            WriteError::Closed => IngestError::Unavailable,
-            other => IngestError::Storage(other.to_string()),
-        })?;
+        queued.stored().await.map_err(refused)?;
         // Only committed events reach the live view.
         let pageview = matches!(payload.kind, EventKind::Pageview);
         for (site_id, plan) in &plans {
@@ -627,6 +620,16 @@ impl Ingestor {
             });
         }
         Ok(Outcome::Stored)
+    }
+}
+
+/// Why the writer did not take an event, as ingest answers it: a full queue
+/// and a stopped writer are both worth retrying later (503).
+fn refused(e: WriteError) -> IngestError {
+    match e {
+        WriteError::QueueFull => IngestError::Overloaded,
+        WriteError::Closed => IngestError::Unavailable,
+        other => IngestError::Storage(other.to_string()),
     }
 }
 
@@ -677,12 +680,14 @@ mod tests {
         writer.shutdown();
         let depth = &ingestor.writer().stats().queue_depth;
         depth.store(0, std::sync::atomic::Ordering::Relaxed);
+        ingestor.writer().pretend_running();
         for path in ["/b", "/c"] {
             let refused = ingestor
                 .ingest(pageview(path), from("192.0.2.1", now + 1))
                 .await;
+            // Refused by the queue itself (closed), not by the early checks.
             assert!(
-                matches!(refused, Err(IngestError::Storage(_))),
+                matches!(refused, Err(IngestError::Unavailable)),
                 "{refused:?}"
             );
         }

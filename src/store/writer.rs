@@ -241,6 +241,13 @@ impl EventWriter {
         !self.shared.stopped.load(Ordering::SeqCst)
     }
 
+    /// Makes a stopped writer look running, as it did to events that checked
+    /// just before it stopped.
+    #[cfg(test)]
+    pub(crate) fn pretend_running(&self) {
+        self.shared.stopped.store(false, Ordering::SeqCst);
+    }
+
     /// Queues a panic in the event-commit path.
     #[cfg(test)]
     pub(crate) fn crash(&self) -> Result<(), WriteError> {
