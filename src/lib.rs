@@ -3,6 +3,10 @@
 //! Data flows one way: [`http`] → [`ingest`] → [`store`] ← [`query`] ← [`http`].
 //! See ARCHITECTURE.md for the map.
 
+// A panic on a request or a background job is a defect: fallible steps use
+// `?`, and the few unwraps that cannot fail say why at the spot.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod alloc;
 pub mod auth;
 pub mod check;

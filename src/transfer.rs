@@ -651,6 +651,20 @@ fn split_version(s: &str) -> (Option<String>, Option<String>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn imported_columns_are_visit_columns() {
+        for table in super::PLAUSIBLE_TABLES {
+            for (_, target) in table.values {
+                if let super::Target::Visit(column) = target {
+                    assert!(
+                        crate::store::stats::VISIT_COLUMNS.contains(column),
+                        "{column}"
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

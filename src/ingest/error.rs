@@ -36,6 +36,8 @@ impl IngestError {
 pub enum StartError {
     #[error("loading visitor-id salts: {0}")]
     Salt(#[from] super::visitor::SaltError),
+    #[error("starting the writer thread: {0}")]
+    Writer(std::io::Error),
     #[error("restoring open visits: {0}")]
     Store(#[from] crate::store::StoreError),
 }

@@ -244,7 +244,8 @@ impl Ingestor {
             .filter(|d| *d > 0)
             .map(|days| RecentTraffic::new(store.clone(), i64::from(days), feed.clone()));
         let external_writes = AtomicI64::new(store::recent::external_writes(&conn)?);
-        let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone(), journal);
+        let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone(), journal)
+            .map_err(StartError::Writer)?;
         let ingestor = Ingestor {
             writer,
             store: store.clone(),

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::store::{VisitDims, VisitRecord};
+use crate::sync::Lock;
 
 pub const VISIT_TIMEOUT_SECS: i64 = 30 * 60;
 const SHARDS: usize = 32;
@@ -156,19 +157,13 @@ impl SessionTracker {
                 dirty: false,
                 seen: Seen::default(),
             };
-            self.shard(key)
-                .lock()
-                .expect("session shard")
-                .insert(key, open);
+            self.shard(key).locked().insert(key, open);
         }
     }
 
     /// Number of open visits held.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().expect("session shard").len())
-            .sum()
+        self.shards.iter().map(|s| s.locked().len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -242,18 +237,14 @@ impl SessionTracker {
     /// The current state of a visitor's open visit, if any.
     pub fn snapshot(&self, site_id: i64, visitor_id: i64) -> Option<VisitRecord> {
         let key = (site_id, visitor_id);
-        self.shard(key)
-            .lock()
-            .expect("session shard")
-            .get(&key)
-            .map(|o| o.visit.clone())
+        self.shard(key).locked().get(&key).map(|o| o.visit.clone())
     }
 
     /// Snapshots of visits changed since the last call, to be written.
     pub fn take_dirty(&self) -> Vec<VisitRecord> {
-        let mut out = std::mem::take(&mut *self.retired.lock().expect("retired visits"));
+        let mut out = std::mem::take(&mut *self.retired.locked());
         for shard in &self.shards {
-            for open in shard.lock().expect("session shard").values_mut() {
+            for open in shard.locked().values_mut() {
                 if open.dirty {
                     open.dirty = false;
                     out.push(open.visit.clone());
@@ -267,7 +258,7 @@ impl SessionTracker {
     pub fn evict_ended(&self, now: i64) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
-            let mut shard = shard.lock().expect("session shard");
+            let mut shard = shard.locked();
             let before = shard.len();
             // A dirty visit stays until its last snapshot has been taken.
             shard.retain(|_, o| o.dirty || now - o.visit.last_seen_at < VISIT_TIMEOUT_SECS);

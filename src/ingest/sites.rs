@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::store::{self, Store, StoreError};
+use crate::sync::Lock;
 
 const FOUND_TTL: Duration = Duration::from_secs(10);
 const MISSING_TTL: Duration = Duration::from_secs(2);
@@ -166,7 +167,7 @@ impl SiteDirectory {
     }
 
     pub fn find(&self, domain: &str) -> Result<Option<SiteRef>, StoreError> {
-        if let Some((site, at)) = self.cache.lock().expect("site cache").get(domain) {
+        if let Some((site, at)) = self.cache.locked().get(domain) {
             let ttl = if site.is_some() {
                 FOUND_TTL
             } else {
@@ -204,7 +205,7 @@ impl SiteDirectory {
             }
             None => None,
         };
-        let mut cache = self.cache.lock().expect("site cache");
+        let mut cache = self.cache.locked();
         if cache.len() >= MAX_ENTRIES {
             cache.clear();
         }

@@ -35,6 +35,7 @@ use super::stats::{
 };
 use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index as column_index};
 use super::{Store, StoreError, VisitRecord};
+use crate::sync::ReadWrite;
 
 /// Dictionary id of a missing value.
 const NONE: u32 = 0;
@@ -635,7 +636,7 @@ impl RecentTraffic {
             return false;
         }
         {
-            let sites = self.sites.read().expect("recent traffic");
+            let sites = self.sites.reading();
             match sites.get(&site_id) {
                 Some(SiteState::Loaded(t)) => {
                     t.used.store(now, Ordering::Relaxed);
@@ -658,7 +659,7 @@ impl RecentTraffic {
     fn start_load(self: &Arc<Self>, site_id: i64, now: i64) {
         let load = self.loads.fetch_add(1, Ordering::Relaxed);
         {
-            let mut sites = self.sites.write().expect("recent traffic");
+            let mut sites = self.sites.writing();
             if matches!(sites.get(&site_id), Some(SiteState::Loading { .. })) {
                 return;
             }
@@ -696,7 +697,7 @@ impl RecentTraffic {
                     .map_err(|e| e.to_string())
             }))
             .unwrap_or_else(|_| Err("the load panicked".to_string()));
-            let mut sites = this.sites.write().expect("recent traffic");
+            let mut sites = this.sites.writing();
             // Only the newest load of a site installs what it read.
             let mine = matches!(sites.get(&site_id), Some(SiteState::Loading { load: l, .. }) if *l == load);
             if !mine {
@@ -733,15 +734,9 @@ impl RecentTraffic {
 
     /// Reloads every held site, after another process wrote events.
     pub fn reload(self: &Arc<Self>, now: i64) {
-        let held: Vec<i64> = self
-            .sites
-            .read()
-            .expect("recent traffic")
-            .keys()
-            .copied()
-            .collect();
+        let held: Vec<i64> = self.sites.reading().keys().copied().collect();
         for site_id in held {
-            self.sites.write().expect("recent traffic").remove(&site_id);
+            self.sites.writing().remove(&site_id);
             self.start_load(site_id, now);
         }
         tracing::info!("reloading recent traffic after writes by another process");
@@ -752,7 +747,7 @@ impl RecentTraffic {
         if visits.is_empty() && events.is_empty() {
             return;
         }
-        let mut sites = self.sites.write().expect("recent traffic");
+        let mut sites = self.sites.writing();
         for v in visits {
             match sites.get_mut(&v.site_id) {
                 Some(SiteState::Loaded(t)) => t.upsert_visit(v),
@@ -780,7 +775,7 @@ impl RecentTraffic {
     /// Drops what has left the window and sites unused for a day (hourly).
     pub fn trim(&self, now: i64) {
         let since = self.since(now);
-        let mut sites = self.sites.write().expect("recent traffic");
+        let mut sites = self.sites.writing();
         sites.retain(|site_id, state| {
             let keep = match state {
                 SiteState::Loaded(t) => now - t.used.load(Ordering::Relaxed) < IDLE_SECS,
@@ -800,7 +795,7 @@ impl RecentTraffic {
 
     /// Sites held, and sites being loaded.
     pub fn sites(&self) -> (usize, usize) {
-        let sites = self.sites.read().expect("recent traffic");
+        let sites = self.sites.reading();
         let loading = sites
             .values()
             .filter(|s| matches!(s, SiteState::Loading { .. }))
@@ -809,7 +804,7 @@ impl RecentTraffic {
     }
 
     fn with_site<T>(&self, site_id: i64, f: impl FnOnce(&SiteTraffic) -> T) -> Option<T> {
-        let sites = self.sites.read().expect("recent traffic");
+        let sites = self.sites.reading();
         match sites.get(&site_id) {
             Some(SiteState::Loaded(t)) => Some(f(t)),
             _ => None,

@@ -28,6 +28,7 @@ use super::calendar;
 use super::sketch::VisitorSketch;
 use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index};
 use super::{EventWriter, NewEvent, StoreError, VisitDims, VisitRecord, WriteError};
+use crate::sync::Lock;
 
 pub const GRAIN_HOUR: i64 = 0;
 pub const GRAIN_DAY: i64 = 1;
@@ -127,7 +128,7 @@ impl RollupFeed {
     /// answers the timezone of a site not seen yet.
     pub(super) fn push(&self, conn: &Connection, events: Vec<NewEvent>, through: i64) {
         let n = events.len();
-        let mut s = self.state.lock().expect("rollup feed");
+        let mut s = self.state.locked();
         let s = &mut *s;
         let mut kept = Vec::new();
         for e in events {
@@ -161,7 +162,7 @@ impl RollupFeed {
 
     /// Events handed over since the last call.
     pub fn take(&self) -> FedEvents {
-        let mut s = self.state.lock().expect("rollup feed");
+        let mut s = self.state.locked();
         let through = s.fed.through;
         let mut fed = std::mem::take(&mut s.fed);
         fed.taken = s.taken;
@@ -173,7 +174,7 @@ impl RollupFeed {
 
     /// Sets the site timezones (at start).
     pub fn set_zones(&self, zones: HashMap<i64, Tz>) {
-        self.state.lock().expect("rollup feed").zones = zones;
+        self.state.locked().zones = zones;
     }
 
     /// Records a change to apply when the writer's open transaction commits.
@@ -252,7 +253,7 @@ impl RollupFeed {
 
     /// Keeps the events of `site_id` whole from now on, or stops.
     pub fn keep_events_of(&self, site_id: i64, keep: bool) {
-        let mut s = self.state.lock().expect("rollup feed");
+        let mut s = self.state.locked();
         if keep {
             s.keep.insert(site_id);
         } else {
@@ -734,7 +735,8 @@ fn imported_visitor(site_id: i64, r: &ImportedRow, i: i64) -> i64 {
     h.update(&r.dim.to_le_bytes());
     h.update(r.value.as_bytes());
     h.update(&i.to_le_bytes());
-    i64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    let hash = h.finalize();
+    i64::from_le_bytes(std::array::from_fn(|i| hash.as_bytes()[i]))
 }
 
 /// Adds imported rows to the day, week and month rollups of `site_id`.

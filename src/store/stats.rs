@@ -105,7 +105,17 @@ pub(super) fn count_leading<E>(
 /// in any read model.
 pub(super) const NOT_AN_ACTION: &str = "engagement";
 
+/// A JSON array of strings, for `json_each`.
+fn json_list(items: &[String]) -> String {
+    // A list of strings always serializes; the fallback matches nothing.
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
 /// The position of a visit attribute in [`VISIT_COLUMNS`].
+// Every caller passes an element of VISIT_COLUMNS: the query layer takes
+// its columns from that list, and the import's table is checked against it
+// by `transfer::tests::imported_columns_are_visit_columns`.
+#[allow(clippy::expect_used)]
 pub(super) fn visit_column_index(column: &str) -> usize {
     VISIT_COLUMNS
         .iter()
@@ -457,9 +467,9 @@ pub fn converted_visitors(
     sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
     events_from(&mut sql, site_id, range, filters);
     sql.push(" AND (e.name IN (SELECT value FROM json_each(")
-        .arg(serde_json::to_string(&names).expect("strings serialize"))
+        .arg(json_list(&names))
         .push(")) OR (e.name = 'pageview' AND EXISTS (SELECT 1 FROM json_each(")
-        .arg(serde_json::to_string(&globs).expect("strings serialize"))
+        .arg(json_list(&globs))
         .push(") g WHERE e.path GLOB g.value)))");
     Ok(conn
         .prepare_cached(&sql.text)?

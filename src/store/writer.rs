@@ -171,7 +171,7 @@ impl EventWriter {
         capacity: usize,
         feed: Arc<RollupFeed>,
         journal: Option<Arc<EventJournal>>,
-    ) -> (EventWriter, WriterHandle) {
+    ) -> std::io::Result<(EventWriter, WriterHandle)> {
         let capacity = capacity.max(1);
         let (tx, rx) = sync_channel(capacity);
         let shared = Arc::new(Shared {
@@ -213,8 +213,7 @@ impl EventWriter {
                     );
                 }
                 shared.stopped.store(true, Ordering::SeqCst);
-            })
-            .expect("spawning the writer thread");
+            })?;
         let writer = EventWriter {
             tx,
             capacity,
@@ -222,13 +221,13 @@ impl EventWriter {
             thread: thread.thread().clone(),
             journal,
         };
-        (
+        Ok((
             writer.clone(),
             WriterHandle {
                 writer,
                 thread: Some(thread),
             },
-        )
+        ))
     }
 
     pub fn stats(&self) -> &WriterStats {
@@ -755,7 +754,8 @@ mod tests {
             64,
             Arc::new(RollupFeed::default()),
             Some(Arc::new(journal)),
-        );
+        )
+        .unwrap();
         (store, writer, handle)
     }
 
@@ -864,7 +864,8 @@ mod tests {
             64,
             Arc::new(RollupFeed::default()),
             Some(Arc::new(journal)),
-        );
+        )
+        .unwrap();
         let count = || -> i64 {
             store
                 .reader()
