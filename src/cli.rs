@@ -11,8 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{ConfigError, LogFormat, Settings};
 use crate::store::backup::{self, BackupError};
 use crate::store::{self, DB_FILE_NAME, Store, StoreError, sites, users};
-use crate::{auth, check, demo, keys, serve, summary, transfer};
+use crate::{check, demo, keys, serve, summary, transfer};
 use chrono::Datelike;
+
+mod user;
+use user::user;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -167,7 +170,14 @@ pub enum UserCommand {
     },
     /// Remove a user with their site memberships and login sessions (their
     /// cookies stop working at once). The last admin cannot be removed.
-    Remove { email: String },
+    /// With --site, only the user's memberships of those sites go.
+    Remove {
+        email: String,
+        /// Only the membership of this site (repeat for several); the
+        /// user stays. The last owner may go: admins manage the site then.
+        #[arg(long = "site", value_name = "DOMAIN")]
+        sites: Vec<String>,
+    },
     /// Set a new password; the user's open sessions end.
     Passwd {
         email: String,
@@ -499,7 +509,11 @@ fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> {
             timezone,
             public,
         } => {
-            let domain = normalize_domain(&domain)?;
+            let Some(domain) = sites::new_domain(&domain) else {
+                bail!(UsageError(format!(
+                    "{domain:?} is not a domain like example.com (a dot; no scheme, path or port)"
+                )));
+            };
             if timezone.parse::<chrono_tz::Tz>().is_err() {
                 bail!(UsageError(format!(
                     "--timezone {timezone:?} is not an IANA timezone like Europe/Berlin"
@@ -579,103 +593,6 @@ fn goal(cmd: GoalCommand, settings: &Settings) -> anyhow::Result<()> {
         GoalCommand::List { .. } => {
             for g in sites::list_goals(&*store.reader()?, site.id)? {
                 println!("{}", g.display_name());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A password from stdin's first line, or typed twice at a hidden prompt.
-fn read_password(from_stdin: bool) -> anyhow::Result<String> {
-    let password = if from_stdin || !std::io::stdin().is_terminal() {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        line.trim_end_matches(['\r', '\n']).to_string()
-    } else {
-        let first = rpassword::prompt_password("Password: ")?;
-        let again = rpassword::prompt_password("Again: ")?;
-        if first != again {
-            bail!(UsageError("the passwords differ".into()));
-        }
-        first
-    };
-    auth::hash_password(&password).map_err(|e| UsageError(e.to_string()).into())
-}
-
-/// Trims an email and refuses what cannot be one.
-fn normalize_email(email: &str) -> anyhow::Result<String> {
-    match auth::valid_email(email) {
-        Some(e) => Ok(e),
-        None => bail!(UsageError(format!("{email:?} is not an email address"))),
-    }
-}
-
-fn user(cmd: UserCommand, settings: &Settings) -> anyhow::Result<()> {
-    let store = open(settings)?;
-    match cmd {
-        UserCommand::Add {
-            email,
-            sites: domains,
-            role,
-            password_stdin,
-        } => {
-            let email = normalize_email(&email)?;
-            let conn = store.write_connection()?;
-            let mut granted = Vec::new();
-            for d in &domains {
-                let d = normalize_domain(d)?;
-                match sites::find_site(&conn, &d)? {
-                    Some(site) => granted.push(site),
-                    None => bail!(UsageError(format!("no site {d}"))),
-                }
-            }
-            let hash = read_password(password_stdin)?;
-            let tx = conn.unchecked_transaction()?;
-            let user = users::add_user(&tx, &email, &hash, granted.is_empty(), store::now_unix())?;
-            for site in &granted {
-                users::grant(&tx, site.id, user.id, role)?;
-            }
-            tx.commit()?;
-            if user.admin {
-                println!("Added {email} (admin: sees and manages every site)");
-            } else {
-                let names: Vec<&str> = granted.iter().map(|s| s.domain.as_str()).collect();
-                println!("Added {email} ({role} of {})", names.join(", "));
-            }
-        }
-        UserCommand::Remove { email } => {
-            let email = normalize_email(&email)?;
-            match users::remove_user(&store.write_connection()?, &email)? {
-                users::UserRemoval::LastAdmin => bail!(UsageError(format!(
-                    "{email} is the last admin; add another admin before removing this one"
-                ))),
-                users::UserRemoval::Removed { ownerless } => {
-                    println!("Removed {email} with their memberships and sessions");
-                    if !ownerless.is_empty() {
-                        println!(
-                            "Sites now without an owner (admins manage them): {}",
-                            ownerless.join(", ")
-                        );
-                    }
-                }
-            }
-        }
-        UserCommand::Passwd {
-            email,
-            password_stdin,
-        } => {
-            let email = normalize_email(&email)?;
-            if users::find_user(&*store.reader()?, &email)?.is_none() {
-                bail!(StoreError::NoSuchUser(email));
-            }
-            let hash = read_password(password_stdin)?;
-            users::set_password(&store.write_connection()?, &email, &hash)?;
-            println!("Password of {email} changed; its sessions have ended");
-        }
-        UserCommand::List => {
-            let conn = store.reader()?;
-            for (email, admin) in users::list_users(&conn)? {
-                println!("{email}\t{}", if admin { "admin" } else { "member" });
             }
         }
     }

@@ -39,6 +39,13 @@ pub fn normalize_domain(domain: &str) -> Option<String> {
     valid.then_some(d)
 }
 
+/// A new site's domain: as [`normalize_domain`], and with a dot. A single
+/// name could be taken for one of the dashboard's own pages (`/users`,
+/// `/login`), which are matched before `/{domain}`.
+pub fn new_domain(domain: &str) -> Option<String> {
+    normalize_domain(domain).filter(|d| d.contains('.'))
+}
+
 pub fn add_site(
     conn: &Connection,
     domain: &str,

@@ -60,6 +60,51 @@ pub fn list_users(conn: &Connection) -> Result<Vec<(String, bool)>, StoreError> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A user as the admins' users page shows them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSites {
+    pub email: String,
+    pub admin: bool,
+    /// The sites they are a member of, by domain, with their role there
+    /// (an admin sees every site whatever this holds).
+    pub sites: Vec<(String, Role)>,
+}
+
+/// Every user with their memberships, by email: two queries, whatever the
+/// number of users.
+pub fn users_with_sites(conn: &Connection) -> Result<Vec<UserSites>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id, email, admin FROM users ORDER BY email")?;
+    let mut users: Vec<(i64, UserSites)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                UserSites {
+                    email: r.get(1)?,
+                    admin: r.get(2)?,
+                    sites: Vec::new(),
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let at: std::collections::HashMap<i64, usize> = users
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.user_id, s.domain, m.role FROM site_members m JOIN sites s ON s.id = m.site_id
+          ORDER BY s.domain",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))?;
+    for row in rows {
+        let (user_id, domain, role) = row?;
+        if let Some(&i) = at.get(&user_id) {
+            users[i].1.sites.push((domain, role));
+        }
+    }
+    Ok(users.into_iter().map(|(_, u)| u).collect())
+}
+
 /// The user with `email` (any case) and their password's PHC string.
 pub fn find_user(conn: &Connection, email: &str) -> Result<Option<(User, String)>, StoreError> {
     Ok(conn

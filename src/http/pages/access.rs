@@ -31,6 +31,9 @@ pub enum Action {
     RemoveSite,
     /// Stats API keys, which read every site.
     ManageApiKeys,
+    /// The users page: every user, their sites, and removing users. Not
+    /// tied to a site: see [`Access::server`].
+    ManageUsers,
 }
 
 impl Action {
@@ -40,7 +43,7 @@ impl Action {
             Action::View => Some(Role::Viewer),
             Action::Configure => Some(Role::Editor),
             Action::Share | Action::ManageMembers | Action::RemoveSite => Some(Role::Owner),
-            Action::ManageApiKeys => None,
+            Action::ManageApiKeys | Action::ManageUsers => None,
         }
     }
 }
@@ -59,6 +62,16 @@ impl Access {
             admin: user.admin,
             role,
         })
+    }
+
+    /// A signed-in user's rights outside any site: an admin's, or none
+    /// but those a role gives somewhere (so only the admins' actions are
+    /// worth asking about).
+    pub fn server(user: &User) -> Access {
+        Access {
+            admin: user.admin,
+            role: None,
+        }
     }
 
     pub fn admin(self) -> bool {
@@ -259,6 +272,7 @@ mod tests {
             ManageMembers,
             RemoveSite,
             ManageApiKeys,
+            ManageUsers,
         ];
         let table: [(Option<Access>, &[Action]); 4] = [
             (access(false, Some(Role::Viewer)), &[View]),
@@ -281,5 +295,14 @@ mod tests {
             }
         }
         assert!(access(false, None).is_none());
+        // Outside any site only admins may act, whatever roles one holds.
+        let ann = User {
+            id: 2,
+            email: "ann@example.com".into(),
+            admin: false,
+        };
+        assert!(Access::server(&ann).require(ManageUsers).is_err());
+        let root = User { admin: true, ..ann };
+        assert!(Access::server(&root).require(ManageUsers).is_ok());
     }
 }

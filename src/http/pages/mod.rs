@@ -13,6 +13,7 @@ mod realtime;
 pub mod session;
 mod settings;
 mod sites;
+mod users;
 mod view;
 
 use actix_web::cookie::Cookie;
@@ -50,6 +51,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(sites::list))
         .route("/sites", web::post().to(sites::add))
         .route("/account/summary", web::post().to(sites::weekly_summary))
+        // Site domains have a dot (`store::sites::new_domain`), so no site
+        // can be called `users`.
+        .route("/users", web::get().to(users::page))
+        .route("/users", web::post().to(users::remove))
         .route("/share/{domain}", web::get().to(dashboard::site))
         .route("/share/{domain}/live", web::get().to(realtime::live))
         .route(

@@ -28,6 +28,8 @@ struct SitesPage {
     error: Option<String>,
     timezones: Vec<&'static str>,
     weekly_summary: bool,
+    /// Links to the users page.
+    admin: bool,
 }
 
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, PageError> {
@@ -91,6 +93,7 @@ async fn render(
         error,
         timezones: super::timezones(),
         weekly_summary,
+        admin: me.user.admin,
     })
 }
 
@@ -132,7 +135,7 @@ pub async fn add(
 ) -> Result<HttpResponse, PageError> {
     let me = session::require_user(&state, &req).await?;
     me.check_csrf(&form.csrf)?;
-    let Some(domain) = sites::normalize_domain(&form.domain) else {
+    let Some(domain) = sites::new_domain(&form.domain) else {
         return render(
             &state,
             &me,
