@@ -86,18 +86,25 @@ pub async fn login(
             auth::MAX_EMAIL_BYTES
         )));
     }
+    let (db, e) = (state.store.clone(), email.clone());
+    let found = blocking(move || Ok(users::find_user(&*db.reader()?, &e)?)).await?;
     let now = store::now_unix();
     // Counted before the password is checked, so parallel requests cannot
-    // check more than the limits allow.
-    let attempt = match state.login_limiter.begin(ip, &email, now) {
+    // check more than the limits allow. An email without an account is
+    // counted apart, so that made-up emails cannot fill the limiter.
+    let begun = if found.is_some() {
+        state.login_limiter.begin(ip, &email, now)
+    } else {
+        state.login_limiter.begin_stranger(ip, &email, now)
+    };
+    let attempt = match begun {
         Ok(a) => a,
         Err(refusal) => {
             tracing::warn!(?refusal, "sign-in refused: too many attempts");
             return Err(PageError::TooManyRequests);
         }
     };
-    let store = state.store.clone();
-    let (e, password) = (email.clone(), form.password);
+    let password = form.password;
     let slot = match password_slot(&state.password_checks).await {
         Ok(slot) => slot,
         Err(e) => {
@@ -106,7 +113,6 @@ pub async fn login(
         }
     };
     let user = with_slot(slot, move || {
-        let found = users::find_user(&*store.reader()?, &e)?;
         // An unknown email costs as much as a wrong password.
         let phc = found
             .as_ref()
