@@ -114,7 +114,9 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         request_seconds,
         recent: ingestor.recent(),
         login_limiter: Default::default(),
-        password_checks: tokio::sync::Semaphore::new(crate::auth::CONCURRENT_PASSWORD_CHECKS),
+        password_checks: Arc::new(tokio::sync::Semaphore::new(
+            crate::auth::CONCURRENT_PASSWORD_CHECKS,
+        )),
         stopping: tokio::sync::watch::channel(false).0,
         setup_token,
         embed_share_links: settings.raw.dashboard.embed_share_links,

@@ -165,3 +165,47 @@ fn events_refused_under_overload_are_not_counted_in_their_visit() {
         "{refused} refused"
     );
 }
+
+/// POSTs a pageview by hand with `forwarded_for` as raw bytes (HTTP clients
+/// refuse header bytes that are not text; nginx passes them on).
+fn raw_event_forwarded_for(s: &Server, forwarded_for: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let body = pageview("https://example.com/");
+    let mut request = format!(
+        "POST /api/event HTTP/1.1\r\nHost: x\r\nUser-Agent: {CHROME}\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\
+         X-Forwarded-For: ",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(forwarded_for);
+    request.extend_from_slice(format!("\r\n\r\n{body}").as_bytes());
+    let mut stream = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+    stream.write_all(&request).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_client_header_that_is_not_text_does_not_hide_the_address_the_proxy_appended() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    let s = env.start();
+    // Two clients behind nginx, each sending a header of its own that is not
+    // text, to which the proxy appended their real addresses.
+    for line in [&b"caf\xe9, 203.0.113.5"[..], b"\xff, 198.51.100.9"] {
+        let status = raw_event_forwarded_for(&s, line);
+        assert!(status.contains(" 202 "), "{status}");
+    }
+    drop(s);
+    // Two visitors, not one standing for everyone behind the proxy.
+    assert_eq!(
+        env.count("SELECT COUNT(DISTINCT visitor_id) FROM events"),
+        2
+    );
+}

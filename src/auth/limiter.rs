@@ -7,6 +7,12 @@
 //! out of theirs; per network over every account; and per account over
 //! every network, where a growing but capped delay slows guessing spread
 //! over many networks.
+//!
+//! Only accounts that exist get entries of their own, so their number is
+//! bounded by the users. An email without an account is counted inside its
+//! network's entry, as an account from that network would be (the answers
+//! must not tell which emails have accounts), so made-up emails cannot fill
+//! the maps and keep the owners out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,13 +45,19 @@ pub const BACKOFF_MAX_SECS: i64 = 60;
 /// A network the account signed in from within this long skips the
 /// account's back-off (not the other limits).
 pub const KNOWN_NETWORK_SECS: i64 = 30 * 86_400;
-/// Entries per map. An entry is created only by an attempt whose password
-/// is then checked (two at a time, about 20 ms each: at most some 100 a
-/// second), so the maps fill only while the hashing slots are taken anyway.
-/// When a map is full of live entries, attempts that need a new entry are
-/// refused: forgetting live ones would let an attacker reset their own
-/// counters by filling the map.
+/// Entries per map. Accounts and (account, network) pairs are only those
+/// of existing accounts; when their map is full of live entries, attempts
+/// that need a new entry are refused (except from a network of a recent
+/// sign-in): forgetting live ones would let guessers reset their own
+/// counters. Networks are not bounded by the users, so when their map is
+/// full of live entries the oldest are forgotten instead: whoever holds
+/// that many networks has that many networks' quotas anyway, and the
+/// per-account limits still hold.
 const MAX_ENTRIES: usize = 100_000;
+/// Emails without an account tried from one network and still counted:
+/// every live one started within the last [`WINDOW_SECS`], which spans at
+/// most two of the network's windows of [`NETWORK_ATTEMPTS`] each.
+const MAX_STRANGERS: usize = 2 * NETWORK_ATTEMPTS as usize;
 /// Networks with a recent sign-in: added only by a right password, so the
 /// oldest goes when full.
 const MAX_KNOWN: usize = 10_000;
@@ -79,6 +91,8 @@ pub enum Refusal {
 pub struct Attempt {
     account: Account,
     network: Network,
+    /// For an email without an account, counted in its network's entry.
+    stranger: bool,
     /// When each counter's window began, so that handing the attempt back
     /// after a window ended changes nothing.
     pair_since: i64,
@@ -131,7 +145,51 @@ impl AccountState {
     }
 }
 
-/// A map of counters that refuses a new key rather than forget a live one.
+/// A network's attempts, and those at emails without an account from it.
+#[derive(Debug, Clone)]
+struct NetworkState {
+    window: Window,
+    /// Each email without an account tried from here, with its count as an
+    /// account from this network would have: kept here, so that made-up
+    /// emails add no entries of their own. At most [`MAX_STRANGERS`].
+    strangers: Vec<(Account, Window)>,
+}
+
+impl NetworkState {
+    fn live(&self, now: i64) -> bool {
+        self.window.live(now, WINDOW_SECS)
+            || self.strangers.iter().any(|(_, w)| w.live(now, WINDOW_SECS))
+    }
+
+    fn stranger(&self, account: &Account) -> Option<Window> {
+        self.strangers
+            .iter()
+            .find(|(a, _)| a == account)
+            .map(|(_, w)| *w)
+    }
+
+    fn set_stranger(&mut self, account: Account, window: Window, now: i64) {
+        if let Some(entry) = self.strangers.iter_mut().find(|(a, _)| *a == account) {
+            entry.1 = window;
+            return;
+        }
+        if self.strangers.len() >= MAX_STRANGERS {
+            self.strangers.retain(|(_, w)| w.live(now, WINDOW_SECS));
+        }
+        if self.strangers.len() >= MAX_STRANGERS {
+            // Not reached while the network's limit holds; bounded anyway.
+            if let Some(oldest) =
+                (0..self.strangers.len()).min_by_key(|i| self.strangers[*i].1.since)
+            {
+                self.strangers.swap_remove(oldest);
+            }
+        }
+        self.strangers.push((account, window));
+    }
+}
+
+/// A map of counters that refuses a new key rather than forget a live one,
+/// or, for networks, forgets the oldest.
 #[derive(Debug)]
 struct Bounded<K, V> {
     map: HashMap<K, V>,
@@ -161,12 +219,39 @@ impl<K: std::hash::Hash + Eq, V> Bounded<K, V> {
         }
         self.map.len() < max
     }
+
+    /// Makes room for `key`, forgetting the oldest tenth of the entries (by
+    /// `age`) when the map is full of live ones, so that the next inserts
+    /// find room without another pass.
+    fn make_room(
+        &mut self,
+        key: &K,
+        max: usize,
+        now: i64,
+        live: impl Fn(&V) -> bool,
+        age: impl Fn(&V) -> i64,
+    ) where
+        K: Copy,
+    {
+        if self.has_room(key, max, now, live) {
+            return;
+        }
+        let mut ages: Vec<(i64, K)> = self.map.iter().map(|(k, v)| (age(v), *k)).collect();
+        let evict = (max / 10).max(1).min(ages.len());
+        if evict == 0 {
+            return;
+        }
+        ages.select_nth_unstable_by_key(evict - 1, |(since, _)| *since);
+        for (_, k) in &ages[..evict] {
+            self.map.remove(k);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Limits {
     pairs: Bounded<(Account, Network), Window>,
-    networks: Bounded<Network, Window>,
+    networks: Bounded<Network, NetworkState>,
     accounts: Bounded<Account, AccountState>,
     /// (account, network) → the time of its last sign-in.
     known: HashMap<(Account, Network), i64>,
@@ -225,73 +310,125 @@ impl LoginLimiter {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts an attempt to sign in to `account` from `ip`, or refuses it.
-    /// Reading the limits and counting are one step under one lock.
+    /// Counts an attempt to sign in to `account`, an existing account, from
+    /// `ip`, or refuses it. Reading the limits and counting are one step
+    /// under one lock.
     pub fn begin(&self, ip: Option<IpAddr>, account: &str, now: i64) -> Result<Attempt, Refusal> {
+        self.count(ip, account, true, now)
+    }
+
+    /// Like [`LoginLimiter::begin`], for an email without an account: the
+    /// same limits answer the same way, but it is counted in its network's
+    /// entry and meets no account's back-off (see the module's
+    /// description).
+    pub fn begin_stranger(
+        &self,
+        ip: Option<IpAddr>,
+        email: &str,
+        now: i64,
+    ) -> Result<Attempt, Refusal> {
+        self.count(ip, email, false, now)
+    }
+
+    fn count(
+        &self,
+        ip: Option<IpAddr>,
+        account: &str,
+        exists: bool,
+        now: i64,
+    ) -> Result<Attempt, Refusal> {
         let account = account_key(account);
         let network = ip.map(network_of);
         let pair = (account, network);
         let max = self.max_entries;
         let mut l = self.limits();
-        let known = l
-            .known
-            .get(&pair)
-            .is_some_and(|at| now - at < KNOWN_NETWORK_SECS);
+        let known = exists
+            && l.known
+                .get(&pair)
+                .is_some_and(|at| now - at < KNOWN_NETWORK_SECS);
         let fresh = Window {
             since: now,
             count: 0,
         };
-        let mut pair_w = l.pairs.map.get(&pair).copied().unwrap_or(fresh);
+        let mut net = l
+            .networks
+            .map
+            .get(&network)
+            .cloned()
+            .unwrap_or_else(|| NetworkState {
+                window: fresh,
+                strangers: Vec::new(),
+            });
+        let pair_w = if exists {
+            l.pairs.map.get(&pair).copied()
+        } else {
+            net.stranger(&account)
+        };
+        let mut pair_w = pair_w.unwrap_or(fresh);
         if pair_w.current(now, WINDOW_SECS) >= PAIR_ATTEMPTS {
             return Err(Refusal::AccountFromNetwork);
         }
-        let mut net_w = l.networks.map.get(&network).copied().unwrap_or(fresh);
-        if net_w.current(now, WINDOW_SECS) >= NETWORK_ATTEMPTS {
+        if net.window.current(now, WINDOW_SECS) >= NETWORK_ATTEMPTS {
             return Err(Refusal::Network);
         }
-        let mut acc = l
-            .accounts
-            .map
-            .get(&account)
-            .copied()
-            .unwrap_or(AccountState {
-                window: fresh,
-                next_at: 0,
-                over: 0,
-            });
-        if now - acc.window.since >= ACCOUNT_WINDOW_SECS {
-            acc.over = 0;
+        let mut acc = None;
+        if exists {
+            let mut a = l
+                .accounts
+                .map
+                .get(&account)
+                .copied()
+                .unwrap_or(AccountState {
+                    window: fresh,
+                    next_at: 0,
+                    over: 0,
+                });
+            if now - a.window.since >= ACCOUNT_WINDOW_SECS {
+                a.over = 0;
+            }
+            a.window.current(now, ACCOUNT_WINDOW_SECS);
+            let backing_off = a.window.count >= ACCOUNT_FREE_ATTEMPTS && !known;
+            if backing_off && now < a.next_at {
+                return Err(Refusal::Backoff { until: a.next_at });
+            }
+            // A network the account signed in from lately is never refused
+            // for want of room: the owner gets in whatever fills the maps.
+            // Its entries may go past the bound, by at most [`MAX_KNOWN`].
+            let room = known
+                || l.pairs
+                    .has_room(&pair, max, now, |w| w.live(now, WINDOW_SECS))
+                    && l.accounts.has_room(&account, max, now, |a| a.live(now));
+            if !room {
+                return Err(Refusal::Full);
+            }
+            a.window.count += 1;
+            if backing_off {
+                a.over += 1;
+                a.next_at = now + backoff(a.over);
+            }
+            acc = Some(a);
         }
-        acc.window.current(now, ACCOUNT_WINDOW_SECS);
-        let backing_off = acc.window.count >= ACCOUNT_FREE_ATTEMPTS && !known;
-        if backing_off && now < acc.next_at {
-            return Err(Refusal::Backoff { until: acc.next_at });
-        }
-        let room = l
-            .pairs
-            .has_room(&pair, max, now, |w| w.live(now, WINDOW_SECS))
-            && l.networks
-                .has_room(&network, max, now, |w| w.live(now, WINDOW_SECS))
-            && l.accounts.has_room(&account, max, now, |a| a.live(now));
-        if !room {
-            return Err(Refusal::Full);
-        }
+        l.networks
+            .make_room(&network, max, now, |n| n.live(now), |n| n.window.since);
         pair_w.count += 1;
-        net_w.count += 1;
-        acc.window.count += 1;
-        if backing_off {
-            acc.over += 1;
-            acc.next_at = now + backoff(acc.over);
+        net.window.count += 1;
+        if exists {
+            l.pairs.map.insert(pair, pair_w);
+        } else {
+            net.set_stranger(account, pair_w, now);
         }
-        l.pairs.map.insert(pair, pair_w);
-        l.networks.map.insert(network, net_w);
-        l.accounts.map.insert(account, acc);
+        let network_since = net.window.since;
+        l.networks.map.insert(network, net);
+        if let Some(a) = acc {
+            l.accounts.map.insert(account, a);
+        }
         Ok(Attempt {
             account,
             network,
+            stranger: !exists,
             pair_since: pair_w.since,
-            network_since: net_w.since,
-            account_since: acc.window.since,
+            network_since,
+            account_since: acc.map_or(now, |a| a.window.since),
         })
     }
 
@@ -315,6 +452,9 @@ impl LoginLimiter {
     pub fn succeeded(&self, attempt: Attempt, now: i64) {
         let mut l = self.limits();
         Self::refund(&mut l, &attempt);
+        if attempt.stranger {
+            return;
+        }
         let pair = (attempt.account, attempt.network);
         l.pairs.map.remove(&pair);
         if l.known.len() >= MAX_KNOWN && !l.known.contains_key(&pair) {
@@ -330,11 +470,19 @@ impl LoginLimiter {
     }
 
     fn refund(l: &mut Limits, a: &Attempt) {
+        if let Some(n) = l.networks.map.get_mut(&a.network) {
+            n.window.refund(a.network_since);
+            if a.stranger
+                && let Some((_, w)) = n.strangers.iter_mut().find(|(k, _)| *k == a.account)
+            {
+                w.refund(a.pair_since);
+            }
+        }
+        if a.stranger {
+            return;
+        }
         if let Some(w) = l.pairs.map.get_mut(&(a.account, a.network)) {
             w.refund(a.pair_since);
-        }
-        if let Some(w) = l.networks.map.get_mut(&a.network) {
-            w.refund(a.network_since);
         }
         if let Some(s) = l.accounts.map.get_mut(&a.account) {
             s.window.refund(a.account_since);
@@ -343,196 +491,4 @@ impl LoginLimiter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::{Arc, Barrier};
-
-    fn ip(s: &str) -> Option<IpAddr> {
-        Some(s.parse().unwrap())
-    }
-
-    #[test]
-    fn parallel_attempts_never_exceed_the_limit() {
-        let l = Arc::new(LoginLimiter::default());
-        let barrier = Arc::new(Barrier::new(40));
-        let threads: Vec<_> = (0..40)
-            .map(|i| {
-                let (l, barrier) = (l.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    // Different hosts of one network, one account.
-                    l.begin(ip(&format!("203.0.113.{i}")), "owner@example.com", 0)
-                        .map(|a| l.failed(a))
-                        .is_ok()
-                })
-            })
-            .collect();
-        let counted = threads
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|ok| *ok)
-            .count();
-        assert_eq!(counted, PAIR_ATTEMPTS as usize);
-    }
-
-    #[test]
-    fn strangers_cannot_lock_the_owner_out_of_another_network() {
-        let l = LoginLimiter::default();
-        for i in 0..PAIR_ATTEMPTS {
-            let a = l.begin(ip(&format!("203.0.113.{i}")), "Owner@Example.com", 0);
-            l.failed(a.unwrap());
-        }
-        assert_eq!(
-            l.begin(ip("203.0.113.200"), "owner@example.com", 1).err(),
-            Some(Refusal::AccountFromNetwork),
-            "the whole /24, any case of the email"
-        );
-        // The owner, elsewhere: a typo, then the right password.
-        let owner = ip("198.51.100.7");
-        l.failed(l.begin(owner, "owner@example.com", 2).unwrap());
-        let a = l.begin(owner, "owner@example.com", 3).unwrap();
-        l.succeeded(a, 3);
-        // That cleared the owner's network only.
-        for _ in 0..PAIR_ATTEMPTS {
-            l.failed(l.begin(owner, "owner@example.com", 4).unwrap());
-        }
-        assert!(l.begin(ip("203.0.113.1"), "owner@example.com", 5).is_err());
-        // Other accounts from the strangers' network still work, and every
-        // limit ends with its window.
-        assert!(l.begin(ip("203.0.113.1"), "other@example.com", 5).is_ok());
-        assert!(
-            l.begin(ip("203.0.113.1"), "owner@example.com", WINDOW_SECS)
-                .is_ok()
-        );
-        // IPv6: the /64.
-        for _ in 0..PAIR_ATTEMPTS {
-            l.failed(
-                l.begin(ip("2001:db8:1:2::1"), "owner@example.com", 0)
-                    .unwrap(),
-            );
-        }
-        assert!(
-            l.begin(ip("2001:db8:1:2:ffff::9"), "owner@example.com", 1)
-                .is_err()
-        );
-        assert!(
-            l.begin(ip("2001:db8:1:3::1"), "owner@example.com", 1)
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn one_network_cannot_try_many_accounts() {
-        let l = LoginLimiter::default();
-        for i in 0..NETWORK_ATTEMPTS {
-            l.failed(
-                l.begin(ip("203.0.113.9"), &format!("{i}@example.com"), 0)
-                    .unwrap(),
-            );
-        }
-        assert_eq!(
-            l.begin(ip("203.0.113.10"), "new@example.com", 1).err(),
-            Some(Refusal::Network)
-        );
-        assert!(l.begin(ip("198.51.100.1"), "new@example.com", 1).is_ok());
-    }
-
-    #[test]
-    fn guessing_from_many_networks_backs_off_within_a_bound() {
-        let l = LoginLimiter::default();
-        let account = "owner@example.com";
-        // The owner signed in from home last week.
-        let home = ip("192.0.2.50");
-        l.succeeded(l.begin(home, account, -7 * 86_400).unwrap(), -7 * 86_400);
-        // A botnet, one attempt per network.
-        let bot = |n: u32| ip(&format!("10.{}.{}.1", n / 256, n % 256));
-        for n in 0..ACCOUNT_FREE_ATTEMPTS {
-            l.failed(l.begin(bot(n), account, 0).unwrap());
-        }
-        // Then one attempt per delay, doubling up to the cap.
-        let (mut now, mut n, mut delays) = (0, 100, Vec::new());
-        for _ in 0..10 {
-            l.failed(l.begin(bot(n), account, now).unwrap());
-            let Err(Refusal::Backoff { until }) = l.begin(bot(n + 1), account, now) else {
-                panic!("no back-off at {now}");
-            };
-            assert!(l.begin(bot(n + 2), account, until - 1).is_err());
-            delays.push(until - now);
-            now = until;
-            n += 3;
-        }
-        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60, 60, 60]);
-        // The owner's network of a recent sign-in skips the back-off.
-        let a = l.begin(home, account, now - 1).unwrap();
-        l.succeeded(a, now - 1);
-        // A new network of the owner's waits at most the cap, and once the
-        // guessing stops, the back-off ends with the account's window.
-        assert!(
-            l.begin(ip("198.51.100.7"), account, now + BACKOFF_MAX_SECS)
-                .is_ok()
-        );
-        let later = ACCOUNT_WINDOW_SECS + BACKOFF_MAX_SECS * 2;
-        for i in 0..ACCOUNT_FREE_ATTEMPTS {
-            let a = l.begin(bot(1000 + i), account, later);
-            assert!(a.is_ok(), "attempt {i} after the window");
-            l.failed(a.unwrap());
-        }
-    }
-
-    #[test]
-    fn a_full_limiter_refuses_new_keys_instead_of_forgetting_live_ones() {
-        let l = LoginLimiter::with_max_entries(4);
-        let net = |i: u32| ip(&format!("10.0.{i}.1"));
-        for i in 0..4 {
-            l.failed(l.begin(net(i), &format!("{i}@example.com"), 0).unwrap());
-        }
-        assert_eq!(
-            l.begin(net(9), "9@example.com", 1).err(),
-            Some(Refusal::Full)
-        );
-        // Live counters are kept: the first pair runs out as it would have.
-        for _ in 1..PAIR_ATTEMPTS {
-            l.failed(l.begin(net(0), "0@example.com", 2).unwrap());
-        }
-        assert_eq!(
-            l.begin(net(0), "0@example.com", 3).err(),
-            Some(Refusal::AccountFromNetwork)
-        );
-        // Expired entries make room. The accounts' window is the longest.
-        assert_eq!(
-            l.begin(net(9), "9@example.com", WINDOW_SECS).err(),
-            Some(Refusal::Full)
-        );
-        assert!(
-            l.begin(net(9), "9@example.com", ACCOUNT_WINDOW_SECS)
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn keys_are_bounded_and_attempts_not_checked_are_handed_back() {
-        let l = LoginLimiter::default();
-        let long = format!("{}@example.com", "a".repeat(100_000));
-        for _ in 0..PAIR_ATTEMPTS {
-            l.failed(l.begin(ip("203.0.113.1"), &long, 0).unwrap());
-        }
-        assert!(l.begin(ip("203.0.113.1"), &long.to_uppercase(), 0).is_err());
-        assert_eq!(account_key(&long).len(), 16);
-        let other = "b@example.com";
-        for _ in 0..PAIR_ATTEMPTS - 1 {
-            l.failed(l.begin(None, other, 0).unwrap());
-        }
-        let last = l.begin(None, other, 0).unwrap();
-        assert!(l.begin(None, other, 0).is_err());
-        l.not_checked(last);
-        assert!(l.begin(None, other, 0).is_ok());
-    }
-
-    #[test]
-    fn networks_are_slash_24_and_slash_64() {
-        let n = |s: &str| network_of(s.parse().unwrap()).to_string();
-        assert_eq!(n("203.0.113.77"), "203.0.113.0/24");
-        assert_eq!(n("::ffff:203.0.113.77"), "203.0.113.0/24");
-        assert_eq!(n("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
-    }
-}
+mod tests;

@@ -5,7 +5,9 @@
 //! client, so the walk goes right to left over every header line and stops
 //! at the first hop that is not a trusted proxy, or at the first that is
 //! not an address at all: skipping one would let the client's own values
-//! count.
+//! count. Hops are split from the header's bytes, so a client's hop that is
+//! not text is one unreadable hop, and the address a proxy appended after
+//! it on the same line is still read.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -41,34 +43,37 @@ pub fn forwarded_https(req: &HttpRequest, trusted: &[IpNet]) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
-/// The client address of `req` (see [`client_ip`]); `None` without a peer.
+/// The client address of `req` (see [`resolve`]); `None` without a peer.
 pub fn of_request(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     resolve(req, trusted).map(|c| c.ip)
 }
 
-/// The client of `req` (see [`client_ip`]); `None` without a peer.
+/// The client of `req`, as the module describes; `None` without a peer.
 pub fn resolve(req: &HttpRequest, trusted: &[IpNet]) -> Option<Client> {
     let peer = req.peer_addr()?.ip();
-    let mut lines = req.headers().get_all("x-forwarded-for").peekable();
-    if lines.peek().is_none() {
-        return Some(client_ip(peer, None, trusted));
-    }
-    // Lines in the order received, as one list (RFC 9110, 5.3). A line that
-    // is not text is one hop that is no address.
-    let joined = lines
-        .map(|v| v.to_str().unwrap_or("?"))
-        .collect::<Vec<_>>()
-        .join(",");
-    Some(client_ip(peer, Some(&joined), trusted))
+    // Lines in the order received, as one list (RFC 9110, 5.3), split into
+    // hops as bytes: a proxy such as nginx appends the real address to the
+    // client's own header on one line, so a byte that is not text in the
+    // client's part must spoil that hop only, not the one appended after it.
+    let lines: Vec<&[u8]> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(|v| v.as_bytes())
+        .collect();
+    let hops = lines.iter().flat_map(|line| line.split(|b| *b == b','));
+    Some(walk(peer, hops, trusted))
 }
 
 fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(ip))
 }
 
-/// One `X-Forwarded-For` hop: `ip`, `ip:port`, `[v6]` or `[v6]:port`.
-/// IPv4-mapped IPv6 addresses are read as IPv4, so they meet the same lists.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
+/// One `X-Forwarded-For` hop: `ip`, `ip:port`, `[v6]` or `[v6]:port`,
+/// with spaces or tabs around it. IPv4-mapped IPv6 addresses are read as
+/// IPv4, so they meet the same lists. Bytes that are not text are no
+/// address.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop.trim_ascii()).ok()?;
     let ip = if let Ok(ip) = hop.parse::<IpAddr>() {
         ip
     } else if let Ok(sock) = hop.parse::<SocketAddr>() {
@@ -89,8 +94,13 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// the first hop that is not one is the client, and a hop that is not an
 /// address stops the walk with the nearest trusted hop standing in
 /// ([`Client::named`] false). If every hop is a trusted proxy, the
-/// left-most is the client. Empty list elements are ignored.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> Client {
+/// left-most is the client. Empty list elements are ignored. `hops` come
+/// in the order received.
+fn walk<'a>(
+    peer: IpAddr,
+    hops: impl DoubleEndedIterator<Item = &'a [u8]>,
+    trusted: &[IpNet],
+) -> Client {
     let peer = peer.to_canonical();
     let mut nearest = Client {
         ip: peer,
@@ -99,10 +109,7 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     if !is_trusted(&peer, trusted) {
         return nearest;
     }
-    let Some(header) = forwarded_for else {
-        return nearest;
-    };
-    for hop in header.rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+    for hop in hops.rev().filter(|h| !h.trim_ascii().is_empty()) {
         let Some(ip) = parse_hop(hop) else {
             nearest.named = false;
             return nearest;
@@ -118,6 +125,14 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The walk over one header line.
+    fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> Client {
+        let hops = forwarded_for
+            .into_iter()
+            .flat_map(|h| h.as_bytes().split(|b| *b == b','));
+        walk(peer, hops, trusted)
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -259,6 +274,38 @@ mod tests {
         assert_eq!(
             resolve(&unreadable, &trusted),
             Some(standing_in("127.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn a_hop_that_is_not_text_spoils_only_itself() {
+        use actix_web::http::header::HeaderValue;
+        use actix_web::test::TestRequest;
+        let trusted = nets(&["127.0.0.1/32"]);
+        // nginx appends the real address to the client's own header, on
+        // one line.
+        let req = |line: &'static [u8]| {
+            TestRequest::default()
+                .peer_addr("127.0.0.1:40000".parse().unwrap())
+                .append_header(("X-Forwarded-For", HeaderValue::from_bytes(line).unwrap()))
+                .to_http_request()
+        };
+        assert_eq!(
+            resolve(&req(b"caf\xe9, 203.0.113.5"), &trusted),
+            Some(named("203.0.113.5"))
+        );
+        assert_eq!(
+            resolve(&req(b"203.0.113.5, \xff, 127.0.0.1"), &trusted),
+            Some(standing_in("127.0.0.1")),
+            "an unreadable hop right of the client still ends the walk"
+        );
+        assert_eq!(
+            resolve(&req(b"\xe9\t203.0.113.5 ,127.0.0.1"), &trusted),
+            Some(standing_in("127.0.0.1"))
+        );
+        assert_eq!(
+            resolve(&req(b"caf\xe9,\t203.0.113.5\t"), &trusted),
+            Some(named("203.0.113.5"))
         );
     }
 }

@@ -57,8 +57,9 @@ pub struct AppState {
     /// Recent traffic held in memory for filtered reports.
     pub recent: Option<Arc<RecentTraffic>>,
     pub login_limiter: LoginLimiter,
-    /// Slots for password hashing ([`crate::auth::CONCURRENT_PASSWORD_CHECKS`]).
-    pub password_checks: tokio::sync::Semaphore,
+    /// Slots for password hashing ([`crate::auth::CONCURRENT_PASSWORD_CHECKS`]);
+    /// shared, so that a slot can go with the hash to its blocking thread.
+    pub password_checks: Arc<tokio::sync::Semaphore>,
     /// Set when the server starts to stop: open event streams end, so a
     /// dashboard left open does not hold the shutdown back.
     pub stopping: tokio::sync::watch::Sender<bool>,

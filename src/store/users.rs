@@ -301,7 +301,19 @@ pub enum UserRemoval {
 /// Deletes the user with `email`, their memberships and their login
 /// sessions (so a cookie they hold opens nothing any more). The last admin
 /// stays.
+///
+/// One transaction that takes the write lock before it reads: the count of
+/// admins and the deletes it allows must see the same database, or two
+/// removals at once (two `tally user remove` runs, each with its own
+/// connection) could each count two admins and delete both.
 pub fn remove_user(conn: &Connection, email: &str) -> Result<UserRemoval, StoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    let removal = remove_user_in(&tx, email)?;
+    tx.commit()?;
+    Ok(removal)
+}
+
+fn remove_user_in(conn: &Connection, email: &str) -> Result<UserRemoval, StoreError> {
     let Some((user, _)) = find_user(conn, email)? else {
         return Err(StoreError::NoSuchUser(email.to_string()));
     };
@@ -620,6 +632,64 @@ mod tests {
             remove_user(&conn, "bob@example.com"),
             Err(StoreError::NoSuchUser(_))
         ));
+    }
+
+    /// Counts the busy waits that began (a handler's first call for a
+    /// statement gets 0), and keeps waiting.
+    static BUSY_WAITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn count_busy_wait(retries: i32) -> bool {
+        if retries == 0 {
+            BUSY_WAITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        true
+    }
+
+    #[test]
+    fn two_removals_at_once_leave_an_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.db");
+        let open = || {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "wal").unwrap();
+            conn
+        };
+        let mut conn = open();
+        super::super::migrate::run(&mut conn).unwrap();
+        add_user(&conn, "a@example.com", "x", true, 0).unwrap();
+        add_user(&conn, "b@example.com", "x", true, 0).unwrap();
+        // Another writer holds the database while both removals start, so
+        // each has begun before either can finish.
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let removals: Vec<_> = ["a@example.com", "b@example.com"]
+            .into_iter()
+            .map(|email| {
+                let conn = open();
+                conn.busy_handler(Some(count_busy_wait)).unwrap();
+                std::thread::spawn(move || remove_user(&conn, email).unwrap())
+            })
+            .collect();
+        while BUSY_WAITS.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        let mut outcomes: Vec<_> = removals.into_iter().map(|t| t.join().unwrap()).collect();
+        outcomes.sort_by_key(|o| *o == UserRemoval::LastAdmin);
+        assert_eq!(
+            outcomes,
+            [
+                UserRemoval::Removed { ownerless: vec![] },
+                UserRemoval::LastAdmin
+            ]
+        );
+        assert_eq!(
+            conn.query_row("SELECT count(*) FROM users WHERE admin = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap(),
+            1
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! `/login`, `/logout` and the first-run `/setup` page.
 
+use std::sync::Arc;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::session::{self, form_token};
 use super::{blocking, html_with_cookie, redirect};
@@ -83,27 +86,33 @@ pub async fn login(
             auth::MAX_EMAIL_BYTES
         )));
     }
+    let (db, e) = (state.store.clone(), email.clone());
+    let found = blocking(move || Ok(users::find_user(&*db.reader()?, &e)?)).await?;
     let now = store::now_unix();
     // Counted before the password is checked, so parallel requests cannot
-    // check more than the limits allow.
-    let attempt = match state.login_limiter.begin(ip, &email, now) {
+    // check more than the limits allow. An email without an account is
+    // counted apart, so that made-up emails cannot fill the limiter.
+    let begun = if found.is_some() {
+        state.login_limiter.begin(ip, &email, now)
+    } else {
+        state.login_limiter.begin_stranger(ip, &email, now)
+    };
+    let attempt = match begun {
         Ok(a) => a,
         Err(refusal) => {
             tracing::warn!(?refusal, "sign-in refused: too many attempts");
             return Err(PageError::TooManyRequests);
         }
     };
-    let store = state.store.clone();
-    let (e, password) = (email.clone(), form.password);
-    let _slot = match password_slot(&state).await {
+    let password = form.password;
+    let slot = match password_slot(&state.password_checks).await {
         Ok(slot) => slot,
         Err(e) => {
             state.login_limiter.not_checked(attempt);
             return Err(e);
         }
     };
-    let user = blocking(move || {
-        let found = users::find_user(&*store.reader()?, &e)?;
+    let user = with_slot(slot, move || {
         // An unknown email costs as much as a wrong password.
         let phc = found
             .as_ref()
@@ -135,16 +144,34 @@ pub async fn login(
 
 /// Waits for a password-hashing slot; after 10 s in line, the client is
 /// told to come back later.
-async fn password_slot(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, PageError> {
+async fn password_slot(slots: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, PageError> {
     match tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        state.password_checks.acquire(),
+        slots.clone().acquire_owned(),
     )
     .await
     {
         Ok(Ok(permit)) => Ok(permit),
         _ => Err(PageError::TooManyRequests),
     }
+}
+
+/// Runs `check` (a password hash) on a blocking thread in `slot`. The slot
+/// goes to that thread and is freed when the hash ends: a client hanging
+/// up drops the handler's future, but not the hash already running, and a
+/// slot freed with the future would let more hashes run at once than
+/// [`auth::CONCURRENT_PASSWORD_CHECKS`].
+async fn with_slot<T, F>(slot: OwnedSemaphorePermit, check: F) -> Result<T, PageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, PageError> + Send + 'static,
+{
+    blocking(move || {
+        let result = check();
+        drop(slot);
+        result
+    })
+    .await
 }
 
 /// Stores a new session for `user_id` and answers with its cookie and a
@@ -265,8 +292,8 @@ pub async fn setup(
         return retry("Enter an email address.".into());
     };
     let password = form.password.clone();
-    let _slot = password_slot(&state).await?;
-    let hash = match blocking(move || Ok(auth::hash_password(&password))).await? {
+    let slot = password_slot(&state.password_checks).await?;
+    let hash = match with_slot(slot, move || Ok(auth::hash_password(&password))).await? {
         Ok(h) => h,
         Err(e) => return retry(format!("{e}.")),
     };
@@ -284,4 +311,35 @@ pub async fn setup(
         .ok_or(PageError::NotFound)?;
     tracing::info!("first dashboard user created");
     start_session(&state, &req, user.id, "/").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[actix_web::test]
+    async fn a_slot_stays_taken_until_its_hash_ends_when_the_client_leaves() {
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = password_slot(&slots).await.unwrap();
+        let (started, has_started) = mpsc::channel();
+        let (end, ends) = mpsc::channel::<()>();
+        let check = actix_web::rt::spawn(with_slot(slot, move || {
+            started.send(()).unwrap();
+            ends.recv().unwrap();
+            Ok(())
+        }));
+        web::block(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // The client hangs up: actix drops the handler's future.
+        check.abort();
+        assert!(check.await.unwrap_err().is_cancelled());
+        assert_eq!(slots.available_permits(), 0, "the hash still runs");
+        end.send(()).unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(60), slots.acquire());
+        assert!(back.await.is_ok(), "the slot comes back when the hash ends");
+    }
 }
