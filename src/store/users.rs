@@ -308,12 +308,14 @@ pub enum UserRemoval {
 /// connection) could each count two admins and delete both.
 pub fn remove_user(conn: &Connection, email: &str) -> Result<UserRemoval, StoreError> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    let removal = remove_user_in(&tx, email)?;
+    let removal = remove_user_within(&tx, email)?;
     tx.commit()?;
     Ok(removal)
 }
 
-fn remove_user_in(conn: &Connection, email: &str) -> Result<UserRemoval, StoreError> {
+/// [`remove_user`] inside the caller's transaction (a writer job, which
+/// already holds the write lock).
+pub fn remove_user_within(conn: &Connection, email: &str) -> Result<UserRemoval, StoreError> {
     let Some((user, _)) = find_user(conn, email)? else {
         return Err(StoreError::NoSuchUser(email.to_string()));
     };

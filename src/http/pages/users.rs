@@ -110,7 +110,7 @@ pub async fn remove(
     let removal = state
         .ingestor
         .writer()
-        .run_for(move |tx| match users::remove_user(tx, &e) {
+        .run_for(move |tx| match users::remove_user_within(tx, &e) {
             Err(StoreError::NoSuchUser(_)) => Ok(None),
             other => other.map(Some),
         })
