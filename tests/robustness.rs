@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -127,4 +128,58 @@ fn exports_beyond_the_cap_are_refused_while_two_are_built() {
     }
     // Places are given back: the next export is built.
     assert_eq!(s.get("/example.com/export?period=30d", &[]).status, 200);
+}
+
+/// The value of an unlabelled gauge in `/metrics`.
+fn gauge(s: &Server, name: &str) -> f64 {
+    let body = s.get("/metrics", &[]).body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn an_export_keeps_its_place_until_built_when_its_client_hangs_up() {
+    let env = Env::new("");
+    env.tally(&["site", "add", "pub.example", "--public"]);
+    // Enough traffic that a filtered export over a year takes a while: it
+    // reads every raw event of the year for each panel.
+    env.tally(&[
+        "demo",
+        "--site",
+        "pub.example",
+        "--events",
+        "50000",
+        "--days",
+        "365",
+    ]);
+    let s = env.start();
+    let path = "/pub.example/export?period=12mo&filters=event%3Apage%21%3D%2Fnone";
+    let addr = s.base.trim_start_matches("http://").to_string();
+
+    // Clients that ask for an export and hang up before it is built.
+    let sockets: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(sockets);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The two being built still hold their places: the next is refused.
+    assert_eq!(gauge(&s, "tally_exports_running"), 2.0);
+    let refused = s.get(path, &[]);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+
+    // Once they are built, the places come back.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while gauge(&s, "tally_exports_running") > 0.0 {
+        assert!(Instant::now() < deadline, "the exports never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.get(path, &[]).status, 200);
 }
