@@ -123,7 +123,8 @@ pub struct DashboardConfig {
     pub session_idle_minutes: u32,
     /// Live streams (`/{domain}/live`) one client address may hold open.
     pub live_streams_per_client: usize,
-    /// Live streams the server holds open at once.
+    /// Live streams the server holds open at once; those without a
+    /// member's session may take half, those of one site a quarter.
     pub live_streams_total: usize,
 }
 

@@ -125,7 +125,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             settings.raw.dashboard.live_streams_per_client,
             settings.raw.dashboard.live_streams_total,
         ),
-        exports: tokio::sync::Semaphore::new(http::EXPORTS_AT_ONCE),
+        exports: Arc::new(tokio::sync::Semaphore::new(http::EXPORTS_AT_ONCE)),
     };
     let result = actix_web::rt::System::new().block_on(async move {
         // Each loop outlives a panic in one of its passes (logged, and

@@ -200,6 +200,17 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         "Live streams (/{domain}/live) open now, all clients together.",
         state.live_streams.open_count() as f64,
     );
+    e.gauge(
+        "tally_live_streams_guests",
+        "Of tally_live_streams, those without a member's session (public sites, share \
+         links); at most half of [dashboard] live_streams_total.",
+        state.live_streams.guest_count() as f64,
+    );
+    e.gauge(
+        "tally_exports_running",
+        "Zip exports being built now (at most 2; more are refused with 503).",
+        super::EXPORTS_AT_ONCE.saturating_sub(state.exports.available_permits()) as f64,
+    );
     if let Some(rss) = resident_bytes() {
         e.gauge(
             "process_resident_memory_bytes",

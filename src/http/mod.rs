@@ -73,8 +73,9 @@ pub struct AppState {
     /// Open live streams, capped per client and in total, and the live
     /// numbers they share.
     pub live_streams: Arc<LiveStreams>,
-    /// Slots for zip exports ([`EXPORTS_AT_ONCE`]).
-    pub exports: tokio::sync::Semaphore,
+    /// Slots for zip exports ([`EXPORTS_AT_ONCE`]). Shared so that a
+    /// slot can move onto the blocking thread that builds the zip.
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
 
 /// Zip exports built at once. Each runs every panel's report for the view

@@ -122,6 +122,21 @@ pub struct Admitted {
     pub base: String,
     /// The account corner: shown to a signed-in user even on a public site.
     pub nav: Option<Nav>,
+    /// What let the viewer in, for a check again later ([`still_admitted`]).
+    pub pass: Pass,
+}
+
+/// What admitted a viewer to a site. A live stream lasts minutes, longer
+/// than a request: it checks again that its pass still holds, so revoked
+/// access ends it.
+#[derive(Debug, Clone)]
+pub enum Pass {
+    /// A login session (its token's hash) whose user has access.
+    Session(Vec<u8>),
+    /// A share link of the site (its token's hash).
+    ShareLink(Vec<u8>),
+    /// The site is public.
+    Public,
 }
 
 impl Admitted {
@@ -180,15 +195,17 @@ pub async fn admit(
         if !valid {
             return Err(PageError::NotFound);
         }
+        let pass = Pass::ShareLink(auth::token_hash(&token));
         return Ok(Admitted {
             site,
             viewer: Viewer::Guest { auth: Some(token) },
             base: format!("/share/{domain}"),
             nav: None,
+            pass,
         });
     }
     let public = site.as_ref().is_some_and(|s| s.public);
-    let (viewer, nav) = match session::signed_in(state, req).await? {
+    let (viewer, nav, pass) = match session::signed_in(state, req).await? {
         Some(me) => {
             let access = match site.as_ref() {
                 Some(site) => access_at(state, &me.user, site.id).await?,
@@ -196,12 +213,16 @@ pub async fn admit(
             };
             let nav = Some(Nav::of(&me));
             match (access, public) {
-                (Some(access), _) => (Viewer::User(access), nav),
-                (None, true) => (Viewer::Guest { auth: None }, nav),
+                (Some(access), _) => (
+                    Viewer::User(access),
+                    nav,
+                    Pass::Session(me.token_hash().to_vec()),
+                ),
+                (None, true) => (Viewer::Guest { auth: None }, nav, Pass::Public),
                 (None, false) => return Err(PageError::NotFound),
             }
         }
-        None if public => (Viewer::Guest { auth: None }, None),
+        None if public => (Viewer::Guest { auth: None }, None, Pass::Public),
         None => return Err(PageError::SignIn(req.uri().to_string())),
     };
     Ok(Admitted {
@@ -209,7 +230,45 @@ pub async fn admit(
         viewer,
         base: format!("/{domain}"),
         nav,
+        pass,
     })
+}
+
+/// Whether `pass` still admits its holder to `site` as it did: the site is
+/// still there (under the same id), and the session is still open with its
+/// user still allowed to view, the share link still exists, or the site is
+/// still public. A few indexed reads, off the async workers.
+pub async fn still_admitted(state: &AppState, site: &Site, pass: &Pass) -> Result<bool, PageError> {
+    let (store, domain, site_id, pass) = (
+        state.store.clone(),
+        site.domain.clone(),
+        site.id,
+        pass.clone(),
+    );
+    let idle = state.session_idle_secs;
+    blocking(move || {
+        let conn = store.reader()?;
+        let Some(now) = store::sites::find_site(&conn, &domain)?.filter(|s| s.id == site_id) else {
+            return Ok(false);
+        };
+        Ok(match pass {
+            Pass::Public => now.public,
+            Pass::ShareLink(hash) => users::share_link_valid(&conn, site_id, &hash)?,
+            Pass::Session(hash) => {
+                match users::find_session(
+                    &conn,
+                    &hash,
+                    store::now_unix(),
+                    idle,
+                    session::SESSION_SECS,
+                )? {
+                    Some(s) => users::can_view(&conn, &s.user, site_id)?,
+                    None => false,
+                }
+            }
+        })
+    })
+    .await
 }
 
 /// The signed-in user, the site at `domain` and their rights there; a 404

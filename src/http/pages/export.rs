@@ -44,18 +44,23 @@ pub async fn export(
             "choose a period to export; realtime has no history".into(),
         ));
     }
-    // Held until the zip is built. An export runs every panel's report and
-    // may be asked for by anyone who can see the site, a public one or a
-    // share link's included: a few at once, the rest told to come back.
-    let _slot = state
+    // An export runs every panel's report and may be asked for by anyone
+    // who can see the site, a public one or a share link's included: a few
+    // at once, the rest told to come back. The slot is owned and moves into
+    // the blocking work below: a client that hangs up drops this handler,
+    // but the zip is built all the same, and the slot must stay taken
+    // until it is.
+    let slot = state
         .exports
-        .try_acquire()
+        .clone()
+        .try_acquire_owned()
         .map_err(|_| PageError::Busy("other exports are being built", EXPORT_RETRY_AFTER))?;
     settle_writes(&state).await;
     let ctx = query_context(&state, &a.site);
     let (store, site) = (state.store.clone(), a.site.clone());
     let name = format!("{}-{}.zip", a.site.domain, v.period);
     let zip = blocking(move || {
+        let _slot = slot;
         let conn = store.reader()?;
         let mut files: Vec<(String, String)> = Vec::new();
 
