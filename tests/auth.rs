@@ -4,137 +4,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use common::{Env, PASSWORD, Reply, Server};
-
-/// A browser-like client: keeps cookies, does not follow redirects, and
-/// sends `headers` with every request (as a proxy in front would add them).
-struct Client<'a> {
-    server: &'a Server,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-    headers: Vec<(String, String)>,
-}
-
-impl<'a> Client<'a> {
-    fn new(server: &'a Server) -> Client<'a> {
-        Client {
-            server,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(60)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// Like [`Client::new`], as relayed by a trusted proxy for `ip` over
-    /// `proto`.
-    fn proxied(server: &'a Server, ip: &str, proto: &str) -> Client<'a> {
-        let mut c = Client::new(server);
-        c.headers = vec![
-            ("X-Forwarded-For".into(), ip.into()),
-            ("X-Forwarded-Proto".into(), proto.into()),
-        ];
-        c
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let r = r.expect("request failed");
-        for v in r.headers().get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attrs.to_ascii_lowercase().contains("max-age=0") {
-                self.cookies.remove(name.trim());
-            } else {
-                self.cookies
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-        common::reply(Ok(r))
-    }
-
-    fn get(&mut self, path: &str) -> Reply {
-        let mut req = self
-            .agent
-            .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header());
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        let r = req.call();
-        self.finish(r)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let mut req = self
-            .agent
-            .post(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded");
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
-        let r = req.send(body.as_str());
-        self.finish(r)
-    }
-
-    /// The sign-in form's CSRF token (and its cookie, kept).
-    fn login_csrf(&mut self) -> String {
-        let page = self.get("/login");
-        assert_eq!(page.status, 200, "{}", page.body);
-        field(&page.body, "csrf")
-    }
-
-    /// Signs in through the form, asking to go to `next`.
-    fn sign_in_to(&mut self, email: &str, password: &str, next: &str) -> Reply {
-        let csrf = self.login_csrf();
-        self.post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("email", email),
-                ("password", password),
-                ("next", next),
-            ],
-        )
-    }
-
-    fn sign_in(&mut self, email: &str, password: &str) -> Reply {
-        self.sign_in_to(email, password, "/")
-    }
-}
-
-/// The value of the first input named `name`.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name} in {html}"));
-    let rest = &html[at + marker.len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
+use common::client::{Client, field};
+use common::{Env, PASSWORD, Reply, urlencode};
 
 /// `next` values a browser would follow to another host, or that are not
 /// plain paths of this server.
@@ -335,8 +206,7 @@ fn https_sessions_use_host_cookies_and_hsts() {
     let env = Env::new("");
     env.add_user("admin@example.com", &[]);
     let server = env.start();
-    let mut direct = Client::new(&server);
-    direct.headers = vec![("X-Forwarded-Proto".into(), "https".into())];
+    let mut direct = Client::new(&server).with_header("X-Forwarded-Proto", "https");
     let page = direct.get("/login");
     assert_eq!(page.header(HSTS), None);
     assert!(set_cookie(&page, "tally_form").is_some());

@@ -4,131 +4,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use common::{CHROME, Env, FIREFOX, PASSWORD, Reply, Server};
-
-/// A browser-like client: keeps cookies, does not follow redirects.
-struct Client<'a> {
-    server: &'a Server,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-    /// Sent with every request, as a proxy in front would add them.
-    proxy_headers: Vec<(&'static str, &'static str)>,
-}
-
-impl<'a> Client<'a> {
-    fn new(server: &'a Server) -> Client<'a> {
-        Client {
-            server,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-            proxy_headers: Vec::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep_cookies(&mut self, r: &ureq::http::Response<ureq::Body>) {
-        for v in r.headers().get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attrs.to_ascii_lowercase().contains("max-age=0") {
-                self.cookies.remove(name.trim());
-            } else {
-                self.cookies
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-    }
-
-    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let r = r.expect("request failed");
-        self.keep_cookies(&r);
-        common::reply(Ok(r))
-    }
-
-    fn get(&mut self, path: &str) -> Reply {
-        let mut req = self
-            .agent
-            .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header());
-        for (k, v) in &self.proxy_headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.call();
-        self.finish(r)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let mut req = self
-            .agent
-            .post(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded");
-        for (k, v) in &self.proxy_headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.send(body.as_str());
-        self.finish(r)
-    }
-
-    /// GETs `path` and returns the status, content type and body as bytes.
-    fn get_bytes(&mut self, path: &str) -> (u16, String, Vec<u8>) {
-        let mut r = self
-            .agent
-            .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .call()
-            .expect("request failed");
-        let kind = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let body = r.body_mut().read_to_vec().unwrap();
-        (r.status().as_u16(), kind, body)
-    }
-
-    /// Signs in through the form; returns the answer to the POST.
-    fn sign_in(&mut self, email: &str, password: &str) -> Reply {
-        let page = self.get("/login");
-        assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = field(&page.body, "csrf");
-        self.post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("email", email),
-                ("password", password),
-                ("next", "/"),
-            ],
-        )
-    }
-
-    /// The CSRF token of the session's forms, read from `path`.
-    fn csrf(&mut self, path: &str) -> String {
-        let page = self.get(path);
-        assert_eq!(page.status, 200, "{path}: {}", page.body);
-        field(&page.body, "csrf")
-    }
-}
+use common::client::{Client, field};
+use common::{CHROME, Env, FIREFOX, PASSWORD, urlencode};
 
 fn as_refs(f: &[(String, String)]) -> Vec<(&str, &str)> {
     f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
@@ -139,16 +16,6 @@ fn share_token(html: &str) -> String {
     let marker = "?auth=";
     let at = html.find(marker).expect("the new share link is shown") + marker.len();
     html[at..at + 64].to_string()
-}
-
-/// The value of the first hidden input named `name`.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name} in {html}"));
-    let rest = &html[at + marker.len()..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 #[test]
@@ -482,10 +349,6 @@ fn tracked_values_are_escaped() {
     assert!(events.body.contains("&#60;img src=x onerror=alert(4)&#62;"));
 }
 
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 #[test]
 fn details_pages_csv_and_event_properties() {
     let env = Env::new("");
@@ -756,8 +619,7 @@ fn cookies_are_secure_behind_an_https_proxy() {
     env.add_site("example.com");
     env.add_user("admin@example.com", &[]);
     let server = env.start();
-    let mut c = Client::new(&server);
-    c.proxy_headers = vec![("X-Forwarded-Proto", "https")];
+    let mut c = Client::new(&server).with_header("X-Forwarded-Proto", "https");
     let signed = c.sign_in("admin@example.com", PASSWORD);
     assert_eq!(signed.status, 303);
     let cookie = signed
@@ -772,8 +634,7 @@ fn cookies_are_secure_behind_an_https_proxy() {
     env2.add_site("example.com");
     env2.add_user("admin@example.com", &[]);
     let direct = env2.start();
-    let mut d = Client::new(&direct);
-    d.proxy_headers = vec![("X-Forwarded-Proto", "https")];
+    let mut d = Client::new(&direct).with_header("X-Forwarded-Proto", "https");
     let plain = d.sign_in("admin@example.com", PASSWORD);
     assert!(plain.headers.iter().any(|(k, v)| k == "set-cookie"
         && v.starts_with("tally_session=")

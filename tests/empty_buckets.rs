@@ -37,14 +37,7 @@ fn rates_without_visits_are_null_from_every_source() {
     // raw tables. The other server reads them from memory.
     for recent in ["", "recent_days = 0"] {
         let env = Env::with_storage("", recent);
-        env.tally(&["site", "add", "example.com", "--public"]);
-        let key = env.api_key();
-        let s = env.start();
-        assert_eq!(
-            s.event(&pageview("https://example.com/"), CHROME).status,
-            202
-        );
-        s.settle();
+        let (s, key) = env.start_with_one_pageview();
         let yesterday = yesterday();
         for filter in ["", "&filters=event:page==/"] {
             let source = if filter.is_empty() { "rollups" } else { "raw" };

@@ -4,153 +4,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use common::{Env, PASSWORD, Reply, Server};
-
-/// A browser-like client: keeps cookies, does not follow redirects.
-struct Client<'a> {
-    server: &'a Server,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-}
-
-impl<'a> Client<'a> {
-    fn new(server: &'a Server) -> Client<'a> {
-        Client {
-            server,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let r = r.expect("request failed");
-        for v in r.headers().get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attrs.to_ascii_lowercase().contains("max-age=0") {
-                self.cookies.remove(name.trim());
-            } else {
-                self.cookies
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-        common::reply(Ok(r))
-    }
-
-    fn get(&mut self, path: &str) -> Reply {
-        let r = self
-            .agent
-            .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .call();
-        self.finish(r)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let r = self
-            .agent
-            .post(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(body.as_str());
-        self.finish(r)
-    }
-
-    /// Signs in through the form and returns the CSRF token of the session
-    /// (read from the site list, which every signed-in user may open).
-    fn sign_in(server: &'a Server, email: &str) -> (Client<'a>, String) {
-        let mut c = Client::new(server);
-        let page = c.get("/login");
-        let csrf = field(&page.body, "csrf");
-        let r = c.post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("email", email),
-                ("password", PASSWORD),
-                ("next", "/"),
-            ],
-        );
-        assert_eq!(r.status, 303, "sign-in of {email}: {}", r.body);
-        let csrf = field(&c.get("/").body, "csrf");
-        (c, csrf)
-    }
-
-    /// POSTs a settings form of `domain` with the action and fields given.
-    fn settings(
-        &mut self,
-        domain: &str,
-        csrf: &str,
-        action: &str,
-        fields: &[(&str, &str)],
-    ) -> Reply {
-        let mut form = vec![("csrf", csrf), ("action", action)];
-        form.extend_from_slice(fields);
-        self.post(&format!("/{domain}/settings"), &form)
-    }
-}
-
-/// The value of the first hidden input named `name`.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name} in {html}"));
-    let rest = &html[at + marker.len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-/// `tally user add EMAIL --site DOMAIN --role ROLE`, with [`PASSWORD`].
-fn add_member(env: &Env, email: &str, domain: &str, role: &str) {
-    let mut child = Command::new(common::bin())
-        .arg("--config")
-        .arg(env.config())
-        .args([
-            "user",
-            "add",
-            email,
-            "--site",
-            domain,
-            "--role",
-            role,
-            "--password-stdin",
-        ])
-        .env_remove("TALLY_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "tally user add {email} --role {role} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::client::Client;
+use common::{Env, PASSWORD};
 
 fn user_id(env: &Env, email: &str) -> String {
     env.count(&format!("SELECT id FROM users WHERE email = '{email}'"))
@@ -179,15 +34,15 @@ fn each_role_changes_only_what_it_may() {
     env.add_site("example.com");
     env.add_site("ownerless.example");
     env.add_user("admin@example.com", &[]);
-    add_member(&env, "owner@example.com", "example.com", "owner");
-    add_member(&env, "editor@example.com", "example.com", "editor");
-    add_member(&env, "viewer@example.com", "example.com", "viewer");
-    add_member(&env, "other@example.com", "ownerless.example", "viewer");
+    env.add_member("owner@example.com", "example.com", "owner");
+    env.add_member("editor@example.com", "example.com", "editor");
+    env.add_member("viewer@example.com", "example.com", "viewer");
+    env.add_member("other@example.com", "ownerless.example", "viewer");
     let server = env.start();
-    let (mut owner, owner_csrf) = Client::sign_in(&server, "owner@example.com");
-    let (mut editor, editor_csrf) = Client::sign_in(&server, "editor@example.com");
-    let (mut viewer, viewer_csrf) = Client::sign_in(&server, "viewer@example.com");
-    let (mut admin, admin_csrf) = Client::sign_in(&server, "admin@example.com");
+    let (mut owner, owner_csrf) = Client::signed_in(&server, "owner@example.com");
+    let (mut editor, editor_csrf) = Client::signed_in(&server, "editor@example.com");
+    let (mut viewer, viewer_csrf) = Client::signed_in(&server, "viewer@example.com");
+    let (mut admin, admin_csrf) = Client::signed_in(&server, "admin@example.com");
 
     // What each sees: viewers the dashboard only, without a settings link.
     let dash = viewer.get("/example.com");
@@ -356,11 +211,11 @@ fn members_are_added_changed_and_removed_at_once() {
     let env = Env::new("");
     env.add_site("example.com");
     env.add_site("elsewhere.example");
-    add_member(&env, "owner@example.com", "example.com", "owner");
-    add_member(&env, "bob@example.com", "elsewhere.example", "viewer");
+    env.add_member("owner@example.com", "example.com", "owner");
+    env.add_member("bob@example.com", "elsewhere.example", "viewer");
     let server = env.start();
-    let (mut owner, csrf) = Client::sign_in(&server, "owner@example.com");
-    let (mut bob, _) = Client::sign_in(&server, "bob@example.com");
+    let (mut owner, csrf) = Client::signed_in(&server, "owner@example.com");
+    let (mut bob, _) = Client::signed_in(&server, "bob@example.com");
     assert_eq!(bob.get("/example.com").status, 404);
 
     // Bad input names the field and changes nothing.
@@ -434,10 +289,10 @@ fn a_site_keeps_an_owner_unless_an_admin_acts() {
     let env = Env::new("");
     env.add_site("example.com");
     env.add_user("admin@example.com", &[]);
-    add_member(&env, "owner@example.com", "example.com", "owner");
-    add_member(&env, "second@example.com", "example.com", "editor");
+    env.add_member("owner@example.com", "example.com", "owner");
+    env.add_member("second@example.com", "example.com", "editor");
     let server = env.start();
-    let (mut owner, csrf) = Client::sign_in(&server, "owner@example.com");
+    let (mut owner, csrf) = Client::signed_in(&server, "owner@example.com");
     let me = user_id(&env, "owner@example.com");
     let second = user_id(&env, "second@example.com");
 
@@ -474,7 +329,7 @@ fn a_site_keeps_an_owner_unless_an_admin_acts() {
     assert_eq!(owner.get("/example.com/settings").status, 403);
 
     // An admin may leave a site without owners; admins manage it.
-    let (mut admin, admin_csrf) = Client::sign_in(&server, "admin@example.com");
+    let (mut admin, admin_csrf) = Client::signed_in(&server, "admin@example.com");
     let r = admin.settings(
         "example.com",
         &admin_csrf,
@@ -493,9 +348,9 @@ fn removing_a_user_ends_their_sessions_and_memberships() {
     let env = Env::new("");
     env.add_site("example.com");
     env.add_user("admin@example.com", &[]);
-    add_member(&env, "member@example.com", "example.com", "owner");
+    env.add_member("member@example.com", "example.com", "owner");
     let server = env.start();
-    let (mut member, _) = Client::sign_in(&server, "member@example.com");
+    let (mut member, _) = Client::signed_in(&server, "member@example.com");
     assert_eq!(member.get("/example.com").status, 200);
     let id = user_id(&env, "member@example.com");
     assert_eq!(
@@ -577,9 +432,9 @@ fn share_rows(env: &Env) -> Vec<String> {
 fn share_tokens_are_stored_hashed_and_shown_once() {
     let env = Env::new("");
     env.add_site("example.com");
-    add_member(&env, "owner@example.com", "example.com", "owner");
+    env.add_member("owner@example.com", "example.com", "owner");
     let server = env.start();
-    let (mut owner, csrf) = Client::sign_in(&server, "owner@example.com");
+    let (mut owner, csrf) = Client::signed_in(&server, "owner@example.com");
     let made = owner.settings("example.com", &csrf, "share_add", &[("name", "Team wiki")]);
     assert_eq!(made.status, 200, "the new link is shown on the answer");
     let marker = "/share/example.com?auth=";
@@ -665,7 +520,7 @@ fn an_old_database_keeps_its_share_links_and_members() {
         env.count("SELECT count(*) FROM site_members WHERE role = 'owner'"),
         1
     );
-    let (mut member, csrf) = Client::sign_in(&server, "member@example.com");
+    let (mut member, csrf) = Client::signed_in(&server, "member@example.com");
     let page = member.get("/example.com/settings");
     assert!(page.body.contains("Old link"));
     assert!(!page.body.contains(&token));

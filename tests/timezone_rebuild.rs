@@ -4,118 +4,24 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{CHROME, Env, PASSWORD, Server};
+use common::client::Client;
+use common::{CHROME, Env, PASSWORD, Server, urlencode};
 
 /// Matches every event, so the report reads raw events instead of rollups.
 const EVERYTHING: &str = "event:page!=/nonexistent";
 
-/// A browser-like client that keeps cookies.
-struct Client<'a> {
-    server: &'a Server,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-}
-
-impl<'a> Client<'a> {
-    fn new(server: &'a Server) -> Client<'a> {
-        Client {
-            server,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn finish(
-        &mut self,
-        r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> common::Reply {
-        let r = r.expect("request failed");
-        for v in r.headers().get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let pair = v.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            self.cookies
-                .insert(name.trim().to_string(), value.trim().to_string());
-        }
-        common::reply(Ok(r))
-    }
-
-    fn get(&mut self, path: &str) -> common::Reply {
-        let r = self
-            .agent
-            .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .call();
-        self.finish(r)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> common::Reply {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let r = self
-            .agent
-            .post(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(body.as_str());
-        self.finish(r)
-    }
-
-    fn csrf(&mut self, path: &str) -> String {
-        let page = self.get(path);
-        assert_eq!(page.status, 200, "{path}: {}", page.body);
-        let marker = "name=\"csrf\" value=\"";
-        let at = page.body.find(marker).expect("a csrf field") + marker.len();
-        let rest = &page.body[at..];
-        rest[..rest.find('"').unwrap()].to_string()
-    }
-
-    fn sign_in(&mut self, email: &str) {
-        let csrf = self.csrf("/login");
-        let r = self.post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("email", email),
-                ("password", PASSWORD),
-                ("next", "/"),
-            ],
-        );
-        assert_eq!(r.status, 303, "{}", r.body);
-    }
-
-    /// Changes the site's timezone through its settings form.
-    fn set_timezone(&mut self, domain: &str, tz: &str) {
-        let path = format!("/{domain}/settings");
-        let csrf = self.csrf(&path);
-        let r = self.post(
-            &path,
-            &[("csrf", &csrf), ("action", "timezone"), ("timezone", tz)],
-        );
-        assert!(
-            r.status == 303 || r.status == 200,
-            "{}: {}",
-            r.status,
-            r.body
-        );
-    }
+/// Changes the site's timezone through its settings form.
+fn set_timezone(c: &mut Client, domain: &str, tz: &str) {
+    let csrf = c.csrf(&format!("/{domain}/settings"));
+    let r = c.settings(domain, &csrf, "timezone", &[("timezone", tz)]);
+    assert!(
+        r.status == 303 || r.status == 200,
+        "{}: {}",
+        r.status,
+        r.body
+    );
 }
 
 /// Waits until no site's rollups are being rebuilt.
@@ -171,10 +77,6 @@ fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) ->
         j["results"]["pageviews"]["value"].as_i64().unwrap(),
         j["results"]["visitors"]["value"].as_i64().unwrap(),
     )
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Unfiltered (rollup) and filtered (raw) reports agree, day by day and
@@ -235,8 +137,9 @@ fn a_timezone_change_rebuilds_the_rollups_in_the_new_timezone() {
     assert_rollups_match_raw(&server, &key);
 
     let mut c = Client::new(&server);
-    c.sign_in("admin@example.com");
-    c.set_timezone("example.com", "America/Los_Angeles");
+    let r = c.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.body);
+    set_timezone(&mut c, "example.com", "America/Los_Angeles");
     wait_rebuilt(&server);
     server.settle();
     assert_eq!(
@@ -246,7 +149,7 @@ fn a_timezone_change_rebuilds_the_rollups_in_the_new_timezone() {
     assert_rollups_match_raw(&server, &key);
 
     // And back, across a restart: the rollups stay consistent.
-    c.set_timezone("example.com", "Asia/Kolkata");
+    set_timezone(&mut c, "example.com", "Asia/Kolkata");
     drop(c);
     assert_eq!(server.terminate(), 0);
     let server = env.start();
@@ -262,7 +165,8 @@ fn events_sent_during_the_rebuild_are_counted_once() {
     let server = env.start();
     server.settle();
     let mut c = Client::new(&server);
-    c.sign_in("admin@example.com");
+    let r = c.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.body);
 
     // Pageviews keep coming from before the change until its rebuild is
     // over, so some arrive while it runs.
@@ -288,7 +192,7 @@ fn events_sent_during_the_rebuild_are_counted_once() {
         }
     });
     std::thread::sleep(Duration::from_millis(100));
-    c.set_timezone("example.com", "Pacific/Auckland");
+    set_timezone(&mut c, "example.com", "Pacific/Auckland");
     wait_rebuilt(&server);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent: i64 = sender.join().unwrap();

@@ -12,14 +12,7 @@ const FAR_DATES: &[&str] = &["%2B262142-12-31", "-262143-01-01", "0000-01-01"];
 #[test]
 fn far_dates_are_a_400_naming_date_on_the_dashboard_and_the_stats_api() {
     let env = Env::new("");
-    env.tally(&["site", "add", "example.com", "--public"]);
-    let key = env.api_key();
-    let s = env.start();
-    assert_eq!(
-        s.event(&pageview("https://example.com/"), CHROME).status,
-        202
-    );
-    s.settle();
+    let (s, key) = env.start_with_one_pageview();
     for date in FAR_DATES {
         for period in ["day", "7d", "30d", "month", "6mo", "12mo"] {
             for compare in ["", "&compare=previous_period"] {

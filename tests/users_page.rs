@@ -4,108 +4,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use common::{Env, PASSWORD, Reply, Server};
-
-/// A browser-like client: keeps cookies, does not follow redirects.
-struct Client<'a> {
-    server: &'a Server,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-}
-
-impl<'a> Client<'a> {
-    fn new(server: &'a Server) -> Client<'a> {
-        Client {
-            server,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let r = r.expect("request failed");
-        for v in r.headers().get_all("set-cookie") {
-            let v = v.to_str().unwrap();
-            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attrs.to_ascii_lowercase().contains("max-age=0") {
-                self.cookies.remove(name.trim());
-            } else {
-                self.cookies
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-        common::reply(Ok(r))
-    }
-
-    fn get(&mut self, path: &str) -> Reply {
-        let r = self
-            .agent
-            .get(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .call();
-        self.finish(r)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let r = self
-            .agent
-            .post(self.server.url(path))
-            .header("Cookie", &self.cookie_header())
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .send(body.as_str());
-        self.finish(r)
-    }
-
-    /// Signs in through the form and returns the CSRF token of the session
-    /// (read from the site list, which every signed-in user may open).
-    fn sign_in(server: &'a Server, email: &str) -> (Client<'a>, String) {
-        let mut c = Client::new(server);
-        let page = c.get("/login");
-        let csrf = field(&page.body, "csrf");
-        let r = c.post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("email", email),
-                ("password", PASSWORD),
-                ("next", "/"),
-            ],
-        );
-        assert_eq!(r.status, 303, "sign-in of {email}: {}", r.body);
-        let csrf = field(&c.get("/").body, "csrf");
-        (c, csrf)
-    }
-}
-
-/// The value of the first hidden input named `name`.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no field {name} in {html}"));
-    let rest = &html[at + marker.len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
+use common::client::Client;
+use common::{Env, Reply};
 
 /// Users, memberships and sessions, as one string: what a refused request
 /// must leave as it was.
@@ -145,8 +45,8 @@ fn admins_list_and_remove_users_and_nobody_else_may() {
         303
     );
 
-    let (mut admin, admin_csrf) = Client::sign_in(&server, "admin@example.com");
-    let (mut ann, ann_csrf) = Client::sign_in(&server, "ann@example.com");
+    let (mut admin, admin_csrf) = Client::signed_in(&server, "admin@example.com");
+    let (mut ann, ann_csrf) = Client::signed_in(&server, "ann@example.com");
 
     // The site list links to the page for admins only.
     assert!(admin.get("/").body.contains("href=\"/users\""));
@@ -236,7 +136,7 @@ fn an_admin_may_remove_themselves_while_another_remains() {
     env.add_user("admin@example.com", &[]);
     env.add_user("second@example.com", &[]);
     let server = env.start();
-    let (mut admin, csrf) = Client::sign_in(&server, "admin@example.com");
+    let (mut admin, csrf) = Client::signed_in(&server, "admin@example.com");
     let r = remove(&mut admin, &csrf, "ADMIN@example.com");
     assert_eq!(r.status, 303);
     // Signed out: their sessions went with them.
@@ -255,7 +155,7 @@ fn no_site_can_take_the_users_page() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a domain"));
     env.add_user("admin@example.com", &[]);
     let server = env.start();
-    let (mut admin, csrf) = Client::sign_in(&server, "admin@example.com");
+    let (mut admin, csrf) = Client::signed_in(&server, "admin@example.com");
     let r = admin.post(
         "/sites",
         &[("csrf", &csrf), ("domain", "users"), ("timezone", "UTC")],

@@ -2,6 +2,8 @@
 //! config and SQLite file in a temporary directory.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -86,10 +88,30 @@ impl Env {
         for s in sites {
             args.extend(["--site", s]);
         }
+        self.tally_with_password(&args);
+    }
+
+    /// `tally user add EMAIL --site DOMAIN --role ROLE`, with [`PASSWORD`].
+    pub fn add_member(&self, email: &str, domain: &str, role: &str) {
+        self.tally_with_password(&[
+            "user",
+            "add",
+            email,
+            "--site",
+            domain,
+            "--role",
+            role,
+            "--password-stdin",
+        ]);
+    }
+
+    /// Runs `tally --config … ARGS` with [`PASSWORD`] on stdin, asserting
+    /// success.
+    fn tally_with_password(&self, args: &[&str]) {
         let mut child = Command::new(bin())
             .arg("--config")
             .arg(self.config())
-            .args(&args)
+            .args(args)
             .env_remove("TALLY_CONFIG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -100,7 +122,7 @@ impl Env {
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
-            "tally user add {email} failed: {}",
+            "tally {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -119,6 +141,20 @@ impl Env {
 
     pub fn count(&self, sql: &str) -> i64 {
         self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Adds example.com as a public site and an API key, starts the server
+    /// and counts one pageview of `/` there; the server and the key.
+    pub fn start_with_one_pageview(&self) -> (Server, String) {
+        self.tally(&["site", "add", "example.com", "--public"]);
+        let key = self.api_key();
+        let s = self.start();
+        assert_eq!(
+            s.event(&pageview("https://example.com/"), CHROME).status,
+            202
+        );
+        s.settle();
+        (s, key)
     }
 }
 
@@ -380,6 +416,11 @@ pub fn chromium() -> Option<PathBuf> {
         "\n*** SKIPPED browser tests: Chromium not found (apt-get install -y chromium, or set CHROMIUM) ***\n"
     );
     None
+}
+
+/// `s` percent-encoded for a query string.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A pageview body for `url` on example.com.
