@@ -351,3 +351,24 @@ fn revoking_access_ends_open_live_streams() {
     // The admin's, still allowed, goes on.
     assert!(rx.recv_timeout(Duration::from_secs(1)).is_err());
 }
+
+#[test]
+fn realtime_pages_share_one_computation_a_second() {
+    let env = Env::new("");
+    env.tally(&["site", "add", "pub.example", "--public"]);
+    let s = env.start();
+    let before = gauge(&s, "tally_live_snapshots_total");
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let page = s.get("/pub.example?period=realtime", &[]);
+        assert_eq!(page.status, 200);
+    }
+    // Each computation scans every live visitor of the site: anonymous page
+    // views of a public site get the copy of the current second.
+    let seconds = started.elapsed().as_secs_f64().ceil();
+    let computed = gauge(&s, "tally_live_snapshots_total") - before;
+    assert!(
+        computed >= 1.0 && computed <= seconds + 1.0,
+        "{computed} computations in {seconds} s"
+    );
+}

@@ -200,6 +200,12 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         "Live streams (/{domain}/live) open now, all clients together.",
         state.live_streams.open_count() as f64,
     );
+    e.counter(
+        "tally_live_snapshots_total",
+        "Times a site's live numbers were computed (each scans its live visitors): at \
+         most once a second per site, shared by its realtime pages and live streams.",
+        state.live_streams.computed(),
+    );
     e.gauge(
         "tally_live_streams_guests",
         "Of tally_live_streams, those without a member's session (public sites, share \

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use super::access::{Admitted, Pass, Viewer, admit, still_admitted};
 use super::dashboard::Link;
 use super::{Nav, html, view};
 use crate::http::{AppState, PageError, client_ip};
+use crate::ingest::live::LiveSnapshot;
 use crate::store;
 use crate::store::sites::Site;
 use crate::sync::Lock;
@@ -62,6 +64,9 @@ pub struct LiveStreams {
     /// one entry per site with an open stream, and those are at most
     /// `total`; entries older than a few seconds are dropped as sites come.
     latest: Mutex<HashMap<i64, Arc<Mutex<Latest>>>>,
+    /// Times a site's live numbers were computed, for `/metrics`: at most
+    /// once a second per site, however many pages and streams ask.
+    computed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -84,7 +89,15 @@ pub enum Holder {
 #[derive(Default)]
 struct Latest {
     second: i64,
-    json: Arc<str>,
+    numbers: Option<LiveNumbers>,
+}
+
+/// One computation of a site's live numbers, as the page shows them and as
+/// streams send them.
+#[derive(Clone)]
+pub struct LiveNumbers {
+    pub snapshot: Arc<LiveSnapshot>,
+    pub json: Arc<str>,
 }
 
 /// Why a stream was refused.
@@ -140,6 +153,7 @@ impl LiveStreams {
             guests_per_site: (total / 4).max(1),
             open: Mutex::default(),
             latest: Mutex::default(),
+            computed: AtomicU64::new(0),
         })
     }
 
@@ -188,8 +202,15 @@ impl LiveStreams {
 
     /// The live numbers of `site_id` as of `second`: the copy computed in
     /// that second if there is one, else `compute`'s, kept for the other
-    /// streams of the site. Only streams of the same site wait for it.
-    fn latest(&self, site_id: i64, second: i64, compute: impl FnOnce() -> String) -> Arc<str> {
+    /// streams and realtime pages of the site (each computation scans every
+    /// live visitor of the site, so a flood of anonymous page views of a
+    /// public site must not repeat it). Only callers for the same site wait.
+    pub fn latest(
+        &self,
+        site_id: i64,
+        second: i64,
+        compute: impl FnOnce() -> LiveSnapshot,
+    ) -> LiveNumbers {
         let entry = {
             let mut latest = self.latest.locked();
             if !latest.contains_key(&site_id) && latest.len() >= self.total {
@@ -198,11 +219,25 @@ impl LiveStreams {
             latest.entry(site_id).or_default().clone()
         };
         let mut entry = entry.locked();
-        if entry.second != second || entry.json.is_empty() {
-            entry.json = compute().into();
-            entry.second = second;
+        match &entry.numbers {
+            Some(numbers) if entry.second == second => numbers.clone(),
+            _ => {
+                let snapshot = compute();
+                self.computed.fetch_add(1, Ordering::Relaxed);
+                let numbers = LiveNumbers {
+                    json: live_json(&snapshot).into(),
+                    snapshot: Arc::new(snapshot),
+                };
+                entry.second = second;
+                entry.numbers = Some(numbers.clone());
+                numbers
+            }
         }
-        entry.json.clone()
+    }
+
+    /// Times live numbers were computed since start.
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
     }
 
     /// Sites whose latest numbers are kept.
@@ -332,7 +367,10 @@ impl Live {
             let (state, site_id) = (&self.state, self.site.id);
             let json = state
                 .live_streams
-                .latest(site_id, now, || live_json(state, site_id, now));
+                .latest(site_id, now, || {
+                    state.ingestor.live().snapshot(site_id, now)
+                })
+                .json;
             if json != self.last {
                 self.last = json.clone();
                 return Some(json);
@@ -342,8 +380,7 @@ impl Live {
 }
 
 /// The live numbers of `site_id` as the stream sends them.
-fn live_json(state: &AppState, site_id: i64, now: i64) -> String {
-    let snapshot = state.ingestor.live().snapshot(site_id, now);
+fn live_json(snapshot: &LiveSnapshot) -> String {
     serde_json::json!({
         "visitors": snapshot.visitors,
         "visitors_text": view::count(snapshot.visitors as i64),
@@ -432,7 +469,13 @@ pub fn page(
     home: String,
     live_href: String,
 ) -> Result<HttpResponse, PageError> {
-    let snapshot = state.ingestor.live().snapshot(a.site.id, store::now_unix());
+    let (site_id, now) = (a.site.id, store::now_unix());
+    let snapshot = state
+        .live_streams
+        .latest(site_id, now, || {
+            state.ingestor.live().snapshot(site_id, now)
+        })
+        .snapshot;
     html(&RealtimePage {
         signed_in: a.nav.clone(),
         home,
@@ -442,9 +485,14 @@ pub fn page(
         current_visitors: view::count(snapshot.visitors as i64),
         minutes: minute_bars(&snapshot.pageviews_per_minute),
         lists: [
-            ("pages", "Current pages", "Page", snapshot.pages),
-            ("sources", "Sources", "Source", snapshot.sources),
-            ("countries", "Countries", "Country", snapshot.countries),
+            ("pages", "Current pages", "Page", snapshot.pages.clone()),
+            ("sources", "Sources", "Source", snapshot.sources.clone()),
+            (
+                "countries",
+                "Countries",
+                "Country",
+                snapshot.countries.clone(),
+            ),
         ]
         .into_iter()
         .map(|(key, title, column, rows)| LiveList {
@@ -534,15 +582,21 @@ mod tests {
         let computed = std::cell::Cell::new(0);
         let compute = || {
             computed.set(computed.get() + 1);
-            format!("{{\"n\":{}}}", computed.get())
+            LiveSnapshot {
+                visitors: computed.get(),
+                ..LiveSnapshot::default()
+            }
         };
         let first = streams.latest(1, 100, compute);
         for _ in 0..10 {
-            assert_eq!(streams.latest(1, 100, compute), first);
+            let again = streams.latest(1, 100, compute);
+            assert_eq!(again.json, first.json);
+            assert_eq!(again.snapshot, first.snapshot);
         }
         assert_eq!(computed.get(), 1);
-        assert_ne!(streams.latest(1, 101, compute), first);
+        assert_ne!(streams.latest(1, 101, compute).json, first.json);
         assert_eq!(computed.get(), 2);
+        assert_eq!(streams.computed(), 2);
         streams.latest(2, 101, compute);
         assert_eq!(computed.get(), 3);
 
