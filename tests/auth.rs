@@ -106,6 +106,98 @@ fn parallel_guesses_are_all_counted_and_do_not_lock_the_owner_out() {
     assert_eq!(owner.get("/").status, 200);
 }
 
+/// Strangers guess at `email` from a new network each time (as with many
+/// IPv6 /64s), polling every 50 ms, until the account's back-off before
+/// the next attempt is `backoff_secs` long; returns when they have just
+/// taken a slot.
+fn take_backoff_slots(server: &common::Server, email: &str, backoff_secs: i64) {
+    let mut stranger = Client::new(server);
+    let csrf = stranger.login_csrf();
+    let cookie = stranger.cookie_header();
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", "not the password"),
+        ])
+        .finish();
+    let agent = common::agent();
+    // The free attempts, then one per slot with the delays doubling: 2, 4, 8...
+    let wanted = 20 + (backoff_secs / 2).ilog2() as usize + 1;
+    let (mut checked, mut n) = (0, 0u32);
+    while checked < wanted {
+        let r = agent
+            .post(&server.url("/login"))
+            .header("Cookie", &cookie)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Forwarded-For", &format!("10.{}.{}.1", n / 256, n % 256))
+            .send(body.as_str());
+        n += 1;
+        match common::reply(r).status {
+            401 => checked += 1,
+            429 => std::thread::sleep(std::time::Duration::from_millis(50)),
+            other => panic!("guess answered {other}"),
+        }
+        assert!(n < 10_000, "the slots never opened");
+    }
+}
+
+#[test]
+fn a_browser_that_signed_in_before_gets_in_through_an_attack_and_a_restart() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    env.add_user("bob@example.com", &["example.com"]);
+    let device = "__Host-tally_device";
+    let server = env.start();
+    // The owner signs in once, from home, and the browser gets a device
+    // cookie; so does Bob's, for his own account.
+    let mut owner = Client::proxied(&server, "192.0.2.50", "https");
+    let signed = owner.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let set = set_cookie(&signed, device).expect("a device cookie");
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=15552000",
+    ] {
+        assert!(set.contains(attr), "{attr}: {set}");
+    }
+    let owner_device = owner.cookies[device].clone();
+    let mut bob = Client::proxied(&server, "192.0.2.60", "https");
+    assert_eq!(bob.sign_in("bob@example.com", PASSWORD).status, 303);
+    let bob_device = bob.cookies[device].clone();
+    assert_ne!(owner_device, bob_device);
+    // The exemption is kept in the database, not only in memory.
+    assert_eq!(server.terminate(), 0);
+    let server = env.start();
+    take_backoff_slots(&server, "admin@example.com", 16);
+    // A browser that never signed in, on a network never seen, competes
+    // with the strangers and loses...
+    let mut new_browser = Client::proxied(&server, "198.51.100.7", "https");
+    let r = new_browser.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    // ...as does Bob's browser: his device token is for his account only...
+    let mut bobs = Client::proxied(&server, "198.51.101.7", "https");
+    bobs.cookies.insert(device.into(), bob_device);
+    let r = bobs.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    // ...but the owner's browser, on another new network, gets in.
+    let mut owner = Client::proxied(&server, "198.51.102.7", "https");
+    owner.cookies.insert(device.into(), owner_device.clone());
+    let r = owner.sign_in("admin@example.com", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(owner.get("/").status, 200);
+    // Signing in keeps the same device token.
+    assert_eq!(owner.cookies[device], owner_device);
+    // Removing a user ends their device tokens.
+    assert_eq!(env.count("SELECT count(*) FROM device_tokens"), 2);
+    env.tally(&["user", "remove", "bob@example.com"]);
+    assert_eq!(env.count("SELECT count(*) FROM device_tokens"), 1);
+}
+
 /// The `Set-Cookie` header of `reply` for cookie `name`.
 fn set_cookie<'r>(reply: &'r Reply, name: &str) -> Option<&'r str> {
     reply

@@ -8,6 +8,18 @@
 //! every network, where a growing but capped delay slows guessing spread
 //! over many networks.
 //!
+//! A browser that signed in to the account before shows it with a device
+//! token (see `crate::store::devices`). An attempt with a valid one for the
+//! account it signs in to meets none of those limits: it is limited per
+//! token instead ([`DEVICE_ATTEMPTS`]), so strangers guessing from any
+//! number of networks cannot keep the owner's browsers out, and a stolen
+//! device cookie is worth a handful of guesses.
+//!
+//! A refused attempt counts against its network's quota like a checked
+//! one, so polling for the account's next back-off slot burns the
+//! poller's own networks. Only attempts from a network count against it,
+//! so strangers elsewhere cannot spend the owner's network's quota.
+//!
 //! Only accounts that exist get entries of their own, so their number is
 //! bounded by the users. An email without an account is counted inside its
 //! network's entry, as an account from that network would be (the answers
@@ -35,16 +47,24 @@ pub const ACCOUNT_FREE_ATTEMPTS: u32 = 20;
 pub const ACCOUNT_WINDOW_SECS: i64 = 60 * 60;
 /// Past the free attempts, each attempt on the account (from a network it
 /// was not signed in from lately) must wait this long after the previous
-/// one, doubling each time up to [`BACKOFF_MAX_SECS`]. The cap bounds how
-/// long strangers can make the owner wait: they have to keep guessing to
-/// take each slot, and the owner's network of a recent sign-in skips the
-/// back-off altogether. At the cap, guessing spread over any number of
-/// networks gets at most 20 + 60 attempts an hour.
+/// one, doubling each time up to [`BACKOFF_MAX_SECS`]. At the cap, guessing
+/// spread over any number of networks gets at most 20 + 60 attempts an
+/// hour. The cap does not bound how long the owner waits: strangers polling
+/// from many networks can take every slot the moment it opens, so a browser
+/// without a device token, on a network without a recent sign-in, may be
+/// refused for as long as they keep at it.
 pub const BACKOFF_FIRST_SECS: i64 = 2;
 pub const BACKOFF_MAX_SECS: i64 = 60;
 /// A network the account signed in from within this long skips the
-/// account's back-off (not the other limits).
+/// account's back-off (not the other limits). Kept in memory only, so it
+/// helps a browser without a device token (a first sign-in since its
+/// cookies were cleared) until the next restart; the device token is what
+/// keeps the owner in through an attack and a restart.
 pub const KNOWN_NETWORK_SECS: i64 = 30 * 86_400;
+/// Attempts with one device token, every [`WINDOW_SECS`]; past them the
+/// token is refused until its window ends (it does not fall back to the
+/// other limits, which would give a thief both).
+pub const DEVICE_ATTEMPTS: u32 = 5;
 /// Entries per map. Accounts and (account, network) pairs are only those
 /// of existing accounts; when their map is full of live entries, attempts
 /// that need a new entry are refused (except from a network of a recent
@@ -67,6 +87,8 @@ const MAX_ACCOUNT_BYTES: usize = super::MAX_EMAIL_BYTES;
 
 /// A hash of the lowercased, bounded email.
 type Account = [u8; 16];
+/// A device token's key: the start of its stored hash.
+pub type Device = [u8; 16];
 /// The client's /24 (IPv4) or /64 (IPv6); `None` for a client without an
 /// address, which all share one.
 type Network = Option<IpNet>;
@@ -82,6 +104,8 @@ pub enum Refusal {
     Backoff { until: i64 },
     /// The limiter is full of live entries.
     Full,
+    /// [`DEVICE_ATTEMPTS`] with this device token.
+    Device,
 }
 
 /// A counted attempt, handed back with its outcome. Dropped without one, it
@@ -93,11 +117,14 @@ pub struct Attempt {
     network: Network,
     /// For an email without an account, counted in its network's entry.
     stranger: bool,
+    /// Made with a valid device token: counted in its entry only.
+    device: Option<Device>,
     /// When each counter's window began, so that handing the attempt back
     /// after a window ended changes nothing.
     pair_since: i64,
     network_since: i64,
     account_since: i64,
+    device_since: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -253,6 +280,8 @@ struct Limits {
     pairs: Bounded<(Account, Network), Window>,
     networks: Bounded<Network, NetworkState>,
     accounts: Bounded<Account, AccountState>,
+    /// Only valid tokens get entries: at most a few per account.
+    devices: Bounded<Device, Window>,
     /// (account, network) → the time of its last sign-in.
     known: HashMap<(Account, Network), i64>,
 }
@@ -317,6 +346,51 @@ impl LoginLimiter {
         self.count(ip, account, true, now)
     }
 
+    /// Like [`LoginLimiter::begin`], from a browser that showed `device`, a
+    /// valid device token of `account` (the caller checked it is that
+    /// account's): limited per token only (see the module's description).
+    pub fn begin_device(
+        &self,
+        ip: Option<IpAddr>,
+        account: &str,
+        device: Device,
+        now: i64,
+    ) -> Result<Attempt, Refusal> {
+        let network = ip.map(network_of);
+        let max = self.max_entries;
+        let mut l = self.limits();
+        let mut w = l.devices.map.get(&device).copied().unwrap_or(Window {
+            since: now,
+            count: 0,
+        });
+        let refusal = if w.current(now, WINDOW_SECS) >= DEVICE_ATTEMPTS {
+            Some(Refusal::Device)
+        } else if !l
+            .devices
+            .has_room(&device, max, now, |w| w.live(now, WINDOW_SECS))
+        {
+            Some(Refusal::Full)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            Self::charge(&mut l, network, max, now);
+            return Err(refusal);
+        }
+        w.count += 1;
+        l.devices.map.insert(device, w);
+        Ok(Attempt {
+            account: account_key(account),
+            network,
+            stranger: false,
+            device: Some(device),
+            pair_since: now,
+            network_since: now,
+            account_since: now,
+            device_since: w.since,
+        })
+    }
+
     /// Like [`LoginLimiter::begin`], for an email without an account: the
     /// same limits answer the same way, but it is counted in its network's
     /// entry and meets no account's back-off (see the module's
@@ -330,6 +404,26 @@ impl LoginLimiter {
         self.count(ip, email, false, now)
     }
 
+    /// Counts a refused attempt against its network's quota, so that
+    /// polling for the account's next slot costs the poller.
+    fn charge(l: &mut Limits, network: Network, max: usize, now: i64) {
+        l.networks
+            .make_room(&network, max, now, |n| n.live(now), |n| n.window.since);
+        let n = l
+            .networks
+            .map
+            .entry(network)
+            .or_insert_with(|| NetworkState {
+                window: Window {
+                    since: now,
+                    count: 0,
+                },
+                strangers: Vec::new(),
+            });
+        n.window.current(now, WINDOW_SECS);
+        n.window.count = n.window.count.saturating_add(1);
+    }
+
     fn count(
         &self,
         ip: Option<IpAddr>,
@@ -337,11 +431,26 @@ impl LoginLimiter {
         exists: bool,
         now: i64,
     ) -> Result<Attempt, Refusal> {
-        let account = account_key(account);
         let network = ip.map(network_of);
-        let pair = (account, network);
         let max = self.max_entries;
         let mut l = self.limits();
+        let counted = Self::count_in(&mut l, network, account, exists, max, now);
+        if counted.is_err() {
+            Self::charge(&mut l, network, max, now);
+        }
+        counted
+    }
+
+    fn count_in(
+        l: &mut Limits,
+        network: Network,
+        account: &str,
+        exists: bool,
+        max: usize,
+        now: i64,
+    ) -> Result<Attempt, Refusal> {
+        let account = account_key(account);
+        let pair = (account, network);
         let known = exists
             && l.known
                 .get(&pair)
@@ -426,9 +535,11 @@ impl LoginLimiter {
             account,
             network,
             stranger: !exists,
+            device: None,
             pair_since: pair_w.since,
             network_since,
             account_since: acc.map_or(now, |a| a.window.since),
+            device_since: now,
         })
     }
 
@@ -457,6 +568,9 @@ impl LoginLimiter {
         }
         let pair = (attempt.account, attempt.network);
         l.pairs.map.remove(&pair);
+        if let Some(d) = attempt.device {
+            l.devices.map.remove(&d);
+        }
         if l.known.len() >= MAX_KNOWN && !l.known.contains_key(&pair) {
             l.known.retain(|_, at| now - *at < KNOWN_NETWORK_SECS);
             if l.known.len() >= MAX_KNOWN {
@@ -470,6 +584,12 @@ impl LoginLimiter {
     }
 
     fn refund(l: &mut Limits, a: &Attempt) {
+        if let Some(d) = a.device {
+            if let Some(w) = l.devices.map.get_mut(&d) {
+                w.refund(a.device_since);
+            }
+            return;
+        }
         if let Some(n) = l.networks.map.get_mut(&a.network) {
             n.window.refund(a.network_since);
             if a.stranger

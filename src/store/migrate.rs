@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../migrations/0010_rollup_rebuilds.sql"),
     ),
+    (11, include_str!("../../migrations/0011_device_tokens.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod calendar;
 mod db;
+pub mod devices;
 mod error;
 pub mod inventory;
 mod journal;

@@ -298,8 +298,8 @@ pub enum UserRemoval {
     LastAdmin,
 }
 
-/// Deletes the user with `email`, their memberships and their login
-/// sessions (so a cookie they hold opens nothing any more). The last admin
+/// Deletes the user with `email`, their memberships, their login sessions
+/// (so a cookie they hold opens nothing any more) and device tokens. The last admin
 /// stays.
 ///
 /// One transaction that takes the write lock before it reads: the count of
@@ -342,6 +342,7 @@ pub fn remove_user_within(conn: &Connection, email: &str) -> Result<UserRemoval,
     // The foreign keys cascade too; deleted here outright so that nothing
     // depends on the connection having them on.
     conn.execute("DELETE FROM login_sessions WHERE user_id = ?1", [user.id])?;
+    conn.execute("DELETE FROM device_tokens WHERE user_id = ?1", [user.id])?;
     conn.execute("DELETE FROM site_members WHERE user_id = ?1", [user.id])?;
     conn.execute("DELETE FROM users WHERE id = ?1", [user.id])?;
     Ok(UserRemoval::Removed { ownerless })

@@ -298,3 +298,88 @@ fn networks_are_slash_24_and_slash_64() {
     assert_eq!(n("::ffff:203.0.113.77"), "203.0.113.0/24");
     assert_eq!(n("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
 }
+
+/// Strangers polling from many networks take each back-off slot the
+/// moment it opens, as fast as the limits allow.
+fn poll_backoff(l: &LoginLimiter, account: &str, from: u32, until: i64) -> u32 {
+    let bot = |n: u32| ip(&format!("10.{}.{}.1", n / 256, n % 256));
+    let mut n = from;
+    for now in 0..until {
+        // Twenty polls a second, each from a network of its own.
+        for _ in 0..20 {
+            if let Ok(a) = l.begin(bot(n), account, now) {
+                l.failed(a);
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn polling_strangers_cannot_keep_out_a_browser_with_a_device_token() {
+    let l = LoginLimiter::default();
+    let account = "owner@example.com";
+    let device: Device = [7; 16];
+    let other_device: Device = [8; 16];
+    let mut n = 0;
+    let (mut without, mut with) = (0, 0);
+    for round in 0..25 {
+        let now = (round + 1) * 4;
+        n = poll_backoff(&l, account, n, now);
+        // The owner, each time from a network never seen before.
+        let owner = ip(&format!("198.51.{round}.7"));
+        if l.begin(owner, account, now).is_ok() {
+            without += 1;
+        }
+        let a = l.begin_device(owner, account, device, now);
+        assert!(a.is_ok(), "round {round}: {a:?}");
+        with += 1;
+        // A typo, then the right password: the token's failures clear.
+        l.failed(l.begin_device(owner, account, device, now).unwrap());
+        l.succeeded(a.unwrap(), now);
+    }
+    assert_eq!(without, 0, "a new browser competes with the strangers");
+    assert_eq!(with, 25, "the device token's password is always checked");
+    // A stolen device cookie gives a handful of guesses, then the token is
+    // refused for the window, whatever the network.
+    for i in 0..DEVICE_ATTEMPTS {
+        let from = ip(&format!("192.0.2.{i}"));
+        l.failed(l.begin_device(from, account, other_device, 200).unwrap());
+    }
+    assert_eq!(
+        l.begin_device(ip("203.0.113.1"), account, other_device, 201)
+            .err(),
+        Some(Refusal::Device)
+    );
+    assert!(
+        l.begin_device(ip("203.0.113.1"), account, other_device, 200 + WINDOW_SECS)
+            .is_ok()
+    );
+}
+
+#[test]
+fn refused_attempts_count_against_the_refusing_network() {
+    let l = LoginLimiter::default();
+    let account = "owner@example.com";
+    let bot = |n: u32| ip(&format!("10.0.{n}.1"));
+    for n in 0..ACCOUNT_FREE_ATTEMPTS + 1 {
+        l.failed(l.begin(bot(n), account, 0).unwrap());
+    }
+    // Polling the back-off from one network burns that network's quota.
+    let poller = ip("203.0.113.9");
+    for _ in 0..NETWORK_ATTEMPTS {
+        assert!(matches!(
+            l.begin(poller, account, 1),
+            Err(Refusal::Backoff { .. })
+        ));
+    }
+    assert_eq!(
+        l.begin(poller, "other@example.com", 1).err(),
+        Some(Refusal::Network)
+    );
+    // Another network's quota is untouched.
+    let owner = ip("198.51.100.7");
+    let a = l.begin(owner, "other@example.com", 1);
+    assert!(a.is_ok(), "{a:?}");
+}

@@ -9,9 +9,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::session::{self, form_token};
 use super::{blocking, html_with_cookie, redirect};
-use crate::auth;
+use crate::auth::{self, limiter::Device};
 use crate::http::{AppState, PageError};
-use crate::store::{self, Store, users};
+use crate::store::{self, Store, devices, users};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -87,15 +87,30 @@ pub async fn login(
         )));
     }
     let (db, e) = (state.store.clone(), email.clone());
-    let found = blocking(move || Ok(users::find_user(&*db.reader()?, &e)?)).await?;
     let now = store::now_unix();
+    let shown = session::device_token(&state, &req);
+    let shown_hash = shown.as_deref().map(auth::token_hash);
+    let (found, device) = blocking(move || {
+        let conn = db.reader()?;
+        let found = users::find_user(&conn, &e)?;
+        // A device token counts only for the account it was given for.
+        let device = match (&found, shown_hash) {
+            (Some((user, _)), Some(hash)) => devices::device_user(&conn, &hash, now)?
+                .filter(|id| *id == user.id)
+                .map(|_| hash),
+            _ => None,
+        };
+        Ok((found, device))
+    })
+    .await?;
+    let device_key: Option<Device> = device.as_deref().and_then(|h| h.get(..16)?.try_into().ok());
     // Counted before the password is checked, so parallel requests cannot
     // check more than the limits allow. An email without an account is
     // counted apart, so that made-up emails cannot fill the limiter.
-    let begun = if found.is_some() {
-        state.login_limiter.begin(ip, &email, now)
-    } else {
-        state.login_limiter.begin_stranger(ip, &email, now)
+    let begun = match (&found, device_key) {
+        (Some(_), Some(key)) => state.login_limiter.begin_device(ip, &email, key, now),
+        (Some(_), None) => state.login_limiter.begin(ip, &email, now),
+        (None, _) => state.login_limiter.begin_stranger(ip, &email, now),
     };
     let attempt = match begun {
         Ok(a) => a,
@@ -133,10 +148,12 @@ pub async fn login(
         return html_with_cookie(&page, actix_web::http::StatusCode::UNAUTHORIZED, None);
     };
     state.login_limiter.succeeded(attempt, now);
+    let known_device = shown.filter(|_| device.is_some());
     start_session(
         &state,
         &req,
         user.id,
+        known_device,
         &session::safe_next(form.next.as_deref()),
     )
     .await
@@ -174,17 +191,25 @@ where
     .await
 }
 
-/// Stores a new session for `user_id` and answers with its cookie and a
-/// redirect to `next`.
+/// Stores a new session for `user_id` and answers with its cookie, the
+/// browser's device token (`device`, the valid one it showed, kept for
+/// another [`devices::DEVICE_SECS`], or a new one) and a redirect to `next`.
 async fn start_session(
     state: &AppState,
     req: &HttpRequest,
     user_id: i64,
+    device: Option<String>,
     next: &str,
 ) -> Result<HttpResponse, PageError> {
-    let token = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
-    let csrf = auth::random_token().map_err(|e| PageError::Internal(e.to_string()))?;
+    let new_token = || auth::random_token().map_err(|e| PageError::Internal(e.to_string()));
+    let token = new_token()?;
+    let csrf = new_token()?;
     let hash = auth::token_hash(&token);
+    let (device, device_is_new) = match device {
+        Some(d) => (d, false),
+        None => (new_token()?, true),
+    };
+    let device_hash = auth::token_hash(&device);
     let now = store::now_unix();
     let expires_at = session::first_expiry(state, now);
     state
@@ -192,6 +217,11 @@ async fn start_session(
         .writer()
         .run(move |tx| {
             users::delete_expired_sessions(tx, now)?;
+            if device_is_new {
+                devices::add_device(tx, &device_hash, user_id, now)?;
+            } else {
+                devices::touch_device(tx, &device_hash, now)?;
+            }
             users::create_session(tx, &hash, user_id, &csrf, now, expires_at)
         })
         .await?;
@@ -199,6 +229,7 @@ async fn start_session(
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", next))
         .cookie(session::session_cookie(token, secure))
+        .cookie(session::device_cookie(device, secure))
         .cookie(session::expired(session::FORM_COOKIE, secure))
         .finish())
 }
@@ -310,7 +341,7 @@ pub async fn setup(
         .await?
         .ok_or(PageError::NotFound)?;
     tracing::info!("first dashboard user created");
-    start_session(&state, &req, user.id, "/").await
+    start_session(&state, &req, user.id, None, "/").await
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ use crate::store::{self, Store};
 pub const SESSION_COOKIE: &str = "tally_session";
 /// Signs forms shown before a session exists (sign-in, first-run setup).
 pub const FORM_COOKIE: &str = "tally_form";
+/// Marks a browser that signed in to an account: see `store::devices`.
+/// One per browser, for the account it signed in to last.
+pub const DEVICE_COOKIE: &str = "tally_device";
 /// Sessions end after this long, however active; unused, they end sooner
 /// (`[dashboard] session_idle_minutes`).
 pub const SESSION_SECS: i64 = 30 * 86_400;
@@ -231,6 +234,16 @@ fn cookie(name: &'static str, value: String, secure: bool, max_age: i64) -> Cook
 
 pub fn session_cookie(token: String, secure: bool) -> Cookie<'static> {
     cookie(SESSION_COOKIE, token, secure, SESSION_SECS)
+}
+
+pub fn device_cookie(token: String, secure: bool) -> Cookie<'static> {
+    cookie(DEVICE_COOKIE, token, secure, store::devices::DEVICE_SECS)
+}
+
+/// The device token the browser shows, if any.
+pub fn device_token(state: &AppState, req: &HttpRequest) -> Option<String> {
+    let name = cookie_name(DEVICE_COOKIE, is_https(state, req));
+    req.cookie(&name).map(|c| c.value().to_string())
 }
 
 pub fn form_cookie(token: String, secure: bool) -> Cookie<'static> {
