@@ -37,8 +37,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::calendar;
 use super::rollups::{
-    self, DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, Deltas, EVENT_COLUMNS, EventFacts, GRAIN_DAY,
-    GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK, Grains, ImportedRow, RollupFeed, Staged, visit_dim,
+    self, DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, Deltas, EVENT_COLUMNS, GRAIN_DAY, GRAIN_HOUR,
+    GRAIN_MONTH, GRAIN_WEEK, Grains, ImportedRow, RollupFeed, Staged, StoredEvent, visit_dim,
 };
 use super::stats::VISIT_COLUMNS;
 use super::{StoreError, sites};
@@ -438,21 +438,12 @@ fn events_step(conn: &Connection, rb: &Rebuild) -> Result<(i64, i64, i64), Store
     let mut changes = ByGrains::default();
     let (mut count, mut last) = (0, (rb.next_ts, rb.next_id));
     while let Some(r) = rows.next()? {
-        let (name, path, props): (String, String, Option<String>) =
-            (r.get(3)?, r.get(4)?, r.get(5)?);
-        let facts = EventFacts {
-            site_id: r.get(0)?,
-            ts: r.get(1)?,
-            visitor_id: r.get(2)?,
-            name: &name,
-            path: &path,
-            props: props.as_deref(),
-            first_view: r.get(6)?,
-        };
+        let row = StoredEvent::read(r)?;
+        let facts = row.facts();
         changes
             .get(rb.kept.grains_at(facts.ts))
             .add_event(rb.new, &facts);
-        last = (facts.ts, r.get(7)?);
+        last = (facts.ts, row.id);
         count += 1;
     }
     changes.apply(conn)?;

@@ -954,25 +954,55 @@ pub(super) fn fold_stored_events(
     let mut rows = stmt.query(args)?;
     let (mut count, mut through) = (0, 0);
     while let Some(r) = rows.next()? {
-        let (name, path, props): (String, String, Option<String>) =
-            (r.get(3)?, r.get(4)?, r.get(5)?);
-        let facts = EventFacts {
-            site_id: r.get(0)?,
-            ts: r.get(1)?,
-            visitor_id: r.get(2)?,
-            name: &name,
-            path: &path,
-            props: props.as_deref(),
-            first_view: r.get(6)?,
-        };
+        let row = StoredEvent::read(r)?;
+        let facts = row.facts();
         deltas.add_event(zone_of(zones, facts.site_id), &facts);
-        through = through.max(r.get::<_, i64>(7)?);
+        through = through.max(row.id);
         count += 1;
     }
     Ok((count, through))
 }
 
 pub(super) const EVENT_COLUMNS: &str = "site_id, ts, visitor_id, name, path, props, first_view, id";
+
+/// One stored event as read with [`EVENT_COLUMNS`].
+pub(super) struct StoredEvent {
+    site_id: i64,
+    ts: i64,
+    visitor_id: i64,
+    name: String,
+    path: String,
+    props: Option<String>,
+    first_view: bool,
+    pub(super) id: i64,
+}
+
+impl StoredEvent {
+    pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+        Ok(StoredEvent {
+            site_id: r.get(0)?,
+            ts: r.get(1)?,
+            visitor_id: r.get(2)?,
+            name: r.get(3)?,
+            path: r.get(4)?,
+            props: r.get(5)?,
+            first_view: r.get(6)?,
+            id: r.get(7)?,
+        })
+    }
+
+    pub(super) fn facts(&self) -> EventFacts<'_> {
+        EventFacts {
+            site_id: self.site_id,
+            ts: self.ts,
+            visitor_id: self.visitor_id,
+            name: &self.name,
+            path: &self.path,
+            props: self.props.as_deref(),
+            first_view: self.first_view,
+        }
+    }
+}
 
 /// Folds in the events an unclean stop kept from the rollups: those past
 /// `rollups_through`. Live events are written within seconds of their

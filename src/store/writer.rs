@@ -853,19 +853,7 @@ mod tests {
     #[tokio::test]
     async fn journaled_events_land_after_the_database_was_locked() {
         let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path(), 1).unwrap();
-        let mut conn = store.write_connection().unwrap();
-        crate::store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
-        conn.busy_timeout(Duration::from_millis(20)).unwrap();
-        let (journal, _) =
-            EventJournal::open(&data.path().join(super::super::JOURNAL_DIR), &mut conn).unwrap();
-        let (writer, handle) = EventWriter::start(
-            conn,
-            64,
-            Arc::new(RollupFeed::default()),
-            Some(Arc::new(journal)),
-        )
-        .unwrap();
+        let (store, writer, handle) = started(&data);
         let count = || -> i64 {
             store
                 .reader()
