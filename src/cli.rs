@@ -199,10 +199,7 @@ fn parse_role(s: &str) -> Result<users::Role, String> {
     users::Role::parse(s).ok_or_else(|| "choose viewer, editor or owner".into())
 }
 
-/// A user error: exit code 2, one line, no backtrace.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::usage::UsageError;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 
-use crate::cli::UsageError;
 use crate::config::Settings;
 use crate::ingest::enrich::GeoLookup;
 use crate::ingest::payload::parse_body;
 use crate::ingest::{IngestError, IngestOptions, Ingestor, Outcome, RequestMeta};
 use crate::store::{self, Store, now_unix};
+use crate::usage::UsageError;
 
 /// Visits in flight at once: enough to fill the writer's group commits.
 const CONCURRENT_VISITS: usize = 256;

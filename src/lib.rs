@@ -26,3 +26,4 @@ pub mod summary;
 pub mod supervise;
 pub mod sync;
 pub mod transfer;
+pub mod usage;

@@ -16,11 +16,11 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use url::Url;
 
-use crate::cli::UsageError;
 use crate::ingest::enrich::referrer;
 use crate::store::rollups::{self, ImportedRow};
 use crate::store::transfer::{ExportedEvent, ImportEvent, ImportVisit};
 use crate::store::{Db, VisitDims};
+use crate::usage::UsageError;
 
 /// A visit ends after this long without an event (as at ingest).
 const VISIT_TIMEOUT: i64 = 30 * 60;

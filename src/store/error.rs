@@ -42,3 +42,14 @@ pub enum StoreError {
     #[error("no user {0}")]
     NoSuchUser(String),
 }
+
+/// Why the writer did not take or store something.
+#[derive(Debug, Error, Clone)]
+pub enum WriteError {
+    #[error("the write queue is full")]
+    QueueFull,
+    #[error("the writer has stopped")]
+    Closed,
+    #[error("write failed: {0}")]
+    Failed(String),
+}

@@ -48,7 +48,8 @@ use std::sync::atomic::{AtomicI64, Ordering, compiler_fence};
 use memmap2::MmapMut;
 use rusqlite::Connection;
 
-use super::writer::{WriteError, insert_event_row};
+use super::error::WriteError;
+use super::events::insert_event_row;
 use super::{NewEvent, StoreError};
 use crate::sync::Lock;
 

@@ -10,6 +10,7 @@ pub mod calendar;
 mod db;
 pub mod devices;
 mod error;
+mod events;
 pub mod inventory;
 mod journal;
 mod migrate;
@@ -30,10 +31,10 @@ pub mod visits;
 mod writer;
 
 pub use db::{DB_FILE_NAME, Store, file_bytes};
-pub use error::StoreError;
+pub use error::{StoreError, WriteError};
 pub use journal::{EventJournal, JOURNAL_DIR};
 pub use records::{NewEvent, VisitDims, VisitRecord};
-pub use writer::{EventWriter, Queued, WriteError, WriterHandle, WriterStats};
+pub use writer::{EventWriter, Queued, WriterHandle, WriterStats};
 
 /// The schema version this binary writes.
 pub fn schema_version() -> i64 {

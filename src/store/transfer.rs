@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 
-use super::writer::insert_event_row;
+use super::events::insert_event_row;
 use super::{NewEvent, StoreError, VisitDims, VisitRecord, rollups, visits};
 
 /// What an event says, apart from its visit: the part an export writes and

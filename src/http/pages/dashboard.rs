@@ -12,18 +12,12 @@ use serde_json::Value;
 use super::access::{Action, Admitted, Viewer, admit};
 use super::chart::{self, Chart, Sample};
 use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, row_label};
-use super::view::{self, ViewState};
+use super::view::{self, Link, ViewState};
 use super::{Nav, blocking, html, realtime};
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params, period::Period};
 use crate::store;
 use crate::store::sites::Site;
-
-pub struct Link {
-    pub label: String,
-    pub href: String,
-    pub active: bool,
-}
 
 pub struct Chip {
     pub label: String,

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use actix_web::HttpResponse;
 
 use super::access::{Admitted, Pass, Viewer, admit, still_admitted};
-use super::dashboard::Link;
+use super::view::Link;
 use super::{Nav, html, view};
 use crate::http::{AppState, PageError, client_ip};
 use crate::ingest::live::LiveSnapshot;

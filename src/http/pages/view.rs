@@ -10,6 +10,14 @@ use url::form_urlencoded;
 
 use crate::query::Params;
 
+/// A link of the page's navigation (periods, tabs), marked when it is the
+/// current one.
+pub struct Link {
+    pub label: String,
+    pub href: String,
+    pub active: bool,
+}
+
 /// Panels whose tab the URL may choose, by query key.
 pub const TAB_KEYS: &[&str] = &["sources", "pages", "locations", "devices", "goals"];
 

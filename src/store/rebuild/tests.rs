@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::writer::insert_events;
+use crate::store::events::insert_events;
 use crate::store::{NewEvent, Store};
 
 const DAY: i64 = 86_400;
