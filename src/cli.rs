@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, LogFormat, Settings};
+use crate::report::sqlite::imported;
 use crate::store::backup::{self, BackupError};
 use crate::store::{self, DB_FILE_NAME, Store, StoreError, sites, users};
 use crate::{check, demo, keys, serve, summary, transfer};
@@ -267,17 +268,17 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Summary { domain, week } => {
             let store = open(&settings)?;
             let domain = normalize_domain(&domain)?;
-            let conn = store.reader()?;
-            let Some(site) = sites::find_site(&conn, &domain)? else {
+            // The reader goes back to the pool before the reports take one.
+            let found = sites::find_site(&*store.reader()?, &domain)?;
+            let Some(site) = found else {
                 bail!(UsageError(format!("no site {domain}")));
             };
             let now = store::now_unix();
-            let ctx = crate::query::Context::new(
-                &site.timezone,
-                now,
-                settings.raw.retention.raw_events_days,
+            let ctx = crate::query::Context::new(&site.timezone, now);
+            let reports = crate::report::sqlite::SqliteReports::new(
+                store.clone(),
                 None,
-                store.sketches().clone(),
+                settings.raw.retention.raw_events_days,
             );
             let week = match week {
                 Some(w) if w.weekday() != chrono::Weekday::Mon => {
@@ -289,7 +290,7 @@ fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 Some(w) => w,
                 None => summary::last_full_week(ctx.today),
             };
-            print!("{}", summary::text(&conn, &site, week, &ctx)?);
+            print!("{}", summary::text(&reports, &site, week, &ctx)?);
             Ok(())
         }
         Command::Export {
@@ -430,17 +431,15 @@ fn import(
     let mut conn = store.write_connection()?;
     match transfer::read(format, path, &domain)? {
         transfer::Parsed::Visits(visits) => {
-            let imported =
-                store::transfer::import_visits(&mut conn, site.id, visits, store::now_unix())
-                    .map_err(refused)?;
+            let imported = imported::import_visits(&mut conn, site.id, visits, store::now_unix())
+                .map_err(refused)?;
             println!(
                 "Imported {} events in {} visits into {domain}",
                 imported.events, imported.visits
             );
         }
         transfer::Parsed::Aggregates(rows) => {
-            let n =
-                store::transfer::import_aggregates(&mut conn, site.id, rows).map_err(refused)?;
+            let n = imported::import_aggregates(&mut conn, site.id, rows).map_err(refused)?;
             println!("Imported {n} daily aggregate rows into {domain}");
         }
     }

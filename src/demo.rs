@@ -19,6 +19,8 @@ use crate::config::Settings;
 use crate::ingest::enrich::GeoLookup;
 use crate::ingest::payload::parse_body;
 use crate::ingest::{IngestError, IngestOptions, Ingestor, Outcome, RequestMeta};
+use crate::report::sqlite::follower::Follower;
+use crate::report::sqlite::rollups::RollupFeed;
 use crate::store::{self, Store, now_unix};
 use crate::usage::UsageError;
 
@@ -231,6 +233,7 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
         None => GeoLookup::disabled(),
     };
     let now = now_unix();
+    let feed = Arc::new(RollupFeed::default());
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
         store.write_connection()?,
@@ -239,12 +242,21 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
             queue_capacity: settings.raw.storage.queue_capacity,
             respect_opt_out: false,
             recover_visits: false,
-            recent_days: None,
             journal: false,
         },
         now,
+        feed.clone(),
     )?;
     let ingestor = Arc::new(ingestor);
+    // Not the owner of the data directory: the rollup mark is the server's.
+    let follower = Follower::new(
+        store.clone(),
+        ingestor.writer().clone(),
+        feed,
+        false,
+        None,
+        now,
+    )?;
     let plan = plan_visits(&opts, now);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -289,19 +301,20 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
             report.custom_events += custom;
             // Keeps the visit snapshots and rollup feed that wait in memory small.
             if report.visits % FLUSH_EVERY_VISITS == 0 {
-                ingestor.flush().await;
+                follower.pass(ingestor.write_visit_snapshots()).await;
             }
         }
         drop(results);
-        ingestor.flush().await;
+        follower.pass(ingestor.write_visit_snapshots()).await;
         // Nothing else writes meanwhile: large transactions are cheapest.
-        ingestor.roll_ended_visits(now_unix(), 20_000).await;
+        follower.roll_ended_visits(now_unix(), 20_000).await;
         Ok::<DemoReport, anyhow::Error>(report)
     })?;
+    drop(follower);
     drop(ingestor);
     writer.shutdown();
     // A server running beside this process reloads what it holds in memory.
-    store::recent::mark_external_writes(&store.write_connection()?)?;
+    crate::report::sqlite::recent::mark_external_writes(&store.write_connection()?)?;
     Ok(report)
 }
 

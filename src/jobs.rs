@@ -11,10 +11,12 @@ use std::time::Duration;
 use crate::mail::Mailer;
 use crate::metrics::CounterSet;
 use crate::query;
+use crate::report::sqlite::retention as rollup_retention;
+use crate::report::{Reports, calendar};
 use crate::store::backup::{self, BackupStats};
 use crate::store::retention::{self, RetentionPolicy, RetentionStats};
 use crate::store::{EventWriter, now_unix};
-use crate::store::{Store, StoreError, WriteError, calendar, sites, summaries, users};
+use crate::store::{Store, StoreError, WriteError, sites, summaries, users};
 use crate::summary::{self, SummaryStats};
 use crate::supervise::spawn_every;
 
@@ -39,9 +41,77 @@ pub fn spawn_retention(
         let (writer, stats) = (writer.clone(), stats.clone());
         async move {
             // Errors are logged and counted by the pass itself.
-            let _ = retention::run_pass(&writer, policy, now_unix(), &stats).await;
+            let _ = retention_pass(&writer, policy, now_unix(), &stats).await;
         }
     })
+}
+
+/// Seconds in a day, for retention periods given in days.
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// One retention pass as of `now` (Unix seconds): raw rows, rollups, then
+/// salts, summaries and imported aggregates, each in small transactions. Counts into `stats` and logs the result.
+pub async fn retention_pass(
+    writer: &EventWriter,
+    policy: RetentionPolicy,
+    now: i64,
+    stats: &RetentionStats,
+) -> Result<retention::Removed, WriteError> {
+    let result = async {
+        let raw = retention::trim_raw(
+            writer,
+            now - i64::from(policy.raw_events_days) * SECONDS_PER_DAY,
+        )
+        .await?;
+        stats.removed.add("events", raw.events);
+        stats.removed.add("visits", raw.visits);
+        let rollup_rows = rollup_retention::trim_rollups(
+            writer,
+            now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
+        )
+        .await?;
+        stats.removed.add("rollups", rollup_rows);
+        let salts = retention::trim_salts(writer, now).await?;
+        stats.removed.add("salts", salts);
+        let (summaries, imported) = retention::trim_dated(
+            writer,
+            now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
+        )
+        .await?;
+        stats.removed.add("summaries", summaries);
+        stats.removed.add("rollups", imported);
+        Ok(retention::Removed {
+            events: raw.events,
+            visits: raw.visits,
+            rollup_rows: rollup_rows + imported,
+            salts,
+            summaries,
+        })
+    }
+    .await;
+    match &result {
+        Ok(r) => {
+            stats.runs.inc("ok");
+            stats
+                .last_success
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                events = r.events,
+                visits = r.visits,
+                rollup_rows = r.rollup_rows,
+                salts = r.salts,
+                summaries = r.summaries,
+                raw_events_days = policy.raw_events_days,
+                aggregates_days = policy.aggregates_days,
+                "retention pass removed expired rows"
+            );
+        }
+        Err(e) => {
+            stats.runs.inc("failed");
+            tracing::error!(error = %e, "retention pass failed");
+        }
+    }
+    result
 }
 
 /// Where and how often scheduled backups are taken (`[backup]`).
@@ -119,7 +189,8 @@ pub enum JobError {
 pub struct SummaryJob {
     pub store: Store,
     pub writer: EventWriter,
-    pub raw_events_days: u32,
+    /// What answers the summaries' reports.
+    pub reports: Arc<dyn Reports>,
     pub mailer: Option<Mailer>,
     pub stats: Arc<SummaryStats>,
 }
@@ -157,14 +228,8 @@ impl SummaryJob {
                     let this = self.clone();
                     let s2 = site.clone();
                     let body = tokio::task::spawn_blocking(move || {
-                        let ctx = query::Context::new(
-                            &s2.timezone,
-                            now,
-                            this.raw_events_days,
-                            None,
-                            this.store.sketches().clone(),
-                        );
-                        Ok::<_, JobError>(summary::text(&*this.store.reader()?, &s2, week, &ctx)?)
+                        let ctx = query::Context::new(&s2.timezone, now);
+                        Ok::<_, JobError>(summary::text(&*this.reports, &s2, week, &ctx)?)
                     })
                     .await
                     .map_err(|e| JobError::Task(e.to_string()))??;

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod mail;
 pub mod metrics;
 pub mod query;
+pub mod report;
 pub mod serve;
 pub mod store;
 pub mod summary;

@@ -1,5 +1,6 @@
 //! `tally serve`: opens the store, starts the writer and the ingest pipeline,
-//! runs the HTTP server until a signal, then drains the writer.
+//! the read model's follower and the reports it keeps, runs the HTTP server
+//! until a signal, then drains the writer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,10 @@ use crate::ingest::enrich::GeoLookup;
 use crate::ingest::{IngestOptions, Ingestor};
 use crate::jobs;
 use crate::metrics::CounterSet;
+use crate::report::Reports;
+use crate::report::sqlite::SqliteReports;
+use crate::report::sqlite::follower::Follower;
+use crate::report::sqlite::rollups::RollupFeed;
 use crate::store::backup::{BackupStats, DataDirLock};
 use crate::store::retention::{RetentionPolicy, RetentionStats};
 use crate::store::{Store, now_unix};
@@ -51,6 +56,10 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
+    // The writer hands each commit to the feed; the follower folds what the
+    // feed gathered into the read model.
+    let feed = Arc::new(RollupFeed::default());
+    let now = now_unix();
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
         store.write_connection()?,
@@ -59,12 +68,25 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             queue_capacity: settings.raw.storage.queue_capacity,
             respect_opt_out: settings.raw.privacy.respect_gpc,
             recover_visits: true,
-            recent_days: Some(settings.raw.storage.recent_days),
             journal: true,
         },
-        now_unix(),
+        now,
+        feed.clone(),
     )?;
     let ingestor = Arc::new(ingestor);
+    let follower = Arc::new(Follower::new(
+        store.clone(),
+        ingestor.writer().clone(),
+        feed,
+        true,
+        Some(settings.raw.storage.recent_days),
+        now,
+    )?);
+    let reports: Arc<dyn Reports> = Arc::new(SqliteReports::new(
+        store.clone(),
+        follower.recent(),
+        settings.raw.retention.raw_events_days,
+    ));
 
     let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;
@@ -96,7 +118,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let summary_job = jobs::SummaryJob {
         store: store.clone(),
         writer: ingestor.writer().clone(),
-        raw_events_days: retention_policy.raw_events_days,
+        reports: reports.clone(),
         mailer,
         stats: summary_stats.clone(),
     };
@@ -112,7 +134,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics_allow: settings.metrics_allow.clone(),
         event_seconds: request_seconds.get(http::EVENT_ROUTE),
         request_seconds,
-        recent: ingestor.recent(),
+        reports,
+        follower: follower.clone(),
         login_limiter: Default::default(),
         password_checks: Arc::new(tokio::sync::Semaphore::new(
             crate::auth::CONCURRENT_PASSWORD_CHECKS,
@@ -138,17 +161,17 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         });
         let visit_flush = spawn_every("visit_flush", VISIT_FLUSH_EVERY, task_panics.clone(), {
-            let ingestor = ingestor.clone();
+            let (ingestor, follower) = (ingestor.clone(), follower.clone());
             move || {
-                let ingestor = ingestor.clone();
+                let (ingestor, follower) = (ingestor.clone(), follower.clone());
                 async move {
                     // Stopped (logged once, and shown by health): nothing
                     // can be written until a restart.
                     if !ingestor.writer().is_running() {
                         return;
                     }
-                    ingestor.flush().await;
-                    ingestor
+                    follower.pass(ingestor.write_visit_snapshots()).await;
+                    follower
                         .roll_ended_visits(now_unix(), VISITS_ROLLED_PER_COMMIT)
                         .await;
                 }
@@ -157,8 +180,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         // Rollups rebuilt after a timezone change, a short writer job at a
         // time.
         let rebuilds = tokio::spawn({
-            let ingestor = ingestor.clone();
-            async move { ingestor.run_rebuilds().await }
+            let follower = follower.clone();
+            async move { follower.run_rebuilds().await }
         });
         let retention = jobs::spawn_retention(
             ingestor.writer().clone(),
@@ -179,7 +202,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             b.abort();
         }
         visit_flush.abort();
-        ingestor.flush().await;
+        follower.pass(ingestor.write_visit_snapshots()).await;
         result
     });
     tracing::info!("HTTP server stopped; committing queued events");

@@ -9,7 +9,7 @@ use chrono::{Datelike, Duration, NaiveDate};
 use serde_json::Value;
 
 use crate::query::{self, Context, Params, QueryError};
-use crate::store::Db;
+use crate::report::Reports;
 use crate::store::sites::Site;
 
 /// Entries shown per top list, and how far down last week's list an entry
@@ -47,17 +47,22 @@ pub struct WeekNumbers {
 
 /// The Monday of the last full week before `today`.
 pub fn last_full_week(today: NaiveDate) -> NaiveDate {
-    crate::store::calendar::monday_of(today) - Duration::weeks(1)
+    crate::report::calendar::monday_of(today) - Duration::weeks(1)
 }
 
 /// The summary text of the week starting `start` (a Monday, site time).
-pub fn text(conn: &Db, site: &Site, start: NaiveDate, ctx: &Context) -> Result<String, QueryError> {
-    Ok(render(&gather(conn, site, start, ctx)?))
+pub fn text(
+    reports: &dyn Reports,
+    site: &Site,
+    start: NaiveDate,
+    ctx: &Context,
+) -> Result<String, QueryError> {
+    Ok(render(&gather(reports, site, start, ctx)?))
 }
 
 /// Reads the numbers of the week starting `start` (a Monday, site time).
 pub fn gather(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     start: NaiveDate,
     ctx: &Context,
@@ -79,7 +84,7 @@ pub fn gather(
             "metrics".into(),
             "visitors,pageviews,bounce_rate,visit_duration".into(),
         );
-        Ok(query::aggregate(conn, site, &p, ctx)?["results"].clone())
+        Ok(query::aggregate(reports, site, &p, ctx)?["results"].clone())
     };
     let top =
         |monday: NaiveDate, property: &str, n: usize| -> Result<Vec<(String, i64)>, QueryError> {
@@ -88,7 +93,7 @@ pub fn gather(
             p.insert("metrics".into(), "visitors".into());
             p.insert("limit".into(), n.to_string());
             let key = property.split(':').nth(1).unwrap_or(property);
-            Ok(query::breakdown(conn, site, &p, ctx)?["results"]
+            Ok(query::breakdown(reports, site, &p, ctx)?["results"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -107,7 +112,7 @@ pub fn gather(
     let mut series = range(start);
     series.insert("metrics".into(), "visitors".into());
     series.insert("interval".into(), "date".into());
-    let daily = query::timeseries(conn, site, &series, ctx)?["results"]
+    let daily = query::timeseries(reports, site, &series, ctx)?["results"]
         .as_array()
         .into_iter()
         .flatten()

@@ -28,7 +28,11 @@ use std::time::{Duration, Instant};
 use chrono::{Datelike, Days, Months, NaiveDate, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value, json};
-use tally::store::stats::VISIT_COLUMNS;
+use tally::report::model::VisitColumn;
+
+/// Every visit attribute's name, in [`VisitColumn::ALL`]'s order.
+static VISIT_COLUMNS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| VisitColumn::ALL.iter().map(|c| c.name()).collect());
 
 use common::*;
 
@@ -325,7 +329,7 @@ fn load(db: &rusqlite::Connection) -> HashMap<String, SiteData> {
     let rows = stmt
         .query_map([], |r| {
             let mut dims = Vec::new();
-            for c in VISIT_COLUMNS {
+            for c in VISIT_COLUMNS.iter() {
                 dims.push(r.get::<_, Option<String>>(*c)?);
             }
             Ok((
@@ -1795,7 +1799,7 @@ fn random_query(rng: &mut Rng, spec: &'static SiteSpec, site: &SiteData, p: &Pre
                     keys.push("nope".into());
                     format!("event:props:{}", rng.pick(&keys))
                 }
-                _ => format!("visit:{}", rng.pick(VISIT_COLUMNS)),
+                _ => format!("visit:{}", rng.pick(&VISIT_COLUMNS)),
             };
             let allowed = allowed_metrics(&property);
             let metrics = if rng.chance(0.15) {

@@ -99,8 +99,10 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
     use tally::ingest::enrich::GeoLookup;
     use tally::ingest::payload::parse_body;
     use tally::ingest::{IngestOptions, Ingestor, Outcome, RequestMeta};
-    use tally::store::retention::{RetentionPolicy, RetentionStats, run_pass};
-    use tally::store::rollups::{GRAIN_HOUR, GRAIN_MONTH};
+    use tally::jobs::retention_pass as run_pass;
+    use tally::report::sqlite::follower::Follower;
+    use tally::report::sqlite::rollups::{GRAIN_HOUR, GRAIN_MONTH, RollupFeed};
+    use tally::store::retention::{RetentionPolicy, RetentionStats};
     use tally::store::{Store, sites};
 
     const DAY: i64 = 86_400;
@@ -120,6 +122,7 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
         .build()
         .unwrap();
     let ages = [50, 40, 31, 29, 10, 0];
+    let feed = std::sync::Arc::new(RollupFeed::default());
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
         store.write_connection().unwrap(),
@@ -128,9 +131,18 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
             queue_capacity: 100,
             respect_opt_out: false,
             recover_visits: true,
-            recent_days: None,
             journal: true,
         },
+        t0 - 50 * DAY,
+        feed.clone(),
+    )
+    .unwrap();
+    let follower = Follower::new(
+        store.clone(),
+        ingestor.writer().clone(),
+        feed,
+        true,
+        None,
         t0 - 50 * DAY,
     )
     .unwrap();
@@ -151,8 +163,8 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
                 Outcome::Stored
             );
         }
-        ingestor.flush().await;
-        ingestor.roll_ended_visits(t0 + 3600, 100).await;
+        follower.pass(ingestor.write_visit_snapshots()).await;
+        follower.roll_ended_visits(t0 + 3600, 100).await;
     });
     // Salts of the last six days, as if the server had been down at midnight.
     let today = t0 / DAY;

@@ -65,7 +65,7 @@ impl ResponseError for ApiError {
             ApiError::Query(e) => match e {
                 QueryError::BadParam(_) => StatusCode::BAD_REQUEST,
                 QueryError::NoSuchSite(_) => StatusCode::NOT_FOUND,
-                QueryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                QueryError::Report(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -160,7 +160,7 @@ impl From<QueryError> for PageError {
         match e {
             QueryError::BadParam(m) => PageError::BadRequest(m),
             QueryError::NoSuchSite(_) => PageError::NotFound,
-            QueryError::Store(e) => PageError::Internal(e.to_string()),
+            QueryError::Report(e) => PageError::Internal(e.to_string()),
         }
     }
 }

@@ -29,8 +29,9 @@ use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
 use crate::metrics::HistogramFamily;
 use crate::query;
+use crate::report::Reports;
+use crate::report::sqlite::follower::Follower;
 use crate::store::backup::BackupStats;
-use crate::store::recent::RecentTraffic;
 use crate::store::retention::RetentionStats;
 use crate::store::sites::Site;
 use crate::store::{self, Store};
@@ -54,8 +55,10 @@ pub struct AppState {
     /// `request_seconds` of the tracking endpoint, held apart so the hot
     /// path does not look it up.
     pub event_seconds: Arc<crate::metrics::Histogram>,
-    /// Recent traffic held in memory for filtered reports.
-    pub recent: Option<Arc<RecentTraffic>>,
+    /// What answers reports.
+    pub reports: Arc<dyn Reports>,
+    /// What keeps the read model current: rebuilds, lag, recent traffic.
+    pub follower: Arc<Follower>,
     pub login_limiter: LoginLimiter,
     /// Slots for password hashing ([`crate::auth::CONCURRENT_PASSWORD_CHECKS`]);
     /// shared, so that a slot can go with the hash to its blocking thread.
@@ -93,14 +96,8 @@ pub async fn settle_writes(state: &AppState) {
 }
 
 /// What a query on `site` needs besides its parameters, as of now.
-pub fn query_context(state: &AppState, site: &Site) -> query::Context {
-    query::Context::new(
-        &site.timezone,
-        store::now_unix(),
-        state.raw_events_days,
-        state.recent.clone(),
-        state.store.sketches().clone(),
-    )
+pub fn query_context(site: &Site) -> query::Context {
+    query::Context::new(&site.timezone, store::now_unix())
 }
 
 /// The Content-Security-Policy of every response: scripts and styles only

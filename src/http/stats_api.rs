@@ -7,9 +7,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::{ApiError, AppState, query_context, settle_writes};
 use crate::keys;
 use crate::query::{self, Params, QueryError};
-use crate::store::{self, Db, Store, sites::Site};
+use crate::report::Reports;
+use crate::store::{self, Store, sites::Site};
 
-type Handler = fn(&Db, &Site, &Params, &query::Context) -> Result<serde_json::Value, QueryError>;
+type Handler =
+    fn(&dyn Reports, &Site, &Params, &query::Context) -> Result<serde_json::Value, QueryError>;
 
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get("authorization")?.to_str().ok()?;
@@ -30,15 +32,18 @@ async fn answer(
     let params = params.into_inner();
     settle_writes(&state).await;
     let value = web::block(move || -> Result<serde_json::Value, ApiError> {
-        let conn = store.reader()?;
-        if !store::sites::api_key_exists(&conn, &keys::hash(&key))? {
-            return Err(ApiError::Unauthorized);
-        }
-        let domain = query::site_param(&params)?;
-        let site = store::sites::find_site(&conn, domain)?
-            .ok_or_else(|| QueryError::NoSuchSite(domain.to_string()))?;
-        let ctx = query_context(&state, &site);
-        Ok(handler(&conn, &site, &params, &ctx)?)
+        let site = {
+            // Back to the pool before the report takes a reader.
+            let conn = store.reader()?;
+            if !store::sites::api_key_exists(&conn, &keys::hash(&key))? {
+                return Err(ApiError::Unauthorized);
+            }
+            let domain = query::site_param(&params)?;
+            store::sites::find_site(&conn, domain)?
+                .ok_or_else(|| QueryError::NoSuchSite(domain.to_string()))?
+        };
+        let ctx = query_context(&site);
+        Ok(handler(&*state.reports, &site, &params, &ctx)?)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;

@@ -17,16 +17,14 @@ pub mod visitor;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use error::{IngestError, StartError};
 pub use payload::{EventKind, EventPayload, MAX_DOMAINS};
 
 use crate::metrics::{Counter, CounterSet};
-use crate::store::recent::RecentTraffic;
-use crate::store::rollups::{self, RollupFeed};
 use crate::store::{
-    self, Db, EventJournal, EventWriter, NewEvent, Store, VisitDims, WriteError, WriterHandle,
+    self, CommitFollower, Db, EventJournal, EventWriter, NewEvent, Store, VisitDims, VisitRecord,
+    WriteError, WriterHandle,
 };
 use enrich::bots::BotReason;
 use enrich::{GeoLookup, UaParser, referrer};
@@ -49,13 +47,11 @@ pub struct IngestOptions {
     pub queue_capacity: usize,
     /// Drop events of requests carrying `Sec-GPC: 1` or `DNT: 1`.
     pub respect_opt_out: bool,
-    /// Rebuild visits and rollups after an unclean stop and keep the
-    /// clean-stop and rollup marks: true for the server, false for a second
-    /// process beside it (`tally demo`), since those belong to the server.
+    /// Rebuild visits (and let the follower catch up) after an unclean stop
+    /// and keep the clean-stop and rollup marks: true for the server, false
+    /// for a second process beside it (`tally demo`), since those belong to
+    /// the server.
     pub recover_visits: bool,
-    /// Days of recent traffic to hold in memory for filtered reports; `None`
-    /// or 0 holds none.
-    pub recent_days: Option<u32>,
     /// Acknowledge events once they are in the event journal (the server,
     /// which holds the data directory) rather than once committed.
     pub journal: bool,
@@ -162,15 +158,6 @@ impl Default for IngestStats {
 
 pub struct Ingestor {
     writer: EventWriter,
-    store: Store,
-    feed: Arc<RollupFeed>,
-    recover_visits: bool,
-    recent: Option<Arc<RecentTraffic>>,
-    /// Wakes [`Ingestor::run_rebuilds`] when a rebuild starts.
-    rebuilds: tokio::sync::Notify,
-    /// The other-writer counter last seen, and the hour of the last trim.
-    external_writes: AtomicI64,
-    trimmed_hour: AtomicI64,
     ua: UaParser,
     geo: GeoLookup,
     hasher: VisitorHasher,
@@ -182,20 +169,21 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Loads salts and open visits with `conn`, then hands `conn` to a new
-    /// writer.
+    /// Loads salts and open visits with `conn`, lets `follower` catch up
+    /// with the database, then hands `conn` to a new writer that tells
+    /// `follower` of each commit.
     pub fn start(
         store: Store,
         mut conn: Db,
         geo: GeoLookup,
         options: IngestOptions,
         now: i64,
+        follower: Arc<dyn CommitFollower>,
     ) -> Result<(Ingestor, WriterHandle), StartError> {
         let IngestOptions {
             queue_capacity,
             respect_opt_out,
             recover_visits,
-            recent_days,
             journal,
         } = options;
         // First: the events the journal holds are acknowledged, and
@@ -214,18 +202,19 @@ impl Ingestor {
             None
         };
         let hasher = VisitorHasher::load(&conn, now)?;
-        rollups::rebuild_if_asked(&conn, now)?;
-        if recover_visits && !store::visits::take_clean_stop(&conn)? {
-            let rebuilt = store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?;
-            let folded = rollups::recover(&conn)?;
+        let unclean = recover_visits && !store::visits::take_clean_stop(&conn)?;
+        let rebuilt = if unclean {
+            store::visits::rebuild_recent(&conn, REBUILD_WINDOW)?
+        } else {
+            0
+        };
+        let folded = follower.catch_up(&conn, now, recover_visits, unclean)?;
+        if unclean {
             tracing::info!(
                 visits = rebuilt,
                 events = folded,
                 "rebuilt recent visits and rollups from events after an unclean stop"
             );
-        }
-        if recover_visits {
-            rollups::ensure_mark(&conn)?;
         }
         let sessions = SessionTracker::new(store::sites::max_visit_id(&conn)?, now);
         let open = store::sites::open_visits(
@@ -237,24 +226,10 @@ impl Ingestor {
         live.restore(&open, now);
         sessions.restore(open);
         tracing::info!(open_visits = sessions.len(), "restored open visits");
-        let feed = Arc::new(RollupFeed::default());
-        feed.set_zones(rollups::zones(&conn)?);
-        feed.resume_rebuilds(store::rebuild::in_progress(&conn)?);
-        let recent = recent_days
-            .filter(|d| *d > 0)
-            .map(|days| RecentTraffic::new(store.clone(), i64::from(days), feed.clone()));
-        let external_writes = AtomicI64::new(store::recent::external_writes(&conn)?);
-        let (writer, handle) = EventWriter::start(conn, queue_capacity, feed.clone(), journal)
+        let (writer, handle) = EventWriter::start(conn, queue_capacity, follower, journal)
             .map_err(StartError::Writer)?;
         let ingestor = Ingestor {
             writer,
-            store: store.clone(),
-            feed,
-            recover_visits,
-            recent,
-            rebuilds: tokio::sync::Notify::new(),
-            external_writes,
-            trimmed_hour: AtomicI64::new(now / 3600),
             ua: UaParser::new(),
             geo,
             hasher,
@@ -267,141 +242,15 @@ impl Ingestor {
         Ok((ingestor, handle))
     }
 
-    /// Writes the snapshots of visits changed since the last call and folds
-    /// the events acknowledged since then into the rollups (every second,
-    /// and once more at shutdown, so a clean stop leaves nothing to recover).
-    pub async fn flush(&self) {
-        // Journaled events are committed first, so they are in this pass.
-        if let Err(e) = self.writer.settled().await {
-            tracing::error!(error = %e, "committing journaled events failed");
-        }
-        if let Err(e) = self.upkeep_recent(store::now_unix()) {
-            tracing::error!(error = %e, "keeping recent traffic failed");
-        }
-        // Events first: a visit is marked changed before its event is
-        // committed, so every visit of these events is in this batch of
-        // snapshots or an earlier one.
-        let fed = self.feed.take();
+    /// Writes the snapshots of visits changed since the last call and
+    /// returns them (every second, within the read model's pass, and once
+    /// more at shutdown).
+    pub async fn write_visit_snapshots(&self) -> Vec<VisitRecord> {
         let dirty = self.sessions.take_dirty();
         if let Err(e) = store::visits::write_snapshots(&self.writer, &dirty).await {
             tracing::error!(error = %e, visits = dirty.len(), "writing visit snapshots failed");
         }
-        // After the snapshots are written: a site that starts loading now
-        // either reads them from the database or gets them here.
-        if let Some(recent) = &self.recent {
-            recent.apply(&dirty, &fed.events);
-        }
-        // A timezone change reaches the feed as it commits
-        // ([`Ingestor::change_timezone`]), not here.
-        if let Err(e) =
-            rollups::flush_events(&self.writer, &self.feed, fed, self.recover_visits).await
-        {
-            tracing::error!(error = %e, "adding events to the rollups failed");
-        }
-    }
-
-    /// Adds visits that ended before `now` to the rollups (every second),
-    /// `per_commit` visits per writer transaction.
-    pub async fn roll_ended_visits(&self, now: i64, per_commit: usize) {
-        let ended_before = now - rollups::VISIT_SETTLED_AFTER;
-        match rollups::roll_ended_visits(&self.writer, ended_before, per_commit).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(visits = n, "added ended visits to the rollups"),
-            Err(e) => tracing::error!(error = %e, "adding ended visits to the rollups failed"),
-        }
-    }
-
-    /// Recent traffic held for filtered reports, if any.
-    pub fn recent(&self) -> Option<Arc<RecentTraffic>> {
-        self.recent.clone()
-    }
-
-    /// Keeps recent traffic to its window (hourly) and reloads it when
-    /// another process wrote events.
-    fn upkeep_recent(&self, now: i64) -> Result<(), store::StoreError> {
-        let Some(recent) = &self.recent else {
-            return Ok(());
-        };
-        let seen = store::recent::external_writes(&*self.store.reader()?)?;
-        if self.external_writes.swap(seen, Ordering::Relaxed) != seen {
-            recent.reload(now);
-        }
-        if self.trimmed_hour.swap(now / 3600, Ordering::Relaxed) != now / 3600 {
-            recent.trim(now);
-        }
-        Ok(())
-    }
-
-    /// Sets a site's timezone and starts rebuilding its rollups in it (see
-    /// `store::rebuild`); raw events are kept `raw_events_days`. Returns
-    /// false when the timezone was already that one.
-    pub async fn change_timezone(
-        &self,
-        site_id: i64,
-        timezone: String,
-        raw_events_days: u32,
-    ) -> Result<bool, WriteError> {
-        let (writer, feed) = (self.writer.clone(), self.feed.clone());
-        let now = store::now_unix();
-        let changed = self
-            .writer
-            .run_for(move |tx| {
-                let change = store::rebuild::Change {
-                    site_id,
-                    timezone,
-                    now,
-                    raw_from: now - i64::from(raw_events_days) * 86_400,
-                    // Taken in the job: every event queued before it is in
-                    // the database by now, or comes right after.
-                    cutoff: writer.last_event_id(),
-                };
-                store::rebuild::change_timezone(tx, &feed, &change)
-            })
-            .await?;
-        if changed {
-            tracing::info!(site_id, "timezone changed; rebuilding the site's rollups");
-            self.rebuilds.notify_one();
-        }
-        Ok(changed)
-    }
-
-    /// Runs the rollup rebuilds in progress, step after step, and waits for
-    /// the next when there are none (the server's background task).
-    pub async fn run_rebuilds(&self) {
-        loop {
-            if self.feed.rebuilding().is_empty() {
-                self.rebuilds.notified().await;
-                continue;
-            }
-            let feed = self.feed.clone();
-            match self
-                .writer
-                .run_for(move |tx| store::rebuild::step(tx, &feed))
-                .await
-            {
-                Ok(true) => tokio::task::yield_now().await,
-                Ok(false) => {
-                    // The database has none left (a site was removed).
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "rebuilding rollups failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
-    /// Sites whose rollups are being rebuilt: their reports may be
-    /// incomplete meanwhile.
-    pub fn rebuilding_sites(&self) -> Vec<i64> {
-        self.feed.rebuilding()
-    }
-
-    /// Acknowledged events not yet in the rollups (at least 1 while some
-    /// are only journaled).
-    pub fn rollup_pending(&self) -> u64 {
-        self.feed.pending() + u64::from(self.writer.uncommitted())
+        dirty
     }
 
     /// Periodic upkeep: forget ended visits, rotate the salt at midnight UTC
@@ -666,11 +515,17 @@ mod tests {
             queue_capacity: 1,
             respect_opt_out: false,
             recover_visits: true,
-            recent_days: None,
             journal: true,
         };
-        let (ingestor, writer) =
-            Ingestor::start(store.clone(), conn, GeoLookup::disabled(), options, now).unwrap();
+        let (ingestor, writer) = Ingestor::start(
+            store.clone(),
+            conn,
+            GeoLookup::disabled(),
+            options,
+            now,
+            Arc::new(store::NoFollower),
+        )
+        .unwrap();
         let stored = ingestor
             .ingest(pageview("/a"), from("192.0.2.1", now))
             .await;
@@ -727,11 +582,17 @@ mod tests {
             queue_capacity: 64,
             respect_opt_out: false,
             recover_visits: true,
-            recent_days: None,
             journal: true,
         };
-        let (ingestor, handle) =
-            Ingestor::start(store.clone(), conn, GeoLookup::disabled(), options, now).unwrap();
+        let (ingestor, handle) = Ingestor::start(
+            store.clone(),
+            conn,
+            GeoLookup::disabled(),
+            options,
+            now,
+            Arc::new(store::NoFollower),
+        )
+        .unwrap();
         let meta = RequestMeta {
             ip: "192.0.2.1".parse().unwrap(),
             user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",

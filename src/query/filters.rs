@@ -5,7 +5,7 @@
 //! wildcards in page paths), `!=`, and `~` (contains).
 
 use super::{QueryError, bad};
-use crate::store::stats::{Filter, FilterField, FilterOp, VISIT_COLUMNS};
+use crate::report::model::{Filter, FilterField, FilterOp, VisitColumn};
 
 /// How reports show a missing value; filtering on it matches the missing value.
 const NONE_LABELS: &[&str] = &["Direct / None", "(none)"];
@@ -77,7 +77,7 @@ fn parse_one(condition: &str) -> Result<Filter, QueryError> {
                 FilterField::Prop(key.to_string())
             } else if let Some(column) = property
                 .strip_prefix("visit:")
-                .and_then(|c| VISIT_COLUMNS.iter().find(|v| **v == c))
+                .and_then(VisitColumn::from_name)
             {
                 FilterField::Visit(column)
             } else {
@@ -106,7 +106,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(f.len(), 3);
-        assert_eq!(f[0].field, FilterField::Visit("source"));
+        assert_eq!(f[0].field, FilterField::Visit(VisitColumn::Source));
         assert_eq!(f[0].values, vec![Some("Google".into()), None]);
         assert_eq!(f[1].field, FilterField::Page);
         assert_eq!(f[2].op, FilterOp::IsNot);

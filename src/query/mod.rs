@@ -2,33 +2,20 @@
 //!
 //! Parameters arrive as plain key/value pairs (this module knows nothing about
 //! HTTP); periods are resolved in the site's timezone. The numbers come from
-//! the rollups ([`crate::store::rollup_query`]) when a report has no filter,
-//! and from the raw tables ([`crate::store::stats`]) when it has one, since
-//! filters combine dimensions the rollups keep apart. Raw events are kept
-//! for a shorter time than rollups: a filtered report reaching further back
-//! is refused rather than answered from partial data.
+//! a [`Reports`], which picks the engine that answers (see
+//! [`crate::report`]); this module only shapes requests and answers.
 
 pub mod filters;
 pub mod period;
 
 use std::collections::HashMap;
 
-use chrono_tz::Tz;
-use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
-use std::sync::Arc;
-
-use crate::store::calendar;
-use crate::store::recent::RecentTraffic;
-use crate::store::rollup_query::RollupQuery;
+use crate::report::model::{BreakdownRow, Dimension, TimeRange, Totals, VisitColumn};
+use crate::report::{ReportError, Reports, SiteReport};
 use crate::store::sites::{GoalKind, Site};
-use crate::store::sketch_cache::SketchCache;
-use crate::store::stats::{
-    self, BreakdownRow, Dimension, Filter, TimeRange, Totals, VISIT_COLUMNS,
-};
-use crate::store::{self, Db, StoreError};
 use period::Period;
 
 #[derive(Debug, Error)]
@@ -39,194 +26,54 @@ pub enum QueryError {
     #[error("site {0} does not exist")]
     NoSuchSite(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Report(ReportError),
+}
+
+impl From<ReportError> for QueryError {
+    fn from(e: ReportError) -> QueryError {
+        match e {
+            // The request asked for data that is not kept: its fault.
+            ReportError::NotKept { .. } => QueryError::BadParam(e.to_string()),
+            other => QueryError::Report(other),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for QueryError {
+    fn from(e: crate::store::StoreError) -> QueryError {
+        QueryError::Report(ReportError::Store(e))
+    }
 }
 
 pub type Params = HashMap<String, String>;
 
 /// What a query needs to know besides its parameters.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 pub struct Context {
     /// Today in the site's timezone.
     pub today: chrono::NaiveDate,
     pub now: i64,
-    /// Raw events before this instant may have been removed by retention.
-    pub raw_since: i64,
-    /// Recent traffic in memory: filtered reports within it read it instead
-    /// of the raw tables.
-    pub recent: Option<Arc<RecentTraffic>>,
-    /// Visitor sketches recently read from the rollups.
-    pub sketches: Arc<SketchCache>,
 }
 
 impl Context {
-    /// The context of a query on a site in `timezone` as of `now`, where raw
-    /// events are kept `raw_events_days`.
-    pub fn new(
-        timezone: &str,
-        now: i64,
-        raw_events_days: u32,
-        recent: Option<Arc<RecentTraffic>>,
-        sketches: Arc<SketchCache>,
-    ) -> Context {
+    /// The context of a query on a site in `timezone` as of `now`.
+    pub fn new(timezone: &str, now: i64) -> Context {
         Context {
             today: period::today_in(timezone, now),
             now,
-            raw_since: now - i64::from(raw_events_days) * 86_400,
-            recent,
-            sketches,
         }
     }
 }
 
-/// Where a report's numbers come from: the rollups without filters; with
-/// them, recent traffic in memory when it holds the site over the range, the
-/// raw tables otherwise. Built inside one read transaction.
-struct Source<'a> {
-    conn: &'a Connection,
-    site_id: i64,
-    tz: Tz,
-    filters: Vec<Filter>,
-    raw_since: i64,
-    recent: Option<&'a Arc<RecentTraffic>>,
-    sketches: &'a SketchCache,
-    now: i64,
-}
-
-impl<'a> Source<'a> {
-    fn new(
-        conn: &'a Connection,
-        site: &Site,
-        params: &Params,
-        ctx: &'a Context,
-    ) -> Result<Self, QueryError> {
-        Ok(Source {
-            conn,
-            site_id: site.id,
-            tz: calendar::zone(&site.timezone),
-            filters: filters::parse(params.get("filters").map(String::as_str))?,
-            raw_since: ctx.raw_since,
-            recent: ctx.recent.as_ref(),
-            sketches: &ctx.sketches,
-            now: ctx.now,
-        })
-    }
-
-    fn rollups(&self) -> RollupQuery<'a> {
-        RollupQuery {
-            conn: self.conn,
-            cache: self.sketches,
-            tz: self.tz,
-            site_id: self.site_id,
-        }
-    }
-
-    /// Recent traffic, if it holds this site over `range`.
-    fn recent(&self, range: TimeRange) -> Option<&'a RecentTraffic> {
-        self.recent
-            .filter(|r| r.ready(self.site_id, range, self.now))
-            .map(|r| &**r)
-    }
-
-    fn raw(&self) -> bool {
-        !self.filters.is_empty()
-    }
-
-    /// Refuses a raw report over a range whose raw events are gone; `param`
-    /// is the parameter that made the report need them.
-    fn check(&self, range: TimeRange, raw: bool, param: &str) -> Result<(), QueryError> {
-        if raw && range.start < self.raw_since {
-            let kept = calendar::local_date(self.tz, self.raw_since);
-            let what = if param == "filters" {
-                "filtered reports"
-            } else {
-                "visits of event:props"
-            };
-            return Err(bad(format!(
-                "{param}: raw events before {kept} are no longer kept, so {what} cannot reach \
-                 before that day; only unfiltered reports cover older periods"
-            )));
-        }
-        Ok(())
-    }
-
-    fn totals(&self, range: TimeRange) -> Result<Totals, QueryError> {
-        self.check(range, self.raw(), "filters")?;
-        Ok(if self.raw() {
-            match self
-                .recent(range)
-                .and_then(|r| r.totals(self.site_id, range, &self.filters))
-            {
-                Some(t) => t,
-                None => stats::totals(self.conn, self.site_id, range, &self.filters)?,
-            }
-        } else {
-            self.rollups().totals(range)?
-        })
-    }
-
-    fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, QueryError> {
-        if self.raw() {
-            return buckets.iter().map(|b| self.totals(*b)).collect();
-        }
-        Ok(self.rollups().series(buckets, hourly)?)
-    }
-
-    /// `needs_raw`: the metrics asked for are not in the rollups.
-    fn breakdown(
-        &self,
-        range: TimeRange,
-        dimension: &Dimension,
-        needs_raw: bool,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<BreakdownRow>, QueryError> {
-        self.check(range, self.raw(), "filters")?;
-        self.check(range, needs_raw, "metrics")?;
-        let raw = self.raw() || needs_raw;
-        // Only a raw report asks: asking starts loading the site.
-        let recent = raw.then(|| self.recent(range)).flatten();
-        if let Some(rows) = recent
-            .and_then(|r| r.breakdown(self.site_id, range, dimension, &self.filters, limit, offset))
-        {
-            return Ok(rows);
-        }
-        Ok(if raw {
-            stats::breakdown(
-                self.conn,
-                self.site_id,
-                range,
-                dimension,
-                &self.filters,
-                limit,
-                offset,
-            )?
-        } else {
-            self.rollups().breakdown(range, dimension, limit, offset)?
-        })
-    }
-
-    /// Visitors who completed any of `goals`, and the completions.
-    fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), QueryError> {
-        self.check(range, self.raw(), "filters")?;
-        let recent = self.raw().then(|| self.recent(range)).flatten();
-        if let Some(answer) =
-            recent.and_then(|r| r.goals(self.site_id, range, goals, &self.filters))
-        {
-            return Ok(answer);
-        }
-        if self.raw() {
-            let mut events = 0;
-            for g in goals {
-                events +=
-                    stats::goal_conversions(self.conn, self.site_id, range, g, &self.filters)?.1;
-            }
-            let visitors =
-                stats::converted_visitors(self.conn, self.site_id, range, goals, &self.filters)?;
-            return Ok((visitors, events));
-        }
-        Ok(self.rollups().goal_visitors(range, goals)?)
-    }
+/// A site's numbers narrowed by the request's `filters`.
+fn open<'r>(
+    reports: &'r dyn Reports,
+    site: &Site,
+    params: &Params,
+    ctx: &Context,
+) -> Result<Box<dyn SiteReport + 'r>, QueryError> {
+    let filters = filters::parse(params.get("filters").map(String::as_str))?;
+    Ok(reports.open(site, &filters, ctx.now)?)
 }
 
 fn bad(message: impl Into<String>) -> QueryError {
@@ -332,15 +179,14 @@ fn change(name: &str, now: &Value, before: &Value) -> Value {
 
 /// `GET /api/v1/stats/aggregate`.
 pub fn aggregate(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     params: &Params,
     ctx: &Context,
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, BASE_METRICS, &[CONVERSION_RATE])?;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
-    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
-    let source = Source::new(&tx, site, params, ctx)?;
+    let source = open(reports, site, params, ctx)?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
         Some("previous_period") => Some(period.previous(&site.timezone)?),
@@ -351,10 +197,7 @@ pub fn aggregate(
         }
     };
     let goals: Vec<GoalKind> = if metrics.iter().any(|m| m == CONVERSION_RATE) {
-        store::sites::list_goals(conn, site.id)?
-            .into_iter()
-            .map(|g| g.kind)
-            .collect()
+        source.goal_list()?.into_iter().map(|g| g.kind).collect()
     } else {
         Vec::new()
     };
@@ -396,7 +239,7 @@ pub fn aggregate(
 /// `GET /api/v1/stats/timeseries`: every bucket of the period, empty ones
 /// included, as `{"results":[{"date":"2024-01-01","visitors":N},…]}`.
 pub fn timeseries(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     params: &Params,
     ctx: &Context,
@@ -404,8 +247,7 @@ pub fn timeseries(
     let metrics = metrics(params, BASE_METRICS, &[])?;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
     let interval = period::Interval::from_params(params)?;
-    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
-    let source = Source::new(&tx, site, params, ctx)?;
+    let source = open(reports, site, params, ctx)?;
     let buckets = period.buckets(interval, &site.timezone)?;
     let ranges: Vec<TimeRange> = buckets.iter().map(|b| b.range).collect();
     let totals = source.series(&ranges, interval == period::Interval::Hour)?;
@@ -424,22 +266,17 @@ pub fn timeseries(
 /// `GET /api/v1/stats/realtime/visitors`: visitors of the last five minutes,
 /// as a bare number.
 pub fn realtime_visitors(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     _params: &Params,
     ctx: &Context,
 ) -> Result<Value, QueryError> {
     let now = ctx.now;
-    let t = stats::totals(
-        conn,
-        site.id,
-        stats::TimeRange {
-            start: now - REALTIME_WINDOW,
-            end: now + 1,
-        },
-        &[],
-    )?;
-    Ok(json!(t.visitors))
+    let visitors = reports.open(site, &[], now)?.current_visitors(TimeRange {
+        start: now - REALTIME_WINDOW,
+        end: now + 1,
+    })?;
+    Ok(json!(visitors))
 }
 
 /// "Current visitors" are those seen in the last five minutes.
@@ -467,9 +304,13 @@ fn property(name: &str) -> Result<(Dimension, String, &'static [&'static str]), 
         _ => {
             let column = name
                 .strip_prefix("visit:")
-                .and_then(|c| VISIT_COLUMNS.iter().find(|v| **v == c))
+                .and_then(VisitColumn::from_name)
                 .ok_or_else(|| bad(format!("property: unknown property `{name}`")))?;
-            Ok((Dimension::Visit(column), column.to_string(), BASE_METRICS))
+            Ok((
+                Dimension::Visit(column),
+                column.name().to_string(),
+                BASE_METRICS,
+            ))
         }
     }
 }
@@ -484,7 +325,7 @@ fn none_label(key: &str) -> &'static str {
 
 /// `GET /api/v1/stats/breakdown`.
 pub fn breakdown(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     params: &Params,
     ctx: &Context,
@@ -493,22 +334,19 @@ pub fn breakdown(
         .get("property")
         .ok_or_else(|| bad("property is required"))?;
     if prop == "event:goal" {
-        return goal_breakdown(conn, site, params, ctx);
+        return goal_breakdown(reports, site, params, ctx);
     }
     let (dimension, key, allowed) = property(prop)?;
     let metrics = metrics(params, allowed, &[])?;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
     let limit = int_param(params, "limit", 100, 1, 1000)?;
     let page = int_param(params, "page", 1, 1, 1_000_000)?;
-    // Rollups of properties keep no visit counts.
-    let needs_raw =
-        matches!(dimension, Dimension::Prop(_)) && metrics.iter().any(|m| m == "visits");
-    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
-    let source = Source::new(&tx, site, params, ctx)?;
+    let need_visits = metrics.iter().any(|m| m == "visits");
+    let source = open(reports, site, params, ctx)?;
     let rows: Vec<BreakdownRow> = source.breakdown(
         period.range,
         &dimension,
-        needs_raw,
+        need_visits,
         limit,
         (page - 1) * limit,
     )?;
@@ -541,19 +379,14 @@ pub fn breakdown(
 /// visitors first: what a dashboard offers to break down. Reads raw events,
 /// so only the days they are kept for.
 pub fn prop_keys(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     params: &Params,
     ctx: &Context,
 ) -> Result<Vec<String>, QueryError> {
     const MAX_KEYS: i64 = 20;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
-    let filters = filters::parse(params.get("filters").map(String::as_str))?;
-    let range = TimeRange {
-        start: period.range.start.max(ctx.raw_since),
-        end: period.range.end,
-    };
-    Ok(stats::prop_keys(conn, site.id, range, &filters, MAX_KEYS)?)
+    Ok(open(reports, site, params, ctx)?.prop_keys(period.range, MAX_KEYS)?)
 }
 
 fn int_param(
@@ -576,18 +409,17 @@ fn int_param(
 /// `property=event:goal`: each goal with the visitors who completed it, how
 /// often, and the share of all visitors.
 fn goal_breakdown(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     params: &Params,
     ctx: &Context,
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, &["visitors", "events"], &[CONVERSION_RATE])?;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
-    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
-    let source = Source::new(&tx, site, params, ctx)?;
+    let source = open(reports, site, params, ctx)?;
     let all = source.totals(period.range)?.visitors;
     let mut rows = Vec::new();
-    for goal in store::sites::list_goals(&tx, site.id)? {
+    for goal in source.goal_list()? {
         let (visitors, events) = source.goals(period.range, std::slice::from_ref(&goal.kind))?;
         let mut row = Map::new();
         row.insert("goal".into(), json!(goal.display_name()));

@@ -9,8 +9,8 @@ use chrono::{Datelike, Days, Months, NaiveDate};
 use chrono_tz::Tz;
 
 use super::{Params, QueryError, bad};
-use crate::store::calendar::{first_instant_of_hour, first_of_month, local_date, midnight, zone};
-use crate::store::stats::TimeRange;
+use crate::report::calendar::{first_instant_of_hour, first_of_month, local_date, midnight, zone};
+use crate::report::model::TimeRange;
 
 /// The first and last year a request may name. Nothing is stored before
 /// Unix time began, and four-digit years keep every period (12 months back,

@@ -1,13 +1,12 @@
 //! Opening the database: pragmas, migrations, the read pool.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 
-use super::sketch_cache::SketchCache;
 use super::{StoreError, migrate};
 
 pub const DB_FILE_NAME: &str = "tally.db";
@@ -16,19 +15,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// them under pressure like any file cache.
 const READ_MMAP_BYTES: i64 = 1 << 40;
 
-/// Bytes of visitor sketches kept in memory for reports (2,048 dense ones;
-/// a 30-day dashboard of a large site reads about 450).
-const SKETCH_CACHE_BYTES: usize = 32 << 20;
-
-/// Handle to the database: the path, a pool of read-only connections, and
-/// the sketches reports read most. Writes go through
+/// Handle to the database: the path and a pool of read-only connections.
+/// Writes go through
 /// [`super::EventWriter`] (server) or [`Store::write_connection`] (short CLI
 /// commands).
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
     readers: r2d2::Pool<SqliteConnectionManager>,
-    sketches: Arc<SketchCache>,
 }
 
 impl Store {
@@ -55,11 +49,7 @@ impl Store {
         let readers = r2d2::Pool::builder()
             .max_size(readers.max(1))
             .build(manager)?;
-        Ok(Store {
-            path,
-            readers,
-            sketches: Arc::new(SketchCache::new(SKETCH_CACHE_BYTES)),
-        })
+        Ok(Store { path, readers })
     }
 
     pub fn path(&self) -> &Path {
@@ -69,11 +59,6 @@ impl Store {
     /// The directory holding the database file.
     pub fn data_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    /// Visitor sketches recently read by reports.
-    pub fn sketches(&self) -> &Arc<SketchCache> {
-        &self.sketches
     }
 
     /// A pooled read-only connection.

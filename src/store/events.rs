@@ -49,7 +49,7 @@ pub(super) fn insert_event_row(
 
 /// Inserts `events` as [`insert_event_row`] does, with the statements looked
 /// up once for all of them. Returns the rows added.
-pub(super) fn insert_events(
+pub(crate) fn insert_events(
     tx: &Connection,
     events: &[NewEvent],
     if_new: bool,

@@ -6,24 +6,17 @@
 //! [`VisitRecord`]) and get plain values back.
 
 pub mod backup;
-pub mod calendar;
 mod db;
 pub mod devices;
 mod error;
-mod events;
+pub(crate) mod events;
+mod follower;
 pub mod inventory;
 mod journal;
 mod migrate;
-pub mod rebuild;
-pub mod recent;
 mod records;
 pub mod retention;
-pub mod rollup_query;
-pub mod rollups;
 pub mod sites;
-pub mod sketch;
-pub mod sketch_cache;
-pub mod stats;
 pub mod summaries;
 pub mod transfer;
 pub mod users;
@@ -32,6 +25,7 @@ mod writer;
 
 pub use db::{DB_FILE_NAME, Store, file_bytes};
 pub use error::{StoreError, WriteError};
+pub use follower::{CommitFollower, NoFollower};
 pub use journal::{EventJournal, JOURNAL_DIR};
 pub use records::{NewEvent, VisitDims, VisitRecord};
 pub use writer::{EventWriter, Queued, WriterHandle, WriterStats};

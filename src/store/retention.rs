@@ -1,20 +1,15 @@
-//! Retention: raw events and visits older than `raw_events_days`, and rollup
-//! rows older than `aggregates_days`, are deleted in small batches, each its
-//! own short writer transaction, so ingest never waits behind one long delete.
-//! The same pass deletes visitor-id salts older than 48 hours.
-//!
-//! [`run_pass`] takes the time as a parameter: the server passes the clock,
-//! tests pass whatever day they need.
+//! Retention of the store's tables: raw events and visits older than
+//! `raw_events_days`, weekly summaries and imported aggregates older than
+//! `aggregates_days`, and visitor-id salts older than 48 hours, deleted in
+//! small batches, each its own short writer transaction, so ingest never
+//! waits behind one long delete. The read model trims its rollup rows
+//! itself; `jobs::retention_pass` runs both, as of a time it is given (the
+//! server passes the clock, tests pass whatever day they need).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 
 use rusqlite::params;
 
-use super::rollups::{
-    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
-    visit_dim,
-};
-use super::stats::VISIT_COLUMNS;
 use super::{EventWriter, StoreError, WriteError};
 use crate::metrics::CounterSet;
 
@@ -60,69 +55,6 @@ pub struct Removed {
     pub summaries: u64,
 }
 
-/// One retention pass as of `now` (Unix seconds): raw rows, rollups, then
-/// salts, each in small transactions. Counts into `stats` and logs the result.
-pub async fn run_pass(
-    writer: &EventWriter,
-    policy: RetentionPolicy,
-    now: i64,
-    stats: &RetentionStats,
-) -> Result<Removed, WriteError> {
-    let result = async {
-        let raw = trim_raw(
-            writer,
-            now - i64::from(policy.raw_events_days) * SECONDS_PER_DAY,
-        )
-        .await?;
-        stats.removed.add("events", raw.events);
-        stats.removed.add("visits", raw.visits);
-        let rollup_rows = trim_rollups(
-            writer,
-            now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
-        )
-        .await?;
-        stats.removed.add("rollups", rollup_rows);
-        let salts = trim_salts(writer, now).await?;
-        stats.removed.add("salts", salts);
-        let (summaries, imported) = trim_dated(
-            writer,
-            now - i64::from(policy.aggregates_days) * SECONDS_PER_DAY,
-        )
-        .await?;
-        stats.removed.add("summaries", summaries);
-        stats.removed.add("rollups", imported);
-        Ok(Removed {
-            events: raw.events,
-            visits: raw.visits,
-            rollup_rows: rollup_rows + imported,
-            salts,
-            summaries,
-        })
-    }
-    .await;
-    match &result {
-        Ok(r) => {
-            stats.runs.inc("ok");
-            stats.last_success.store(now, Ordering::Relaxed);
-            tracing::info!(
-                events = r.events,
-                visits = r.visits,
-                rollup_rows = r.rollup_rows,
-                salts = r.salts,
-                summaries = r.summaries,
-                raw_events_days = policy.raw_events_days,
-                aggregates_days = policy.aggregates_days,
-                "retention pass removed expired rows"
-            );
-        }
-        Err(e) => {
-            stats.runs.inc("failed");
-            tracing::error!(error = %e, "retention pass failed");
-        }
-    }
-    result
-}
-
 /// Deletes weekly summaries of weeks, and imported aggregates of days, that
 /// began before `cutoff`: both are aggregates, kept as long as the rollups.
 /// Returns (summaries, imported rows) removed.
@@ -150,7 +82,16 @@ pub async fn trim_salts(writer: &EventWriter, now: i64) -> Result<u64, WriteErro
         .await
 }
 
-/// What one retention pass removed.
+/// Whether `site_id`'s rollups are being rebuilt (a row of the read
+/// model's `rollup_rebuilds`): its raw rows wait until the rebuild has read
+/// them.
+fn rebuilding(conn: &rusqlite::Connection, site_id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM rollup_rebuilds WHERE site_id = ?1")?
+        .exists([site_id])?)
+}
+
+/// What one retention pass removed of the raw tables.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Trimmed {
     pub events: u64,
@@ -176,7 +117,7 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
                 // site whose rollups are being rebuilt keeps its raw rows
                 // until the rebuild has read them.
                 for id in super::sites::site_ids(tx)? {
-                    if super::rebuild::in_progress_for(tx, id)? {
+                    if rebuilding(tx, id)? {
                         continue;
                     }
                     let left = BATCH - events;
@@ -212,52 +153,6 @@ pub async fn trim_raw(writer: &EventWriter, cutoff: i64) -> Result<Trimmed, Writ
         total.events += batch.events;
         total.visits += batch.visits;
         if batch.events < BATCH as u64 && batch.visits < BATCH as u64 {
-            return Ok(total);
-        }
-    }
-}
-
-/// Deletes rollup rows whose bucket starts before `cutoff`: a month that
-/// began before it goes whole. Returns the rows removed, sketches included.
-pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, WriteError> {
-    let mut total = 0;
-    loop {
-        let batch = writer
-            .run_for(move |tx| {
-                let ids = super::sites::site_ids(tx)?;
-                let dims = [DIM_TOTALS, DIM_PAGE, DIM_NAME, DIM_PROP]
-                    .into_iter()
-                    .chain(VISIT_COLUMNS.iter().map(|c| visit_dim(c)));
-                let mut removed = 0;
-                // Per site, grain and dimension, so the key bounds each delete.
-                'all: for id in ids {
-                    for grain in [GRAIN_HOUR, GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH] {
-                        for dim in dims.clone() {
-                            for table in ["rollups", "rollup_sketches"] {
-                                let left = BATCH - removed;
-                                if left <= 0 {
-                                    break 'all;
-                                }
-                                removed += tx
-                                    .prepare_cached(&format!(
-                                        "DELETE FROM {table}
-                                         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
-                                           AND bucket < ?4 AND (bucket, value) IN (
-                                            SELECT bucket, value FROM {table}
-                                            WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
-                                              AND bucket < ?4 LIMIT ?5)"
-                                    ))?
-                                    .execute(params![id, grain, dim, cutoff, left])?
-                                    as i64;
-                            }
-                        }
-                    }
-                }
-                Ok::<_, StoreError>(removed as u64)
-            })
-            .await?;
-        total += batch;
-        if batch < BATCH as u64 {
             return Ok(total);
         }
     }

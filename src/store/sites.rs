@@ -315,7 +315,7 @@ pub fn open_visits(
 }
 
 /// Visit rows matching `condition` (SQL over `visits`, with `args`).
-pub(super) fn visits_where(
+pub fn visits_where(
     conn: &Connection,
     condition: &str,
     args: impl rusqlite::Params,

@@ -7,8 +7,9 @@
 //! (no load), the request waits for that commit instead, which then happens
 //! at once: every reader sees an answered event. Jobs (and events submitted without a
 //! journal, as `tally demo` does) wait for the commit that includes them.
-//! After each commit the events go on to the rollup feed and fully committed
-//! journal segments are deleted.
+//! After each commit the events go on to the [`CommitFollower`] (the read
+//! model's feed, in the server) and fully committed journal segments are
+//! deleted.
 //!
 //! The queue is bounded: when it is full, a submission fails at once instead
 //! of letting memory grow. The writer sleeps while idle; under load it wakes
@@ -34,8 +35,8 @@ use tokio::sync::oneshot;
 
 use super::error::WriteError;
 use super::events::insert_events;
+use super::follower::CommitFollower;
 use super::journal::{EventIds, EventJournal};
-use super::rollups::RollupFeed;
 use super::{NewEvent, StoreError};
 use crate::metrics::{Counter, Histogram, SIZE_BOUNDS};
 use crate::supervise::panic_message;
@@ -156,11 +157,11 @@ impl EventWriter {
     /// Starts the writer thread on `conn` with room for `capacity` queued
     /// submissions. With a `journal`, [`EventWriter::submit`] answers once
     /// the events are journaled; without, once they are committed.
-    /// Committed events go on to `feed`.
+    /// Each transaction is told to `follower`.
     pub fn start(
         conn: Connection,
         capacity: usize,
-        feed: Arc<RollupFeed>,
+        follower: Arc<dyn CommitFollower>,
         journal: Option<Arc<EventJournal>>,
     ) -> std::io::Result<(EventWriter, WriterHandle)> {
         let capacity = capacity.max(1);
@@ -187,7 +188,7 @@ impl EventWriter {
                         conn,
                         rx,
                         shared,
-                        feed: &feed,
+                        follower: &*follower,
                         journal: thread_journal.as_deref(),
                         ids: EventIds::new(),
                         last_commit: None,
@@ -385,7 +386,7 @@ struct Writer<'a> {
     conn: Connection,
     rx: Receiver<Op>,
     shared: &'a Shared,
-    feed: &'a RollupFeed,
+    follower: &'a dyn CommitFollower,
     journal: Option<&'a EventJournal>,
     /// Ids of events submitted without a journal.
     ids: EventIds,
@@ -430,8 +431,8 @@ impl Writer<'_> {
             match result {
                 Ok(()) => self.committed(pending),
                 Err(e) => {
-                    // Changes jobs of the failed transaction made to the feed.
-                    self.feed.drop_staged();
+                    // Changes jobs of the failed transaction staged.
+                    self.follower.rolled_back();
                     tracing::error!(error = %e, events = n, "commit failed; retrying");
                     let error = WriteError::Failed(e.to_string());
                     for (ack, _) in pending.acks {
@@ -603,7 +604,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// After a commit: events on to the rollups, answers out, journal
+    /// After a commit: events on to the follower, answers out, journal
     /// segments released.
     fn committed(&self, pending: Pending) {
         let n = pending.events.len() as u64;
@@ -612,14 +613,9 @@ impl Writer<'_> {
             .events_written
             .fetch_add(n, Ordering::Relaxed);
         let through = pending.events.iter().map(|e| e.id).max().unwrap_or(0);
-        // Before this commit's events: a timezone change committed with
-        // them decides which of them the feed folds.
-        self.feed.commit_staged();
-        if !pending.events.is_empty() {
-            // Handed on before the answers, so a caller that has its answer
-            // can count on the events being on their way to the rollups.
-            self.feed.push(&self.conn, pending.events, through);
-        }
+        // Handed on before the answers, so a caller that has its answer
+        // can count on the events being on their way to the rollups.
+        self.follower.committed(&self.conn, pending.events, through);
         for (ack, result) in pending.acks {
             let _ = ack.send(result);
         }
@@ -660,7 +656,7 @@ mod tests {
         let (writer, handle) = EventWriter::start(
             conn,
             64,
-            Arc::new(RollupFeed::default()),
+            Arc::new(crate::store::NoFollower),
             Some(Arc::new(journal)),
         )
         .unwrap();

@@ -16,6 +16,7 @@ use super::view::{self, Link, ViewState};
 use super::{Nav, blocking, html, realtime};
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params, period::Period};
+use crate::report::Reports;
 use crate::store;
 use crate::store::sites::Site;
 
@@ -149,20 +150,27 @@ async fn render(
     let v = ViewState::from_query(&q);
     let live_href = a.path("/live");
     settle_writes(state).await;
-    let ctx = query_context(state, site);
+    let ctx = query_context(site);
     let periods = period_links(&v, &link, ctx.today);
     let home = link(&ViewState::from_query(&HashMap::new()));
     if v.period == "realtime" {
         return realtime::page(state, a, periods, home, live_href);
     }
     let period = Period::from_params(&v.api_params(&site.domain), &site.timezone, ctx.today)?;
-    let store = state.store.clone();
+    let (store, reports) = (state.store.clone(), state.reports.clone());
     let (data, summary) = {
         let (site, v, period) = (site.clone(), v.clone(), period.clone());
         blocking(move || {
-            let conn = store.reader()?;
-            let summary = store::summaries::latest(&conn, site.id)?;
-            Ok((fetch(&conn, &site, &v, &period, &ctx)?, summary))
+            let (summary, has_goals) = {
+                // Back to the pool before the reports take readers.
+                let conn = store.reader()?;
+                (
+                    store::summaries::latest(&conn, site.id)?,
+                    !store::sites::list_goals(&conn, site.id)?.is_empty(),
+                )
+            };
+            let data = fetch(&*reports, &site, &v, &period, &ctx, has_goals)?;
+            Ok((data, summary))
         })
         .await?
     };
@@ -294,7 +302,7 @@ async fn render(
         settings_href,
         export_href: a.href("/export", &v),
         summary,
-        rebuilding: state.ingestor.rebuilding_sites().contains(&site.id),
+        rebuilding: state.follower.rebuilding_sites().contains(&site.id),
     };
     html(&page)
 }
@@ -307,7 +315,7 @@ fn period_links(
 ) -> Vec<Link> {
     let active = |p: &str, d: Option<String>| v.period == p && v.date == d;
     let yesterday = today.pred_opt().unwrap_or(today).to_string();
-    let last_month = store::calendar::first_of_month(today)
+    let last_month = crate::report::calendar::first_of_month(today)
         .checked_sub_months(Months::new(1))
         .unwrap_or(today)
         .to_string();
@@ -396,12 +404,15 @@ struct PanelData {
     rows: Vec<(String, i64)>,
 }
 
+/// The view's numbers. `has_goals`: the site has goals (the goals panel
+/// opens on them, otherwise on custom events).
 fn fetch(
-    conn: &store::Db,
+    reports: &dyn Reports,
     site: &Site,
     v: &ViewState,
     period: &Period,
     ctx: &query::Context,
+    has_goals: bool,
 ) -> Result<Data, PageError> {
     let base = v.api_params(&site.domain);
     let with = |pairs: &[(&str, &str)]| {
@@ -414,14 +425,14 @@ fn fetch(
     let top_metrics: Vec<&str> = view::TOP_STATS.iter().map(|(m, _)| *m).collect();
     let top_metrics = top_metrics.join(",");
     let aggregate = query::aggregate(
-        conn,
+        reports,
         site,
         &with(&[("metrics", &top_metrics), ("compare", "previous_period")]),
         ctx,
     )?["results"]
         .take();
     let series_of = |params: &Params| -> Result<Vec<Sample>, PageError> {
-        let value = query::timeseries(conn, site, params, ctx)?;
+        let value = query::timeseries(reports, site, params, ctx)?;
         Ok(value["results"]
             .as_array()
             .map(|rows| {
@@ -459,9 +470,8 @@ fn fetch(
     } else {
         None
     };
-    let has_goals = !store::sites::list_goals(conn, site.id)?.is_empty();
     let prop_keys = if offers_props(v) {
-        query::prop_keys(conn, site, &base, ctx)?
+        query::prop_keys(reports, site, &base, ctx)?
     } else {
         Vec::new()
     };
@@ -489,7 +499,7 @@ fn fetch(
         };
         let limit = PANEL_ROWS.to_string();
         let result = query::breakdown(
-            conn,
+            reports,
             site,
             &with(&[
                 ("property", &chosen.property),

@@ -13,7 +13,7 @@ use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, QueryError};
-use crate::store::Db;
+use crate::report::Reports;
 use crate::store::sites::Site;
 
 /// Rows per page of the details view.
@@ -100,13 +100,13 @@ pub async fn details(
     };
 
     settle_writes(&state).await;
-    let ctx = query_context(&state, &a.site);
+    let ctx = query_context(&a.site);
     if csv {
-        let (store, site, v) = (state.store.clone(), a.site.clone(), v.clone());
+        let (reports, site, v) = (state.reports.clone(), a.site.clone(), v.clone());
         let tab_key = tab.key.clone();
         let out = blocking(move || {
             let tab = resolve(&tab_key, &v).ok_or(PageError::NotFound)?;
-            Ok(tab_csv(&*store.reader()?, &site, &v, &tab, &ctx)?)
+            Ok(tab_csv(&*reports, &site, &v, &tab, &ctx)?)
         })
         .await?;
         let filename = format!("{}-{}.csv", a.site.domain, tab.key);
@@ -124,9 +124,9 @@ pub async fn details(
     params.insert("metrics".into(), metrics.join(","));
     params.insert("limit".into(), PAGE_ROWS.to_string());
     params.insert("page".into(), page.to_string());
-    let (store, site) = (state.store.clone(), a.site.clone());
+    let (reports, site) = (state.reports.clone(), a.site.clone());
     let rows: Vec<Value> = blocking(move || {
-        let result = query::breakdown(&*store.reader()?, &site, &params, &ctx)?;
+        let result = query::breakdown(&*reports, &site, &params, &ctx)?;
         Ok(result["results"].as_array().cloned().unwrap_or_default())
     })
     .await?;
@@ -181,7 +181,7 @@ pub async fn details(
 /// A tab's whole breakdown for the view `v` as CSV: a header of the column
 /// and its metrics, then every row (up to 100,000).
 pub fn tab_csv(
-    conn: &Db,
+    reports: &dyn Reports,
     site: &Site,
     v: &ViewState,
     tab: &Chosen,
@@ -203,7 +203,7 @@ pub fn tab_csv(
     push_csv_line(&mut out, &header);
     for p in 1..=CSV_MAX_CHUNKS {
         params.insert("page".into(), p.to_string());
-        let result = query::breakdown(conn, site, &params, ctx)?;
+        let result = query::breakdown(reports, site, &params, ctx)?;
         let rows = result["results"].as_array().cloned().unwrap_or_default();
         for r in &rows {
             let line: Vec<String> = std::iter::once(row_label(r, &tab.property))

@@ -56,19 +56,19 @@ pub async fn export(
         .try_acquire_owned()
         .map_err(|_| PageError::Busy("other exports are being built", EXPORT_RETRY_AFTER))?;
     settle_writes(&state).await;
-    let ctx = query_context(&state, &a.site);
-    let (store, site) = (state.store.clone(), a.site.clone());
+    let ctx = query_context(&a.site);
+    let (reports, site) = (state.reports.clone(), a.site.clone());
     let name = format!("{}-{}.zip", a.site.domain, v.period);
     let zip = blocking(move || {
         let _slot = slot;
-        let conn = store.reader()?;
+        let reports = &*reports;
         let mut files: Vec<(String, String)> = Vec::new();
 
         let mut params = v.api_params(&site.domain);
         params.insert("metrics".into(), SERIES_METRICS.join(","));
         let interval = if v.period == "day" { "hour" } else { "date" };
         params.insert("interval".into(), interval.into());
-        let series = query::timeseries(&conn, &site, &params, &ctx)?;
+        let series = query::timeseries(reports, &site, &params, &ctx)?;
         let mut csv = String::new();
         push_csv_line(
             &mut csv,
@@ -91,11 +91,11 @@ pub async fn export(
             };
             files.push((
                 format!("{}.csv", file_name(tab.key)),
-                tab_csv(&conn, &site, &v, &chosen, &ctx)?,
+                tab_csv(reports, &site, &v, &chosen, &ctx)?,
             ));
         }
 
-        let keys = query::prop_keys(&conn, &site, &v.api_params(&site.domain), &ctx)?;
+        let keys = query::prop_keys(reports, &site, &v.api_params(&site.domain), &ctx)?;
         let mut props = String::new();
         push_csv_line(
             &mut props,
@@ -106,7 +106,7 @@ pub async fn export(
             params.insert("property".into(), format!("event:props:{key}"));
             params.insert("metrics".into(), "visitors,events".into());
             params.insert("limit".into(), "1000".into());
-            let result = query::breakdown(&conn, &site, &params, &ctx)?;
+            let result = query::breakdown(reports, &site, &params, &ctx)?;
             for row in result["results"].as_array().into_iter().flatten() {
                 push_csv_line(
                     &mut props,

@@ -55,16 +55,16 @@ async fn render(
         .await?
     };
     settle_writes(state).await;
-    let contexts: Vec<_> = mine.iter().map(|s| query_context(state, s)).collect();
+    let contexts: Vec<_> = mine.iter().map(query_context).collect();
+    let reports = state.reports.clone();
     let cards = blocking(move || {
-        let conn = store.reader()?;
         let mut cards = Vec::new();
         for (site, ctx) in mine.iter().zip(&contexts) {
             let mut p = Params::new();
             p.insert("site_id".into(), site.domain.clone());
             p.insert("period".into(), "30d".into());
             p.insert("metrics".into(), "visitors".into());
-            let series = query::timeseries(&conn, site, &p, ctx)?;
+            let series = query::timeseries(&*reports, site, &p, ctx)?;
             let values: Vec<f64> = series["results"]
                 .as_array()
                 .map(|rows| {
@@ -73,7 +73,7 @@ async fn render(
                         .collect()
                 })
                 .unwrap_or_default();
-            let total = query::aggregate(&conn, site, &p, ctx)?["results"]["visitors"]["value"]
+            let total = query::aggregate(&*reports, site, &p, ctx)?["results"]["visitors"]["value"]
                 .as_i64()
                 .unwrap_or(0);
             cards.push(SiteCard {

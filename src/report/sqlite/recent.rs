@@ -29,12 +29,12 @@ use std::sync::{Arc, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rollups::{FedBatch, FedEvent, RollupFeed};
-use super::sites::GoalKind;
-use super::stats::{
+use crate::report::model::{
     BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, count_leading,
 };
-use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index as column_index};
-use super::{Store, StoreError, VisitRecord};
+use crate::report::model::{NOT_AN_ACTION, VisitColumn};
+use crate::store::sites::GoalKind;
+use crate::store::{Store, StoreError, VisitRecord};
 use crate::sync::ReadWrite;
 
 /// Dictionary id of a missing value.
@@ -325,8 +325,8 @@ struct Visit {
     attributes: u32,
 }
 
-/// The [`VISIT_COLUMNS`] after the entry and exit pages.
-const ATTRIBUTES: usize = VISIT_COLUMNS.len() - 2;
+/// The [`VisitColumn::ALL`] after the entry and exit pages.
+const ATTRIBUTES: usize = VisitColumn::ALL.len() - 2;
 
 fn seconds(ts: i64) -> u32 {
     ts.clamp(0, i64::from(u32::MAX)) as u32
@@ -373,8 +373,8 @@ impl SiteTraffic {
 
     fn upsert_visit(&mut self, v: &VisitRecord) {
         let mut set = [NONE; ATTRIBUTES];
-        for (slot, column) in set.iter_mut().zip(&VISIT_COLUMNS[2..]) {
-            *slot = self.dict.opt(super::rollups::visit_value(v, column));
+        for (slot, column) in set.iter_mut().zip(&VisitColumn::ALL[2..]) {
+            *slot = self.dict.opt(column.of(v));
         }
         let attributes = match self.attribute_index.get(&set) {
             Some(&i) => i,
@@ -469,7 +469,7 @@ impl SiteTraffic {
     }
 
     /// The dictionary id of the visit's value of the `index`-th of the
-    /// [`VISIT_COLUMNS`].
+    /// [`VisitColumn::ALL`].
     fn column(&self, v: &Visit, index: usize) -> u32 {
         match index {
             0 | 1 => v.pages[index],
@@ -1015,7 +1015,7 @@ fn breakdown(
             });
         }
         Dimension::Visit(column) => {
-            let c = column_index(column);
+            let c = column.index();
             for v in q.visits(range) {
                 let slot = rows.slot(site.column(v, c));
                 visitor_pairs.push((slot, v.visitor));
@@ -1185,7 +1185,7 @@ impl<'a> Scan<'a> {
         let mut page_filters = Vec::new();
         for f in filters {
             match &f.field {
-                FilterField::Visit(column) => match column_index(column) {
+                FilterField::Visit(column) => match column.index() {
                     c @ (0 | 1) => page_filters.push((c, compiled(f))),
                     c => set_filters.push((c, compiled(f))),
                 },
@@ -1366,7 +1366,7 @@ fn load_site(
     let mut site = SiteTraffic::new(now);
     // Visits of events in the window: those started up to a day before it
     // cover every visit (no visit spans a day of continuous activity).
-    for v in super::sites::visits_where(
+    for v in crate::store::sites::visits_where(
         conn,
         "site_id = ?1 AND started_at >= ?2 ORDER BY started_at",
         params![site_id, since - 86_400],
@@ -1470,10 +1470,17 @@ mod tests {
             end: 3 * day,
         };
         let by_source = |site: &SiteTraffic| {
-            breakdown(site, recent, &Dimension::Visit("source"), &[], 10, 0)
-                .into_iter()
-                .map(|r| (r.value, r.visitors, r.visits, r.pageviews))
-                .collect::<Vec<_>>()
+            breakdown(
+                site,
+                recent,
+                &Dimension::Visit(VisitColumn::Source),
+                &[],
+                10,
+                0,
+            )
+            .into_iter()
+            .map(|r| (r.value, r.visitors, r.visits, r.pageviews))
+            .collect::<Vec<_>>()
         };
         let pages = |site: &SiteTraffic| breakdown(site, recent, &Dimension::Page, &[], 10, 0);
         let (before, pages_before) = (by_source(&site), pages(&site));
@@ -1590,7 +1597,14 @@ mod tests {
         assert_eq!(by_prop.len(), 1);
         assert_eq!(by_prop[0].value.as_deref(), Some("value-5905"));
         assert_eq!(by_prop[0].events, 1);
-        let by_source = breakdown(&site, range, &Dimension::Visit("source"), &[], 100, 0);
+        let by_source = breakdown(
+            &site,
+            range,
+            &Dimension::Visit(VisitColumn::Source),
+            &[],
+            100,
+            0,
+        );
         assert_eq!(by_source.len(), 20);
         assert!(
             by_source

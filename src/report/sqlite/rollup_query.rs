@@ -21,16 +21,19 @@ use chrono::{Days, Months, NaiveDate};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
-use super::calendar::{self, first_of_month, local_date, midnight, monday_of};
+use super::raw::glob_of;
 use super::rollups::{
     DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
     PROP_SEP, visit_dim,
 };
-use super::sites::GoalKind;
 use super::sketch::VisitorUnion;
 use super::sketch_cache::{RowKey, SketchCache};
-use super::stats::{BreakdownRow, Dimension, TimeRange, Totals, count_leading, glob_of};
+use crate::report::calendar::{self, first_of_month, local_date, midnight, monday_of};
+use crate::report::model::{
+    BreakdownRow, Dimension, TimeRange, Totals, VisitColumn, count_leading,
+};
+use crate::store::StoreError;
+use crate::store::sites::GoalKind;
 
 /// One stretch of rows: a grain and a half-open range of bucket starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,9 +183,9 @@ fn open_visits(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
-    column: Option<&str>,
+    column: Option<VisitColumn>,
 ) -> Result<Vec<OpenVisit>, StoreError> {
-    let value = column.unwrap_or("NULL");
+    let value = column.map_or("NULL", VisitColumn::name);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {value}, visitor_id, pageviews, events, is_bounce, last_seen_at - started_at
          FROM visits
@@ -351,7 +354,7 @@ impl RollupQuery<'_> {
         // Open visits, for a visit attribute.
         let mut open_ids: HashMap<String, Vec<i64>> = HashMap::new();
         if let Dimension::Visit(column) = dimension {
-            for v in open_visits(conn, site_id, range, Some(column))? {
+            for v in open_visits(conn, site_id, range, Some(*column))? {
                 let value = v.0.clone().unwrap_or_default();
                 add_open(sums.entry(value.clone()).or_default(), &v, true);
                 open_ids.entry(value).or_default().push(v.1);
@@ -532,7 +535,7 @@ fn dim_of(dimension: &Dimension) -> (i64, Option<String>) {
         Dimension::Page => (DIM_PAGE, None),
         Dimension::EventName => (DIM_NAME, None),
         Dimension::Prop(key) => (DIM_PROP, Some(format!("{key}{PROP_SEP}"))),
-        Dimension::Visit(column) => (visit_dim(column), None),
+        Dimension::Visit(column) => (visit_dim(*column), None),
     }
 }
 

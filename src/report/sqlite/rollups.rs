@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::calendar;
 use super::sketch::VisitorSketch;
-use super::stats::{NOT_AN_ACTION, VISIT_COLUMNS, visit_column_index};
-use super::{EventWriter, NewEvent, StoreError, VisitDims, VisitRecord, WriteError};
+use crate::report::calendar;
+use crate::report::model::{NOT_AN_ACTION, VisitColumn};
+use crate::store::{EventWriter, NewEvent, StoreError, VisitRecord, WriteError};
 use crate::sync::Lock;
 
 pub const GRAIN_HOUR: i64 = 0;
@@ -54,9 +54,9 @@ pub const PROP_SEP: char = '\u{1f}';
 /// 30-minute visit timeout plus a margin for events still in flight.
 pub const VISIT_SETTLED_AFTER: i64 = 30 * 60 + 120;
 
-/// The dimension code of a visit attribute (one of [`VISIT_COLUMNS`]).
-pub fn visit_dim(column: &str) -> i64 {
-    DIM_VISIT_FIRST + visit_column_index(column) as i64
+/// The dimension code of a visit attribute.
+pub fn visit_dim(column: VisitColumn) -> i64 {
+    DIM_VISIT_FIRST + column.index() as i64
 }
 
 /// The rollup value of a property.
@@ -520,8 +520,8 @@ impl Deltas {
         d.visits += 1;
         d.bounces += bounce;
         d.duration += duration;
-        for column in VISIT_COLUMNS {
-            let value = visit_value(v, column).unwrap_or("");
+        for column in VisitColumn::ALL {
+            let value = column.of(v).unwrap_or("");
             let d = self.delta((v.site_id, visit_dim(column), b.longer()), value);
             d.visits += 1;
             d.pageviews += v.pageviews;
@@ -543,32 +543,6 @@ impl Deltas {
             .flat_map(|(group, values)| values.into_iter().map(move |(v, d)| (group, v, d)))
             .collect()
     }
-}
-
-/// The value of a visit attribute named in [`VISIT_COLUMNS`].
-pub fn visit_value<'a>(v: &'a VisitRecord, column: &str) -> Option<&'a str> {
-    let d: &VisitDims = &v.dims;
-    let value = match column {
-        "entry_page" => &v.entry_page,
-        "exit_page" => &v.exit_page,
-        "source" => &d.source,
-        "referrer" => &d.referrer,
-        "utm_medium" => &d.utm_medium,
-        "utm_source" => &d.utm_source,
-        "utm_campaign" => &d.utm_campaign,
-        "utm_term" => &d.utm_term,
-        "utm_content" => &d.utm_content,
-        "device" => &d.device,
-        "browser" => &d.browser,
-        "browser_version" => &d.browser_version,
-        "os" => &d.os,
-        "os_version" => &d.os_version,
-        "country" => &d.country,
-        "region" => &d.region,
-        "city" => &d.city,
-        other => unreachable!("unknown visit column {other}"),
-    };
-    value.as_deref()
 }
 
 /// Adds one row's changes. The sketch is read and rewritten, and the row's
@@ -920,7 +894,7 @@ fn roll_some_visits(
     ended_before: i64,
     limit: usize,
 ) -> Result<usize, StoreError> {
-    let visits = super::sites::visits_where(
+    let visits = crate::store::sites::visits_where(
         conn,
         "rolled = 0 AND last_seen_at < ?1
            AND site_id NOT IN (SELECT site_id FROM rollup_rebuilds) LIMIT ?2",
@@ -1159,6 +1133,6 @@ mod tests {
     fn prop_rows_split_on_the_separator() {
         let v = prop_value("plan", "pro");
         assert_eq!(v.split_once(PROP_SEP), Some(("plan", "pro")));
-        assert_eq!(visit_dim("entry_page"), DIM_VISIT_FIRST);
+        assert_eq!(visit_dim(VisitColumn::EntryPage), DIM_VISIT_FIRST);
     }
 }

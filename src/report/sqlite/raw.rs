@@ -1,156 +1,22 @@
-//! Read queries behind the Stats API: totals and breakdowns over a time range.
+//! Filtered reports over the raw tables (`events`, `visits`) in SQLite:
+//! totals, breakdowns, goal conversions and property keys over a time range.
+//! Used for ranges reaching past what recent traffic holds in memory.
 //!
-//! Column names come from the fixed lists here, never from a request.
+//! Column names come from [`crate::report::model::VisitColumn::name`] and fixed text here, never
+//! from a request; values are bound parameters.
 
 use rusqlite::Connection;
 
-use super::StoreError;
-
-/// A half-open range of Unix seconds, `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeRange {
-    pub start: i64,
-    pub end: i64,
-}
-
-/// Totals of one site over a range. Event counts cover events in the range;
-/// visit counts cover visits that started in it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Totals {
-    pub visitors: i64,
-    pub pageviews: i64,
-    pub events: i64,
-    pub visits: i64,
-    pub bounces: i64,
-    pub visit_duration_sum: i64,
-}
-
-/// What a breakdown groups by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dimension {
-    /// Pageviews by path.
-    Page,
-    /// Custom events by name.
-    EventName,
-    /// Events (pageviews and custom) by the value of one custom property.
-    Prop(String),
-    /// Visits by one of [`VISIT_COLUMNS`].
-    Visit(&'static str),
-}
-
-/// Visit attributes a breakdown can group by.
-pub const VISIT_COLUMNS: &[&str] = &[
-    "entry_page",
-    "exit_page",
-    "source",
-    "referrer",
-    "utm_medium",
-    "utm_source",
-    "utm_campaign",
-    "utm_term",
-    "utm_content",
-    "device",
-    "browser",
-    "browser_version",
-    "os",
-    "os_version",
-    "country",
-    "region",
-    "city",
-];
-
-/// One value of a breakdown. For a page or an event name, `visits` counts
-/// the visits whose first view of that page (first event of that name) falls
-/// in the range: unlike distinct visits, these add up across days.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BreakdownRow {
-    pub value: Option<String>,
-    pub visitors: i64,
-    pub visits: i64,
-    pub pageviews: i64,
-    pub events: i64,
-    pub bounces: i64,
-    pub visit_duration_sum: i64,
-}
-
-/// The visitors of the leading values of a breakdown that shows `need`
-/// rows, without counting every value's: `bounds` are exact upper bounds on
-/// each value's visitors (its visits, pageviews or events), in descending
-/// order, and `count(ranks)` counts the visitors of the values at those
-/// ranks. Counting starts a little past `need` and widens until no value
-/// left can overtake the last one shown. Returns the visitors of the
-/// leading ranks, as many as were counted. Both read models rank this way.
-pub(super) fn count_leading<E>(
-    bounds: &[i64],
-    need: usize,
-    mut count: impl FnMut(std::ops::Range<usize>) -> Result<Vec<i64>, E>,
-) -> Result<Vec<i64>, E> {
-    let mut visitors: Vec<i64> = Vec::new();
-    let mut take = (need + need / 2 + 5).min(bounds.len());
-    loop {
-        let counted = count(visitors.len()..take)?;
-        visitors.extend(counted);
-        let mut top = visitors.clone();
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        let settled =
-            take == bounds.len() || (need > 0 && top.len() >= need && top[need - 1] > bounds[take]);
-        if settled {
-            return Ok(visitors);
-        }
-        take = (take * 4).min(bounds.len());
-    }
-}
-
-/// Events that are not user actions: they never count as events or visitors,
-/// in any read model.
-pub(super) const NOT_AN_ACTION: &str = "engagement";
+use crate::report::model::{
+    BreakdownRow, Dimension, Filter, FilterField, FilterOp, NOT_AN_ACTION, TimeRange, Totals,
+};
+use crate::store::StoreError;
+use crate::store::sites::GoalKind;
 
 /// A JSON array of strings, for `json_each`.
 fn json_list(items: &[String]) -> String {
     // A list of strings always serializes; the fallback matches nothing.
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-/// The position of a visit attribute in [`VISIT_COLUMNS`].
-// Every caller passes an element of VISIT_COLUMNS: the query layer takes
-// its columns from that list, and the import's table is checked against it
-// by `transfer::tests::imported_columns_are_visit_columns`.
-#[allow(clippy::expect_used)]
-pub(super) fn visit_column_index(column: &str) -> usize {
-    VISIT_COLUMNS
-        .iter()
-        .position(|c| *c == column)
-        .expect("a visit column")
-}
-
-/// What a filter looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterField {
-    /// The event's page path; values may use `*` wildcards.
-    Page,
-    EventName,
-    /// A custom property of the event.
-    Prop(String),
-    /// One of [`VISIT_COLUMNS`].
-    Visit(&'static str),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterOp {
-    /// Equal to one of the values (`*` in a page value is a wildcard).
-    Is,
-    IsNot,
-    /// Contains one of the values.
-    Contains,
-}
-
-/// One condition; `values` are alternatives (`a|b`). A `None` value matches
-/// a missing attribute (Plausible's "Direct / None").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter {
-    pub field: FilterField,
-    pub op: FilterOp,
-    pub values: Vec<Option<String>>,
 }
 
 /// SQL text with its parameters, built together so they cannot drift apart.
@@ -199,11 +65,7 @@ fn field_sql(sql: &mut Sql, field: &FilterField) {
                 .push(")");
         }
         FilterField::Visit(column) => {
-            assert!(
-                VISIT_COLUMNS.contains(column),
-                "unknown visit column {column}"
-            );
-            sql.push("v.").push(column);
+            sql.push("v.").push(column.name());
         }
     }
 }
@@ -366,10 +228,7 @@ pub fn breakdown(
             sql.push(" AND value IS NOT NULL GROUP BY value");
         }
         Dimension::Visit(column) => {
-            assert!(
-                VISIT_COLUMNS.contains(column),
-                "unknown visit column {column}"
-            );
+            let column = column.name();
             sql.push(&format!(
                 "SELECT v.{column}, COUNT(DISTINCT v.visitor_id), COUNT(*), SUM(v.pageviews),
                     SUM(v.events), SUM(v.is_bounce), SUM(v.last_seen_at - v.started_at)"
@@ -420,10 +279,9 @@ pub fn goal_conversions(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
-    goal: &super::sites::GoalKind,
+    goal: &GoalKind,
     filters: &[Filter],
 ) -> Result<(i64, i64), StoreError> {
-    use super::sites::GoalKind;
     let mut sql = Sql::default();
     sql.push("SELECT COUNT(DISTINCT e.visitor_id), COUNT(*)");
     events_from(&mut sql, site_id, range, filters);
@@ -448,10 +306,9 @@ pub fn converted_visitors(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
-    goals: &[super::sites::GoalKind],
+    goals: &[GoalKind],
     filters: &[Filter],
 ) -> Result<i64, StoreError> {
-    use super::sites::GoalKind;
     if goals.is_empty() {
         return Ok(0);
     }
@@ -478,6 +335,6 @@ pub fn converted_visitors(
 
 /// A page path with `*` wildcards as a GLOB pattern: `*` stays a wildcard,
 /// `?` and `[` are literal.
-pub(super) fn glob_of(path: &str) -> String {
+pub(crate) fn glob_of(path: &str) -> String {
     path.replace('[', "[[]").replace('?', "[?]")
 }

@@ -35,13 +35,13 @@ use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::calendar;
 use super::rollups::{
     self, DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, Deltas, EVENT_COLUMNS, GRAIN_DAY, GRAIN_HOUR,
     GRAIN_MONTH, GRAIN_WEEK, Grains, ImportedRow, RollupFeed, Staged, StoredEvent, visit_dim,
 };
-use super::stats::VISIT_COLUMNS;
-use super::{StoreError, sites};
+use crate::report::calendar;
+use crate::report::model::VisitColumn;
+use crate::store::{StoreError, sites};
 
 const PHASE_DELETE: i64 = 0;
 const PHASE_EVENTS: i64 = 1;
@@ -65,7 +65,7 @@ const GRAINS: [i64; 4] = [GRAIN_HOUR, GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH];
 fn dims() -> Vec<i64> {
     [DIM_TOTALS, DIM_PAGE, DIM_NAME, DIM_PROP]
         .into_iter()
-        .chain(VISIT_COLUMNS.iter().map(|c| visit_dim(c)))
+        .chain(VisitColumn::ALL.into_iter().map(visit_dim))
         .collect()
 }
 

@@ -1,0 +1,93 @@
+//! The read model: how reports are answered.
+//!
+//! The query layer asks one interface, [`Reports`], for a site's numbers:
+//! totals, series, breakdowns and goal conversions over time ranges,
+//! narrowed by filters. It never learns where they come from. [`sqlite`]
+//! answers from the embedded store (rollups, recent traffic in memory and
+//! the raw tables, kept current by its follower); another event store would
+//! sit beside it as a second implementation.
+//!
+//! [`model`] holds what a report asks and gets back; [`calendar`] the local
+//! hours, days, weeks and months of a site's timezone that periods and
+//! rollup buckets share.
+
+pub mod calendar;
+pub mod model;
+pub mod sqlite;
+
+use thiserror::Error;
+
+use crate::store::StoreError;
+use crate::store::sites::{Goal, GoalKind, Site};
+use model::{BreakdownRow, Dimension, Filter, TimeRange, Totals};
+
+/// Why a report could not be answered.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    /// The report needs raw events from before the oldest one kept;
+    /// `param` is the request parameter that made it need them.
+    #[error(
+        "{param}: raw events before {kept} are no longer kept, so {what} cannot reach before \
+         that day; only unfiltered reports cover older periods"
+    )]
+    NotKept {
+        param: &'static str,
+        kept: chrono::NaiveDate,
+        what: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What answers reports. One per server (or command), shared by every
+/// request.
+pub trait Reports: Send + Sync {
+    /// The numbers of `site` narrowed by `filters`, as of one instant: every
+    /// answer of the returned view comes from the same state of the data.
+    /// `now` is the report's clock (Unix seconds).
+    fn open(
+        &self,
+        site: &Site,
+        filters: &[Filter],
+        now: i64,
+    ) -> Result<Box<dyn SiteReport + '_>, ReportError>;
+}
+
+/// One site's numbers at one instant, narrowed by the filters it was opened
+/// with. Event counts cover events in a range; visit counts cover visits
+/// that started in it.
+pub trait SiteReport {
+    /// Totals over `range`.
+    fn totals(&self, range: TimeRange) -> Result<Totals, ReportError>;
+
+    /// Totals of each bucket (consecutive ranges, whole local hours when
+    /// `hourly`, whole local days otherwise).
+    fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, ReportError>;
+
+    /// Rows `offset..offset + limit` of `dimension` over `range`, most
+    /// visitors first. `need_visits`: the rows must carry `visits` also for
+    /// a custom property (which rollups keep no visits for).
+    fn breakdown(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        need_visits: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BreakdownRow>, ReportError>;
+
+    /// Visitors who completed any of `goals` over `range`, and the
+    /// completions.
+    fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), ReportError>;
+
+    /// The site's goals, as of the same instant.
+    fn goal_list(&self) -> Result<Vec<Goal>, ReportError>;
+
+    /// Up to `max` custom property keys of the events over `range` (clipped
+    /// to the raw events kept), most visitors first.
+    fn prop_keys(&self, range: TimeRange, max: i64) -> Result<Vec<String>, ReportError>;
+
+    /// Distinct visitors over a short `range` ending now, exact and current
+    /// (not trailing by the rollups' second); filters do not apply.
+    fn current_visitors(&self, range: TimeRange) -> Result<i64, ReportError>;
+}

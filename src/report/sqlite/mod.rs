@@ -1,0 +1,256 @@
+//! The read model over the embedded SQLite store: [`SqliteReports`], the
+//! [`Reports`] of a server that keeps its events in `tally.db`.
+//!
+//! Which engine answers: the rollups ([`rollup_query`]) without filters;
+//! with them, recent traffic in memory ([`recent`]) when it holds the site
+//! over the range, the raw tables ([`raw`]) otherwise, since filters combine
+//! dimensions the rollups keep apart. Raw events are kept for a shorter time
+//! than rollups: a filtered report reaching further back is refused rather
+//! than answered from partial data.
+//!
+//! The rollups are written by [`rollups`] (feed, deltas, ended visits) and
+//! rebuilt by [`rebuild`] after a timezone change; unique visitors are
+//! [`sketch`]es, cached by [`sketch_cache`].
+
+pub mod follower;
+pub mod imported;
+pub mod raw;
+pub mod rebuild;
+pub mod recent;
+pub mod retention;
+pub mod rollup_query;
+pub mod rollups;
+pub mod sketch;
+pub mod sketch_cache;
+
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use r2d2::PooledConnection;
+use r2d2_sqlite::SqliteConnectionManager;
+
+use super::calendar;
+use super::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals};
+use super::{ReportError, Reports, SiteReport};
+use crate::store::sites::{self, Goal, GoalKind, Site};
+use crate::store::{Store, StoreError};
+use recent::RecentTraffic;
+use rollup_query::RollupQuery;
+use sketch_cache::SketchCache;
+
+/// Bytes of visitor sketches kept in memory for reports (2,048 dense ones;
+/// a 30-day dashboard of a large site reads about 450).
+const SKETCH_CACHE_BYTES: usize = 32 << 20;
+
+/// Reports from the embedded store.
+pub struct SqliteReports {
+    store: Store,
+    /// Recent traffic in memory (a server's); commands read SQLite only.
+    recent: Option<Arc<RecentTraffic>>,
+    sketches: SketchCache,
+    raw_events_days: u32,
+}
+
+impl SqliteReports {
+    /// Reports from `store`, where raw events are kept `raw_events_days`;
+    /// filtered reports within `recent`'s window read it when given.
+    pub fn new(
+        store: Store,
+        recent: Option<Arc<RecentTraffic>>,
+        raw_events_days: u32,
+    ) -> SqliteReports {
+        SqliteReports {
+            store,
+            recent,
+            sketches: SketchCache::new(SKETCH_CACHE_BYTES),
+            raw_events_days,
+        }
+    }
+}
+
+impl Reports for SqliteReports {
+    fn open(
+        &self,
+        site: &Site,
+        filters: &[Filter],
+        now: i64,
+    ) -> Result<Box<dyn SiteReport + '_>, ReportError> {
+        let conn = self.store.reader()?;
+        // One read transaction per report: rollups, open visits and raw rows
+        // are the same instant's. Ended when the view is dropped.
+        conn.execute_batch("BEGIN").map_err(StoreError::from)?;
+        Ok(Box::new(SqliteSiteReport {
+            conn,
+            site_id: site.id,
+            tz: calendar::zone(&site.timezone),
+            filters: filters.to_vec(),
+            raw_since: now - i64::from(self.raw_events_days) * 86_400,
+            recent: self.recent.as_ref(),
+            sketches: &self.sketches,
+            now,
+        }))
+    }
+}
+
+/// One report's view: a pooled connection inside a read transaction.
+struct SqliteSiteReport<'a> {
+    conn: PooledConnection<SqliteConnectionManager>,
+    site_id: i64,
+    tz: Tz,
+    filters: Vec<Filter>,
+    raw_since: i64,
+    recent: Option<&'a Arc<RecentTraffic>>,
+    sketches: &'a SketchCache,
+    now: i64,
+}
+
+impl Drop for SqliteSiteReport<'_> {
+    fn drop(&mut self) {
+        // A read transaction changes nothing; ending it hands the pool a
+        // connection outside any transaction.
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "ending a report's read transaction");
+        }
+    }
+}
+
+impl SqliteSiteReport<'_> {
+    fn rollups(&self) -> RollupQuery<'_> {
+        RollupQuery {
+            conn: &self.conn,
+            cache: self.sketches,
+            tz: self.tz,
+            site_id: self.site_id,
+        }
+    }
+
+    /// Recent traffic, if it holds this site over `range`.
+    fn recent(&self, range: TimeRange) -> Option<&RecentTraffic> {
+        self.recent
+            .filter(|r| r.ready(self.site_id, range, self.now))
+            .map(|r| &**r)
+    }
+
+    fn raw(&self) -> bool {
+        !self.filters.is_empty()
+    }
+
+    /// Refuses a raw report over a range whose raw events are gone; `param`
+    /// is the parameter that made the report need them.
+    fn check(&self, range: TimeRange, raw: bool, param: &'static str) -> Result<(), ReportError> {
+        if raw && range.start < self.raw_since {
+            return Err(ReportError::NotKept {
+                param,
+                kept: calendar::local_date(self.tz, self.raw_since),
+                what: if param == "filters" {
+                    "filtered reports"
+                } else {
+                    "visits of event:props"
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SiteReport for SqliteSiteReport<'_> {
+    fn totals(&self, range: TimeRange) -> Result<Totals, ReportError> {
+        self.check(range, self.raw(), "filters")?;
+        Ok(if self.raw() {
+            match self
+                .recent(range)
+                .and_then(|r| r.totals(self.site_id, range, &self.filters))
+            {
+                Some(t) => t,
+                None => raw::totals(&self.conn, self.site_id, range, &self.filters)?,
+            }
+        } else {
+            self.rollups().totals(range)?
+        })
+    }
+
+    fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, ReportError> {
+        if self.raw() {
+            return buckets.iter().map(|b| self.totals(*b)).collect();
+        }
+        Ok(self.rollups().series(buckets, hourly)?)
+    }
+
+    fn breakdown(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        need_visits: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BreakdownRow>, ReportError> {
+        // Rollups of properties keep no visit counts.
+        let needs_raw = need_visits && matches!(dimension, Dimension::Prop(_));
+        self.check(range, self.raw(), "filters")?;
+        self.check(range, needs_raw, "metrics")?;
+        let raw = self.raw() || needs_raw;
+        // Only a raw report asks: asking starts loading the site.
+        let recent = raw.then(|| self.recent(range)).flatten();
+        if let Some(rows) = recent
+            .and_then(|r| r.breakdown(self.site_id, range, dimension, &self.filters, limit, offset))
+        {
+            return Ok(rows);
+        }
+        Ok(if raw {
+            raw::breakdown(
+                &self.conn,
+                self.site_id,
+                range,
+                dimension,
+                &self.filters,
+                limit,
+                offset,
+            )?
+        } else {
+            self.rollups().breakdown(range, dimension, limit, offset)?
+        })
+    }
+
+    fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), ReportError> {
+        self.check(range, self.raw(), "filters")?;
+        let recent = self.raw().then(|| self.recent(range)).flatten();
+        if let Some(answer) =
+            recent.and_then(|r| r.goals(self.site_id, range, goals, &self.filters))
+        {
+            return Ok(answer);
+        }
+        if self.raw() {
+            let mut events = 0;
+            for g in goals {
+                events +=
+                    raw::goal_conversions(&self.conn, self.site_id, range, g, &self.filters)?.1;
+            }
+            let visitors =
+                raw::converted_visitors(&self.conn, self.site_id, range, goals, &self.filters)?;
+            return Ok((visitors, events));
+        }
+        Ok(self.rollups().goal_visitors(range, goals)?)
+    }
+
+    fn goal_list(&self) -> Result<Vec<Goal>, ReportError> {
+        Ok(sites::list_goals(&self.conn, self.site_id)?)
+    }
+
+    fn prop_keys(&self, range: TimeRange, max: i64) -> Result<Vec<String>, ReportError> {
+        let range = TimeRange {
+            start: range.start.max(self.raw_since),
+            end: range.end,
+        };
+        Ok(raw::prop_keys(
+            &self.conn,
+            self.site_id,
+            range,
+            &self.filters,
+            max,
+        )?)
+    }
+
+    fn current_visitors(&self, range: TimeRange) -> Result<i64, ReportError> {
+        Ok(raw::totals(&self.conn, self.site_id, range, &[])?.visitors)
+    }
+}
