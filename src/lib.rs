@@ -21,6 +21,7 @@ pub mod mail;
 pub mod metrics;
 pub mod query;
 pub mod serve;
+pub mod spreadsheet;
 pub mod store;
 pub mod summary;
 pub mod supervise;
