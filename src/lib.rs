@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod query;
 pub mod report;
 pub mod serve;
+pub mod spreadsheet;
 pub mod store;
 pub mod summary;
 pub mod supervise;

@@ -19,6 +19,7 @@ use url::Url;
 use crate::ingest::enrich::referrer;
 use crate::report::model::VisitColumn;
 use crate::report::sqlite::rollups::{self, ImportedRow};
+use crate::spreadsheet::{guard, unguard};
 use crate::store::transfer::{ExportedEvent, ImportEvent, ImportVisit};
 use crate::store::{Db, VisitDims};
 use crate::usage::UsageError;
@@ -73,23 +74,6 @@ pub enum Parsed {
     Aggregates(Vec<ImportedRow>),
 }
 
-/// A cell a spreadsheet would run as a formula gets a leading `'`, as the
-/// dashboard's CSVs do; [`unguard`] takes it off again on import.
-fn guard(cell: &str) -> String {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{cell}")
-    } else {
-        cell.to_string()
-    }
-}
-
-fn unguard(cell: &str) -> &str {
-    match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
-        _ => cell,
-    }
-}
-
 /// Writes every event of `site_id` in `[from, to)` as Tally CSV to `out`.
 pub fn export(conn: &Db, site_id: i64, from: i64, to: i64, out: impl Write) -> anyhow::Result<u64> {
     let mut w = csv::Writer::from_writer(out);
@@ -100,14 +84,18 @@ pub fn export(conn: &Db, site_id: i64, from: i64, to: i64, out: impl Write) -> a
             let time = DateTime::<Utc>::from_timestamp(e.ts, 0)
                 .unwrap_or_default()
                 .to_rfc3339_opts(SecondsFormat::Secs, true);
-            let opt = |v: &Option<String>| v.as_deref().map(guard).unwrap_or_default();
+            let opt = |v: &Option<String>| {
+                v.as_deref()
+                    .map(|s| guard(s).into_owned())
+                    .unwrap_or_default()
+            };
             let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
             let d = &x.dims;
             w.write_record([
                 time,
-                guard(&e.name),
-                guard(&e.hostname),
-                guard(&e.path),
+                guard(&e.name).into_owned(),
+                guard(&e.hostname).into_owned(),
+                guard(&e.path).into_owned(),
                 x.visit_id.to_string(),
                 x.visitor_id.to_string(),
                 (e.interactive as u8).to_string(),

@@ -12,8 +12,9 @@ use super::panels::{Chosen, resolve, row_label};
 use super::view::{self, ViewState};
 use super::{Nav, blocking, html};
 use crate::http::{AppState, PageError, query_context, settle_writes};
-use crate::query::{self, QueryError};
+use crate::query;
 use crate::report::Reports;
+use crate::spreadsheet;
 use crate::store::sites::Site;
 
 /// Rows per page of the details view.
@@ -106,7 +107,7 @@ pub async fn details(
         let tab_key = tab.key.clone();
         let out = blocking(move || {
             let tab = resolve(&tab_key, &v).ok_or(PageError::NotFound)?;
-            Ok(tab_csv(&*reports, &site, &v, &tab, &ctx)?)
+            tab_csv(&*reports, &site, &v, &tab, &ctx)
         })
         .await?;
         let filename = format!("{}-{}.csv", a.site.domain, tab.key);
@@ -186,37 +187,34 @@ pub fn tab_csv(
     v: &ViewState,
     tab: &Chosen,
     ctx: &query::Context,
-) -> Result<String, QueryError> {
+) -> Result<String, PageError> {
     let metrics = metrics_for(&tab.property);
     let mut params = v.api_params(&site.domain);
     params.insert("property".into(), tab.property.clone());
     params.insert("metrics".into(), metrics.join(","));
     params.insert("limit".into(), CSV_CHUNK.to_string());
-    let mut out = String::new();
+    let mut out = CsvFile::new();
     let column = tab
         .heading
         .clone()
         .unwrap_or_else(|| view::property_label(&tab.property));
-    let header: Vec<String> = std::iter::once(column)
-        .chain(metrics.iter().map(|m| m.to_string()))
-        .collect();
-    push_csv_line(&mut out, &header);
+    out.line(std::iter::once(column).chain(metrics.iter().map(|m| m.to_string())))?;
     for p in 1..=CSV_MAX_CHUNKS {
         params.insert("page".into(), p.to_string());
         let result = query::breakdown(reports, site, &params, ctx)?;
         let rows = result["results"].as_array().cloned().unwrap_or_default();
         for r in &rows {
-            let line: Vec<String> = std::iter::once(row_label(r, &tab.property))
-                .chain(metrics.iter().map(|m| csv_cell(&r[*m])))
-                .collect();
-            push_csv_line(&mut out, &line);
+            out.line(
+                std::iter::once(row_label(r, &tab.property))
+                    .chain(metrics.iter().map(|m| csv_cell(&r[*m]))),
+            )?;
         }
         // Goals come whole, in one answer.
         if (rows.len() as i64) < CSV_CHUNK || tab.property == "event:goal" {
             break;
         }
     }
-    Ok(out)
+    out.finish()
 }
 
 /// A JSON answer's value as a CSV cell: strings bare, null empty.
@@ -228,51 +226,99 @@ pub fn csv_cell(v: &Value) -> String {
     }
 }
 
-/// One CSV record (RFC 4180 quoting). A cell that a spreadsheet would run
-/// as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`: tracked
-/// values are typed by strangers.
-pub fn push_csv_line(out: &mut String, cells: &[String]) {
-    for (i, cell) in cells.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let numeric = cell.parse::<f64>().is_ok();
-        let guarded = if !numeric && cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            format!("'{cell}")
-        } else {
-            cell.clone()
-        };
-        if guarded.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&guarded.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&guarded);
-        }
+/// One of the dashboard's CSV files, written by the `csv` crate: RFC 4180
+/// quoting and `\r\n` line ends. Every cell goes through
+/// [`spreadsheet::guard`], the one formula guard that `tally export` shares:
+/// tracked values are typed by strangers.
+pub struct CsvFile(csv::Writer<Vec<u8>>);
+
+impl CsvFile {
+    pub fn new() -> Self {
+        Self(
+            csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(Vec::new()),
+        )
     }
-    out.push_str("\r\n");
+
+    /// Adds one record; every record of a file has as many cells as its
+    /// header.
+    pub fn line<S: AsRef<str>>(
+        &mut self,
+        cells: impl IntoIterator<Item = S>,
+    ) -> Result<(), PageError> {
+        self.0
+            .write_record(
+                cells
+                    .into_iter()
+                    .map(|c| spreadsheet::guard(c.as_ref()).into_owned()),
+            )
+            .map_err(csv_error)
+    }
+
+    /// The file's text.
+    pub fn finish(self) -> Result<String, PageError> {
+        let bytes = self
+            .0
+            .into_inner()
+            .map_err(|e| csv_error(e.into_error().into()))?;
+        // Only `&str` cells and ASCII punctuation went in.
+        String::from_utf8(bytes).map_err(|e| PageError::Internal(format!("writing CSV: {e}")))
+    }
+}
+
+fn csv_error(e: csv::Error) -> PageError {
+    PageError::Internal(format!("writing CSV: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn written(cells: &[&str]) -> String {
+        let mut out = CsvFile::new();
+        out.line(cells).unwrap();
+        out.finish().unwrap()
+    }
+
     #[test]
     fn csv_quotes_and_defuses_formulas() {
-        let mut out = String::new();
-        push_csv_line(
-            &mut out,
-            &[
-                "a,b".into(),
-                "say \"hi\"".into(),
-                "=HYPERLINK(\"x\")".into(),
-                "-1.5".into(),
-                "@home".into(),
-            ],
-        );
+        let out = written(&["a,b", "say \"hi\"", "=HYPERLINK(\"x\")", "-1.5", "@home"]);
         assert_eq!(
             out,
             "\"a,b\",\"say \"\"hi\"\"\",\"'=HYPERLINK(\"\"x\"\")\",-1.5,'@home\r\n"
         );
+    }
+
+    /// The bytes the hand-written writer produced before the `csv` crate
+    /// took over: quotes only around a comma, a quote or a line break,
+    /// empty cells bare, `\r\n` after every record.
+    #[test]
+    fn csv_bytes_are_as_before() {
+        let mut out = CsvFile::new();
+        out.line(["Page", "visitors", "visits"]).unwrap();
+        out.line(["/a b", "1", ""]).unwrap();
+        out.line(["two\nlines", "x\ry", "Zürich; 'quoted' #1"])
+            .unwrap();
+        out.line(["", "", ""]).unwrap();
+        assert_eq!(
+            out.finish().unwrap(),
+            "Page,visitors,visits\r\n/a b,1,\r\n\"two\nlines\",\"x\ry\",Zürich; 'quoted' #1\r\n,,\r\n"
+        );
+    }
+
+    /// The dashboard's CSVs and `tally export` guard cells with the same
+    /// function: a plain negative number stays a number in both, `-inf` is
+    /// guarded in both, and `tally import` reads both back as they were.
+    #[test]
+    fn dashboard_and_export_guard_numbers_alike() {
+        let cells = ["-1.5", "-inf"];
+        let dashboard = written(&cells);
+        assert_eq!(dashboard, "-1.5,'-inf\r\n");
+        let exported = cells.map(crate::spreadsheet::guard).join(",") + "\r\n";
+        assert_eq!(dashboard, exported);
+        for (cell, back) in dashboard.trim_end().split(',').zip(cells) {
+            assert_eq!(crate::spreadsheet::unguard(cell), back);
+        }
     }
 }

@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::access::admit;
 use super::blocking;
-use super::details::{csv_cell, push_csv_line, tab_csv};
+use super::details::{CsvFile, csv_cell, tab_csv};
 use super::panels::{PANELS, resolve};
 use super::view::ViewState;
 use crate::http::{AppState, PageError, query_context, settle_writes};
@@ -69,20 +69,15 @@ pub async fn export(
         let interval = if v.period == "day" { "hour" } else { "date" };
         params.insert("interval".into(), interval.into());
         let series = query::timeseries(reports, &site, &params, &ctx)?;
-        let mut csv = String::new();
-        push_csv_line(
-            &mut csv,
-            &std::iter::once(interval.to_string())
-                .chain(SERIES_METRICS.iter().map(|m| m.to_string()))
-                .collect::<Vec<_>>(),
-        );
+        let mut csv = CsvFile::new();
+        csv.line(std::iter::once(interval).chain(SERIES_METRICS.iter().copied()))?;
         for row in series["results"].as_array().into_iter().flatten() {
-            let cells: Vec<String> = std::iter::once(csv_cell(&row[interval]))
-                .chain(SERIES_METRICS.iter().map(|m| csv_cell(&row[*m])))
-                .collect();
-            push_csv_line(&mut csv, &cells);
+            csv.line(
+                std::iter::once(csv_cell(&row[interval]))
+                    .chain(SERIES_METRICS.iter().map(|m| csv_cell(&row[*m]))),
+            )?;
         }
-        files.push(("visitors.csv".into(), csv));
+        files.push(("visitors.csv".into(), csv.finish()?));
 
         for tab in PANELS.iter().flat_map(|p| p.tabs) {
             // Version tabs exist only once a browser or OS is chosen.
@@ -96,11 +91,8 @@ pub async fn export(
         }
 
         let keys = query::prop_keys(reports, &site, &v.api_params(&site.domain), &ctx)?;
-        let mut props = String::new();
-        push_csv_line(
-            &mut props,
-            &["property", "value", "visitors", "events"].map(String::from),
-        );
+        let mut props = CsvFile::new();
+        props.line(["property", "value", "visitors", "events"])?;
         for key in keys {
             let mut params = v.api_params(&site.domain);
             params.insert("property".into(), format!("event:props:{key}"));
@@ -108,18 +100,15 @@ pub async fn export(
             params.insert("limit".into(), "1000".into());
             let result = query::breakdown(reports, &site, &params, &ctx)?;
             for row in result["results"].as_array().into_iter().flatten() {
-                push_csv_line(
-                    &mut props,
-                    &[
-                        key.clone(),
-                        csv_cell(&row[&key]),
-                        csv_cell(&row["visitors"]),
-                        csv_cell(&row["events"]),
-                    ],
-                );
+                props.line([
+                    key.clone(),
+                    csv_cell(&row[&key]),
+                    csv_cell(&row["visitors"]),
+                    csv_cell(&row["events"]),
+                ])?;
             }
         }
-        files.push(("custom_props.csv".into(), props));
+        files.push(("custom_props.csv".into(), props.finish()?));
         zip_files(&files).map_err(|e| PageError::Internal(format!("writing the zip: {e}")))
     })
     .await?;
