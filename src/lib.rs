@@ -1,7 +1,8 @@
 //! Tally: self-hosted, privacy-first web analytics in one binary.
 //!
-//! Data flows one way: [`http`] → [`ingest`] → [`store`] ← [`query`] ← [`http`].
-//! See ARCHITECTURE.md for the map.
+//! Imports run one way: [`http`] → [`ingest`] → [`store`] for events, and
+//! [`http`] → [`query`] → [`report`] → [`store`] for reports; [`serve`]
+//! joins the two. See ARCHITECTURE.md for the map.
 
 // A panic on a request or a background job is a defect: fallible steps use
 // `?`, and the few unwraps that cannot fail say why at the spot.

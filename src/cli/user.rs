@@ -5,10 +5,12 @@ use std::io::{BufRead, IsTerminal};
 
 use anyhow::bail;
 
-use super::{UsageError, UserCommand, normalize_domain, open};
+use super::args::UserCommand;
+use super::shared::{normalize_domain, open};
 use crate::auth;
 use crate::config::Settings;
 use crate::store::{self, Store, StoreError, sites, users};
+use crate::usage::UsageError;
 
 /// A password from stdin's first line, or typed twice at a hidden prompt.
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {

@@ -1,9 +1,12 @@
 //! The store: one SQLite file in WAL mode, a single writer that commits in
-//! groups, and a pool of read-only connections.
+//! groups, the event journal beside it, and a pool of read-only
+//! connections.
 //!
-//! Everything that touches SQL lives under this module; it knows nothing about
-//! HTTP, payloads or enrichment. Callers hand it plain records ([`NewEvent`],
-//! [`VisitRecord`]) and get plain values back.
+//! It holds the SQL of the raw tables and the application's data, and
+//! knows nothing about HTTP, payloads, enrichment or the read model built
+//! on it (`crate::report`, which keeps its own tables' SQL and follows the
+//! writer through [`CommitFollower`]). Callers hand it plain records
+//! ([`NewEvent`], [`VisitRecord`]) and get plain values back.
 
 pub mod backup;
 mod db;
@@ -44,5 +47,6 @@ pub fn now_unix() -> i64 {
 }
 
 /// A database connection, as handed to queries outside this module. Only the
-/// store runs SQL; others pass the connection back into store functions.
+/// store and the read model run SQL; others pass the connection back into
+/// their functions.
 pub type Db = rusqlite::Connection;
