@@ -135,7 +135,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         event_seconds: request_seconds.get(http::EVENT_ROUTE),
         request_seconds,
         reports,
-        follower: follower.clone(),
+        upkeep: follower.clone(),
         login_limiter: Default::default(),
         password_checks: Arc::new(tokio::sync::Semaphore::new(
             crate::auth::CONCURRENT_PASSWORD_CHECKS,

@@ -50,8 +50,8 @@ pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
     let condition = Condition {
         database: web::block(move || store.ping()).await.unwrap_or(false),
         writer: state.ingestor.writer().is_running(),
-        pending_events: state.follower.pending(),
-        rebuilding_sites: state.follower.rebuilding_sites().len(),
+        pending_events: state.upkeep.pending(),
+        rebuilding_sites: state.upkeep.rebuilding_sites().len(),
     };
     let mut body = condition.json();
     if allowed(&state, &req)
@@ -72,7 +72,7 @@ fn counters(state: &AppState) -> Value {
     let writer = state.ingestor.writer().stats();
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let dropped_bot = ingest.dropped_bots();
-    let recent = state.follower.recent().map_or((0, 0), |r| r.sites());
+    let recent = state.upkeep.recent_sites();
     json!({
         "writer_queue_depth": writer.queue_depth.load(Ordering::Relaxed),
         "writer_stats": {

@@ -136,7 +136,7 @@ fn render(state: &AppState, db_bytes: u64) -> String {
     e.gauge(
         "tally_rollup_pending_events",
         "Committed events not yet in the rollups.",
-        state.follower.pending() as f64,
+        state.upkeep.pending() as f64,
     );
     e.counter_set(
         "tally_retention_runs_total",

@@ -29,8 +29,7 @@ use crate::auth::LoginLimiter;
 use crate::ingest::Ingestor;
 use crate::metrics::HistogramFamily;
 use crate::query;
-use crate::report::Reports;
-use crate::report::sqlite::follower::Follower;
+use crate::report::{Reports, Upkeep};
 use crate::store::backup::BackupStats;
 use crate::store::retention::RetentionStats;
 use crate::store::sites::Site;
@@ -58,7 +57,7 @@ pub struct AppState {
     /// What answers reports.
     pub reports: Arc<dyn Reports>,
     /// What keeps the read model current: rebuilds, lag, recent traffic.
-    pub follower: Arc<Follower>,
+    pub upkeep: Arc<dyn Upkeep>,
     pub login_limiter: LoginLimiter,
     /// Slots for password hashing ([`crate::auth::CONCURRENT_PASSWORD_CHECKS`]);
     /// shared, so that a slot can go with the hash to its blocking thread.

@@ -7,6 +7,9 @@
 //! the raw tables, kept current by its follower); another event store would
 //! sit beside it as a second implementation.
 //!
+//! [`Upkeep`] is what the server's pages and health see of keeping it
+//! current.
+//!
 //! [`model`] holds what a report asks and gets back; [`calendar`] the local
 //! hours, days, weeks and months of a site's timezone that periods and
 //! rollup buckets share.
@@ -15,10 +18,11 @@ pub mod calendar;
 pub mod model;
 pub mod sqlite;
 
+use futures_util::future::BoxFuture;
 use thiserror::Error;
 
-use crate::store::StoreError;
 use crate::store::sites::{Goal, GoalKind, Site};
+use crate::store::{StoreError, WriteError};
 use model::{BreakdownRow, Dimension, Filter, TimeRange, Totals};
 
 /// Why a report could not be answered.
@@ -51,6 +55,30 @@ pub trait Reports: Send + Sync {
         filters: &[Filter],
         now: i64,
     ) -> Result<Box<dyn SiteReport + '_>, ReportError>;
+}
+
+/// What keeps a read model current, as the server's pages, health and
+/// metrics see it.
+pub trait Upkeep: Send + Sync {
+    /// Sets a site's timezone and has the read model follow it (the rollups
+    /// are rebuilt in the background); raw events are kept
+    /// `raw_events_days`. False when the timezone was already that one.
+    fn change_timezone(
+        &self,
+        site_id: i64,
+        timezone: String,
+        raw_events_days: u32,
+    ) -> BoxFuture<'_, Result<bool, WriteError>>;
+
+    /// Sites whose reports may be incomplete while the read model rebuilds
+    /// them.
+    fn rebuilding_sites(&self) -> Vec<i64>;
+
+    /// Acknowledged events not yet in the read model's aggregates.
+    fn pending(&self) -> u64;
+
+    /// Sites whose recent traffic is held in memory, and those loading.
+    fn recent_sites(&self) -> (usize, usize);
 }
 
 /// One site's numbers at one instant, narrowed by the filters it was opened

@@ -302,7 +302,7 @@ async fn render(
         settings_href,
         export_href: a.href("/export", &v),
         summary,
-        rebuilding: state.follower.rebuilding_sites().contains(&site.id),
+        rebuilding: state.upkeep.rebuilding_sites().contains(&site.id),
     };
     html(&page)
 }

@@ -261,7 +261,7 @@ pub async fn update(
             };
             // Rebuilds the site's rollups in the new timezone, in the background.
             state
-                .follower
+                .upkeep
                 .change_timezone(id, tz, state.raw_events_days)
                 .await?;
         }

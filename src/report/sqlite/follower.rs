@@ -18,9 +18,11 @@ use rusqlite::Connection;
 use super::rebuild;
 use super::recent::{self, RecentTraffic};
 use super::rollups::{self, RollupFeed};
+use crate::report::Upkeep;
 use crate::store::{
     self, CommitFollower, EventWriter, NewEvent, Store, StoreError, VisitRecord, WriteError,
 };
+use futures_util::future::BoxFuture;
 
 impl CommitFollower for RollupFeed {
     fn catch_up(
@@ -234,5 +236,33 @@ impl Follower {
     /// are only journaled).
     pub fn pending(&self) -> u64 {
         self.feed.pending() + u64::from(self.writer.uncommitted())
+    }
+}
+
+impl Upkeep for Follower {
+    fn change_timezone(
+        &self,
+        site_id: i64,
+        timezone: String,
+        raw_events_days: u32,
+    ) -> BoxFuture<'_, Result<bool, WriteError>> {
+        Box::pin(Follower::change_timezone(
+            self,
+            site_id,
+            timezone,
+            raw_events_days,
+        ))
+    }
+
+    fn rebuilding_sites(&self) -> Vec<i64> {
+        Follower::rebuilding_sites(self)
+    }
+
+    fn pending(&self) -> u64 {
+        Follower::pending(self)
+    }
+
+    fn recent_sites(&self) -> (usize, usize) {
+        self.recent.as_ref().map_or((0, 0), |r| r.sites())
     }
 }
