@@ -7,7 +7,7 @@
 //! busy site. Here the same rows live as compact records (strings replaced by
 //! ids into a per-site dictionary), so a month of a million-pageview site
 //! scans in milliseconds. Reports over older ranges read SQLite
-//! ([`super::stats`]); both give the same answers, and the property tests
+//! ([`super::raw`]); both give the same answers, and the property tests
 //! hold both to one reference.
 //!
 //! Memory is spent only on sites whose filtered reports are used: the first
@@ -28,9 +28,10 @@ use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::filter::{glob, value_matches};
 use super::rollups::{FedBatch, FedEvent, RollupFeed};
 use crate::report::model::{
-    BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, count_leading,
+    BreakdownRow, Dimension, Filter, FilterField, TimeRange, Totals, count_leading,
 };
 use crate::report::model::{NOT_AN_ACTION, VisitColumn};
 use crate::store::sites::GoalKind;
@@ -1138,9 +1139,9 @@ struct Compiled<'a> {
     memo: Vec<Cell<u8>>,
 }
 
-/// Filters applied to one site's traffic, with the semantics of the SQL in
-/// [`super::stats`] (three-valued: a missing value matches `!=`, and `==`
-/// only when the none label is among the values).
+/// Filters applied to one site's traffic, with the rules of [`super::filter`]
+/// (three-valued: a missing value matches `!=`, and `==` only when the none
+/// label is among the values).
 struct Scan<'a> {
     site: &'a SiteTraffic,
     event_filters: Vec<Compiled<'a>>,
@@ -1307,50 +1308,6 @@ impl<'a> Scan<'a> {
             })
             .map(|(_, v)| v)
     }
-}
-
-/// Whether a value (or its absence) passes `f`, as the SQL does.
-fn value_matches(f: &Filter, value: Option<&str>) -> bool {
-    let any = match value {
-        None => {
-            let has_none = f.values.iter().any(Option::is_none);
-            return match f.op {
-                FilterOp::IsNot => !has_none,
-                _ => has_none,
-            };
-        }
-        Some(value) => f.values.iter().any(|want| match want {
-            None => false,
-            Some(w) => match f.op {
-                FilterOp::Contains => value.to_ascii_lowercase().contains(&w.to_ascii_lowercase()),
-                _ if f.field == FilterField::Page && w.contains('*') => {
-                    glob(&w.replace("**", "*"), value)
-                }
-                _ => value == w,
-            },
-        }),
-    };
-    if f.op == FilterOp::IsNot { !any } else { any }
-}
-
-/// `*` matches any run of characters; everything else is literal.
-fn glob(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
-        return false;
-    }
-    let mut rest = &s[first.len()..s.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// Reads one site's events since `since` and their visits, in one snapshot;
@@ -1611,17 +1568,5 @@ mod tests {
                 .iter()
                 .any(|r| r.value.as_deref() == Some("source-5919"))
         );
-    }
-
-    #[test]
-    fn glob_has_one_wildcard() {
-        assert!(glob("/blog/*", "/blog/a/b"));
-        assert!(glob("/blog*", "/blog"));
-        assert!(glob("*/new", "/a/new"));
-        assert!(glob("/a*b*c", "/axbyc"));
-        assert!(!glob("/a*b*c", "/axcyb"));
-        assert!(!glob("/a?", "/ab"));
-        assert!(glob("/a?", "/a?"));
-        assert!(!glob("/ab*ba", "/aba"));
     }
 }
