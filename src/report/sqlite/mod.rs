@@ -7,11 +7,13 @@
 //! dimensions the rollups keep apart. Raw events are kept for a shorter time
 //! than rollups: a filtered report reaching further back is refused rather
 //! than answered from partial data.
+//! Both filtered engines match filters by the rules of [`filter`].
 //!
 //! The rollups are written by [`rollups`] (feed, deltas, ended visits) and
 //! rebuilt by [`rebuild`] after a timezone change; unique visitors are
 //! [`sketch`]es, cached by [`sketch_cache`].
 
+pub mod filter;
 pub mod follower;
 pub mod imported;
 pub mod raw;

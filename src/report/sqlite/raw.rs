@@ -2,13 +2,16 @@
 //! totals, breakdowns, goal conversions and property keys over a time range.
 //! Used for ranges reaching past what recent traffic holds in memory.
 //!
-//! Column names come from [`crate::report::model::VisitColumn::name`] and fixed text here, never
+//! Filters become SQL in [`super::filter`], beside the in-memory matching
+//! that must agree with it. Column names come from
+//! [`crate::report::model::VisitColumn::name`] and fixed text here, never
 //! from a request; values are bound parameters.
 
 use rusqlite::Connection;
 
+use super::filter::{Sql, filter_sql, glob_of, prop_path};
 use crate::report::model::{
-    BreakdownRow, Dimension, Filter, FilterField, FilterOp, NOT_AN_ACTION, TimeRange, Totals,
+    BreakdownRow, Dimension, Filter, FilterField, NOT_AN_ACTION, TimeRange, Totals,
 };
 use crate::store::StoreError;
 use crate::store::sites::GoalKind;
@@ -17,99 +20,6 @@ use crate::store::sites::GoalKind;
 fn json_list(items: &[String]) -> String {
     // A list of strings always serializes; the fallback matches nothing.
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-/// SQL text with its parameters, built together so they cannot drift apart.
-#[derive(Default)]
-struct Sql {
-    text: String,
-    args: Vec<Box<dyn rusqlite::ToSql>>,
-}
-
-impl Sql {
-    fn push(&mut self, text: &str) -> &mut Sql {
-        self.text.push_str(text);
-        self
-    }
-
-    fn arg<T: rusqlite::ToSql + 'static>(&mut self, value: T) -> &mut Sql {
-        self.text.push('?');
-        self.args.push(Box::new(value));
-        self
-    }
-
-    fn params(&self) -> impl rusqlite::Params + '_ {
-        rusqlite::params_from_iter(self.args.iter().map(|a| a.as_ref()))
-    }
-}
-
-/// A JSON path for one property key. A `"` cannot be escaped inside a JSON
-/// path label, so such a key gets a path that matches nothing.
-fn prop_path(key: &str) -> String {
-    let label = if key.contains('"') { "\u{0}" } else { key };
-    format!("$.\"{label}\"")
-}
-
-/// The SQL expression of a field: events as `e`, visits as `v`.
-fn field_sql(sql: &mut Sql, field: &FilterField) {
-    match field {
-        FilterField::Page => {
-            sql.push("e.path");
-        }
-        FilterField::EventName => {
-            sql.push("e.name");
-        }
-        FilterField::Prop(key) => {
-            sql.push("json_extract(e.props, ")
-                .arg(prop_path(key))
-                .push(")");
-        }
-        FilterField::Visit(column) => {
-            sql.push("v.").push(column.name());
-        }
-    }
-}
-
-/// Appends ` AND (…)` for one filter.
-fn filter_sql(sql: &mut Sql, f: &Filter) {
-    sql.push(" AND ");
-    if f.op == FilterOp::IsNot {
-        sql.push("NOT COALESCE(");
-    }
-    sql.push("(");
-    for (i, value) in f.values.iter().enumerate() {
-        if i > 0 {
-            sql.push(" OR ");
-        }
-        field_sql(sql, &f.field);
-        match (value, f.op) {
-            (None, _) => {
-                sql.push(" IS NULL");
-            }
-            (Some(v), FilterOp::Contains) => {
-                sql.push(" LIKE ")
-                    .arg(format!("%{}%", like_escape(v)))
-                    .push(" ESCAPE '\\'");
-            }
-            (Some(v), _) if f.field == FilterField::Page && v.contains('*') => {
-                // `**` and `*` both become GLOB's `*`; `?` and `[` stay literal.
-                sql.push(" GLOB ").arg(glob_of(&v.replace("**", "*")));
-            }
-            (Some(v), _) => {
-                sql.push(" = ").arg(v.clone());
-            }
-        }
-    }
-    sql.push(")");
-    if f.op == FilterOp::IsNot {
-        sql.push(", 0)");
-    }
-}
-
-fn like_escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
 }
 
 fn is_visit_field(f: &Filter) -> bool {
@@ -331,10 +241,4 @@ pub fn converted_visitors(
     Ok(conn
         .prepare_cached(&sql.text)?
         .query_row(sql.params(), |r| r.get(0))?)
-}
-
-/// A page path with `*` wildcards as a GLOB pattern: `*` stays a wildcard,
-/// `?` and `[` are literal.
-pub(crate) fn glob_of(path: &str) -> String {
-    path.replace('[', "[[]").replace('?', "[?]")
 }

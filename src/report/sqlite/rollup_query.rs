@@ -21,7 +21,7 @@ use chrono::{Days, Months, NaiveDate};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::raw::glob_of;
+use super::filter::glob_of;
 use super::rollups::{
     DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
     PROP_SEP, visit_dim,

@@ -1,0 +1,264 @@
+//! What a filter matches, written once for both engines that answer
+//! filtered reports: as SQL over the raw tables ([`super::raw`]) and as a
+//! test of one value in memory ([`super::recent`]). Both must give the same
+//! answers (the property tests hold them to one reference), so a change to
+//! one side is made here, next to the other.
+//!
+//! The rules:
+//! - A filter's values are alternatives: `is` passes a row when one of them
+//!   matches, `is not` when none does, `contains` when one is a substring.
+//! - A missing value (SQL `NULL`; no value in memory) is matched only by the
+//!   none value (`None`, "Direct / None"): `is` and `contains` pass it when
+//!   the none value is among the values, `is not` when it is not. In SQL the
+//!   other comparisons with `NULL` are unknown, hence `NOT COALESCE(…, 0)`.
+//! - `contains` ignores ASCII case only, as SQLite's `LIKE` does: other
+//!   letters compare exactly, and `%`, `_` and `\` in the value are literal
+//!   (escaped).
+//! - A page value (the event's page; not entry or exit pages) with `*` is a
+//!   pattern for `is` and `is not`: `*` and `**` alike match any run of
+//!   characters, `/` included; `?` and `[` are literal. Goal pages use the
+//!   same wildcard ([`glob_of`], [`glob`]).
+//! - Anything else is equal byte for byte (no collation is declared).
+//! - A property key with `"` cannot be named in a JSON path, so no event has
+//!   that property. Properties are stored as strings only, so the JSON value
+//!   SQL reads is the string held in memory.
+//!
+//! Column names come from [`crate::report::model::VisitColumn::name`] and
+//! fixed text here, never from a request; values are bound parameters.
+
+use crate::report::model::{Filter, FilterField, FilterOp};
+
+/// SQL text with its parameters, built together so they cannot drift apart.
+#[derive(Default)]
+pub(super) struct Sql {
+    pub(super) text: String,
+    args: Vec<Box<dyn rusqlite::ToSql>>,
+}
+
+impl Sql {
+    pub(super) fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    pub(super) fn arg<T: rusqlite::ToSql + 'static>(&mut self, value: T) -> &mut Sql {
+        self.text.push('?');
+        self.args.push(Box::new(value));
+        self
+    }
+
+    pub(super) fn params(&self) -> impl rusqlite::Params + '_ {
+        rusqlite::params_from_iter(self.args.iter().map(|a| a.as_ref()))
+    }
+}
+
+/// A JSON path for one property key. A `"` cannot be escaped inside a JSON
+/// path label, so such a key gets a path that matches nothing.
+pub(super) fn prop_path(key: &str) -> String {
+    let label = if key.contains('"') { "\u{0}" } else { key };
+    format!("$.\"{label}\"")
+}
+
+/// The SQL expression of a field: events as `e`, visits as `v`.
+fn field_sql(sql: &mut Sql, field: &FilterField) {
+    match field {
+        FilterField::Page => {
+            sql.push("e.path");
+        }
+        FilterField::EventName => {
+            sql.push("e.name");
+        }
+        FilterField::Prop(key) => {
+            sql.push("json_extract(e.props, ")
+                .arg(prop_path(key))
+                .push(")");
+        }
+        FilterField::Visit(column) => {
+            sql.push("v.").push(column.name());
+        }
+    }
+}
+
+/// Appends ` AND (…)` for one filter.
+pub(super) fn filter_sql(sql: &mut Sql, f: &Filter) {
+    sql.push(" AND ");
+    if f.op == FilterOp::IsNot {
+        sql.push("NOT COALESCE(");
+    }
+    sql.push("(");
+    for (i, value) in f.values.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        field_sql(sql, &f.field);
+        match (value, f.op) {
+            (None, _) => {
+                sql.push(" IS NULL");
+            }
+            (Some(v), FilterOp::Contains) => {
+                sql.push(" LIKE ")
+                    .arg(format!("%{}%", like_escape(v)))
+                    .push(" ESCAPE '\\'");
+            }
+            (Some(v), _) if f.field == FilterField::Page && v.contains('*') => {
+                // `**` and `*` both become GLOB's `*`; `?` and `[` stay literal.
+                sql.push(" GLOB ").arg(glob_of(&v.replace("**", "*")));
+            }
+            (Some(v), _) => {
+                sql.push(" = ").arg(v.clone());
+            }
+        }
+    }
+    sql.push(")");
+    if f.op == FilterOp::IsNot {
+        sql.push(", 0)");
+    }
+}
+
+fn like_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A page path with `*` wildcards as a GLOB pattern: `*` stays a wildcard,
+/// `?` and `[` are literal.
+pub(super) fn glob_of(path: &str) -> String {
+    path.replace('[', "[[]").replace('?', "[?]")
+}
+
+/// Whether a value (or its absence) passes `f`, as the SQL does.
+pub(super) fn value_matches(f: &Filter, value: Option<&str>) -> bool {
+    let any = match value {
+        None => {
+            let has_none = f.values.iter().any(Option::is_none);
+            return match f.op {
+                FilterOp::IsNot => !has_none,
+                _ => has_none,
+            };
+        }
+        Some(value) => f.values.iter().any(|want| match want {
+            None => false,
+            Some(w) => match f.op {
+                FilterOp::Contains => value.to_ascii_lowercase().contains(&w.to_ascii_lowercase()),
+                _ if f.field == FilterField::Page && w.contains('*') => {
+                    glob(&w.replace("**", "*"), value)
+                }
+                _ => value == w,
+            },
+        }),
+    };
+    if f.op == FilterOp::IsNot { !any } else { any }
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub(super) fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_has_one_wildcard() {
+        assert!(glob("/blog/*", "/blog/a/b"));
+        assert!(glob("/blog*", "/blog"));
+        assert!(glob("*/new", "/a/new"));
+        assert!(glob("/a*b*c", "/axbyc"));
+        assert!(!glob("/a*b*c", "/axcyb"));
+        assert!(!glob("/a?", "/ab"));
+        assert!(glob("/a?", "/a?"));
+        assert!(!glob("/ab*ba", "/aba"));
+    }
+
+    /// Every filter of a set picks the same pages from a set of paths in
+    /// SQLite and in memory: the rules above, held to themselves.
+    #[test]
+    fn the_sql_and_the_memory_agree() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE e (path TEXT)").unwrap();
+        let paths: Vec<Option<&str>> = vec![
+            None,
+            Some("/blog/a"),
+            Some("/Blog/A"),
+            Some("/blog"),
+            Some("/blog/a/b"),
+            Some("/a?b"),
+            Some("/axb"),
+            Some("/a[b]"),
+            Some("/ab"),
+            Some("50% off"),
+            Some("50 off"),
+            Some("a_b"),
+            Some("axb"),
+            Some("x\\y"),
+            Some("/é"),
+            Some("/É"),
+            Some(""),
+        ];
+        for p in &paths {
+            conn.execute("INSERT INTO e (path) VALUES (?1)", [p])
+                .unwrap();
+        }
+        let value_sets: Vec<Vec<Option<&str>>> = vec![
+            vec![Some("/blog/a")],
+            vec![Some("/blog/*")],
+            vec![Some("/blog/**")],
+            vec![Some("/blog*")],
+            vec![Some("*/a")],
+            vec![Some("/a?b")],
+            vec![Some("/a[b]*")],
+            vec![Some("BLOG")],
+            vec![Some("50%")],
+            vec![Some("a_b")],
+            vec![Some("\\")],
+            vec![Some("é")],
+            vec![Some("É")],
+            vec![Some("")],
+            vec![None],
+            vec![None, Some("/ab")],
+            vec![Some("/ab"), Some("/blog")],
+        ];
+        for values in &value_sets {
+            for op in [FilterOp::Is, FilterOp::IsNot, FilterOp::Contains] {
+                let f = Filter {
+                    field: FilterField::Page,
+                    op,
+                    values: values.iter().map(|v| v.map(str::to_string)).collect(),
+                };
+                let mut sql = Sql::default();
+                sql.push("SELECT path FROM e WHERE 1");
+                filter_sql(&mut sql, &f);
+                sql.push(" ORDER BY rowid");
+                let mut stmt = conn.prepare(&sql.text).unwrap();
+                let in_sql: Vec<Option<String>> = stmt
+                    .query_map(sql.params(), |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let in_memory: Vec<Option<String>> = paths
+                    .iter()
+                    .filter(|p| value_matches(&f, **p))
+                    .map(|p| p.map(str::to_string))
+                    .collect();
+                assert_eq!(in_sql, in_memory, "{op:?} {values:?}");
+            }
+        }
+    }
+}
