@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, LogFormat, Settings};
-use crate::report::sqlite::imported;
+use crate::report::sqlite::rollups;
 use crate::store::backup::{self, BackupError};
 use crate::store::{self, DB_FILE_NAME, Store, StoreError, sites, users};
 use crate::{check, demo, keys, serve, summary, transfer};
@@ -431,7 +431,7 @@ fn import(
     let mut conn = store.write_connection()?;
     match transfer::read(format, path, &domain)? {
         transfer::Parsed::Visits(visits) => {
-            let imported = imported::import_visits(&mut conn, site.id, visits, store::now_unix())
+            let imported = rollups::import_visits(&mut conn, site.id, visits, store::now_unix())
                 .map_err(refused)?;
             println!(
                 "Imported {} events in {} visits into {domain}",
@@ -439,7 +439,7 @@ fn import(
             );
         }
         transfer::Parsed::Aggregates(rows) => {
-            let n = imported::import_aggregates(&mut conn, site.id, rows).map_err(refused)?;
+            let n = rollups::import_aggregates(&mut conn, site.id, rows).map_err(refused)?;
             println!("Imported {n} daily aggregate rows into {domain}");
         }
     }

@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use super::rollups::{
+use super::{
     DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
     visit_dim,
 };

@@ -35,9 +35,14 @@ use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollups::{
-    self, DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, Deltas, EVENT_COLUMNS, GRAIN_DAY, GRAIN_HOUR,
-    GRAIN_MONTH, GRAIN_WEEK, Grains, ImportedRow, RollupFeed, Staged, StoredEvent, visit_dim,
+use super::apply::{self, Grains};
+use super::deltas::Deltas;
+use super::feed::{RollupFeed, Staged};
+use super::imported::{self, ImportedRow};
+use super::recover::{EVENT_COLUMNS, StoredEvent};
+use super::{
+    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
+    visit_dim,
 };
 use crate::report::calendar;
 use crate::report::model::VisitColumn;
@@ -228,7 +233,7 @@ pub fn change_timezone(
             delete_rows(conn, site_id, (grain, dim), (from, i64::MAX), -1)?;
         }
     }
-    rollups::next_sketch_epoch(conn)?;
+    apply::next_sketch_epoch(conn)?;
     conn.execute(
         "INSERT INTO rollup_rebuilds (site_id, old_timezone, kept_before, cutoff, changed_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -413,7 +418,7 @@ impl ByGrains {
     fn apply(self, conn: &Connection) -> Result<(), StoreError> {
         for (grains, deltas) in self.0 {
             if grains != 0 {
-                rollups::apply_grains(conn, &deltas.into_rows(), grains)?;
+                apply::apply_grains(conn, &deltas.into_rows(), grains)?;
             }
         }
         Ok(())
@@ -492,12 +497,12 @@ fn imported_step(conn: &Connection, rb: &Rebuild) -> Result<(i64, i64, i64), Sto
     let until = i64::from(first.num_days_from_ce()) + IMPORTED_DAYS_PER_STEP;
     let end = day(until).unwrap_or(NaiveDate::MAX).to_string();
     let rows: Vec<ImportedRow> =
-        rollups::imported_rows_between(conn, rb.site_id, (&first.to_string(), &end))?;
+        imported::imported_rows_between(conn, rb.site_id, (&first.to_string(), &end))?;
     let mut changes = ByGrains::default();
     for r in &rows {
         // Where the kept rows have this day: by its midnight in the old zone.
         let grains = rb.kept.grains_at(calendar::midnight(rb.old, r.day)) & !(1 << GRAIN_HOUR);
-        rollups::add_imported(changes.get(grains), rb.site_id, rb.new, r);
+        imported::add_imported(changes.get(grains), rb.site_id, rb.new, r);
     }
     changes.apply(conn)?;
     Ok((PHASE_IMPORTED, until, 0))

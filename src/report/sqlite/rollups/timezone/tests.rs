@@ -1,4 +1,8 @@
+//! Tests of the timezone rebuild: rows kept where raw events are gone,
+//! the rest rebuilt in the new timezone over steps that resume.
+
 use super::*;
+use crate::report::sqlite::rollups;
 use crate::store::events::insert_events;
 use crate::store::{NewEvent, Store};
 
@@ -184,5 +188,5 @@ fn kept_rows_end_at_the_old_timezone_boundaries() {
     assert_eq!(kept.before[GRAIN_WEEK as usize], START + 42 * DAY);
     assert_eq!(kept.before[GRAIN_MONTH as usize], START + 60 * DAY);
     assert_eq!(kept.grains_at(START + 41 * DAY), 0b0011);
-    assert_eq!(Kept::new(Tz::UTC, None).grains_at(0), rollups::ALL_GRAINS);
+    assert_eq!(Kept::new(Tz::UTC, None).grains_at(0), apply::ALL_GRAINS);
 }
