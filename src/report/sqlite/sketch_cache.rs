@@ -14,12 +14,13 @@
 //! another instant's sketch into its own, whatever the writer does
 //! meanwhile, and nothing has to be told about writes.
 
+use super::rollups::{Dim, Grain};
 use crate::sync::Lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// (site, grain, dim, bucket, value): a rollup row's key.
-pub type RowKey = (i64, i64, i64, i64, Box<str>);
+pub type RowKey = (i64, Grain, Dim, i64, Box<str>);
 
 struct Entry {
     version: i64,
@@ -111,7 +112,7 @@ mod tests {
     use super::*;
 
     fn key(bucket: i64) -> RowKey {
-        (1, 1, 1, bucket, "/".into())
+        (1, Grain::Day, Dim::Page, bucket, "/".into())
     }
 
     #[test]

@@ -16,12 +16,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::deltas::{Delta, Deltas, Group};
 use super::feed::{FedEvents, RollupFeed};
-use super::{zone_of, zones};
+use super::{Dim, Grain, zone_of, zones};
 use crate::report::sqlite::sketch::VisitorSketch;
 use crate::store::{EventWriter, StoreError, WriteError};
 
 /// (site, grain, dim, bucket): a row's key without its value.
-type Slot = (i64, i64, i64, i64);
+type Slot = (i64, Grain, Dim, i64);
 
 /// Adds one row's changes. The sketch is read and rewritten, and the row's
 /// visitors recounted, only when the change has visitors.
@@ -32,7 +32,7 @@ fn apply_row(
     d: &Delta,
     epoch: i64,
 ) -> Result<(), StoreError> {
-    let (site_id, grain, dim, bucket) = slot;
+    let (site_id, grain, dim, bucket) = (slot.0, slot.1.code(), slot.2.code(), slot.3);
     let sketch = if d.visitors.is_empty() {
         None
     } else {
@@ -106,7 +106,7 @@ pub(super) fn apply_all(
     apply_grains(conn, rows, ALL_GRAINS)
 }
 
-/// A set of grains, one bit per grain constant.
+/// A set of grains, one bit per grain: `1 << code`.
 pub(super) type Grains = u8;
 pub(super) const ALL_GRAINS: Grains = 0b1111;
 
@@ -147,7 +147,7 @@ pub(super) fn apply_grains(
     let epoch = sketch_epoch(conn)?;
     for ((site_id, dim, span), value, d) in rows {
         for (grain, bucket) in span.grains() {
-            if grains & (1 << grain) != 0 {
+            if grains & (1 << grain.code()) != 0 {
                 apply_row(conn, (*site_id, grain, *dim, bucket), value, d, epoch)?;
             }
         }

@@ -9,9 +9,7 @@
 
 use chrono_tz::Tz;
 
-use super::{
-    DAY_AND_LONGER, DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_HOUR, prop_value, visit_dim,
-};
+use super::{DAY_AND_LONGER, Dim, Grain, prop_value};
 use crate::report::calendar;
 use crate::report::model::{NOT_AN_ACTION, VisitColumn};
 use crate::store::{NewEvent, VisitRecord};
@@ -87,9 +85,9 @@ pub(super) struct Span {
 
 impl Span {
     /// (grain, bucket) of each.
-    pub(super) fn grains(self) -> impl Iterator<Item = (i64, i64)> {
+    pub(super) fn grains(self) -> impl Iterator<Item = (Grain, i64)> {
         self.hour
-            .map(|h| (GRAIN_HOUR, h))
+            .map(|h| (Grain::Hour, h))
             .into_iter()
             .chain(DAY_AND_LONGER.into_iter().zip(self.longer))
     }
@@ -99,7 +97,7 @@ impl Span {
 /// without their value. Changes are gathered per group rather than per row,
 /// since every grain of a group gets the same change: a third of the
 /// lookups, and one visitor list for all the grains.
-pub(super) type Group = (i64, i64, Span);
+pub(super) type Group = (i64, Dim, Span);
 
 /// Changes to rollup rows, gathered in memory and then applied at once.
 #[derive(Default)]
@@ -156,7 +154,7 @@ impl Deltas {
             d.events += ev;
             d.visitors.push(e.visitor_id);
         };
-        count(self.delta((e.site_id, DIM_TOTALS, b.all()), ""));
+        count(self.delta((e.site_id, Dim::Totals, b.all()), ""));
         let props: Vec<(String, String)> = e
             .props
             .and_then(|p| {
@@ -169,15 +167,15 @@ impl Deltas {
             })
             .unwrap_or_default();
         let (dim, value) = if is_pageview {
-            (DIM_PAGE, e.path)
+            (Dim::Page, e.path)
         } else {
-            (DIM_NAME, e.name)
+            (Dim::EventName, e.name)
         };
         let d = self.delta((e.site_id, dim, b.longer()), value);
         count(d);
         d.visits += i64::from(e.first_view);
         for (_, value) in &props {
-            count(self.delta((e.site_id, DIM_PROP, b.longer()), value));
+            count(self.delta((e.site_id, Dim::Prop, b.longer()), value));
         }
     }
 
@@ -185,13 +183,13 @@ impl Deltas {
     pub(super) fn add_visit(&mut self, tz: Tz, v: &VisitRecord) {
         let b = self.buckets_of(tz, v.site_id, v.started_at);
         let (bounce, duration) = (i64::from(v.is_bounce), v.last_seen_at - v.started_at);
-        let d = self.delta((v.site_id, DIM_TOTALS, b.all()), "");
+        let d = self.delta((v.site_id, Dim::Totals, b.all()), "");
         d.visits += 1;
         d.bounces += bounce;
         d.duration += duration;
         for column in VisitColumn::ALL {
             let value = column.of(v).unwrap_or("");
-            let d = self.delta((v.site_id, visit_dim(column), b.longer()), value);
+            let d = self.delta((v.site_id, Dim::Visit(column), b.longer()), value);
             d.visits += 1;
             d.pageviews += v.pageviews;
             d.events += v.events;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use chrono_tz::Tz;
 use rusqlite::{Connection, params};
 
+use super::Dim;
 use super::apply::apply_all;
 use super::deltas::Deltas;
 use crate::report::calendar;
@@ -25,7 +26,7 @@ use crate::store::transfer::ImportError;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportedRow {
     pub day: chrono::NaiveDate,
-    pub dim: i64,
+    pub dim: Dim,
     pub value: String,
     pub visitors: i64,
     pub visits: i64,
@@ -42,7 +43,7 @@ fn imported_visitor(site_id: i64, r: &ImportedRow, i: i64) -> i64 {
     let mut h = blake3::Hasher::new();
     h.update(&site_id.to_le_bytes());
     h.update(r.day.to_string().as_bytes());
-    h.update(&r.dim.to_le_bytes());
+    h.update(&r.dim.code().to_le_bytes());
     h.update(r.value.as_bytes());
     h.update(&i.to_le_bytes());
     let hash = h.finalize();
@@ -103,9 +104,12 @@ pub(super) fn imported_rows_between(
     )?;
     let rows = stmt.query_map(params![site_id, from, to], |r| {
         let day: String = r.get(0)?;
+        // A code no dimension has is refused, not added to rows no report
+        // reads.
+        let code: i64 = r.get(1)?;
         Ok(ImportedRow {
             day: day.parse().unwrap_or_default(),
-            dim: r.get(1)?,
+            dim: Dim::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(1, code))?,
             value: r.get(2)?,
             visitors: r.get(3)?,
             visits: r.get(4)?,
@@ -127,7 +131,7 @@ pub fn import_aggregates(
     site_id: i64,
     rows: Vec<ImportedRow>,
 ) -> Result<u64, ImportError> {
-    let mut merged: HashMap<(chrono::NaiveDate, i64, String), ImportedRow> = HashMap::new();
+    let mut merged: HashMap<(chrono::NaiveDate, Dim, String), ImportedRow> = HashMap::new();
     for r in rows {
         match merged.entry((r.day, r.dim, r.value.clone())) {
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -175,7 +179,7 @@ pub fn import_aggregates(
         .execute(params![
             site_id,
             r.day.to_string(),
-            r.dim,
+            r.dim.code(),
             r.value,
             r.visitors,
             r.visits,

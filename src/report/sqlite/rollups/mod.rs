@@ -4,11 +4,14 @@
 //! `super::rollup_query` reads them.
 //!
 //! How rows are kept:
-//! - Grains: the site's local hour (totals only, for hourly series), local
-//!   day, local week (from Monday) and local month. A bucket is the Unix
-//!   second its hour, day, week or month starts at in the site's timezone.
-//! - Dimensions: totals, page, custom event name, property (`key␟value`,
-//!   see [`prop_value`]), and each visit attribute.
+//! - Grains ([`Grain`]): the site's local hour (totals only, for hourly
+//!   series), local day, local week (from Monday) and local month. A bucket
+//!   is the Unix second its hour, day, week or month starts at in the
+//!   site's timezone.
+//! - Dimensions ([`Dim`]): totals, page, custom event name, property
+//!   (`key␟value`, see [`prop_value`]), and each visit attribute.
+//! - Both are stored as integer codes ([`Grain::code`], [`Dim::code`]),
+//!   which the database holds and so never change.
 //! - What counts where: pageviews, events and visitors at the event's time,
 //!   from the feed; visits, bounces and duration at the visit's start, once
 //!   the visit has ended. A visit attribute's rows count whole visits (their
@@ -56,34 +59,99 @@ pub use feed::{FedBatch, FedEvent, FedEvents, RollupFeed};
 pub use imported::{ImportedRow, fold_imported, import_aggregates, imported_rows};
 pub use recover::{ensure_mark, import_visits, rebuild, rebuild_if_asked, recover};
 
-pub const GRAIN_HOUR: i64 = 0;
-pub const GRAIN_DAY: i64 = 1;
-pub const GRAIN_MONTH: i64 = 2;
-/// Local weeks from Monday: a 30-day report reads four weeks and a few days
-/// rather than thirty days.
-pub const GRAIN_WEEK: i64 = 3;
+/// The span of time a rollup row counts: a local hour, day, week or month
+/// of the site's timezone. Stored as its [`Grain::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Grain {
+    Hour,
+    Day,
+    /// Local weeks from Monday: a 30-day report reads four weeks and a few
+    /// days rather than thirty days.
+    Week,
+    Month,
+}
+
+impl Grain {
+    /// Every grain, shortest first. A timezone change's stored progress
+    /// counts (grain, dimension) pairs in this order, so it stays as it is.
+    pub const ALL: [Grain; 4] = [Grain::Hour, Grain::Day, Grain::Week, Grain::Month];
+
+    /// The grain's code in the `grain` column. Weeks came after months,
+    /// hence their code.
+    pub const fn code(self) -> i64 {
+        match self {
+            Grain::Hour => 0,
+            Grain::Day => 1,
+            Grain::Month => 2,
+            Grain::Week => 3,
+        }
+    }
+}
 
 /// The grains every dimension has rows of (hours keep totals only).
-const DAY_AND_LONGER: [i64; 3] = [GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH];
+const DAY_AND_LONGER: [Grain; 3] = [Grain::Day, Grain::Week, Grain::Month];
 
-pub const DIM_TOTALS: i64 = 0;
-pub const DIM_PAGE: i64 = 1;
-pub const DIM_NAME: i64 = 2;
-pub const DIM_PROP: i64 = 3;
-const DIM_VISIT_FIRST: i64 = 10;
+/// What a rollup row's value is: nothing (totals), a page, a custom event
+/// name, a property (`key␟value`, see [`prop_value`]) or a visit attribute.
+/// Stored as its [`Dim::code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Dim {
+    #[default]
+    Totals,
+    Page,
+    EventName,
+    Prop,
+    Visit(VisitColumn),
+}
 
-/// Separates a property's key from its value in a `DIM_PROP` row. Control
-/// characters are refused in keys at ingest, so the split is unambiguous.
+/// The code of the first visit attribute's dimension; the others follow in
+/// the order of [`VisitColumn::ALL`].
+const VISIT_FIRST: i64 = 10;
+
+impl Dim {
+    /// Every dimension, visit attributes in the order of their codes. A
+    /// timezone change's stored progress counts (grain, dimension) pairs in
+    /// this order, so it stays as it is.
+    pub fn all() -> impl Iterator<Item = Dim> + Clone {
+        [Dim::Totals, Dim::Page, Dim::EventName, Dim::Prop]
+            .into_iter()
+            .chain(VisitColumn::ALL.into_iter().map(Dim::Visit))
+    }
+
+    /// The dimension's code in the `dim` column.
+    pub fn code(self) -> i64 {
+        match self {
+            Dim::Totals => 0,
+            Dim::Page => 1,
+            Dim::EventName => 2,
+            Dim::Prop => 3,
+            Dim::Visit(column) => VISIT_FIRST + column.index() as i64,
+        }
+    }
+
+    /// The dimension stored as `code`, if it is one.
+    pub fn from_code(code: i64) -> Option<Dim> {
+        match code {
+            0 => Some(Dim::Totals),
+            1 => Some(Dim::Page),
+            2 => Some(Dim::EventName),
+            3 => Some(Dim::Prop),
+            _ => usize::try_from(code - VISIT_FIRST)
+                .ok()
+                .and_then(|i| VisitColumn::ALL.get(i).copied())
+                .map(Dim::Visit),
+        }
+    }
+}
+
+/// Separates a property's key from its value in a [`Dim::Prop`] row.
+/// Control characters are refused in keys at ingest, so the split is
+/// unambiguous.
 pub const PROP_SEP: char = '\u{1f}';
 
 /// A visit is added to the rollups this long after its last event: the
 /// 30-minute visit timeout plus a margin for events still in flight.
 pub const VISIT_SETTLED_AFTER: i64 = 30 * 60 + 120;
-
-/// The dimension code of a visit attribute.
-pub fn visit_dim(column: VisitColumn) -> i64 {
-    DIM_VISIT_FIRST + column.index() as i64
-}
 
 /// The rollup value of a property.
 pub fn prop_value(key: &str, value: &str) -> String {
@@ -111,6 +179,21 @@ mod tests {
     fn prop_rows_split_on_the_separator() {
         let v = prop_value("plan", "pro");
         assert_eq!(v.split_once(PROP_SEP), Some(("plan", "pro")));
-        assert_eq!(visit_dim(VisitColumn::EntryPage), DIM_VISIT_FIRST);
+        assert_eq!(Dim::Visit(VisitColumn::EntryPage).code(), VISIT_FIRST);
+    }
+
+    #[test]
+    fn grains_and_dimensions_keep_their_stored_codes() {
+        let grains: Vec<i64> = Grain::ALL.iter().map(|g| g.code()).collect();
+        assert_eq!(grains, [0, 1, 3, 2]);
+        let dims: Vec<i64> = Dim::all().map(Dim::code).collect();
+        let expected: Vec<i64> = [0, 1, 2, 3].into_iter().chain(10..27).collect();
+        assert_eq!(dims, expected);
+        for dim in Dim::all() {
+            assert_eq!(Dim::from_code(dim.code()), Some(dim));
+        }
+        for code in [-1, 4, 9, 27] {
+            assert_eq!(Dim::from_code(code), None);
+        }
     }
 }
