@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::mail::Mailer;
 use crate::metrics::CounterSet;
 use crate::query;
-use crate::report::sqlite::retention as rollup_retention;
+use crate::report::sqlite::rollups::retention as rollup_retention;
 use crate::report::{Reports, calendar};
 use crate::store::backup::{self, BackupStats};
 use crate::store::retention::{self, RetentionPolicy, RetentionStats};

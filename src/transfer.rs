@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::ingest::enrich::referrer;
 use crate::report::model::VisitColumn;
-use crate::report::sqlite::rollups::{self, ImportedRow};
+use crate::report::sqlite::rollups::{Dim, ImportedRow};
 use crate::spreadsheet::{guard, unguard};
 use crate::store::transfer::{ExportedEvent, ImportEvent, ImportVisit};
 use crate::store::{Db, VisitDims};
@@ -330,13 +330,13 @@ fn read_plausible(file_name: &str, text: &str) -> anyhow::Result<Vec<ImportedRow
         };
         for (column, target) in table.values {
             let (dim, value) = match target {
-                Target::Totals => (rollups::DIM_TOTALS, String::new()),
+                Target::Totals => (Dim::Totals, String::new()),
                 // A column older exports lack is skipped, not taken as empty.
                 _ if at(column).is_none() => continue,
-                Target::Page => (rollups::DIM_PAGE, cell(column).to_string()),
-                Target::EventName => (rollups::DIM_NAME, cell(column).to_string()),
+                Target::Page => (Dim::Page, cell(column).to_string()),
+                Target::EventName => (Dim::EventName, cell(column).to_string()),
                 Target::Visit(tally_column) => {
-                    (rollups::visit_dim(*tally_column), cell(column).to_string())
+                    (Dim::Visit(*tally_column), cell(column).to_string())
                 }
             };
             if matches!(target, Target::Page | Target::EventName) && value.is_empty() {

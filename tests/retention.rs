@@ -101,7 +101,7 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
     use tally::ingest::{IngestOptions, Ingestor, Outcome, RequestMeta};
     use tally::jobs::retention_pass as run_pass;
     use tally::report::sqlite::follower::Follower;
-    use tally::report::sqlite::rollups::{GRAIN_HOUR, GRAIN_MONTH, RollupFeed};
+    use tally::report::sqlite::rollups::{Grain, RollupFeed};
     use tally::store::retention::{RetentionPolicy, RetentionStats};
     use tally::store::{Store, sites};
 
@@ -177,11 +177,12 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
     }
     assert_eq!(count("SELECT COUNT(*) FROM events"), 6);
     assert_eq!(count("SELECT COUNT(*) FROM visits"), 6);
+    let (hour, month) = (Grain::Hour.code(), Grain::Month.code());
     let rollup_days = |table: &str| -> String {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT DISTINCT ({t0} - bucket) / {DAY} FROM {table}
-                 WHERE grain NOT IN ({GRAIN_HOUR}, {GRAIN_MONTH}) AND dim = 0 ORDER BY 1 DESC"
+                 WHERE grain NOT IN ({hour}, {month}) AND dim = 0 ORDER BY 1 DESC"
             ))
             .unwrap();
         let ages: Vec<String> = stmt

@@ -64,7 +64,7 @@ pub(super) fn import(
     let mut conn = store.write_connection()?;
     match transfer::read(format, path, &domain)? {
         transfer::Parsed::Visits(visits) => {
-            let imported = crate::report::sqlite::imported::import_visits(
+            let imported = crate::report::sqlite::rollups::import_visits(
                 &mut conn,
                 site.id,
                 visits,
@@ -77,7 +77,7 @@ pub(super) fn import(
             );
         }
         transfer::Parsed::Aggregates(rows) => {
-            let n = crate::report::sqlite::imported::import_aggregates(&mut conn, site.id, rows)
+            let n = crate::report::sqlite::rollups::import_aggregates(&mut conn, site.id, rows)
                 .map_err(refused)?;
             println!("Imported {n} daily aggregate rows into {domain}");
         }

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::Connection;
 
-use super::rebuild;
 use super::recent::{self, RecentTraffic};
+use super::rollups::timezone;
 use super::rollups::{self, RollupFeed};
 use crate::report::Upkeep;
 use crate::store::{
@@ -44,7 +44,7 @@ impl CommitFollower for RollupFeed {
             rollups::ensure_mark(conn)?;
         }
         self.set_zones(rollups::zones(conn)?);
-        self.resume_rebuilds(rebuild::in_progress(conn)?);
+        self.resume_rebuilds(timezone::in_progress(conn)?);
         Ok(folded)
     }
 
@@ -167,7 +167,7 @@ impl Follower {
     }
 
     /// Sets a site's timezone and starts rebuilding its rollups in it (see
-    /// [`rebuild`]); raw events are kept `raw_events_days`. Returns false
+    /// [`timezone`]); raw events are kept `raw_events_days`. Returns false
     /// when the timezone was already that one.
     pub async fn change_timezone(
         &self,
@@ -180,7 +180,7 @@ impl Follower {
         let changed = self
             .writer
             .run_for(move |tx| {
-                let change = rebuild::Change {
+                let change = timezone::Change {
                     site_id,
                     timezone,
                     now,
@@ -189,7 +189,7 @@ impl Follower {
                     // the database by now, or comes right after.
                     cutoff: writer.last_event_id(),
                 };
-                rebuild::change_timezone(tx, &feed, &change)
+                timezone::change_timezone(tx, &feed, &change)
             })
             .await?;
         if changed {
@@ -210,7 +210,7 @@ impl Follower {
             let feed = self.feed.clone();
             match self
                 .writer
-                .run_for(move |tx| rebuild::step(tx, &feed))
+                .run_for(move |tx| timezone::step(tx, &feed))
                 .await
             {
                 Ok(true) => tokio::task::yield_now().await,

@@ -9,17 +9,15 @@
 //! than answered from partial data.
 //! Both filtered engines match filters by the rules of [`filter`].
 //!
-//! The rollups are written by [`rollups`] (feed, deltas, ended visits) and
-//! rebuilt by [`rebuild`] after a timezone change; unique visitors are
-//! [`sketch`]es, cached by [`sketch_cache`].
+//! The rollups are written by [`rollups`] (feed, deltas, ended visits,
+//! imported aggregates, retention) and rebuilt by [`rollups::timezone`]
+//! after a timezone change; unique visitors are [`sketch`]es, cached by
+//! [`sketch_cache`].
 
 pub mod filter;
 pub mod follower;
-pub mod imported;
 pub mod raw;
-pub mod rebuild;
 pub mod recent;
-pub mod retention;
 pub mod rollup_query;
 pub mod rollups;
 pub mod sketch;

@@ -22,10 +22,7 @@ use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::filter::glob_of;
-use super::rollups::{
-    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
-    PROP_SEP, visit_dim,
-};
+use super::rollups::{Dim, Grain, PROP_SEP};
 use super::sketch::VisitorUnion;
 use super::sketch_cache::{RowKey, SketchCache};
 use crate::report::calendar::{self, first_of_month, local_date, midnight, monday_of};
@@ -38,7 +35,7 @@ use crate::store::sites::GoalKind;
 /// One stretch of rows: a grain and a half-open range of bucket starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
-    pub grain: i64,
+    pub grain: Grain,
     pub start: i64,
     pub end: i64,
 }
@@ -61,7 +58,7 @@ pub fn cover(tz: Tz, range: TimeRange) -> Vec<Segment> {
         Some((from, to)) => {
             out.extend(weeks_and_days(tz, range.start, from));
             out.push(Segment {
-                grain: GRAIN_MONTH,
+                grain: Grain::Month,
                 start: from,
                 end: to,
             });
@@ -104,7 +101,7 @@ fn weeks_and_days(tz: Tz, start: i64, end: i64) -> Vec<Segment> {
         monday = monday + Days::new(7);
     }
     let day = |start, end| Segment {
-        grain: GRAIN_DAY,
+        grain: Grain::Day,
         start,
         end,
     };
@@ -114,7 +111,7 @@ fn weeks_and_days(tz: Tz, start: i64, end: i64) -> Vec<Segment> {
     [
         day(start, from),
         Segment {
-            grain: GRAIN_WEEK,
+            grain: Grain::Week,
             start: from,
             end: to,
         },
@@ -239,14 +236,19 @@ impl RollupQuery<'_> {
                 "SELECT visits, pageviews, events, bounces, duration, visitors FROM rollups
                  WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
             )?;
-            let mut rows =
-                stmt.query(params![site_id, seg.grain, DIM_TOTALS, seg.start, seg.end])?;
+            let mut rows = stmt.query(params![
+                site_id,
+                seg.grain.code(),
+                Dim::Totals.code(),
+                seg.start,
+                seg.end
+            ])?;
             while let Some(r) = rows.next()? {
                 sum.add_counts(r, 0)?;
             }
         }
         if sum.single_row_visitors().is_none() {
-            self.merge_sketches(DIM_TOTALS, &segments, "", &mut sum.visitors)?;
+            self.merge_sketches(Dim::Totals, &segments, "", &mut sum.visitors)?;
         }
         for v in open_visits(conn, site_id, range, None)? {
             add_open(&mut sum, &v, false);
@@ -265,7 +267,7 @@ impl RollupQuery<'_> {
             // Months: each bucket is a range of its own.
             return buckets.iter().map(|b| self.totals(*b)).collect();
         }
-        let grain = if hourly { GRAIN_HOUR } else { GRAIN_DAY };
+        let grain = if hourly { Grain::Hour } else { Grain::Day };
         let mut sums = vec![Sum::default(); buckets.len()];
         let index_of = |ts: i64| {
             buckets
@@ -276,7 +278,13 @@ impl RollupQuery<'_> {
             "SELECT bucket, visits, pageviews, events, bounces, duration, visitors FROM rollups
              WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket >= ?4 AND bucket < ?5",
         )?;
-        let mut rows = stmt.query(params![site_id, grain, DIM_TOTALS, first.start, last.end])?;
+        let mut rows = stmt.query(params![
+            site_id,
+            grain.code(),
+            Dim::Totals.code(),
+            first.start,
+            last.end
+        ])?;
         while let Some(r) = rows.next()? {
             sums[index_of(r.get(0)?)].add_counts(r, 1)?;
         }
@@ -289,7 +297,7 @@ impl RollupQuery<'_> {
                     start: b.start,
                     end: b.end,
                 };
-                self.merge_sketches(DIM_TOTALS, &[seg], "", &mut sum.visitors)?;
+                self.merge_sketches(Dim::Totals, &[seg], "", &mut sum.visitors)?;
             }
         }
         let whole = TimeRange {
@@ -338,7 +346,13 @@ impl RollupQuery<'_> {
                     AND value >= ?6 AND value < ?7",
             )?;
             let mut rows = stmt.query(params![
-                site_id, seg.grain, dim, seg.start, seg.end, low, high
+                site_id,
+                seg.grain.code(),
+                dim.code(),
+                seg.start,
+                seg.end,
+                low,
+                high
             ])?;
             while let Some(r) = rows.next()? {
                 let value = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
@@ -444,8 +458,8 @@ impl RollupQuery<'_> {
         let segments = cover(tz, range);
         for goal in goals {
             let (dim, pattern) = match goal {
-                GoalKind::Event(name) => (DIM_NAME, glob_literal(name)),
-                GoalKind::Page(path) => (DIM_PAGE, glob_of(path)),
+                GoalKind::Event(name) => (Dim::EventName, glob_literal(name)),
+                GoalKind::Page(path) => (Dim::Page, glob_of(path)),
             };
             for seg in &segments {
                 let mut stmt = conn.prepare_cached(
@@ -455,7 +469,12 @@ impl RollupQuery<'_> {
                         AND r.bucket >= ?4 AND r.bucket < ?5 AND r.value GLOB ?6",
                 )?;
                 let mut rows = stmt.query(params![
-                    site_id, seg.grain, dim, seg.start, seg.end, pattern
+                    site_id,
+                    seg.grain.code(),
+                    dim.code(),
+                    seg.start,
+                    seg.end,
+                    pattern
                 ])?;
                 while let Some(r) = rows.next()? {
                     count += r.get::<_, i64>(0)?;
@@ -471,7 +490,7 @@ impl RollupQuery<'_> {
     /// The merged sketch of each of `values` over `segments`.
     fn sketches_of(
         &self,
-        dim: i64,
+        dim: Dim,
         segments: &[Segment],
         values: &[&str],
     ) -> Result<HashMap<String, VisitorUnion>, StoreError> {
@@ -490,7 +509,7 @@ impl RollupQuery<'_> {
     /// touching the sketches' overflow pages.
     fn merge_sketches(
         &self,
-        dim: i64,
+        dim: Dim,
         segments: &[Segment],
         value: &str,
         union: &mut VisitorUnion,
@@ -509,8 +528,14 @@ impl RollupQuery<'_> {
         let mut sketch =
             conn.prepare_cached("SELECT visitors FROM rollup_sketches WHERE rowid = ?1")?;
         for seg in segments {
-            let mut rows =
-                versions.query(params![site_id, seg.grain, dim, value, seg.start, seg.end])?;
+            let mut rows = versions.query(params![
+                site_id,
+                seg.grain.code(),
+                dim.code(),
+                value,
+                seg.start,
+                seg.end
+            ])?;
             while let Some(r) = rows.next()? {
                 let (bucket, version, rowid): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
                 let key: RowKey = (site_id, seg.grain, dim, bucket, value.into());
@@ -530,12 +555,12 @@ impl RollupQuery<'_> {
 }
 
 /// The rollup dimension and value filter of a breakdown.
-fn dim_of(dimension: &Dimension) -> (i64, Option<String>) {
+fn dim_of(dimension: &Dimension) -> (Dim, Option<String>) {
     match dimension {
-        Dimension::Page => (DIM_PAGE, None),
-        Dimension::EventName => (DIM_NAME, None),
-        Dimension::Prop(key) => (DIM_PROP, Some(format!("{key}{PROP_SEP}"))),
-        Dimension::Visit(column) => (visit_dim(*column), None),
+        Dimension::Page => (Dim::Page, None),
+        Dimension::EventName => (Dim::EventName, None),
+        Dimension::Prop(key) => (Dim::Prop, Some(format!("{key}{PROP_SEP}"))),
+        Dimension::Visit(column) => (Dim::Visit(*column), None),
     }
 }
 
@@ -588,10 +613,10 @@ mod tests {
         assert_eq!(
             cover(tz, range),
             vec![
-                seg(GRAIN_WEEK, d(2024, 1, 15), d(2024, 1, 29)),
-                seg(GRAIN_DAY, d(2024, 1, 29), d(2024, 2, 1)),
-                seg(GRAIN_MONTH, d(2024, 2, 1), d(2024, 4, 1)),
-                seg(GRAIN_DAY, d(2024, 4, 1), d(2024, 4, 3)),
+                seg(Grain::Week, d(2024, 1, 15), d(2024, 1, 29)),
+                seg(Grain::Day, d(2024, 1, 29), d(2024, 2, 1)),
+                seg(Grain::Month, d(2024, 2, 1), d(2024, 4, 1)),
+                seg(Grain::Day, d(2024, 4, 1), d(2024, 4, 3)),
             ]
         );
         // Saturday 2 March to Sunday 31 March (DST began that day): days to
@@ -603,9 +628,9 @@ mod tests {
         assert_eq!(
             cover(tz, days),
             vec![
-                seg(GRAIN_DAY, d(2024, 3, 2), d(2024, 3, 4)),
-                seg(GRAIN_WEEK, d(2024, 3, 4), d(2024, 3, 25)),
-                seg(GRAIN_DAY, d(2024, 3, 25), d(2024, 3, 31)),
+                seg(Grain::Day, d(2024, 3, 2), d(2024, 3, 4)),
+                seg(Grain::Week, d(2024, 3, 4), d(2024, 3, 25)),
+                seg(Grain::Day, d(2024, 3, 25), d(2024, 3, 31)),
             ]
         );
         let month = TimeRange {
@@ -614,7 +639,7 @@ mod tests {
         };
         assert_eq!(
             cover(tz, month),
-            vec![seg(GRAIN_MONTH, d(2024, 3, 1), d(2024, 4, 1))]
+            vec![seg(Grain::Month, d(2024, 3, 1), d(2024, 4, 1))]
         );
         let short = TimeRange {
             start: d(2024, 3, 5),
@@ -622,7 +647,7 @@ mod tests {
         };
         assert_eq!(
             cover(tz, short),
-            vec![seg(GRAIN_DAY, d(2024, 3, 5), d(2024, 3, 9))]
+            vec![seg(Grain::Day, d(2024, 3, 5), d(2024, 3, 9))]
         );
     }
 }

@@ -22,8 +22,10 @@ use std::sync::Arc;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
+use super::rollups::{Dim, Grain};
+
 /// (site, grain, dim, bucket, value): a rollup row's key.
-pub type RowKey = (i64, i64, i64, i64, Box<str>);
+pub type RowKey = (i64, Grain, Dim, i64, Box<str>);
 
 /// A row's version and its sketch's bytes.
 type Entry = (i64, Arc<[u8]>);
@@ -112,7 +114,7 @@ mod tests {
     use super::*;
 
     fn key(bucket: i64) -> RowKey {
-        (1, 1, 1, bucket, "/".into())
+        (1, Grain::Day, Dim::Page, bucket, "/".into())
     }
 
     /// A sketch that weighs `weight` with its key of [`key`].

@@ -4,11 +4,7 @@
 
 use rusqlite::params;
 
-use super::rollups::{
-    DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, GRAIN_DAY, GRAIN_HOUR, GRAIN_MONTH, GRAIN_WEEK,
-    visit_dim,
-};
-use crate::report::model::VisitColumn;
+use super::{Dim, Grain};
 use crate::store::{EventWriter, StoreError, WriteError, sites};
 
 /// Rows deleted per transaction.
@@ -22,13 +18,11 @@ pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, Writ
         let batch = writer
             .run_for(move |tx| {
                 let ids = sites::site_ids(tx)?;
-                let dims = [DIM_TOTALS, DIM_PAGE, DIM_NAME, DIM_PROP]
-                    .into_iter()
-                    .chain(VisitColumn::ALL.into_iter().map(visit_dim));
+                let dims = Dim::all();
                 let mut removed = 0;
                 // Per site, grain and dimension, so the key bounds each delete.
                 'all: for id in ids {
-                    for grain in [GRAIN_HOUR, GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH] {
+                    for grain in Grain::ALL {
                         for dim in dims.clone() {
                             for table in ["rollups", "rollup_sketches"] {
                                 let left = BATCH - removed;
@@ -44,7 +38,7 @@ pub async fn trim_rollups(writer: &EventWriter, cutoff: i64) -> Result<u64, Writ
                                             WHERE site_id = ?1 AND grain = ?2 AND dim = ?3
                                               AND bucket < ?4 LIMIT ?5)"
                                     ))?
-                                    .execute(params![id, grain, dim, cutoff, left])?
+                                    .execute(params![id, grain.code(), dim.code(), cutoff, left])?
                                     as i64;
                             }
                         }

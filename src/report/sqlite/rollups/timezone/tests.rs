@@ -1,4 +1,8 @@
+//! Tests of the timezone rebuild: rows kept where raw events are gone,
+//! the rest rebuilt in the new timezone over steps that resume.
+
 use super::*;
+use crate::report::sqlite::rollups;
 use crate::store::events::insert_events;
 use crate::store::{NewEvent, Store};
 
@@ -36,20 +40,22 @@ fn site_with_traffic(days: i64, per_day: i64) -> (tempfile::TempDir, Store) {
 }
 
 /// (bucket, pageviews) of the totals rows of `grain`.
-fn rows(conn: &Connection, grain: i64) -> Vec<(i64, i64)> {
+fn rows(conn: &Connection, grain: Grain) -> Vec<(i64, i64)> {
     let mut stmt = conn
         .prepare(
             "SELECT bucket, pageviews FROM rollups
              WHERE site_id = 1 AND grain = ?1 AND dim = ?2 ORDER BY bucket",
         )
         .unwrap();
-    stmt.query_map(params![grain, DIM_TOTALS], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    stmt.query_map(params![grain.code(), Dim::Totals.code()], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
 }
 
-fn total(conn: &Connection, grain: i64) -> i64 {
+fn total(conn: &Connection, grain: Grain) -> i64 {
     rows(conn, grain).iter().map(|r| r.1).sum()
 }
 
@@ -84,21 +90,21 @@ fn steps(conn: &Connection, limit: usize) -> usize {
 fn a_site_younger_than_its_raw_events_is_rebuilt_whole() {
     let (_dir, store) = site_with_traffic(20, 48);
     let conn = store.write_connection().unwrap();
-    let before: Vec<i64> = GRAINS.iter().map(|g| total(&conn, *g)).collect();
+    let before: Vec<i64> = Grain::ALL.iter().map(|g| total(&conn, *g)).collect();
     // Raw events kept from long before the site's first.
     let raw_from = START - 300 * DAY;
     assert_eq!(kept_from(&conn, 1, Tz::UTC, raw_from).unwrap(), None);
     change(&conn, START + 21 * DAY, raw_from);
     steps(&conn, 100);
     let tz: Tz = NEW_YORK.parse().unwrap();
-    for (bucket, _) in rows(&conn, GRAIN_DAY) {
+    for (bucket, _) in rows(&conn, Grain::Day) {
         assert_eq!(
             bucket,
             calendar::day_start(tz, bucket),
             "a New York midnight"
         );
     }
-    let after: Vec<i64> = GRAINS.iter().map(|g| total(&conn, *g)).collect();
+    let after: Vec<i64> = Grain::ALL.iter().map(|g| total(&conn, *g)).collect();
     assert_eq!(after, before, "every event once in each grain");
     assert_eq!(in_progress(&conn).unwrap(), vec![]);
 }
@@ -109,7 +115,7 @@ fn rows_older_than_the_raw_events_are_kept_and_the_rest_rebuilt() {
     let days = 90;
     let (_dir, store) = site_with_traffic(days, 150);
     let conn = store.write_connection().unwrap();
-    let before: Vec<i64> = GRAINS.iter().map(|g| total(&conn, *g)).collect();
+    let before: Vec<i64> = Grain::ALL.iter().map(|g| total(&conn, *g)).collect();
     // Retention deleted the raw events before midday of day 40.
     let trimmed = START + 40 * DAY + DAY / 2;
     conn.execute("DELETE FROM events WHERE ts < ?1", [trimmed])
@@ -119,7 +125,7 @@ fn rows_older_than_the_raw_events_are_kept_and_the_rest_rebuilt() {
         [trimmed],
     )
     .unwrap();
-    let old_days: Vec<(i64, i64)> = rows(&conn, GRAIN_DAY)
+    let old_days: Vec<(i64, i64)> = rows(&conn, Grain::Day)
         .into_iter()
         .filter(|r| r.0 < START + 41 * DAY)
         .collect();
@@ -143,7 +149,7 @@ fn rows_older_than_the_raw_events_are_kept_and_the_rest_rebuilt() {
 
     // Days before the first UTC midnight of complete raw events are as they
     // were, cut at UTC midnights.
-    let kept: Vec<(i64, i64)> = rows(&conn, GRAIN_DAY)
+    let kept: Vec<(i64, i64)> = rows(&conn, Grain::Day)
         .into_iter()
         .filter(|r| r.0 % DAY == 0 && r.0 < START + 41 * DAY)
         .collect();
@@ -158,7 +164,7 @@ fn rows_older_than_the_raw_events_are_kept_and_the_rest_rebuilt() {
         )
         .unwrap()
     };
-    let new_days: Vec<(i64, i64)> = rows(&conn, GRAIN_DAY)
+    let new_days: Vec<(i64, i64)> = rows(&conn, Grain::Day)
         .into_iter()
         .filter(|r| r.0 % DAY != 0)
         .collect();
@@ -171,18 +177,18 @@ fn rows_older_than_the_raw_events_are_kept_and_the_rest_rebuilt() {
     }
     // Every event is in exactly one row of each grain: the kept rows hold
     // those retention deleted, the rebuilt ones the rest.
-    let after: Vec<i64> = GRAINS.iter().map(|g| total(&conn, *g)).collect();
+    let after: Vec<i64> = Grain::ALL.iter().map(|g| total(&conn, *g)).collect();
     assert_eq!(after, before);
 }
 
 #[test]
 fn kept_rows_end_at_the_old_timezone_boundaries() {
     let kept = Kept::new(Tz::UTC, Some(START + 40 * DAY + 3));
-    assert_eq!(kept.before[GRAIN_HOUR as usize], START + 40 * DAY + 3600);
-    assert_eq!(kept.before[GRAIN_DAY as usize], START + 41 * DAY);
+    assert_eq!(kept.before(Grain::Hour), START + 40 * DAY + 3600);
+    assert_eq!(kept.before(Grain::Day), START + 41 * DAY);
     // 2024-02-12 is the Monday after 2024-02-10; March begins on day 60.
-    assert_eq!(kept.before[GRAIN_WEEK as usize], START + 42 * DAY);
-    assert_eq!(kept.before[GRAIN_MONTH as usize], START + 60 * DAY);
+    assert_eq!(kept.before(Grain::Week), START + 42 * DAY);
+    assert_eq!(kept.before(Grain::Month), START + 60 * DAY);
     assert_eq!(kept.grains_at(START + 41 * DAY), 0b0011);
-    assert_eq!(Kept::new(Tz::UTC, None).grains_at(0), rollups::ALL_GRAINS);
+    assert_eq!(Kept::new(Tz::UTC, None).grains_at(0), apply::ALL_GRAINS);
 }

@@ -35,12 +35,13 @@ use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rollups::{
-    self, DIM_NAME, DIM_PAGE, DIM_PROP, DIM_TOTALS, Deltas, EVENT_COLUMNS, GRAIN_DAY, GRAIN_HOUR,
-    GRAIN_MONTH, GRAIN_WEEK, Grains, ImportedRow, RollupFeed, Staged, StoredEvent, visit_dim,
-};
+use super::apply::{self, Grains};
+use super::deltas::Deltas;
+use super::feed::{RollupFeed, Staged};
+use super::imported::{self, ImportedRow};
+use super::recover::{EVENT_COLUMNS, StoredEvent};
+use super::{Dim, Grain};
 use crate::report::calendar;
-use crate::report::model::VisitColumn;
 use crate::store::{StoreError, sites};
 
 const PHASE_DELETE: i64 = 0;
@@ -59,38 +60,34 @@ const IMPORTED_DAYS_PER_STEP: i64 = 7;
 /// is no later than this after the change.
 const ARRIVAL_MARGIN: i64 = 3600;
 
-const GRAINS: [i64; 4] = [GRAIN_HOUR, GRAIN_DAY, GRAIN_WEEK, GRAIN_MONTH];
-
-/// Every dimension code.
-fn dims() -> Vec<i64> {
-    [DIM_TOTALS, DIM_PAGE, DIM_NAME, DIM_PROP]
-        .into_iter()
-        .chain(VisitColumn::ALL.into_iter().map(visit_dim))
-        .collect()
+/// Every dimension, in the order the stored progress of the delete phase
+/// counts them.
+fn dims() -> Vec<Dim> {
+    Dim::all().collect()
 }
 
 /// How far before the change a bucket the live feed adds to may start: the
 /// longest bucket of the grain, and then some for events in flight.
-fn feed_reach(grain: i64) -> i64 {
+fn feed_reach(grain: Grain) -> i64 {
     match grain {
-        GRAIN_HOUR => 2 * 3600,
-        GRAIN_DAY => 2 * 86_400,
-        GRAIN_WEEK => 8 * 86_400,
-        _ => 32 * 86_400,
+        Grain::Hour => 2 * 3600,
+        Grain::Day => 2 * 86_400,
+        Grain::Week => 8 * 86_400,
+        Grain::Month => 32 * 86_400,
     }
 }
 
-fn bucket_start(tz: Tz, grain: i64, ts: i64) -> i64 {
+fn bucket_start(tz: Tz, grain: Grain, ts: i64) -> i64 {
     match grain {
-        GRAIN_HOUR => calendar::hour_start(tz, ts),
-        GRAIN_DAY => calendar::day_start(tz, ts),
-        GRAIN_WEEK => calendar::week_start(tz, ts),
-        _ => calendar::month_start(tz, ts),
+        Grain::Hour => calendar::hour_start(tz, ts),
+        Grain::Day => calendar::day_start(tz, ts),
+        Grain::Week => calendar::week_start(tz, ts),
+        Grain::Month => calendar::month_start(tz, ts),
     }
 }
 
 /// The first start of a `grain` bucket of `tz` at or after `t`.
-fn first_start_from(tz: Tz, grain: i64, t: i64) -> i64 {
+fn first_start_from(tz: Tz, grain: Grain, t: i64) -> i64 {
     let start = bucket_start(tz, grain, t);
     if start == t {
         return t;
@@ -106,8 +103,8 @@ fn first_start_from(tz: Tz, grain: i64, t: i64) -> i64 {
     }
 }
 
-/// The rows a rebuild keeps as they were: per grain (indexed by the grain
-/// constant), those whose bucket starts before this.
+/// The rows a rebuild keeps as they were: per grain (indexed by the grain's
+/// code), those whose bucket starts before this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kept {
     before: [i64; 4],
@@ -119,11 +116,16 @@ impl Kept {
     pub fn new(old: Tz, raw_from: Option<i64>) -> Kept {
         let mut before = [i64::MIN; 4];
         if let Some(t) = raw_from {
-            for grain in GRAINS {
-                before[grain as usize] = first_start_from(old, grain, t);
+            for grain in Grain::ALL {
+                before[grain.code() as usize] = first_start_from(old, grain, t);
             }
         }
         Kept { before }
+    }
+
+    /// Rows of `grain` whose bucket starts before this are kept.
+    fn before(&self, grain: Grain) -> i64 {
+        self.before[grain.code() as usize]
     }
 
     /// The first instant anything is folded again.
@@ -133,10 +135,10 @@ impl Kept {
 
     /// The grains whose rows an event or visit at `ts` goes into again.
     fn grains_at(&self, ts: i64) -> Grains {
-        GRAINS
-            .iter()
-            .filter(|g| ts >= self.before[**g as usize])
-            .fold(0, |set, g| set | (1 << g))
+        Grain::ALL
+            .into_iter()
+            .filter(|g| ts >= self.before(*g))
+            .fold(0, |set, g| set | (1 << g.code()))
     }
 }
 
@@ -160,13 +162,13 @@ pub fn kept_from(
         )
         .optional()?;
     let raw_from = raw_from.max(trimmed.unwrap_or(i64::MIN));
-    let first_day = first_start_from(old, GRAIN_DAY, raw_from);
+    let first_day = first_start_from(old, Grain::Day, raw_from);
     // Every event and imported day is in a day row: none before the first
     // complete day means nothing older than the raw events.
     let older: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM rollups
                         WHERE site_id = ?1 AND grain = ?2 AND dim = ?3 AND bucket < ?4)",
-        params![site_id, GRAIN_DAY, DIM_TOTALS, first_day],
+        params![site_id, Grain::Day.code(), Dim::Totals.code(), first_day],
         |r| r.get(0),
     )?;
     Ok(older.then_some(raw_from))
@@ -222,13 +224,13 @@ pub fn change_timezone(
     sites::set_timezone(conn, site_id, &change.timezone)?;
     // The rows the feed adds to from now on go at once; older ones in steps.
     let dims = dims();
-    for grain in GRAINS {
-        let from = kept.before[grain as usize].max(change.now - feed_reach(grain));
+    for grain in Grain::ALL {
+        let from = kept.before(grain).max(change.now - feed_reach(grain));
         for &dim in &dims {
             delete_rows(conn, site_id, (grain, dim), (from, i64::MAX), -1)?;
         }
     }
-    rollups::next_sketch_epoch(conn)?;
+    apply::next_sketch_epoch(conn)?;
     conn.execute(
         "INSERT INTO rollup_rebuilds (site_id, old_timezone, kept_before, cutoff, changed_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -251,13 +253,14 @@ pub fn change_timezone(
 fn delete_rows(
     conn: &Connection,
     site_id: i64,
-    (grain, dim): (i64, i64),
+    (grain, dim): (Grain, Dim),
     (from, to): (i64, i64),
     limit: i64,
 ) -> Result<i64, StoreError> {
     if to <= from {
         return Ok(0);
     }
+    let (grain, dim) = (grain.code(), dim.code());
     let keys: Vec<(i64, String)> = conn
         .prepare_cached(
             "DELETE FROM rollups
@@ -376,16 +379,13 @@ fn start_of(rb: &Rebuild, phase: i64) -> (i64, i64, i64) {
 /// `next_ts`; the newest were deleted by the change.
 fn delete_step(conn: &Connection, rb: &Rebuild) -> Result<(i64, i64, i64), StoreError> {
     let dims = dims();
-    let pairs: Vec<(i64, i64)> = GRAINS
-        .iter()
-        .flat_map(|g| dims.iter().map(move |d| (*g, *d)))
+    let pairs: Vec<(Grain, Dim)> = Grain::ALL
+        .into_iter()
+        .flat_map(|g| dims.iter().map(move |d| (g, *d)))
         .collect();
     let mut budget = ROWS_PER_STEP;
     for (i, &(grain, dim)) in pairs.iter().enumerate().skip(rb.next_ts.max(0) as usize) {
-        let range = (
-            rb.kept.before[grain as usize],
-            rb.changed_at - feed_reach(grain),
-        );
+        let range = (rb.kept.before(grain), rb.changed_at - feed_reach(grain));
         budget -= delete_rows(conn, rb.site_id, (grain, dim), range, budget)?;
         if budget <= 0 {
             return Ok((PHASE_DELETE, i as i64, 0));
@@ -413,7 +413,7 @@ impl ByGrains {
     fn apply(self, conn: &Connection) -> Result<(), StoreError> {
         for (grains, deltas) in self.0 {
             if grains != 0 {
-                rollups::apply_grains(conn, &deltas.into_rows(), grains)?;
+                apply::apply_grains(conn, &deltas.into_rows(), grains)?;
             }
         }
         Ok(())
@@ -492,12 +492,13 @@ fn imported_step(conn: &Connection, rb: &Rebuild) -> Result<(i64, i64, i64), Sto
     let until = i64::from(first.num_days_from_ce()) + IMPORTED_DAYS_PER_STEP;
     let end = day(until).unwrap_or(NaiveDate::MAX).to_string();
     let rows: Vec<ImportedRow> =
-        rollups::imported_rows_between(conn, rb.site_id, (&first.to_string(), &end))?;
+        imported::imported_rows_between(conn, rb.site_id, (&first.to_string(), &end))?;
     let mut changes = ByGrains::default();
     for r in &rows {
         // Where the kept rows have this day: by its midnight in the old zone.
-        let grains = rb.kept.grains_at(calendar::midnight(rb.old, r.day)) & !(1 << GRAIN_HOUR);
-        rollups::add_imported(changes.get(grains), rb.site_id, rb.new, r);
+        let grains =
+            rb.kept.grains_at(calendar::midnight(rb.old, r.day)) & !(1 << Grain::Hour.code());
+        imported::add_imported(changes.get(grains), rb.site_id, rb.new, r);
     }
     changes.apply(conn)?;
     Ok((PHASE_IMPORTED, until, 0))
