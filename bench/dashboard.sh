@@ -16,14 +16,22 @@
 # the machine does at a given moment lands on every size alike and the
 # ratio of the largest to the smallest holds. Medians are reported.
 #
+# With BASELINE_BIN set to another build of tally (say, of the previous
+# commit), each size's database is copied once filled and a second server
+# runs that build on the copy; the timed views take turns across both, and
+# the ratio of this build to the baseline is printed per size: a comparison
+# from one run, on the same data, under the same load.
+#
 # Requirements: python3, a Rust toolchain.
 # Usage: bench/dashboard.sh
 #   SIZES="100000 1000000 10000000" DAYS=400 RUNS=7 bench/dashboard.sh
+#   BASELINE_BIN=/path/to/old/tally SIZES="100000 1000000" bench/dashboard.sh
 set -euo pipefail
 
 SIZES=${SIZES:-"100000 1000000 10000000"}
 DAYS=${DAYS:-400}
 RUNS=${RUNS:-7}
+BASELINE_BIN=${BASELINE_BIN:-}
 
 cd "$(dirname "$0")/.."
 cargo build --release --bin tally
@@ -54,12 +62,21 @@ TOML
     echo "bench password 1234" |
         "$TALLY" --config "$dir/tally.toml" user add bench@example.com --password-stdin >/dev/null 2>&1
     db_mb=$(python3 -c "import os; print(round(sum(os.path.getsize(os.path.join('$dir/data', f)) for f in os.listdir('$dir/data')) / 1048576, 1))")
-    SERVERS+=("$size,$port,$key,$db_mb")
+    SERVERS+=("$size,$port,$key,$db_mb,tally,$TALLY,$dir")
+    if [ -n "$BASELINE_BIN" ]; then
+        base=$WORK/$size-baseline
+        mkdir -p "$base"
+        cp -a "$dir/data" "$base/data"
+        bport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        sed -e "s|127.0.0.1:$port|127.0.0.1:$bport|" -e "s|$dir/data|$base/data|" \
+            "$dir/tally.toml" >"$base/tally.toml"
+        SERVERS+=("$size,$bport,$key,$db_mb,baseline,$BASELINE_BIN,$base")
+    fi
 done
 
 for server in "${SERVERS[@]}"; do
-    IFS=, read -r size port key db_mb <<<"$server"
-    "$TALLY" --config "$WORK/$size/tally.toml" serve 2>"$WORK/$size/log" &
+    IFS=, read -r size port key db_mb label bin dir <<<"$server"
+    "$bin" --config "$dir/tally.toml" serve 2>"$dir/log" &
     PIDS+=($!)
     until curl -fs "http://127.0.0.1:$port/api/health" >/dev/null 2>&1; do sleep 0.2; done
 done
@@ -67,7 +84,10 @@ done
 python3 - "$RUNS" "${SERVERS[@]}" <<'PY'
 import http.cookiejar, json, re, statistics, sys, time, urllib.error, urllib.parse, urllib.request
 runs = int(sys.argv[1])
-servers = [s.split(",") for s in sys.argv[2:]]  # size, port, key, db MiB
+# size, port, key, db MiB, label (tally or baseline); the binary and the
+# directory are the shell's.
+servers = [s.split(",")[:5] for s in sys.argv[2:]]
+labels = sorted({s[4] for s in servers}, reverse=True)  # tally first
 
 def view(period):
     q = f"site_id=example.com&period={period}"
@@ -93,12 +113,13 @@ def run_view(port, key, period):
 
 # Cold: the first filtered report of a site reads SQLite and starts loading
 # the site's recent traffic into memory; the timed runs begin once loaded.
-for size, port, key, db_mb in servers:
+for size, port, key, db_mb, label in servers:
     cold = run_view(port, key, "30d")
     started = time.perf_counter()
     while health(port)["recent_traffic"]["sites_loading"] > 0:
         time.sleep(0.05)
-    print(f"size {size}: first 30d view {cold:.1f} ms, then recent traffic loaded in "
+    who = "" if len(labels) == 1 else f" ({label})"
+    print(f"size {size}{who}: first 30d view {cold:.1f} ms, then recent traffic loaded in "
           f"{(time.perf_counter() - started) * 1000:.0f} ms more; database {db_mb} MiB")
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -125,24 +146,35 @@ def run_page(opener, port, path):
         assert r.status == 200 and b"Unique visitors" in r.read()
     return (time.perf_counter() - start) * 1000
 
-def in_turns(label, measure):
-    """Times `measure(port, key)` RUNS times per size, in turns across the
-    sizes, and prints the medians and the ratio of the largest to the smallest."""
-    times = {size: [] for size, *_ in servers}
+def in_turns(what, measure):
+    """Times `measure(port, key)` RUNS times per server, in turns across the
+    sizes (and builds), and prints the medians, the ratio of the largest size
+    to the smallest, and with a baseline each size's ratio to it."""
+    times = {(size, label): [] for size, _, _, _, label in servers}
     for _ in range(runs):
-        for size, port, key, _ in servers:
-            times[size].append(measure(port, key))
-    medians = []
-    for size, *_ in servers:
-        t = times[size]
-        medians.append((int(size), statistics.median(t)))
-        print(f"size {size} {label}: median {statistics.median(t):.1f} ms "
-              f"(min {min(t):.1f}, max {max(t):.1f})")
-    medians.sort()
-    print(f"{label}: " + ", ".join(f"{s:,} → {m:.1f} ms" for s, m in medians) +
-          (f"; ratio largest/smallest {medians[-1][1] / medians[0][1]:.2f}" if len(medians) > 1 else ""))
+        for size, port, key, _, label in servers:
+            times[(size, label)].append(measure(port, key))
+    median = {k: statistics.median(t) for k, t in times.items()}
+    for label in labels:
+        medians = []
+        who = "" if len(labels) == 1 else f" ({label})"
+        for size, _, _, _, l in servers:
+            if l != label:
+                continue
+            t = times[(size, label)]
+            medians.append((int(size), median[(size, label)]))
+            print(f"size {size} {what}{who}: median {statistics.median(t):.1f} ms "
+                  f"(min {min(t):.1f}, max {max(t):.1f})")
+        medians.sort()
+        print(f"{what}{who}: " + ", ".join(f"{s:,} → {m:.1f} ms" for s, m in medians) +
+              (f"; ratio largest/smallest {medians[-1][1] / medians[0][1]:.2f}"
+               if len(medians) > 1 else ""))
+    if len(labels) > 1:
+        print(f"{what}: this build / baseline: " + ", ".join(
+            f"{int(size):,} → {median[(size, 'tally')] / median[(size, 'baseline')]:.2f}"
+            for size, _, _, _, label in servers if label == "tally"))
 
-openers = {port: signed_in(port) for _, port, _, _ in servers}
+openers = {port: signed_in(port) for _, port, _, _, _ in servers}
 in_turns("page /example.com?period=30d",
          lambda port, key: run_page(openers[port], port, "/example.com?period=30d"))
 for period in ["30d", "12mo"]:

@@ -29,12 +29,20 @@ struct Compiled<'a> {
     memo: Vec<Cell<u8>>,
 }
 
+/// What an event filter looks at in the event itself.
+#[derive(Clone, Copy)]
+enum EventAttr {
+    Path,
+    Name,
+    Prop,
+}
+
 /// Filters applied to one site's traffic, with the rules of
 /// [`crate::report::sqlite::filter`] (three-valued: a missing value matches
 /// `!=`, and `==` only when the none label is among the values).
 pub(super) struct Scan<'a> {
     site: &'a SiteTraffic,
-    event_filters: Vec<Compiled<'a>>,
+    event_filters: Vec<(EventAttr, Compiled<'a>)>,
     /// Filters on a visit attribute, answered once per attribute set.
     set_filters: Vec<(usize, Compiled<'a>)>,
     set_memo: Vec<Cell<u8>>,
@@ -80,7 +88,9 @@ impl<'a> Scan<'a> {
                     c @ (0 | 1) => page_filters.push((c, compiled(f))),
                     c => set_filters.push((c, compiled(f))),
                 },
-                _ => event_filters.push(compiled(f)),
+                FilterField::Page => event_filters.push((EventAttr::Path, compiled(f))),
+                FilterField::EventName => event_filters.push((EventAttr::Name, compiled(f))),
+                FilterField::Prop(_) => event_filters.push((EventAttr::Prop, compiled(f))),
             }
         }
         // Memos only for the kinds of filter present.
@@ -135,15 +145,14 @@ impl<'a> Scan<'a> {
 
     #[inline]
     fn event_matches(&self, e: &Event) -> bool {
-        self.event_filters.iter().all(|c| {
-            let id = match &c.filter.field {
-                FilterField::Page => e.path,
-                FilterField::EventName => e.name,
-                FilterField::Prop(_) => c
+        self.event_filters.iter().all(|(attr, c)| {
+            let id = match attr {
+                EventAttr::Path => e.path,
+                EventAttr::Name => e.name,
+                EventAttr::Prop => c
                     .prop_key
                     .and_then(|k| prop_value(self.site, e, k))
                     .unwrap_or(NONE),
-                FilterField::Visit(_) => unreachable!("visit filters are apart"),
             };
             self.matches(c, id)
         })
