@@ -76,6 +76,7 @@ impl Reports for SqliteReports {
         now: i64,
     ) -> Result<Box<dyn SiteReport + '_>, ReportError> {
         let conn = self.store.reader()?;
+        // Outside any transaction: `Store::reader` ends one left behind.
         // One read transaction per report: rollups, open visits and raw rows
         // are the same instant's. Ended when the view is dropped.
         conn.execute_batch("BEGIN").map_err(StoreError::from)?;
@@ -107,7 +108,11 @@ struct SqliteSiteReport<'a> {
 impl Drop for SqliteSiteReport<'_> {
     fn drop(&mut self) {
         // A read transaction changes nothing; ending it hands the pool a
-        // connection outside any transaction.
+        // connection outside any transaction. SQLite may have ended it
+        // already (after some errors); then there is nothing to end.
+        if self.conn.is_autocommit() {
+            return;
+        }
         if let Err(e) = self.conn.execute_batch("ROLLBACK") {
             tracing::warn!(error = %e, "ending a report's read transaction");
         }
@@ -252,5 +257,53 @@ impl SiteReport for SqliteSiteReport<'_> {
 
     fn current_visitors(&self, range: TimeRange) -> Result<i64, ReportError> {
         Ok(raw::totals(&self.conn, self.site_id, range, &[])?.visitors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_returned_inside_a_transaction_does_not_spoil_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        // One reader, so the report gets the connection left behind.
+        let store = Store::open(dir.path(), 1).unwrap();
+        let site = sites::add_site(
+            &store.write_connection().unwrap(),
+            "example.com",
+            "UTC",
+            false,
+        )
+        .unwrap();
+        {
+            let conn = store.reader().unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+                .unwrap();
+        }
+        // Whoever takes the reader next reads the present, not that instant.
+        sites::add_site(
+            &store.write_connection().unwrap(),
+            "new.example",
+            "UTC",
+            false,
+        )
+        .unwrap();
+        assert!(
+            sites::find_site(&store.reader().unwrap(), "new.example")
+                .unwrap()
+                .is_some()
+        );
+        let reports = SqliteReports::new(store.clone(), None, 30);
+        let now = crate::store::now_unix();
+        let report = reports.open(&site, &[], now).unwrap();
+        let range = TimeRange {
+            start: now - 3600,
+            end: now,
+        };
+        assert_eq!(report.totals(range).unwrap(), Totals::default());
+        drop(report);
+        assert!(store.reader().unwrap().is_autocommit());
     }
 }
