@@ -379,11 +379,6 @@ mod tests {
         );
         assert_eq!(current(&[(source, FilterOp::Is, "Bing")]), (0, vec![]));
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn a_reader_returned_inside_a_transaction_does_not_spoil_reports() {
