@@ -18,6 +18,7 @@ pub mod inventory;
 mod journal;
 mod migrate;
 mod records;
+pub mod removed;
 pub mod retention;
 pub mod sites;
 pub mod summaries;

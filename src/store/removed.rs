@@ -1,0 +1,257 @@
+//! The rows of removed sites, deleted in batches.
+//!
+//! A site's events, visits, rollups and imported aggregates can be millions
+//! of rows: deleted in the transaction that removes the site, they would
+//! hold the single writer (and ingest of every other site) for as long as
+//! that takes. So [`super::sites::remove_site`] deletes the site row only
+//! (the site is gone from the dashboard, the API and ingest at once, and its
+//! id is never reused) and records it in `removed_sites`; its rows are then
+//! deleted [`BATCH`] at a time, each batch its own short transaction, as
+//! retention does: by a pass the dashboard starts right after a removal, by
+//! every retention pass, and by `tally site remove` itself.
+//!
+//! Meanwhile nothing counts them: reports go by the id of an existing site,
+//! and every pass over all sites (retention, crash recovery, rolling ended
+//! visits, the rollup feed's flush, visits restored at start) takes only
+//! sites in `sites`. Rows may still arrive for a few seconds after the
+//! removal (events accepted before ingest's site directory noticed, their
+//! visit snapshots), so an entry stays until its site has had no rows for
+//! [`KEEP_ENTRY_SECS`].
+
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use super::{EventWriter, StoreError, WriteError};
+
+/// Rows deleted per transaction, every table together.
+pub const BATCH: u64 = 2000;
+
+/// An entry of `removed_sites` is kept this long after the removal: far
+/// longer than anything of the site can still be on its way (ingest's site
+/// directory keeps a found site 10 seconds; visit snapshots and the rollup
+/// feed follow within a second or two).
+pub const KEEP_ENTRY_SECS: i64 = 3600;
+
+/// After the pass that follows a removal, another this much later deletes
+/// what was still on its way.
+pub const LATE_ROWS_WITHIN: Duration = Duration::from_secs(20);
+
+/// Each table with a site's rows, and how one batch of them is deleted
+/// (`?1` the site, `?2` the most rows): by the table's key, so a batch
+/// seeks rather than scans.
+const TABLES: &[(&str, &str)] = &[
+    (
+        "events",
+        "DELETE FROM events WHERE site_id = ?1 AND (ts, id) IN (
+            SELECT ts, id FROM events WHERE site_id = ?1 LIMIT ?2)",
+    ),
+    (
+        "visits",
+        "DELETE FROM visits WHERE id IN (
+            SELECT id FROM visits WHERE site_id = ?1 LIMIT ?2)",
+    ),
+    (
+        "rollups",
+        "DELETE FROM rollups WHERE site_id = ?1 AND (grain, dim, bucket, value) IN (
+            SELECT grain, dim, bucket, value FROM rollups WHERE site_id = ?1 LIMIT ?2)",
+    ),
+    (
+        "rollup_sketches",
+        "DELETE FROM rollup_sketches WHERE rowid IN (
+            SELECT rowid FROM rollup_sketches WHERE site_id = ?1 LIMIT ?2)",
+    ),
+    (
+        "imported_rollups",
+        "DELETE FROM imported_rollups WHERE site_id = ?1 AND (day, dim, value) IN (
+            SELECT day, dim, value FROM imported_rollups WHERE site_id = ?1 LIMIT ?2)",
+    ),
+];
+
+/// Deletes up to `limit` rows of removed sites, in the caller's transaction,
+/// and forgets the sites removed before `now - KEEP_ENTRY_SECS` that have
+/// none left. Returns the rows deleted: fewer than `limit` means none are
+/// left.
+pub fn delete_batch(conn: &Connection, now: i64, limit: u64) -> Result<u64, StoreError> {
+    let removed: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT site_id, removed_at FROM removed_sites ORDER BY site_id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut left = limit;
+    for (site_id, removed_at) in removed {
+        for (_, sql) in TABLES {
+            if left == 0 {
+                return Ok(limit);
+            }
+            left -= conn
+                .prepare_cached(sql)?
+                .execute(params![site_id, left as i64])? as u64;
+        }
+        if left > 0 && removed_at <= now - KEEP_ENTRY_SECS {
+            // Nothing of it left, and nothing can arrive any more.
+            conn.prepare_cached("DELETE FROM removed_sites WHERE site_id = ?1")?
+                .execute([site_id])?;
+        }
+    }
+    Ok(limit - left)
+}
+
+/// Deletes every row of removed sites, [`BATCH`] per writer transaction.
+/// Returns the rows deleted.
+pub async fn purge(writer: &EventWriter, now: i64) -> Result<u64, WriteError> {
+    let mut total = 0;
+    loop {
+        let n = writer
+            .run_for(move |tx| delete_batch(tx, now, BATCH))
+            .await?;
+        total += n;
+        if n < BATCH {
+            if total > 0 {
+                tracing::info!(rows = total, "deleted rows of removed sites");
+            }
+            return Ok(total);
+        }
+    }
+}
+
+/// After a removal: deletes the site's rows now, and again once what was on
+/// its way has landed (the retention pass catches anything later).
+pub async fn purge_after_removal(writer: EventWriter) {
+    for pass in 0..2 {
+        if pass > 0 {
+            tokio::time::sleep(LATE_ROWS_WITHIN).await;
+        }
+        if let Err(e) = purge(&writer, super::now_unix()).await {
+            tracing::error!(error = %e, "deleting a removed site's rows failed; the retention pass retries");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sites;
+
+    /// A database with two sites: `big.example` with `n` events and
+    /// visits, a rollup row and a sketch per event, and an imported row;
+    /// `small.example` with one of each.
+    fn two_sites(dir: &tempfile::TempDir, n: i64) -> (Connection, i64, i64) {
+        let store = crate::store::Store::open(dir.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        let big = sites::add_site(&conn, "big.example", "UTC", false)
+            .unwrap()
+            .id;
+        let small = sites::add_site(&conn, "small.example", "UTC", false)
+            .unwrap()
+            .id;
+        for (site, count) in [(big, n), (small, 1)] {
+            conn.execute(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?2)
+                 INSERT INTO events (site_id, ts, id, visitor_id, visit_id, name, hostname, path)
+                 SELECT ?1, 1000 + i, ?1 * 1000000 + i, i, ?1 * 1000000 + i, 'pageview', 'h', '/'
+                 FROM k",
+                params![site, count],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at,
+                    pageviews, events, interactive, is_bounce)
+                 SELECT visit_id, site_id, visitor_id, 1, ts, ts, 1, 0, 1, 1
+                 FROM events WHERE site_id = ?1",
+                [site],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO rollups (site_id, grain, dim, bucket, value, visits, pageviews,
+                    events, bounces, duration, visitors)
+                 SELECT site_id, 1, 1, ts, '/', 1, 1, 0, 1, 0, 1 FROM events WHERE site_id = ?1",
+                [site],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO rollup_sketches (site_id, grain, dim, bucket, value, version, visitors)
+                 SELECT site_id, 1, 1, ts, '/', 1, x'00' FROM events WHERE site_id = ?1",
+                [site],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO imported_rollups (site_id, day, dim, value, visitors, visits,
+                    pageviews, bounces, duration)
+                 VALUES (?1, '2024-01-01', 0, '', 1, 1, 1, 0, 0)",
+                [site],
+            )
+            .unwrap();
+        }
+        (conn, big, small)
+    }
+
+    fn rows_of(conn: &Connection, site_id: i64) -> i64 {
+        TABLES
+            .iter()
+            .map(|(table, _)| {
+                conn.query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE site_id = ?1"),
+                    [site_id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_removed_site_goes_at_once_and_its_rows_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, big, small) = two_sites(&dir, 3000);
+        let before = rows_of(&conn, big);
+        assert_eq!(before, 4 * 3000 + 1);
+        let small_rows = rows_of(&conn, small);
+
+        let tx = conn.transaction().unwrap();
+        assert_eq!(sites::remove_site(&tx, "big.example").unwrap(), big);
+        tx.commit().unwrap();
+        // The site is gone; its rows wait for the batches.
+        assert!(sites::find_site(&conn, "big.example").unwrap().is_none());
+        assert_eq!(rows_of(&conn, big), before);
+
+        let now = crate::store::now_unix();
+        let mut batches = Vec::new();
+        loop {
+            let tx = conn.transaction().unwrap();
+            let n = delete_batch(&tx, now, BATCH).unwrap();
+            tx.commit().unwrap();
+            batches.push(n);
+            if n < BATCH {
+                break;
+            }
+        }
+        assert!(batches.iter().all(|n| *n <= BATCH), "{batches:?}");
+        assert_eq!(batches.iter().sum::<u64>() as i64, before);
+        assert!(batches.len() >= 6, "{batches:?}");
+        assert_eq!(rows_of(&conn, big), 0);
+        assert_eq!(rows_of(&conn, small), small_rows);
+
+        // The entry stays while rows may still arrive, then goes.
+        let entries = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM removed_sites", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(entries(&conn), 1);
+        conn.execute(
+            "INSERT INTO events (site_id, ts, id, visitor_id, visit_id, name, hostname, path)
+             VALUES (?1, 5000, 1, 1, 1, 'pageview', 'h', '/late')",
+            [big],
+        )
+        .unwrap();
+        assert_eq!(
+            delete_batch(&conn, now + KEEP_ENTRY_SECS, BATCH).unwrap(),
+            1
+        );
+        assert_eq!(entries(&conn), 0);
+        assert_eq!(rows_of(&conn, big), 0);
+        // And its id is never given again.
+        let again = sites::add_site(&conn, "big.example", "UTC", false).unwrap();
+        assert!(again.id > small);
+    }
+}

@@ -1,0 +1,214 @@
+//! An upgrade whose migration asks to rebuild the rollups
+//! (`meta.rollups_rebuild`): the server listens and stores events from its
+//! first second while the rollups are rebuilt in the background, says so in
+//! `/api/health`, and once done the unfiltered reports (rollups) agree with
+//! filtered ones (raw events).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{CHROME, Env, Server, urlencode};
+
+/// Matches every event, so the report reads raw events instead of rollups.
+const EVERYTHING: &str = "event:page!=/nonexistent";
+
+/// Copies every event and visit `copies` times over, as other visitors
+/// (new event, visit and visitor ids, the same times and pages): a database
+/// large enough that a rebuild takes seconds, without generating each event.
+fn multiply(env: &Env, copies: i64) {
+    let db = env.db();
+    let columns = |table: &str| -> Vec<String> {
+        let mut stmt = db.prepare(&format!("PRAGMA table_info({table})")).unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    // Event ids are microseconds of the clock: a copy's are a day per copy
+    // earlier, still below every id to come. Visit and visitor ids move far
+    // past the others.
+    let shifted = |table: &str, column: &str| -> String {
+        match (table, column) {
+            ("events", "id") => "id - k.i * 86400000000".into(),
+            ("events", "visit_id") | ("visits", "id") => {
+                format!("{column} + k.i * 1000000000000000")
+            }
+            (_, "visitor_id") => "visitor_id + k.i * 1000000007".into(),
+            _ => column.to_string(),
+        }
+    };
+    for table in ["events", "visits"] {
+        let cols = columns(table);
+        let select: Vec<String> = cols.iter().map(|c| shifted(table, c)).collect();
+        db.execute(
+            &format!(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1)
+                 INSERT INTO {table} ({}) SELECT {} FROM {table}, k",
+                cols.join(", "),
+                select.join(", ")
+            ),
+            [copies],
+        )
+        .unwrap();
+    }
+}
+
+/// (day, pageviews, visitors) of the last 30 days, from the rollups or,
+/// with `filters`, from the raw events.
+fn daily(server: &Server, key: &str, filters: Option<&str>) -> Vec<(String, i64, i64)> {
+    let mut q = "/api/v1/stats/timeseries?site_id=example.com&period=30d&interval=date\
+                 &metrics=pageviews,visitors"
+        .to_string();
+    if let Some(f) = filters {
+        q.push_str(&format!("&filters={}", urlencode(f)));
+    }
+    let r = server.stats(key, &q);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["pageviews"].as_i64().unwrap(),
+                d["visitors"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Pageviews and visitors over `period`.
+fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) -> (i64, i64) {
+    let mut q = format!(
+        "/api/v1/stats/aggregate?site_id=example.com&period={period}&metrics=pageviews,visitors"
+    );
+    if let Some(f) = filters {
+        q.push_str(&format!("&filters={}", urlencode(f)));
+    }
+    let r = server.stats(key, &q);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    (
+        j["results"]["pageviews"]["value"].as_i64().unwrap(),
+        j["results"]["visitors"]["value"].as_i64().unwrap(),
+    )
+}
+
+fn rebuilding(server: &Server) -> u64 {
+    server.get("/api/health", &[]).json()["rollups"]["rebuilding_sites"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn an_upgrade_rebuilds_the_rollups_while_events_are_stored() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        "20000",
+        "--days",
+        "60",
+        "--seed",
+        "17",
+    ]);
+    multiply(&env, 9);
+    let events = env.count("SELECT COUNT(*) FROM events");
+    assert!(events >= 200_000, "{events} events");
+    // As a migration that changes the read model does.
+    env.db()
+        .execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
+            [],
+        )
+        .unwrap();
+
+    // Not `Env::start`, which waits for the rebuild.
+    let server = Server::start(&env.config());
+    // Listening, and the rebuild has only begun.
+    assert_eq!(rebuilding(&server), 1);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM meta WHERE key = 'rollups_rebuild'"),
+        0
+    );
+
+    // Pageviews from the first second until the rebuild is over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let base = server.base.clone();
+    let sender = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let agent = common::agent();
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) || sent < 50 {
+                let body = common::pageview(&format!("https://example.com/during/{}", sent % 5));
+                let r = agent
+                    .post(format!("{base}/api/event"))
+                    .header("User-Agent", CHROME)
+                    .header("Content-Type", "text/plain")
+                    .send(body.as_str());
+                assert_eq!(common::reply(r).status, 202, "event {sent}");
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        }
+    });
+    // Some arrive while it runs: health still counts the site after a
+    // while of sending.
+    std::thread::sleep(Duration::from_millis(300));
+    let during = rebuilding(&server);
+    server.wait_rebuilt();
+    stop.store(true, Ordering::Relaxed);
+    let sent: i64 = sender.join().unwrap();
+    assert_eq!(during, 1, "the rebuild was over before events were sent");
+    server.settle();
+
+    let stored = env.count("SELECT COUNT(*) FROM events WHERE path LIKE '/during/%'");
+    assert_eq!(stored, sent);
+    assert_eq!(env.count("SELECT COUNT(*) FROM rollup_rebuilds"), 0);
+
+    // Rollups equal the raw events, day by day and over weeks and months.
+    let rollups = daily(&server, &key, None);
+    let raw = daily(&server, &key, Some(EVERYTHING));
+    let differ: Vec<_> = rollups
+        .iter()
+        .zip(&raw)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("{}: rollups {}/{}, raw {}/{}", a.0, a.1, a.2, b.1, b.2))
+        .collect();
+    assert!(differ.is_empty(), "days that differ: {differ:#?}");
+    assert!(raw.iter().filter(|d| d.1 > 0).count() >= 20, "{raw:?}");
+    for period in ["7d", "30d", "month", "12mo"] {
+        let (pageviews, visitors) = aggregate(&server, &key, period, None);
+        let (raw_pageviews, raw_visitors) = aggregate(&server, &key, period, Some(EVERYTHING));
+        assert_eq!(pageviews, raw_pageviews, "{period}");
+        // Exact up to 4,096 visitors, an estimate within 2% beyond.
+        assert!(
+            (visitors - raw_visitors).abs() * 40 <= raw_visitors,
+            "{period}: {visitors} vs {raw_visitors}"
+        );
+    }
+    // Today's live pageviews are in the rollups once.
+    let r = server.stats(
+        &key,
+        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:page\
+         &metrics=pageviews&limit=1000",
+    );
+    let live: i64 = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["page"].as_str().unwrap().starts_with("/during/"))
+        .map(|row| row["pageviews"].as_i64().unwrap())
+        .sum();
+    assert_eq!(live, sent);
+}
