@@ -129,6 +129,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         store: store.clone(),
         writer: ingestor.writer().clone(),
         reports: reports.clone(),
+        upkeep: follower.clone(),
         mailer,
         stats: summary_stats.clone(),
     };
