@@ -82,17 +82,12 @@ pub async fn retention_pass(
         .await?;
         stats.removed.add("summaries", summaries);
         stats.removed.add("rollups", imported);
-        // Rows of removed sites that a removal's own pass left (a stop
-        // before it was done, a removal by `tally site remove` beside the
-        // server, events that were still on their way).
-        let removed_sites = crate::store::removed::purge(writer, now).await?;
         Ok(retention::Removed {
             events: raw.events,
             visits: raw.visits,
             rollup_rows: rollup_rows + imported,
             salts,
             summaries,
-            removed_sites,
         })
     }
     .await;
@@ -108,7 +103,6 @@ pub async fn retention_pass(
                 rollup_rows = r.rollup_rows,
                 salts = r.salts,
                 summaries = r.summaries,
-                removed_site_rows = r.removed_sites,
                 raw_events_days = policy.raw_events_days,
                 aggregates_days = policy.aggregates_days,
                 "retention pass removed expired rows"

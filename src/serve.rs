@@ -58,9 +58,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
 
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.
-    let feed = Arc::new(RollupFeed::keeping_raw_events(
-        settings.raw.retention.raw_events_days,
-    ));
+    let feed = Arc::new(RollupFeed::default());
     let now = now_unix();
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
@@ -188,8 +186,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 }
             }
         });
-        // Rollups rebuilt after a timezone change or an upgrade, a short
-        // writer job at a time, while the server listens.
+        // Rollups rebuilt after a timezone change, a short writer job at a
+        // time.
         let rebuilds = tokio::spawn({
             let follower = follower.clone();
             async move { follower.run_rebuilds().await }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Settings;
 use crate::keys;
-use crate::store::{removed, sites};
+use crate::store::sites;
 use crate::usage::UsageError;
 
 use super::args::{GoalCommand, SiteCommand};
@@ -68,20 +68,7 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
             let tx = conn.transaction()?;
             sites::remove_site(&tx, &domain)?;
             tx.commit()?;
-            // Its rows go in batches, each a short transaction, so a server
-            // running beside this keeps committing events between them.
-            let now = crate::store::now_unix();
-            let mut rows = 0;
-            loop {
-                let tx = conn.transaction()?;
-                let n = removed::delete_batch(&tx, now, removed::BATCH)?;
-                tx.commit()?;
-                rows += n;
-                if n < removed::BATCH {
-                    break;
-                }
-            }
-            println!("Removed {domain} ({rows} rows of its data deleted)");
+            println!("Removed {domain}");
         }
     }
     Ok(())

@@ -74,10 +74,6 @@ pub trait Upkeep: Send + Sync {
     /// them.
     fn rebuilding_sites(&self) -> Vec<i64>;
 
-    /// A site was removed: the read model forgets what it holds of it in
-    /// memory (its rows in the database are deleted by the store).
-    fn site_removed(&self, site_id: i64);
-
     /// Acknowledged events not yet in the read model's aggregates.
     fn pending(&self) -> u64;
 

@@ -31,7 +31,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/0010_rollup_rebuilds.sql"),
     ),
     (11, include_str!("../../migrations/0011_device_tokens.sql")),
-    (12, include_str!("../../migrations/0012_removed_sites.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -18,7 +18,6 @@ pub mod inventory;
 mod journal;
 mod migrate;
 mod records;
-pub mod removed;
 pub mod retention;
 pub mod sites;
 pub mod summaries;

@@ -53,8 +53,6 @@ pub struct Removed {
     pub rollup_rows: u64,
     pub salts: u64,
     pub summaries: u64,
-    /// Rows of removed sites (`super::removed`).
-    pub removed_sites: u64,
 }
 
 /// Deletes weekly summaries of weeks, and imported aggregates of days, that

@@ -138,27 +138,30 @@ pub fn find_site(conn: &Connection, domain: &str) -> Result<Option<Site>, StoreE
         .optional()?)
 }
 
-/// Removes a site, inside the caller's transaction, and returns its id. The
-/// site row goes at once, with its goals, members, share links and
-/// summaries (they cascade), so nothing finds the site any more; its events,
-/// visits, rollups and imported aggregates are deleted afterwards in
-/// batches ([`super::removed`]). Its id is never given to another site.
-pub fn remove_site(conn: &Connection, domain: &str) -> Result<i64, StoreError> {
+/// Removes a site with all its data, inside the caller's transaction.
+pub fn remove_site(conn: &Connection, domain: &str) -> Result<(), StoreError> {
     let Some(site) = find_site(conn, domain)? else {
         return Err(StoreError::NoSuchSite(domain.to_string()));
     };
+    for table in [
+        "events",
+        "visits",
+        "rollups",
+        "rollup_sketches",
+        "summaries",
+    ] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE site_id = ?1"),
+            [site.id],
+        )?;
+    }
     conn.execute("DELETE FROM sites WHERE id = ?1", [site.id])?;
-    conn.execute(
-        "INSERT INTO removed_sites (site_id, removed_at) VALUES (?1, ?2)
-         ON CONFLICT (site_id) DO UPDATE SET removed_at = excluded.removed_at",
-        params![site.id, now_unix()],
-    )?;
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('last_removed_site_id', ?1)
          ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
         [site.id],
     )?;
-    Ok(site.id)
+    Ok(())
 }
 
 /// What completes a goal.

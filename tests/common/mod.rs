@@ -135,12 +135,8 @@ impl Env {
             .to_string()
     }
 
-    /// Starts a server and waits until it has rebuilt what an upgrade asked
-    /// for (a data directory the CLI wrote may ask), so rollups are whole.
     pub fn start(&self) -> Server {
-        let server = Server::start(&self.config());
-        server.wait_rebuilt();
-        server
+        Server::start(&self.config())
     }
 
     pub fn count(&self, sql: &str) -> i64 {
@@ -326,20 +322,6 @@ impl Server {
                 return;
             }
             assert!(Instant::now() < deadline, "rollups did not catch up: {h}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until no site's rollups are being rebuilt (after a timezone
-    /// change or an upgrade).
-    pub fn wait_rebuilt(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let h = self.get("/api/health", &[]).json();
-            if h["rollups"]["rebuilding_sites"] == 0 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "rollups were not rebuilt: {h}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -13,7 +13,6 @@ use super::session::{self, SignedIn};
 use super::{Nav, blocking, html_with_cookie, redirect};
 use crate::http::{AppState, PageError};
 use crate::ingest::sites::Exclusions;
-use crate::store::removed;
 use crate::store::sites::{self, GoalKind, Site};
 use crate::store::users::{self, MemberChange, Role};
 use crate::{auth, keys, store};
@@ -445,10 +444,7 @@ pub async fn update(
                 return refuse("Type the domain exactly to remove the site.".into()).await;
             }
             let d = site.domain.clone();
-            let id = writer.run_for(move |tx| sites::remove_site(tx, &d)).await?;
-            state.upkeep.site_removed(id);
-            // Its rows go in batches, behind the answer.
-            actix_web::rt::spawn(removed::purge_after_removal(writer.clone()));
+            writer.run(move |tx| sites::remove_site(tx, &d)).await?;
             tracing::info!(domain = %site.domain, "site removed from the dashboard");
             return Ok(redirect("/"));
         }

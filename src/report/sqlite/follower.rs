@@ -6,9 +6,7 @@
 //! into the rollups and hands the same events, with the visit snapshots of
 //! that second, to recent traffic; [`Follower::roll_ended_visits`] adds
 //! visits that can no longer change; [`Follower::run_rebuilds`] rebuilds a
-//! site's rollups in bounded steps after its timezone changed, or after an
-//! upgrade whose migration asked for it (started at start, in
-//! `CommitFollower::catch_up`). The server
+//! site's rollups in bounded steps after its timezone changed. The server
 //! owns the follower and runs these; ingest knows nothing of it.
 
 use std::future::Future;
@@ -34,19 +32,9 @@ impl CommitFollower for RollupFeed {
         owner: bool,
         unclean: bool,
     ) -> Result<usize, StoreError> {
-        // Only the server runs rebuilds: it starts the one a migration
-        // asked for, to run in the background (a full rebuild here would
-        // keep it from listening for minutes on a large database).
-        let sites = timezone::start_asked(conn, now, self.raw_from(now), owner)?;
-        if sites > 0 {
-            tracing::info!(
-                sites,
-                "an upgrade asked to rebuild the rollups: rebuilding in the background"
-            );
-        }
+        rollups::rebuild_if_asked(conn, now)?;
         // The events past the mark (committed, not yet folded when the
-        // process stopped) are folded now: a second or so of traffic, and
-        // what the journal replayed (see `rollups::recover`).
+        // process stopped) are folded now.
         let folded = if owner && unclean {
             rollups::recover(conn)?
         } else {
@@ -268,13 +256,6 @@ impl Upkeep for Follower {
 
     fn rebuilding_sites(&self) -> Vec<i64> {
         Follower::rebuilding_sites(self)
-    }
-
-    fn site_removed(&self, site_id: i64) {
-        self.feed.forget_site(site_id);
-        if let Some(recent) = &self.recent {
-            recent.forget(site_id);
-        }
     }
 
     fn pending(&self) -> u64 {

@@ -257,12 +257,6 @@ impl RecentTraffic {
         }
     }
 
-    /// Drops a removed site.
-    pub fn forget(&self, site_id: i64) {
-        self.sites.writing().remove(&site_id);
-        self.feed.keep_events_of(site_id, false);
-    }
-
     /// Sites held, and sites being loaded.
     pub fn sites(&self) -> (usize, usize) {
         let sites = self.sites.reading();

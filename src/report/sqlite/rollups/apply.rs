@@ -203,22 +203,14 @@ pub async fn flush_events(
         writer
             .run(move |tx| {
                 // A site whose rollups were reset since these changes were
-                // taken gets its events from the rebuild instead; a site
-                // removed meanwhile gets nothing (its rows are being
-                // deleted).
+                // taken gets its events from the rebuild instead.
                 let mut sites: Vec<i64> = chunk.iter().map(|((site, _, _), _, _)| *site).collect();
                 sites.sort_unstable();
                 sites.dedup();
-                let mut skip = Vec::new();
-                for site in sites {
-                    if feed.outdated(site, taken) || !site_exists(tx, site)? {
-                        skip.push(site);
-                    }
-                }
-                if !skip.is_empty() {
+                if sites.iter().any(|site| feed.outdated(*site, taken)) {
                     let current: Vec<_> = chunk
                         .iter()
-                        .filter(|((site, _, _), _, _)| !skip.contains(site))
+                        .filter(|((site, _, _), _, _)| !feed.outdated(*site, taken))
                         .cloned()
                         .collect();
                     apply_all(tx, &current)?;
@@ -234,12 +226,6 @@ pub async fn flush_events(
     }
     feed.folded.fetch_add(count as u64, Ordering::Relaxed);
     Ok(count)
-}
-
-fn site_exists(conn: &Connection, site_id: i64) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM sites WHERE id = ?1")?
-        .exists([site_id])?)
 }
 
 /// Adds to the rollups every visit whose last event is older than
@@ -270,8 +256,7 @@ pub async fn roll_ended_visits(
 
 /// Rolls up to `limit` ended visits; the caller owns the transaction.
 /// Visits of a site being rebuilt wait (reports read them from `visits`
-/// meanwhile): its rebuild adds the visits rolled before it began. Visits
-/// of a removed site are left to the batches that delete them.
+/// meanwhile): its rebuild adds the visits rolled before it began.
 pub(super) fn roll_some_visits(
     conn: &Connection,
     zones: &HashMap<i64, Tz>,
@@ -280,7 +265,7 @@ pub(super) fn roll_some_visits(
 ) -> Result<usize, StoreError> {
     let visits = crate::store::sites::visits_where(
         conn,
-        "rolled = 0 AND last_seen_at < ?1 AND site_id IN (SELECT id FROM sites)
+        "rolled = 0 AND last_seen_at < ?1
            AND site_id NOT IN (SELECT site_id FROM rollup_rebuilds) LIMIT ?2",
         params![ended_before, limit as i64],
     )?;

@@ -31,10 +31,10 @@
 //!
 //! So at any instant: rollups = events up to `rollups_through` + rolled
 //! visits, and nothing is counted twice. [`rebuild`] recomputes a site's
-//! rollups from the raw tables in one transaction (the CLI, after importing
-//! visits); after a timezone change, or when a migration asks for it, the
-//! server rebuilds them in the background instead ([`timezone`]). Imported
-//! aggregates are in [`imported`]; retention of old rows in [`retention`].
+//! rollups from the raw tables in one transaction (at start, or by the
+//! CLI); after a timezone change the server rebuilds them in the background
+//! instead ([`timezone`]). Imported aggregates are in [`imported`];
+//! retention of old rows in [`retention`].
 
 mod apply;
 mod deltas;
@@ -57,7 +57,7 @@ pub use apply::{flush_events, roll_ended_visits};
 pub use deltas::Deltas;
 pub use feed::{FedBatch, FedEvent, FedEvents, RollupFeed};
 pub use imported::{ImportedRow, fold_imported, import_aggregates, imported_rows};
-pub use recover::{ensure_mark, import_visits, rebuild, recover};
+pub use recover::{ensure_mark, import_visits, rebuild, rebuild_if_asked, recover};
 
 /// The span of time a rollup row counts: a local hour, day, week or month
 /// of the site's timezone. Stored as its [`Grain::code`].

@@ -1,9 +1,8 @@
 //! The rollups recomputed from the raw tables: after an unclean stop, the
-//! events past the mark `rollups_through` ([`recover`]); after past visits
-//! were imported ([`import_visits`], by the CLI with no server running), a
-//! site's rows whole ([`rebuild`], in one transaction). A timezone change,
-//! and a migration that asks for it, rebuild in the background in steps
-//! instead (`super::timezone`).
+//! events past the mark `rollups_through` ([`recover`]); when a migration
+//! asks, or after past visits were imported ([`import_visits`]), a site's
+//! rows whole ([`rebuild`], in one transaction). A timezone change rebuilds
+//! in steps instead (`super::timezone`).
 
 use std::collections::HashMap;
 
@@ -83,15 +82,7 @@ impl StoredEvent {
 /// Folds in the events an unclean stop kept from the rollups: those past
 /// `rollups_through`. Live events are written within seconds of their
 /// timestamp, so only the last minutes before that mark are read. Run at
-/// start, before the writer (and before listening). Returns the events
-/// folded in.
-///
-/// The work is small, so it stays here rather than in the background: the
-/// mark trails commits by about a second (the follower's pass), and the
-/// events not committed at the stop come back from the journal, which holds
-/// at most the writer's queue (`queue_capacity`, 10,000 by default) unless
-/// commits were failing before the stop. Folding runs at about 80,000 events
-/// a second, so a normal crash costs a fraction of a second.
+/// start, before the writer. Returns the events folded in.
 pub fn recover(conn: &Connection) -> Result<usize, StoreError> {
     let Some(through) = marked_through(conn)? else {
         // No mark: a database no server of this version has run on; its
@@ -147,6 +138,39 @@ pub fn ensure_mark(conn: &Connection) -> Result<(), StoreError> {
             conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
         set_through(conn, newest)?;
     }
+    Ok(())
+}
+
+/// Recomputes the rollups of every site from `events` and ended visits, if
+/// a migration asked for it. Run at start, before the writer.
+pub fn rebuild_if_asked(conn: &Connection, now: i64) -> Result<(), StoreError> {
+    let asked: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rollups_rebuild'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if asked.is_none() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let sites: Vec<i64> = zones(conn)?.into_keys().collect();
+    for site in &sites {
+        rebuild(conn, *site, now)?;
+    }
+    conn.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
+    // Rows of sites that no longer exist.
+    conn.execute("DELETE FROM rollup_rebuilds", [])?;
+    // A rebuild rewrites most of a large database through the WAL; folded
+    // back now, while nothing reads, reports do not look pages up in a
+    // gigabyte of WAL until a checkpoint gets to it.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    tracing::info!(
+        sites = sites.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "rebuilt rollups from raw events"
+    );
     Ok(())
 }
 

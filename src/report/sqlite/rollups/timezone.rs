@@ -204,92 +204,6 @@ pub fn change_timezone(
     if current == change.timezone {
         return Ok(false);
     }
-    start(conn, change, &current)?;
-    sites::set_timezone(conn, site_id, &change.timezone)?;
-    // Last, once nothing here can fail: applied when this commits.
-    feed.stage(Staged::Reset {
-        site_id,
-        tz: calendar::zone(&change.timezone),
-        cutoff: change.cutoff,
-    });
-    Ok(true)
-}
-
-/// Rebuilds every site's rollups in the background if a migration asked for
-/// it (`meta.rollups_rebuild`): run at start by the server, on the writer's
-/// connection before the writer (so before anything listens), once the
-/// journal is in `events`. Each site starts a rebuild as if its timezone
-/// changed to itself, with the newest event stored as the cutoff: the live
-/// feed folds every later event, the steps everything up to it. The request
-/// is cleared in the same transaction. Returns the sites to rebuild.
-///
-/// The recovery mark moves to the cutoff too: every event up to it is a
-/// rebuild's, so crash recovery (run right after) and a crash before the
-/// feed's first pass leave them to the rebuilds.
-///
-/// A database with nothing to rebuild from or of (a new one: the first
-/// migrations ask too) only has the request cleared, by any process; other
-/// requests are left to the server (`owner`), which runs the rebuilds.
-pub fn start_asked(
-    conn: &Connection,
-    now: i64,
-    raw_from: i64,
-    owner: bool,
-) -> Result<usize, StoreError> {
-    let asked = conn
-        .prepare("SELECT 1 FROM meta WHERE key = 'rollups_rebuild'")?
-        .exists([])?;
-    if !asked {
-        return Ok(0);
-    }
-    let empty: bool = conn.query_row(
-        "SELECT NOT EXISTS (SELECT 1 FROM events) AND NOT EXISTS (SELECT 1 FROM visits)
-            AND NOT EXISTS (SELECT 1 FROM rollups) AND NOT EXISTS (SELECT 1 FROM imported_rollups)",
-        [],
-        |r| r.get(0),
-    )?;
-    if empty {
-        conn.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
-        return Ok(0);
-    }
-    if !owner {
-        return Ok(0);
-    }
-    let tx = conn.unchecked_transaction()?;
-    let newest: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-    // As `EventWriter::last_event_id`: ids to come are microseconds of the
-    // clock, or above the last.
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let cutoff = newest.max(clock);
-    let all: Vec<(i64, String)> = tx
-        .prepare("SELECT id, timezone FROM sites ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (site_id, timezone) in &all {
-        let change = Change {
-            site_id: *site_id,
-            timezone: timezone.clone(),
-            now,
-            raw_from,
-            cutoff,
-        };
-        start(&tx, &change, timezone)?;
-    }
-    tx.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
-    apply::set_through(&tx, cutoff)?;
-    tx.commit()?;
-    Ok(all.len())
-}
-
-/// Starts (or starts again) the rebuild of a site's rollups in
-/// `change.timezone`; the site's timezone is `current` until the caller
-/// sets the new one. The feed learns of it from the caller: staged by a
-/// writer job, read from `rollup_rebuilds` at start.
-fn start(conn: &Connection, change: &Change, current: &str) -> Result<(), StoreError> {
-    let site_id = change.site_id;
     // A change during a rebuild keeps the rows the first one kept: they are
     // still cut in the timezone before it.
     let running: Option<(String, Option<i64>)> = conn
@@ -302,11 +216,12 @@ fn start(conn: &Connection, change: &Change, current: &str) -> Result<(), StoreE
     let (old, kept_before) = match running {
         Some(running) => running,
         None => {
-            let kept = kept_from(conn, site_id, calendar::zone(current), change.raw_from)?;
-            (current.to_string(), kept)
+            let kept = kept_from(conn, site_id, calendar::zone(&current), change.raw_from)?;
+            (current, kept)
         }
     };
     let kept = Kept::new(calendar::zone(&old), kept_before);
+    sites::set_timezone(conn, site_id, &change.timezone)?;
     // The rows the feed adds to from now on go at once; older ones in steps.
     let dims = dims();
     for grain in Grain::ALL {
@@ -323,7 +238,13 @@ fn start(conn: &Connection, change: &Change, current: &str) -> Result<(), StoreE
             changed_at = excluded.changed_at, phase = 0, next_ts = 0, next_id = 0",
         params![site_id, old, kept_before, change.cutoff, change.now],
     )?;
-    Ok(())
+    // Last, once nothing here can fail: applied when this commits.
+    feed.stage(Staged::Reset {
+        site_id,
+        tz: calendar::zone(&change.timezone),
+        cutoff: change.cutoff,
+    });
+    Ok(true)
 }
 
 /// Deletes up to `limit` (-1: all) rows of one grain and dimension of a
@@ -418,14 +339,11 @@ pub fn step(conn: &Connection, feed: &RollupFeed) -> Result<bool, StoreError> {
             },
         )
         .optional()?;
-    // Rebuilds of sites removed meanwhile went with them.
-    let stored: Vec<i64> = in_progress(conn)?.into_iter().map(|(s, _)| s).collect();
-    for site_id in feed.rebuilding() {
-        if !stored.contains(&site_id) {
+    let Some(rb) = row else {
+        // Rebuilds of sites removed meanwhile went with them.
+        for site_id in feed.rebuilding() {
             feed.stage(Staged::Rebuilt { site_id });
         }
-    }
-    let Some(rb) = row else {
         return Ok(false);
     };
     let (phase, next_ts, next_id) = match rb.phase {
@@ -442,7 +360,7 @@ pub fn step(conn: &Connection, feed: &RollupFeed) -> Result<bool, StoreError> {
         feed.stage(Staged::Rebuilt {
             site_id: rb.site_id,
         });
-        tracing::info!(site_id = rb.site_id, "rebuilt the site's rollups");
+        tracing::info!(site_id = rb.site_id, "rebuilt rollups in the new timezone");
     } else {
         conn.execute(
             "UPDATE rollup_rebuilds SET phase = ?2, next_ts = ?3, next_id = ?4 WHERE site_id = ?1",
