@@ -234,6 +234,9 @@ impl SummaryJob {
             let stored = summaries::get(&*self.store.reader()?, site.id, &week_key)?;
             let stored = match stored {
                 Some(s) => s,
+                // A rebuild that began during this pass: the next pass
+                // writes this site's week.
+                None if self.upkeep.rebuilding_sites().contains(&site.id) => continue,
                 None => {
                     let this = self.clone();
                     let s2 = site.clone();
