@@ -77,6 +77,9 @@ TOML
     db_mb=$(python3 -c "import os; print(round(sum(os.path.getsize(os.path.join('$dir/data', f)) for f in os.listdir('$dir/data')) / 1048576, 1))")
     SERVERS+=("$size,$port,$key,$db_mb,tally,$TALLY,$dir")
     if [ -n "$BASELINE_BIN" ]; then
+        # Both builds read a fresh copy, written alike, so neither is
+        # favoured by where the fill left the database's pages.
+        cp -a "$dir/data" "$dir/copy" && rm -rf "$dir/data" && mv "$dir/copy" "$dir/data"
         base=$WORK/$size-baseline
         mkdir -p "$base"
         cp -a "$dir/data" "$base/data"
@@ -198,11 +201,12 @@ def run_page(opener, port, path):
 
 def in_turns(what, measure):
     """Times `measure(port, key)` RUNS times per server, in turns across the
-    sizes (and builds), and prints the medians, the ratio of the largest size
+    sizes (and builds; every other round in reverse order), and prints the medians, the ratio of the largest size
     to the smallest, and with a baseline each size's ratio to it."""
     times = {(size, label): [] for size, _, _, _, label in servers}
-    for _ in range(runs):
-        for size, port, key, _, label in servers:
+    for i in range(runs):
+        # Every other round backwards, so no server always goes first.
+        for size, port, key, _, label in (servers if i % 2 == 0 else servers[::-1]):
             times[(size, label)].append(measure(port, key))
     median = {k: statistics.median(t) for k, t in times.items()}
     for label in labels:
