@@ -10,8 +10,17 @@
 # `/example.com?period=30d` (signed in, as a user would open it), which
 # makes those calls and more (current visitors, goals) in one request.
 #
-# Each server first gets one untimed view (the first filtered report loads
-# the site's recent traffic into memory; its time is printed). The timed
+# Each server's first request, right after it started, is one filtered
+# breakdown (timed and printed: what the first filter click costs), then one
+# untimed view (the first filtered report loads the site's recent traffic
+# into memory; its time is printed).
+#
+# Then the same views with each of FILTERS (`;`-separated conditions, one
+# set per line; an empty line is the unfiltered view), with the comparison
+# to the previous period on, for 30 days and 12 months, and the dashboard
+# page with each. Each server's peak anonymous memory (`RssAnon` in
+# /proc/PID/status: the heap, not the file cache that maps the database) is
+# sampled every 0.2 s through the whole run and printed at the end. The timed
 # views then take turns across the sizes, RUNS rounds, so that whatever else
 # the machine does at a given moment lands on every size alike and the
 # ratio of the largest to the smallest holds. Medians are reported.
@@ -24,14 +33,18 @@
 #
 # Requirements: python3, a Rust toolchain.
 # Usage: bench/dashboard.sh
-#   SIZES="100000 1000000 10000000" DAYS=400 RUNS=7 bench/dashboard.sh
+#   SIZES="100000 1000000 10000000" DAYS=60 RUNS=7 bench/dashboard.sh
 #   BASELINE_BIN=/path/to/old/tally SIZES="100000 1000000" bench/dashboard.sh
 set -euo pipefail
 
 SIZES=${SIZES:-"100000 1000000 10000000"}
-DAYS=${DAYS:-400}
+DAYS=${DAYS:-60}
 RUNS=${RUNS:-7}
 BASELINE_BIN=${BASELINE_BIN:-}
+FILTERS=${FILTERS:-"
+visit:source==Google
+visit:source==Google;visit:browser==Chrome
+event:page==/blog**"}
 
 cd "$(dirname "$0")/.."
 cargo build --release --bin tally
@@ -64,6 +77,9 @@ TOML
     db_mb=$(python3 -c "import os; print(round(sum(os.path.getsize(os.path.join('$dir/data', f)) for f in os.listdir('$dir/data')) / 1048576, 1))")
     SERVERS+=("$size,$port,$key,$db_mb,tally,$TALLY,$dir")
     if [ -n "$BASELINE_BIN" ]; then
+        # Both builds read a fresh copy, written alike, so neither is
+        # favoured by where the fill left the database's pages.
+        cp -a "$dir/data" "$dir/copy" && rm -rf "$dir/data" && mv "$dir/copy" "$dir/data"
         base=$WORK/$size-baseline
         mkdir -p "$base"
         cp -a "$dir/data" "$base/data"
@@ -74,23 +90,47 @@ TOML
     fi
 done
 
+# Keeps the largest RssAnon (KiB) of process $1 in file $2 while it runs.
+sample_anon() {
+    local pid=$1 out=$2 max=0 kib
+    while kib=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) && [[ -n $kib ]]; do
+        ((kib > max)) && max=$kib
+        echo "$max" >"$out"
+        sleep 0.2
+    done
+}
+
 for server in "${SERVERS[@]}"; do
     IFS=, read -r size port key db_mb label bin dir <<<"$server"
     "$bin" --config "$dir/tally.toml" serve 2>"$dir/log" &
+    pid=$!
+    PIDS+=($pid)
+    sample_anon "$pid" "$dir/anon" &
     PIDS+=($!)
-    until curl -fs "http://127.0.0.1:$port/api/health" >/dev/null 2>&1; do sleep 0.2; done
+    until curl -fs "http://127.0.0.1:$port/api/health" >/dev/null 2>&1; do sleep 0.02; done
 done
 
-python3 - "$RUNS" "${SERVERS[@]}" <<'PY'
-import http.cookiejar, json, re, statistics, sys, time, urllib.error, urllib.parse, urllib.request
+FILTERS="$FILTERS" python3 - "$RUNS" "${SERVERS[@]}" <<'PY'
+import http.cookiejar, json, os, re, statistics, sys, time, urllib.error, urllib.parse, urllib.request
 runs = int(sys.argv[1])
+# In order, each once; the empty line is the unfiltered view.
+filter_sets = list(dict.fromkeys(f.strip() for f in os.environ["FILTERS"].split("\n")))
 # size, port, key, db MiB, label (tally or baseline); the binary and the
 # directory are the shell's.
 servers = [s.split(",")[:5] for s in sys.argv[2:]]
 labels = sorted({s[4] for s in servers}, reverse=True)  # tally first
 
-def view(period):
+def view(period, filters=None):
     q = f"site_id=example.com&period={period}"
+    if filters is not None:
+        # The dashboard's calls with the view's filters, comparison on.
+        if filters:
+            q += "&filters=" + urllib.parse.quote(filters)
+        calls = [f"aggregate?{q}&metrics=visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration&compare=previous_period",
+                 f"timeseries?{q}&metrics=visitors,pageviews"]
+        for prop in ["event:page", "visit:source", "visit:country", "visit:browser", "visit:device"]:
+            calls.append(f"breakdown?{q}&property={prop}&limit=10")
+        return calls
     calls = [f"aggregate?{q}&metrics=visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration&compare=previous_period",
              f"timeseries?{q}&metrics=visitors,pageviews"]
     for prop in ["event:page", "visit:source", "visit:country", "visit:browser", "visit:device"]:
@@ -102,9 +142,9 @@ def health(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health") as r:
         return json.load(r)
 
-def run_view(port, key, period):
+def run_view(port, key, period, filters=None):
     start = time.perf_counter()
-    for call in view(period):
+    for call in view(period, filters):
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/stats/{call}",
                                      headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(req) as r:
@@ -113,7 +153,20 @@ def run_view(port, key, period):
 
 # Cold: the first filtered report of a site reads SQLite and starts loading
 # the site's recent traffic into memory; the timed runs begin once loaded.
+def first_filtered(port, key):
+    call = "breakdown?site_id=example.com&period=30d&property=event:page&limit=10&filters=" + \
+        urllib.parse.quote("visit:source==Google")
+    start = time.perf_counter()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/stats/{call}",
+                                 headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req) as r:
+        json.load(r)
+    return (time.perf_counter() - start) * 1000
+
 for size, port, key, db_mb, label in servers:
+    who = "" if len(labels) == 1 else f" ({label})"
+    print(f"size {size}{who}: first filtered query after start "
+          f"{first_filtered(port, key):.1f} ms")
     cold = run_view(port, key, "30d")
     started = time.perf_counter()
     while health(port)["recent_traffic"]["sites_loading"] > 0:
@@ -148,11 +201,12 @@ def run_page(opener, port, path):
 
 def in_turns(what, measure):
     """Times `measure(port, key)` RUNS times per server, in turns across the
-    sizes (and builds), and prints the medians, the ratio of the largest size
+    sizes (and builds; every other round in reverse order), and prints the medians, the ratio of the largest size
     to the smallest, and with a baseline each size's ratio to it."""
     times = {(size, label): [] for size, _, _, _, label in servers}
-    for _ in range(runs):
-        for size, port, key, _, label in servers:
+    for i in range(runs):
+        # Every other round backwards, so no server always goes first.
+        for size, port, key, _, label in (servers if i % 2 == 0 else servers[::-1]):
             times[(size, label)].append(measure(port, key))
     median = {k: statistics.median(t) for k, t in times.items()}
     for label in labels:
@@ -179,4 +233,18 @@ in_turns("page /example.com?period=30d",
          lambda port, key: run_page(openers[port], port, "/example.com?period=30d"))
 for period in ["30d", "12mo"]:
     in_turns(f"period {period}", lambda port, key: run_view(port, key, period))
+for filters in filter_sets:
+    name = filters or "unfiltered"
+    for period in ["30d", "12mo"]:
+        in_turns(f"{name} {period} with comparison",
+                 lambda port, key: run_view(port, key, period, filters))
+    path = "/example.com?period=30d" + ("&filters=" + urllib.parse.quote(filters) if filters else "")
+    in_turns(f"page, {name}", lambda port, key: run_page(openers[port], port, path))
 PY
+
+for server in "${SERVERS[@]}"; do
+    IFS=, read -r size port key db_mb label bin dir <<<"$server"
+    who=""
+    [ -n "$BASELINE_BIN" ] && who=" ($label)"
+    echo "size $size$who: peak anonymous memory (RssAnon) $(( $(cat "$dir/anon" 2>/dev/null || echo 0) / 1024 )) MiB"
+done

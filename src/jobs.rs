@@ -12,7 +12,7 @@ use crate::mail::Mailer;
 use crate::metrics::CounterSet;
 use crate::query;
 use crate::report::sqlite::rollups::retention as rollup_retention;
-use crate::report::{Reports, calendar};
+use crate::report::{Reports, Upkeep, calendar};
 use crate::store::backup::{self, BackupStats};
 use crate::store::retention::{self, RetentionPolicy, RetentionStats};
 use crate::store::{EventWriter, now_unix};
@@ -25,6 +25,8 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 const BACKUP_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// Summaries are looked for hourly: within an hour of a site's Monday.
 const SUMMARY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// How often a summary pass looks whether rollup rebuilds have finished.
+const REBUILD_WAIT: Duration = Duration::from_secs(1);
 /// A failed e-mail is tried once more after this long.
 const EMAIL_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -197,6 +199,8 @@ pub struct SummaryJob {
     pub writer: EventWriter,
     /// What answers the summaries' reports.
     pub reports: Arc<dyn Reports>,
+    /// Which sites' reports are being rebuilt: their summaries wait.
+    pub upkeep: Arc<dyn Upkeep>,
     pub mailer: Option<Mailer>,
     pub stats: Arc<SummaryStats>,
 }
@@ -217,6 +221,12 @@ pub fn spawn_summaries(job: SummaryJob, panics: Arc<CounterSet>) -> tokio::task:
 
 impl SummaryJob {
     async fn run(self: &Arc<Self>, now: i64) -> Result<(), JobError> {
+        // A summary is written once and e-mailed once: one read from rollups
+        // still being rebuilt (after an upgrade or a timezone change) would
+        // stay wrong. The pass waits for the rebuilds, then reads.
+        while !self.upkeep.rebuilding_sites().is_empty() {
+            tokio::time::sleep(REBUILD_WAIT).await;
+        }
         let list = sites::list_sites(&*self.store.reader()?)?;
         for site in list {
             let today = query::period::today_in(&site.timezone, now);
@@ -230,6 +240,9 @@ impl SummaryJob {
             let stored = summaries::get(&*self.store.reader()?, site.id, &week_key)?;
             let stored = match stored {
                 Some(s) => s,
+                // A rebuild that began during this pass: the next pass
+                // writes this site's week.
+                None if self.upkeep.rebuilding_sites().contains(&site.id) => continue,
                 None => {
                     let this = self.clone();
                     let s2 = site.clone();

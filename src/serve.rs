@@ -76,14 +76,22 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         feed.clone(),
     )?;
     let ingestor = Arc::new(ingestor);
-    let follower = Arc::new(Follower::new(
+    let follower = match Follower::new(
         store.clone(),
         ingestor.writer().clone(),
         feed,
         true,
         Some(settings.raw.storage.recent_days),
         now,
-    )?);
+    ) {
+        Ok(follower) => Arc::new(follower),
+        Err(e) => {
+            // The writer runs already: it commits what it holds and stops,
+            // as at any shutdown, before the error ends the process.
+            writer.shutdown();
+            return Err(e.into());
+        }
+    };
     let reports: Arc<dyn Reports> = Arc::new(SqliteReports::new(
         store.clone(),
         follower.recent(),
@@ -121,6 +129,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         store: store.clone(),
         writer: ingestor.writer().clone(),
         reports: reports.clone(),
+        upkeep: follower.clone(),
         mailer,
         stats: summary_stats.clone(),
     };

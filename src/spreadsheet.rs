@@ -14,10 +14,11 @@
 //! number is trusted: `-inf`, `-NaN`, `-1e5` and `+1` are read differently
 //! by different spreadsheets, or as formulas, so they are guarded.
 //!
-//! A cell that already starts with `'` followed by something the guard
-//! would prefix (`'=x`, typed that way by someone) gets one more `'`, so
-//! that [`unguard`] takes off exactly what [`guard`] added, for every
-//! string.
+//! A cell that already starts with `'` followed by something that starts
+//! like a formula (`'=x` or `'-1.5`, typed that way by someone) gets one
+//! more `'`, so that [`unguard`] takes off exactly what [`guard`] added, for
+//! every string, and also reads exports of earlier versions, which guarded
+//! plain negative numbers too (`'-12.50` reads back as `-12.50`).
 
 use std::borrow::Cow;
 
@@ -32,19 +33,27 @@ pub fn guard(cell: &str) -> Cow<'_, str> {
 }
 
 /// `cell` as read from a CSV that [`guard`] wrote: its value before the
-/// guard.
+/// guard. Also reads exports of earlier versions, whose guard prefixed
+/// plain negative numbers too (`'-12.50`).
 pub fn unguard(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if needs_guard(rest) => rest,
+        Some(rest) if starts_like_formula(rest) => rest,
         _ => cell,
     }
 }
 
-/// Whether [`guard`] prefixes `cell`. Leading `'`s are skipped, so that a
-/// cell that looks guarded is guarded once more and reads back as itself.
+/// Whether [`guard`] prefixes `cell`: it starts like a formula, leading `'`s
+/// skipped (so a cell that looks guarded is guarded once more and reads
+/// back as itself), and is not itself a plain decimal.
 fn needs_guard(cell: &str) -> bool {
-    let cell = cell.trim_start_matches('\'');
-    cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_decimal(cell)
+    starts_like_formula(cell) && !is_plain_decimal(cell)
+}
+
+/// `cell` starts with a formula character once its leading `'`s are
+/// skipped.
+fn starts_like_formula(cell: &str) -> bool {
+    cell.trim_start_matches('\'')
+        .starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
 /// `-?[0-9]+(\.[0-9]+)?`, and nothing else.
@@ -81,7 +90,7 @@ mod tests {
             ("-1.5", "-1.5"),
             ("-3", "-3"),
             ("12.25", "12.25"),
-            ("'-1.5", "'-1.5"),
+            ("'-1.5", "''-1.5"),
             ("'", "'"),
             ("'quoted", "'quoted"),
             ("/page", "/page"),
@@ -98,6 +107,22 @@ mod tests {
             "'quoted", "@x", "+NaN", "\t", "\r\n", "/page", "",
         ] {
             assert_eq!(unguard(&guard(cell)), cell, "{cell:?}");
+        }
+    }
+
+    /// Exports written before plain decimals were left alone carry `'-12.50`
+    /// for a refund of 12.50; importing them gives the number back.
+    #[test]
+    fn exports_of_the_earlier_guard_read_back() {
+        for (old, value) in [
+            ("'-12.50", "-12.50"),
+            ("'-1", "-1"),
+            ("'-3", "-3"),
+            ("'=x", "=x"),
+            ("'+1", "+1"),
+            ("/page", "/page"),
+        ] {
+            assert_eq!(unguard(old), value, "{old:?}");
         }
     }
 }

@@ -614,6 +614,125 @@ fn live_view_survives_a_restart() {
 }
 
 #[test]
+fn realtime_view_and_live_stream_honour_filters() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    let server = env.start();
+    let send = |ip: &str, path: &str, referrer: Option<&str>| {
+        let mut body = serde_json::json!({
+            "n": "pageview",
+            "u": format!("https://example.com{path}"),
+            "d": "example.com",
+        });
+        if let Some(r) = referrer {
+            body["r"] = r.into();
+        }
+        let r = server.event_from(ip, &body.to_string(), CHROME);
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    send(
+        "198.51.100.1",
+        "/from-google",
+        Some("https://www.google.com/"),
+    );
+    send("198.51.100.2", "/direct-page", None);
+    send(
+        "198.51.100.3",
+        "/from-hn",
+        Some("https://news.ycombinator.com/"),
+    );
+    server.settle();
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+
+    let all = c.get("/example.com?period=realtime");
+    assert!(
+        all.body.contains("id=\"current-visitors\">3</strong>"),
+        "{}",
+        all.body
+    );
+    assert!(all.body.contains("/direct-page"));
+
+    let filters = urlencode("visit:source==Google");
+    let page = c.get(&format!("/example.com?period=realtime&filters={filters}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"current-visitors\">1</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("/from-google"));
+    for other in ["/direct-page", "/from-hn", "Hacker News"] {
+        assert!(!page.body.contains(other), "{other} shown: {}", page.body);
+    }
+    // The filter is shown, and the page's stream is the filtered one.
+    assert!(page.body.contains("Source is Google"), "{}", page.body);
+    let live = format!("/example.com/live?filters={filters}");
+    assert!(
+        page.body.contains(&format!("data-live=\"{live}\"")),
+        "{}",
+        page.body
+    );
+    let bad = c.get("/example.com?period=realtime&filters=visit:password==x");
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("filters"), "{}", bad.body);
+    assert_eq!(
+        c.get("/example.com/live?filters=visit:password==x").status,
+        400
+    );
+
+    // The stream of the filtered view sends the filtered numbers, and
+    // follows new visitors that match.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let r = agent
+        .get(server.url(&live))
+        .header("Cookie", &c.cookie_header())
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(r.into_body().into_reader()));
+    let mut next = || loop {
+        let line = lines.next().expect("the stream ended").unwrap();
+        if let Some(data) = line.strip_prefix("data: ") {
+            return serde_json::from_str::<serde_json::Value>(data).unwrap();
+        }
+    };
+    let first = next();
+    assert_eq!(first["visitors"], 1, "{first}");
+    assert_eq!(first["pages"], serde_json::json!([["/from-google", 1]]));
+    assert_eq!(first["sources"], serde_json::json!([["Google", 1]]));
+    let per_minute = first["pageviews_per_minute"].as_array().unwrap();
+    assert_eq!(per_minute.len(), 30);
+    assert_eq!(
+        per_minute.iter().map(|v| v.as_i64().unwrap()).sum::<i64>(),
+        1
+    );
+    send("198.51.100.4", "/direct-too", None);
+    send(
+        "198.51.100.5",
+        "/also-google",
+        Some("https://www.google.com/"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = next();
+        let text = m.to_string();
+        assert!(!text.contains("direct"), "{text}");
+        if m["visitors"] == 2 {
+            assert_eq!(m["sources"], serde_json::json!([["Google", 2]]), "{text}");
+            assert!(text.contains("/also-google"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+    }
+}
+
+#[test]
 fn cookies_are_secure_behind_an_https_proxy() {
     let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
     env.add_site("example.com");

@@ -372,3 +372,54 @@ fn realtime_pages_share_one_computation_a_second() {
         "{computed} computations in {seconds} s"
     );
 }
+
+#[test]
+fn filtered_live_views_are_bounded() {
+    // Room for 32 streams of guests of one site: the filtered views' bound
+    // is met first.
+    let env = Env::new("[dashboard]\nlive_streams_per_client = 64\nlive_streams_total = 128\n");
+    env.tally(&["site", "add", "example.com", "--public"]);
+    let s = env.start();
+    let agent = agent();
+    let filtered = |n: usize| format!("/example.com/live?filters=event:page%3D%3D/p{n}");
+    let open = |path: &str| open_live(&s, &agent, path, None, None);
+
+    // Each filtered view is queried every second while watched: at most
+    // 16 at once, however many streams and pages watch them.
+    let mut watched: Vec<_> = (0..16)
+        .map(|n| open(&filtered(n)).unwrap_or_else(|r| panic!("view {n}: {}", r.status)))
+        .collect();
+    let Err(refused) = open(&filtered(16)) else {
+        panic!("a 17th filtered view was opened");
+    };
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("filtered"), "{}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    let page = s.get(
+        "/example.com?period=realtime&filters=event:page%3D%3D/p16",
+        &[],
+    );
+    assert_eq!(page.status, 503);
+    // Views already watched, and views without filters, are still served.
+    let _again = open(&filtered(3)).unwrap_or_else(|r| panic!("a watched view: {}", r.status));
+    let _all = open("/example.com/live").unwrap_or_else(|r| panic!("no filters: {}", r.status));
+    let page = s.get(
+        "/example.com?period=realtime&filters=event:page%3D%3D/p3",
+        &[],
+    );
+    assert_eq!(page.status, 200);
+
+    // A view no longer watched makes room within seconds.
+    watched.remove(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let _new = loop {
+        match open(&filtered(16)) {
+            Ok(r) => break r,
+            Err(r) => {
+                assert_eq!(r.status, 503, "{}", r.body);
+                assert!(Instant::now() < deadline, "no room was made");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+}

@@ -134,6 +134,73 @@ fn aggregate_and_breakdown() {
 }
 
 #[test]
+fn realtime_visitors_honour_filters() {
+    let env = Env::new("trusted_proxies = [\"127.0.0.1/32\"]");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let s = env.start();
+    let send = |ip: &str, body: &str| {
+        let r = s.event_from(ip, body, CHROME);
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    // Two visitors from Google, one direct, one from Hacker News; the direct
+    // one also views the page the first Google visitor is on.
+    send(
+        "198.51.100.1",
+        r#"{"n":"pageview","u":"https://example.com/from-google","d":"example.com","r":"https://www.google.com/"}"#,
+    );
+    send(
+        "198.51.100.2",
+        r#"{"n":"pageview","u":"https://example.com/pricing","d":"example.com","r":"https://www.google.com/"}"#,
+    );
+    send("198.51.100.3", &pageview("https://example.com/from-google"));
+    send(
+        "198.51.100.4",
+        r#"{"n":"pageview","u":"https://example.com/hn","d":"example.com","r":"https://news.ycombinator.com/"}"#,
+    );
+    // Visit rows (what `visit:` filters look at) follow within a second.
+    s.settle();
+    let realtime = |filters: &str| {
+        let r = s.stats(
+            &key,
+            &format!(
+                "/api/v1/stats/realtime/visitors?site_id=example.com&filters={}",
+                urlencode(filters)
+            ),
+        );
+        assert_eq!(r.status, 200, "{filters}: {}", r.body);
+        r.body.trim().to_string()
+    };
+    assert_eq!(
+        s.stats(&key, "/api/v1/stats/realtime/visitors?site_id=example.com")
+            .body
+            .trim(),
+        "4"
+    );
+    assert_eq!(realtime("visit:source==Google"), "2");
+    assert_eq!(realtime("visit:source!=Google"), "2");
+    assert_eq!(realtime("visit:source==Direct / None"), "1");
+    assert_eq!(realtime("event:page==/from-google"), "2");
+    assert_eq!(
+        realtime("visit:source==Google;event:page==/from-google"),
+        "1"
+    );
+    assert_eq!(realtime("visit:source==Bing"), "0");
+    for bad in ["visit:password==x", "visit:source", "event:page=="] {
+        let r = s.stats(
+            &key,
+            &format!(
+                "/api/v1/stats/realtime/visitors?site_id=example.com&filters={}",
+                urlencode(bad)
+            ),
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        let msg = r.json()["error"].as_str().unwrap().to_string();
+        assert!(msg.contains("filters"), "{bad}: {msg}");
+    }
+}
+
+#[test]
 fn stats_api_refuses_bad_keys_and_params() {
     let env = Env::new("");
     env.add_site("example.com");

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
-use crate::report::model::{BreakdownRow, Dimension, TimeRange, Totals, VisitColumn};
+use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 use crate::report::{ReportError, Reports, SiteReport};
 use crate::store::sites::{GoalKind, Site};
 use period::Period;
@@ -264,23 +264,98 @@ pub fn timeseries(
 }
 
 /// `GET /api/v1/stats/realtime/visitors`: visitors of the last five minutes,
-/// as a bare number.
+/// as a bare number, narrowed by `filters` as every other report is
+/// (Plausible documents only `site_id` here; Tally takes `filters` too).
 pub fn realtime_visitors(
     reports: &dyn Reports,
     site: &Site,
-    _params: &Params,
+    params: &Params,
     ctx: &Context,
 ) -> Result<Value, QueryError> {
-    let now = ctx.now;
-    let visitors = reports.open(site, &[], now)?.current_visitors(TimeRange {
-        start: now - REALTIME_WINDOW,
-        end: now + 1,
-    })?;
+    let visitors = open(reports, site, params, ctx)?.current_visitors(current(ctx.now))?;
     Ok(json!(visitors))
 }
 
 /// "Current visitors" are those seen in the last five minutes.
-const REALTIME_WINDOW: i64 = 300;
+pub const REALTIME_WINDOW: i64 = 300;
+/// The realtime chart's span, in minutes.
+pub const REALTIME_MINUTES: i64 = 30;
+/// Rows of each realtime list.
+const REALTIME_ROWS: i64 = 10;
+
+/// The last [`REALTIME_WINDOW`] seconds up to `now`, included.
+fn current(now: i64) -> TimeRange {
+    TimeRange {
+        start: now - REALTIME_WINDOW,
+        end: now + 1,
+    }
+}
+
+/// The realtime view of a site narrowed by filters, from the reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Realtime {
+    /// Visitors of the last five minutes.
+    pub visitors: i64,
+    /// Pages viewed in the last five minutes, by visitors, most first
+    /// (ties by name); at most ten rows, as each list.
+    pub pages: Vec<(String, i64)>,
+    /// Those visitors by their visit's source.
+    pub sources: Vec<(String, i64)>,
+    /// Those visitors by their visit's country.
+    pub countries: Vec<(String, i64)>,
+    /// Pageviews of each of the last 30 minutes, oldest first; the last is
+    /// the current minute.
+    pub pageviews_per_minute: Vec<i64>,
+}
+
+/// The realtime view of `site` narrowed by `filters` (parsed with
+/// [`filters::parse`]) as of `now`: what the dashboard shows of a filtered
+/// realtime view. Filtered reports read raw events, which keep minutes; an
+/// unfiltered view comes from the live counters in memory instead, so
+/// `filters` is not empty here (the rollups keep no minutes).
+pub fn realtime(
+    reports: &dyn Reports,
+    site: &Site,
+    filters: &[Filter],
+    now: i64,
+) -> Result<Realtime, QueryError> {
+    let source = reports.open(site, filters, now)?;
+    let minute = now.div_euclid(60);
+    let now = current(now);
+    let minutes: Vec<TimeRange> = (minute - REALTIME_MINUTES + 1..=minute)
+        .map(|m| TimeRange {
+            start: m * 60,
+            end: m * 60 + 60,
+        })
+        .collect();
+    let labelled = |rows: Vec<(Option<String>, i64)>, key: &str| -> Vec<(String, i64)> {
+        rows.into_iter()
+            .map(|(v, n)| (v.unwrap_or_else(|| none_label(key).to_string()), n))
+            .collect()
+    };
+    let pages = source
+        .breakdown(now, &Dimension::Page, false, REALTIME_ROWS, 0)?
+        .into_iter()
+        .map(|r| (r.value, r.visitors))
+        .collect();
+    Ok(Realtime {
+        visitors: source.current_visitors(now)?,
+        pages: labelled(pages, "page"),
+        sources: labelled(
+            source.current_breakdown(now, VisitColumn::Source, REALTIME_ROWS)?,
+            "source",
+        ),
+        countries: labelled(
+            source.current_breakdown(now, VisitColumn::Country, REALTIME_ROWS)?,
+            "country",
+        ),
+        pageviews_per_minute: source
+            .series(&minutes, false)?
+            .into_iter()
+            .map(|t| t.pageviews)
+            .collect(),
+    })
+}
 
 /// A breakdown property: its dimension, its key in results, the metrics it supports.
 fn property(name: &str) -> Result<(Dimension, String, &'static [&'static str]), QueryError> {

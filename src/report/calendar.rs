@@ -1,4 +1,5 @@
-//! Local time for a site: where its hours, days and months begin.
+//! Local time for a site: where its hours, days, weeks (from Monday) and
+//! months begin.
 //!
 //! Everything is stored in Unix seconds (UTC); reports are cut in the site's
 //! timezone. Rollup buckets and report periods use these same functions, so

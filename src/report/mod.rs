@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use crate::store::sites::{Goal, GoalKind, Site};
 use crate::store::{StoreError, WriteError};
-use model::{BreakdownRow, Dimension, Filter, TimeRange, Totals};
+use model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 
 /// Why a report could not be answered.
 #[derive(Debug, Error)]
@@ -93,7 +93,8 @@ pub trait SiteReport {
     fn totals(&self, range: TimeRange) -> Result<Totals, ReportError>;
 
     /// Totals of each bucket (consecutive ranges, whole local hours when
-    /// `hourly`, whole local days otherwise).
+    /// `hourly`, whole local days otherwise; with filters, ranges of any
+    /// length, such as the realtime view's minutes).
     fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, ReportError>;
 
     /// Rows `offset..offset + limit` of `dimension` over `range`, most
@@ -120,6 +121,20 @@ pub trait SiteReport {
     fn prop_keys(&self, range: TimeRange, max: i64) -> Result<Vec<String>, ReportError>;
 
     /// Distinct visitors over a short `range` ending now, exact and current
-    /// (not trailing by the rollups' second); filters do not apply.
+    /// (not trailing by the rollups' second), narrowed by the filters as
+    /// every other report is: visitors with an event in `range` that
+    /// matches the event filters, in a visit that matches the visit filters.
     fn current_visitors(&self, range: TimeRange) -> Result<i64, ReportError>;
+
+    /// The visitors [`SiteReport::current_visitors`] counts, by the value of
+    /// their visit's `column`, most first, at most `limit` values (`None`:
+    /// no value). Unlike a breakdown of visits, which counts visits that
+    /// started in the range, this counts visitors by their events in it, so
+    /// a visit that started an hour ago and is still going counts.
+    fn current_breakdown(
+        &self,
+        range: TimeRange,
+        column: VisitColumn,
+        limit: i64,
+    ) -> Result<Vec<(Option<String>, i64)>, ReportError>;
 }

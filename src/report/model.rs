@@ -191,7 +191,7 @@ pub fn count_leading<E>(
 pub const NOT_AN_ACTION: &str = "engagement";
 
 /// What a filter looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FilterField {
     /// The event's page path; values may use `*` wildcards.
     Page,
@@ -202,7 +202,7 @@ pub enum FilterField {
     Visit(VisitColumn),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FilterOp {
     /// Equal to one of the values (`*` in a page value is a wildcard).
     Is,
@@ -213,7 +213,7 @@ pub enum FilterOp {
 
 /// One condition; `values` are alternatives (`a|b`). A `None` value matches
 /// a missing attribute (Plausible's "Direct / None").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filter {
     pub field: FilterField,
     pub op: FilterOp,

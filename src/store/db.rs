@@ -63,7 +63,14 @@ impl Store {
 
     /// A pooled read-only connection.
     pub fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
-        Ok(self.readers.get()?)
+        let conn = self.readers.get()?;
+        // A connection handed back inside a transaction (whoever held it
+        // could not end it) would read a stale instant for every later user
+        // and refuse their `BEGIN`: it is ended here, for all of them.
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(conn)
     }
 
     /// A fresh read-write connection. The server hands its one to the

@@ -12,18 +12,13 @@ use serde_json::Value;
 use super::access::{Action, Admitted, Viewer, admit};
 use super::chart::{self, Chart, Sample};
 use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, row_label};
-use super::view::{self, Link, ViewState};
+use super::view::{self, Chip, Link, ViewState};
 use super::{Nav, blocking, html, realtime};
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params, period::Period};
 use crate::report::Reports;
 use crate::store;
 use crate::store::sites::Site;
-
-pub struct Chip {
-    pub label: String,
-    pub remove_href: String,
-}
 
 pub struct Change {
     pub text: String,
@@ -154,7 +149,7 @@ async fn render(
     let periods = period_links(&v, &link, ctx.today);
     let home = link(&ViewState::from_query(&HashMap::new()));
     if v.period == "realtime" {
-        return realtime::page(state, a, periods, home, live_href);
+        return realtime::page(state, a, &v, periods, home).await;
     }
     let period = Period::from_params(&v.api_params(&site.domain), &site.timezone, ctx.today)?;
     let (store, reports) = (state.store.clone(), state.reports.clone());
@@ -190,15 +185,7 @@ async fn render(
         keep.push(("auth".into(), auth));
     }
 
-    let chips = v
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Chip {
-            label: c.label(),
-            remove_href: link(&v.without_filter(i)),
-        })
-        .collect();
+    let chips = v.chips(link);
 
     let stats = view::TOP_STATS
         .iter()

@@ -8,11 +8,19 @@
 //! computed at most once a second for all of them. A stream checks every
 //! [`ACCESS_RECHECK_SECS`] that what admitted it still holds, and ends when
 //! it does not.
+//!
+//! Without filters the numbers are the live counters' in memory. A view
+//! with filters (`?filters=…`, as every report takes them) gets its numbers
+//! from the reports instead, over the raw events of the last half hour, so
+//! they follow the same filter rules as the rest of the dashboard; those
+//! are computed at most once a second per site and filters, shared by the
+//! streams and pages of that view, for at most [`FILTERED_VIEWS`] views at
+//! once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,10 +32,13 @@ use futures_util::StreamExt;
 use actix_web::HttpResponse;
 
 use super::access::{Admitted, Pass, Viewer, admit, still_admitted};
-use super::view::Link;
-use super::{Nav, html, view};
+use super::view::{Chip, Link, ViewState};
+use super::{Nav, blocking, html, view};
 use crate::http::{AppState, PageError, client_ip};
 use crate::ingest::live::LiveSnapshot;
+use crate::query::{self, QueryError};
+use crate::report::Reports;
+use crate::report::model::Filter;
 use crate::store;
 use crate::store::sites::Site;
 use crate::sync::Lock;
@@ -47,8 +58,38 @@ const STREAM_RETRY_AFTER: u32 = 30;
 /// stream each time: 256 streams make about 17 a second.
 pub const ACCESS_RECHECK_SECS: u64 = 15;
 
+/// Filtered views (site and filters) whose live numbers are kept at once.
+/// Each costs a few dozen short queries over the site's last half hour of
+/// raw events a second while it is watched; a view unwatched for
+/// [`KEPT_SECS`] makes room. Beyond it, a new filtered view's page and
+/// stream are refused with `503` and `Retry-After` (views without filters
+/// are never refused: their numbers are in memory).
+pub const FILTERED_VIEWS: usize = 16;
+
+/// Seconds a view's latest numbers are kept unasked before another view
+/// may take their place.
+const KEPT_SECS: i64 = 2;
+
+/// Seconds a refused filtered view is told to wait: watched views make room
+/// within [`KEPT_SECS`] of their last page or stream going.
+const VIEW_RETRY_AFTER: u32 = 10;
+
+/// Which live numbers: a site's, narrowed by filters (none: the live
+/// counters' numbers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LiveKey {
+    pub site_id: i64,
+    pub filters: Vec<Filter>,
+}
+
+impl LiveKey {
+    fn filtered(&self) -> bool {
+        !self.filters.is_empty()
+    }
+}
+
 /// Open live streams, per client and in total, and the live numbers of each
-/// site with streams, shared by all of them.
+/// view with streams, shared by all of them.
 pub struct LiveStreams {
     per_client: usize,
     total: usize,
@@ -60,12 +101,13 @@ pub struct LiveStreams {
     /// popular public site leaves room for the others' guests.
     guests_per_site: usize,
     open: Mutex<OpenStreams>,
-    /// Per site: the second of the latest numbers and their JSON. At most
-    /// one entry per site with an open stream, and those are at most
-    /// `total`; entries older than a few seconds are dropped as sites come.
-    latest: Mutex<HashMap<i64, Arc<Mutex<Latest>>>>,
-    /// Times a site's live numbers were computed, for `/metrics`: at most
-    /// once a second per site, however many pages and streams ask.
+    /// Per view: its latest numbers. Without filters, about one entry per
+    /// site with an open stream, and those are at most `total`; with
+    /// filters, at most [`FILTERED_VIEWS`]. Entries unasked for
+    /// [`KEPT_SECS`] are dropped as views come.
+    latest: Mutex<HashMap<LiveKey, Arc<Latest>>>,
+    /// Times a view's live numbers were computed, for `/metrics`: at most
+    /// once a second per view, however many pages and streams ask.
     computed: AtomicU64,
 }
 
@@ -86,10 +128,22 @@ pub enum Holder {
     Guest { site_id: i64 },
 }
 
-#[derive(Default)]
+/// One view's latest numbers.
 struct Latest {
-    second: i64,
-    numbers: Option<LiveNumbers>,
+    /// The second they were last asked for: read without waiting for a
+    /// computation under way, to tell whether the view is still watched.
+    asked: AtomicI64,
+    /// The second they were computed in, and the numbers.
+    numbers: Mutex<Option<(i64, LiveNumbers)>>,
+}
+
+/// Why a view's live numbers could not be had.
+#[derive(Debug)]
+pub enum Unavailable<E> {
+    /// [`FILTERED_VIEWS`] other filtered views are being watched.
+    Busy,
+    /// Computing them failed.
+    Failed(E),
 }
 
 /// One computation of a site's live numbers, as the page shows them and as
@@ -200,39 +254,109 @@ impl LiveStreams {
         self.open.locked().guests
     }
 
-    /// The live numbers of `site_id` as of `second`: the copy computed in
-    /// that second if there is one, else `compute`'s, kept for the other
-    /// streams and realtime pages of the site (each computation scans every
-    /// live visitor of the site, so a flood of anonymous page views of a
-    /// public site must not repeat it). Only callers for the same site wait.
-    pub fn latest(
-        &self,
-        site_id: i64,
-        second: i64,
-        compute: impl FnOnce() -> LiveSnapshot,
-    ) -> LiveNumbers {
-        let entry = {
-            let mut latest = self.latest.locked();
-            if !latest.contains_key(&site_id) && latest.len() >= self.total {
-                latest.retain(|_, l| l.locked().second >= second - 2);
-            }
-            latest.entry(site_id).or_default().clone()
+    /// The entry of `key`, marked asked at `second`; `None` for a new
+    /// filtered view when [`FILTERED_VIEWS`] others are watched. Views
+    /// without filters always get one: dropping those unasked for a while
+    /// keeps them near the number of sites with streams.
+    fn entry(&self, key: &LiveKey, second: i64) -> Option<Arc<Latest>> {
+        let mut latest = self.latest.locked();
+        if let Some(entry) = latest.get(key) {
+            entry.asked.fetch_max(second, Ordering::Relaxed);
+            return Some(entry.clone());
+        }
+        let filtered = key.filtered();
+        let cap = if filtered { FILTERED_VIEWS } else { self.total };
+        let alike = |latest: &HashMap<LiveKey, Arc<Latest>>| {
+            latest.keys().filter(|k| k.filtered() == filtered).count()
         };
-        let mut entry = entry.locked();
-        match &entry.numbers {
-            Some(numbers) if entry.second == second => numbers.clone(),
+        if alike(&latest) >= cap {
+            latest.retain(|_, l| l.asked.load(Ordering::Relaxed) >= second - KEPT_SECS);
+            if filtered && alike(&latest) >= cap {
+                return None;
+            }
+        }
+        let entry = Arc::new(Latest {
+            asked: AtomicI64::new(second),
+            numbers: Mutex::new(None),
+        });
+        latest.insert(key.clone(), entry.clone());
+        Some(entry)
+    }
+
+    /// Whether the numbers of `key` can be had at `second`: a place for a
+    /// new filtered view is taken now, so a stream is refused at its start
+    /// rather than after it opened.
+    pub fn reserve(&self, key: &LiveKey, second: i64) -> bool {
+        self.entry(key, second).is_some()
+    }
+
+    /// The live numbers of `key` as of `second`: the copy computed in that
+    /// second if there is one, else `compute`'s, kept for the other streams
+    /// and realtime pages of the view (each computation scans every live
+    /// visitor of the site, or queries its last half hour of events, so a
+    /// flood of anonymous page views of a public site must not repeat it).
+    /// Only callers for the same view wait. A failed computation is not
+    /// kept: the next caller tries again.
+    pub fn latest<E>(
+        &self,
+        key: &LiveKey,
+        second: i64,
+        compute: impl FnOnce() -> Result<LiveSnapshot, E>,
+    ) -> Result<LiveNumbers, Unavailable<E>> {
+        let entry = self.entry(key, second).ok_or(Unavailable::Busy)?;
+        let mut kept = entry.numbers.locked();
+        match &*kept {
+            Some((at, numbers)) if *at == second => Ok(numbers.clone()),
             _ => {
-                let snapshot = compute();
+                let snapshot = compute().map_err(Unavailable::Failed)?;
                 self.computed.fetch_add(1, Ordering::Relaxed);
                 let numbers = LiveNumbers {
                     json: live_json(&snapshot).into(),
                     snapshot: Arc::new(snapshot),
                 };
-                entry.second = second;
-                entry.numbers = Some(numbers.clone());
-                numbers
+                *kept = Some((second, numbers.clone()));
+                Ok(numbers)
             }
         }
+    }
+
+    /// The live numbers of `key` as of `second`, computed as the view needs
+    /// them: the live counters' without filters (in memory, here), the
+    /// reports' with filters (on a blocking thread).
+    pub async fn numbers(
+        self: &Arc<Self>,
+        state: &AppState,
+        site: &Site,
+        key: &LiveKey,
+        second: i64,
+    ) -> Result<LiveNumbers, PageError> {
+        if !key.filtered() {
+            let live = state.ingestor.live();
+            let numbers = self.latest(key, second, || {
+                Ok::<_, Infallible>(live.snapshot(site.id, second))
+            });
+            return numbers.map_err(|e| match e {
+                Unavailable::Busy => busy(),
+                Unavailable::Failed(never) => match never {},
+            });
+        }
+        let (streams, reports, site, key) = (
+            self.clone(),
+            state.reports.clone(),
+            site.clone(),
+            key.clone(),
+        );
+        blocking(move || {
+            streams
+                .latest(&key, second, || {
+                    filtered_snapshot(&*reports, &site, &key.filters, second)
+                })
+                .map_err(|e| match e {
+                    Unavailable::Busy => busy(),
+                    Unavailable::Failed(e) => PageError::from(e),
+                })
+        })
+        .await
     }
 
     /// Times live numbers were computed since start.
@@ -240,11 +364,51 @@ impl LiveStreams {
         self.computed.load(Ordering::Relaxed)
     }
 
-    /// Sites whose latest numbers are kept.
+    /// Views whose latest numbers are kept.
     #[cfg(test)]
     fn kept(&self) -> usize {
         self.latest.locked().len()
     }
+}
+
+/// The refusal of a new filtered view while [`FILTERED_VIEWS`] are watched.
+fn busy() -> PageError {
+    PageError::Busy("too many filtered live views open", VIEW_RETRY_AFTER)
+}
+
+/// A filtered view's numbers, from the reports, in the live counters' shape
+/// (the page and the stream show both alike).
+fn filtered_snapshot(
+    reports: &dyn Reports,
+    site: &Site,
+    filters: &[Filter],
+    now: i64,
+) -> Result<LiveSnapshot, QueryError> {
+    let r = query::realtime(reports, site, filters, now)?;
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
+    let rows = |rows: Vec<(String, i64)>| -> Vec<(String, usize)> {
+        rows.into_iter().map(|(v, n)| (v, count(n))).collect()
+    };
+    Ok(LiveSnapshot {
+        visitors: count(r.visitors),
+        pages: rows(r.pages),
+        sources: rows(r.sources),
+        countries: rows(r.countries),
+        pageviews_per_minute: r
+            .pageviews_per_minute
+            .into_iter()
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .collect(),
+    })
+}
+
+/// The view of `site` that `filters` (the `filters` parameter) asks for;
+/// a bad filter is a `400` naming `filters`.
+fn view_key(site: &Site, filters: Option<&str>) -> Result<LiveKey, PageError> {
+    Ok(LiveKey {
+        site_id: site.id,
+        filters: query::filters::parse(filters)?,
+    })
 }
 
 /// The address a client is counted under: IPv4 as is, IPv6 by its /64.
@@ -262,9 +426,11 @@ fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// `/{domain}/live` and `/share/{domain}/live`: the live numbers as
-/// Server-Sent Events, at most once a second and only when they change.
+/// Server-Sent Events, at most once a second and only when they change,
+/// narrowed by `filters` when given (a bad one is a 400 naming `filters`).
 /// Beyond the caps of [`LiveStreams`]: 429 for a client with too many open,
-/// 503 when the server (or its share for guests) has too many.
+/// 503 when the server (or its share for guests) has too many, or when
+/// [`FILTERED_VIEWS`] other filtered views are watched.
 pub async fn live(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -272,6 +438,7 @@ pub async fn live(
     q: web::Query<HashMap<String, String>>,
 ) -> Result<impl actix_web::Responder, PageError> {
     let a = admit(&state, &req, &domain, q.get("auth").map(String::as_str)).await?;
+    let key = view_key(&a.site, q.get("filters").map(String::as_str))?;
     let client = client_ip::of_request(&req, &state.trusted_proxies)
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     let holder = match a.viewer {
@@ -296,10 +463,14 @@ pub async fn live(
                 STREAM_RETRY_AFTER,
             ),
         })?;
+    if !state.live_streams.reserve(&key, store::now_unix()) {
+        return Err(busy());
+    }
     let mut stopping = state.stopping.subscribe();
     let live = Live {
         state: state.into_inner(),
         site: a.site,
+        key,
         pass: a.pass,
         _slot: slot,
         tick: tokio::time::interval(Duration::from_secs(1)),
@@ -329,6 +500,8 @@ pub async fn live(
 struct Live {
     state: Arc<AppState>,
     site: Site,
+    /// The view it follows: the site, and the filters it was opened with.
+    key: LiveKey,
     /// What admitted the viewer, checked again every
     /// [`ACCESS_RECHECK_SECS`].
     pass: Pass,
@@ -364,13 +537,20 @@ impl Live {
                 }
             }
             let now = store::now_unix();
-            let (state, site_id) = (&self.state, self.site.id);
-            let json = state
+            let state = &self.state;
+            let json = match state
                 .live_streams
-                .latest(site_id, now, || {
-                    state.ingestor.live().snapshot(site_id, now)
-                })
-                .json;
+                .numbers(state, &self.site, &self.key, now)
+                .await
+            {
+                Ok(numbers) => numbers.json,
+                Err(e) => {
+                    // Ended rather than left silent; the browser reconnects
+                    // and is told to wait if the view cannot be had.
+                    tracing::warn!(error = ?e, "live stream ended: numbers not computed");
+                    return None;
+                }
+            };
             if json != self.last {
                 self.last = json.clone();
                 return Some(json);
@@ -379,7 +559,7 @@ impl Live {
     }
 }
 
-/// The live numbers of `site_id` as the stream sends them.
+/// The live numbers of a view as the stream sends them.
 fn live_json(snapshot: &LiveSnapshot) -> String {
     serde_json::json!({
         "visitors": snapshot.visitors,
@@ -419,6 +599,8 @@ pub struct RealtimePage {
     pub domain: String,
     pub home: String,
     pub periods: Vec<Link>,
+    /// The view's filters, each with the link that removes it.
+    pub chips: Vec<Chip>,
     pub live_href: String,
     pub current_visitors: String,
     pub minutes: Vec<MinuteBar>,
@@ -460,27 +642,37 @@ fn minute_bars(per_minute: &[u32]) -> Vec<MinuteBar> {
         .collect()
 }
 
-/// `?period=realtime`: the live numbers as of now; the page's script keeps
-/// them current over [`live`].
-pub fn page(
+/// `?period=realtime`: the live numbers of the view (its filters
+/// included) as of now; the page's script keeps them current over [`live`].
+pub async fn page(
     state: &AppState,
     a: &Admitted,
+    v: &ViewState,
     periods: Vec<Link>,
     home: String,
-    live_href: String,
 ) -> Result<HttpResponse, PageError> {
-    let (site_id, now) = (a.site.id, store::now_unix());
+    let filters = v.filters_param();
+    let key = view_key(&a.site, filters.as_deref())?;
     let snapshot = state
         .live_streams
-        .latest(site_id, now, || {
-            state.ingestor.live().snapshot(site_id, now)
-        })
+        .numbers(state, &a.site, &key, store::now_unix())
+        .await?
         .snapshot;
+    let mut live_href = a.path("/live");
+    if let Some(f) = filters {
+        live_href.push(if live_href.contains('?') { '&' } else { '?' });
+        live_href.push_str(
+            &url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("filters", &f)
+                .finish(),
+        );
+    }
     html(&RealtimePage {
         signed_in: a.nav.clone(),
         home,
         domain: a.site.domain.clone(),
         periods,
+        chips: v.chips(|v| a.href("", v)),
         live_href,
         current_visitors: view::count(snapshot.visitors as i64),
         minutes: minute_bars(&snapshot.pageviews_per_minute),
@@ -576,34 +768,88 @@ mod tests {
         assert_eq!(streams.open_count(), 4);
     }
 
+    fn site(site_id: i64) -> LiveKey {
+        LiveKey {
+            site_id,
+            filters: Vec::new(),
+        }
+    }
+
+    fn filtered(site_id: i64, source: &str) -> LiveKey {
+        LiveKey {
+            site_id,
+            filters: query::filters::parse(Some(&format!("visit:source=={source}"))).unwrap(),
+        }
+    }
+
     #[test]
     fn a_sites_numbers_are_computed_once_a_second_for_all_its_streams() {
         let streams = LiveStreams::new(8, 4);
         let computed = std::cell::Cell::new(0);
         let compute = || {
             computed.set(computed.get() + 1);
-            LiveSnapshot {
+            Ok::<_, Infallible>(LiveSnapshot {
                 visitors: computed.get(),
                 ..LiveSnapshot::default()
-            }
+            })
         };
-        let first = streams.latest(1, 100, compute);
+        let first = streams.latest(&site(1), 100, compute).unwrap();
         for _ in 0..10 {
-            let again = streams.latest(1, 100, compute);
+            let again = streams.latest(&site(1), 100, compute).unwrap();
             assert_eq!(again.json, first.json);
             assert_eq!(again.snapshot, first.snapshot);
         }
         assert_eq!(computed.get(), 1);
-        assert_ne!(streams.latest(1, 101, compute).json, first.json);
+        assert_ne!(
+            streams.latest(&site(1), 101, compute).unwrap().json,
+            first.json
+        );
         assert_eq!(computed.get(), 2);
         assert_eq!(streams.computed(), 2);
-        streams.latest(2, 101, compute);
+        streams.latest(&site(2), 101, compute).unwrap();
         assert_eq!(computed.get(), 3);
+        // The same site with filters is another view, with numbers of its
+        // own; the same filters, written alike, are the same view.
+        streams
+            .latest(&filtered(1, "Google"), 101, compute)
+            .unwrap();
+        streams
+            .latest(&filtered(1, "Google"), 101, compute)
+            .unwrap();
+        assert_eq!(computed.get(), 4);
 
         // Bounded: sites without a stream for a while make room.
-        for site in 3..=40 {
-            streams.latest(site, 200 + site, compute);
+        for site_id in 3..=40 {
+            streams
+                .latest(&site(site_id), 200 + site_id, compute)
+                .unwrap();
         }
         assert!(streams.kept() <= 4, "{}", streams.kept());
+    }
+
+    #[test]
+    fn filtered_views_are_bounded_and_make_room_once_unwatched() {
+        let streams = LiveStreams::new(8, 4);
+        let compute = || Ok::<_, Infallible>(LiveSnapshot::default());
+        for i in 0..FILTERED_VIEWS {
+            assert!(streams.reserve(&filtered(1, &format!("s{i}")), 100));
+        }
+        // Every place is watched: a new filtered view is refused, on any
+        // site, while the views already kept and those without filters go on.
+        let new = filtered(2, "new");
+        assert!(!streams.reserve(&new, 101));
+        assert!(matches!(
+            streams.latest(&new, 101, compute),
+            Err(Unavailable::Busy)
+        ));
+        assert!(streams.latest(&filtered(1, "s0"), 101, compute).is_ok());
+        assert!(streams.latest(&site(2), 101, compute).is_ok());
+        // Views left unasked for a few seconds make room.
+        assert!(streams.latest(&new, 100 + KEPT_SECS + 1, compute).is_ok());
+        assert!(streams.kept() <= 3, "{}", streams.kept());
+        // A failed computation is not kept: the next caller tries again.
+        let failed = streams.latest(&new, 200, || Err::<LiveSnapshot, _>("no"));
+        assert!(matches!(failed, Err(Unavailable::Failed("no"))));
+        assert!(streams.latest(&new, 200, compute).is_ok());
     }
 }

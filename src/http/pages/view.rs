@@ -21,6 +21,12 @@ pub struct Link {
 /// Panels whose tab the URL may choose, by query key.
 pub const TAB_KEYS: &[&str] = &["sources", "pages", "locations", "devices", "goals"];
 
+/// An active filter as the page shows it, with the link that removes it.
+pub struct Chip {
+    pub label: String,
+    pub remove_href: String,
+}
+
 /// One condition of `filters`: `visit:source==Google`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
@@ -211,6 +217,18 @@ impl ViewState {
             value: value.to_string(),
         });
         v
+    }
+
+    /// The chip of each filter; `link` makes the link to a view.
+    pub fn chips(&self, link: impl Fn(&ViewState) -> String) -> Vec<Chip> {
+        self.filters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Chip {
+                label: c.label(),
+                remove_href: link(&self.without_filter(i)),
+            })
+            .collect()
     }
 
     pub fn without_filter(&self, index: usize) -> ViewState {

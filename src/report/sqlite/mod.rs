@@ -30,7 +30,7 @@ use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use super::calendar;
-use super::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals};
+use super::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 use super::{ReportError, Reports, SiteReport};
 use crate::store::sites::{self, Goal, GoalKind, Site};
 use crate::store::{Store, StoreError};
@@ -76,6 +76,7 @@ impl Reports for SqliteReports {
         now: i64,
     ) -> Result<Box<dyn SiteReport + '_>, ReportError> {
         let conn = self.store.reader()?;
+        // Outside any transaction: `Store::reader` ends one left behind.
         // One read transaction per report: rollups, open visits and raw rows
         // are the same instant's. Ended when the view is dropped.
         conn.execute_batch("BEGIN").map_err(StoreError::from)?;
@@ -107,7 +108,11 @@ struct SqliteSiteReport<'a> {
 impl Drop for SqliteSiteReport<'_> {
     fn drop(&mut self) {
         // A read transaction changes nothing; ending it hands the pool a
-        // connection outside any transaction.
+        // connection outside any transaction. SQLite may have ended it
+        // already (after some errors); then there is nothing to end.
+        if self.conn.is_autocommit() {
+            return;
+        }
         if let Err(e) = self.conn.execute_batch("ROLLBACK") {
             tracing::warn!(error = %e, "ending a report's read transaction");
         }
@@ -251,6 +256,170 @@ impl SiteReport for SqliteSiteReport<'_> {
     }
 
     fn current_visitors(&self, range: TimeRange) -> Result<i64, ReportError> {
-        Ok(raw::totals(&self.conn, self.site_id, range, &[])?.visitors)
+        // The raw tables, not recent traffic: they are exact to the last
+        // commit, and a few minutes of a site are a short clustered range.
+        Ok(raw::totals(&self.conn, self.site_id, range, &self.filters)?.visitors)
+    }
+
+    fn current_breakdown(
+        &self,
+        range: TimeRange,
+        column: VisitColumn,
+        limit: i64,
+    ) -> Result<Vec<(Option<String>, i64)>, ReportError> {
+        Ok(raw::visitors_by_visit(
+            &self.conn,
+            self.site_id,
+            range,
+            column,
+            &self.filters,
+            limit,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{FilterField, FilterOp};
+
+    /// A visit: id, visitor, source, start, its events' times, their page.
+    type Visit<'a> = (i64, i64, Option<&'a str>, i64, &'a [i64], &'a str);
+
+    /// Current visitors and their sources follow the filters, and count a
+    /// visitor by their events in the window, whenever their visit started.
+    #[test]
+    fn current_visitors_are_narrowed_by_filters() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 2).unwrap();
+        let now = 1_700_000_000;
+        let site = {
+            let conn = store.write_connection().unwrap();
+            let site = sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+            // (visit, visitor, source, started, events at these times, on this page)
+            let visits: [Visit<'_>; 4] = [
+                (
+                    1,
+                    10,
+                    Some("Google"),
+                    now - 3_600,
+                    &[now - 3_600, now - 60],
+                    "/a",
+                ),
+                (2, 20, Some("Google"), now - 120, &[now - 120], "/b"),
+                (3, 30, None, now - 100, &[now - 100, now - 50], "/a"),
+                // Left before the window.
+                (4, 40, Some("Google"), now - 900, &[now - 900], "/a"),
+            ];
+            for (id, visitor, source, started, events, path) in visits {
+                conn.execute(
+                    "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at,
+                        entry_page, exit_page, pageviews, events, interactive, is_bounce, source)
+                     VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?6, ?7, ?7, 1, 0, ?8)",
+                    rusqlite::params![
+                        id,
+                        site.id,
+                        visitor,
+                        started,
+                        events[events.len() - 1],
+                        path,
+                        events.len() as i64,
+                        source
+                    ],
+                )
+                .unwrap();
+                for (n, ts) in events.iter().enumerate() {
+                    conn.execute(
+                        "INSERT INTO events (site_id, ts, id, visit_id, visitor_id, name,
+                            hostname, path)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'pageview', 'example.com', ?6)",
+                        rusqlite::params![site.id, ts, id * 10 + n as i64, id, visitor, path],
+                    )
+                    .unwrap();
+                }
+            }
+            site
+        };
+        let reports = SqliteReports::new(store, None, 30);
+        let window = TimeRange {
+            start: now - 300,
+            end: now + 1,
+        };
+        let current = |filters: &[(FilterField, FilterOp, &str)]| {
+            let filters: Vec<Filter> = filters
+                .iter()
+                .map(|(field, op, value)| Filter {
+                    field: field.clone(),
+                    op: *op,
+                    values: vec![Some(value.to_string())],
+                })
+                .collect();
+            let report = reports.open(&site, &filters, now).unwrap();
+            (
+                report.current_visitors(window).unwrap(),
+                report
+                    .current_breakdown(window, VisitColumn::Source, 10)
+                    .unwrap(),
+            )
+        };
+        let google = || Some("Google".to_string());
+        let source = FilterField::Visit(VisitColumn::Source);
+        assert_eq!(current(&[]), (3, vec![(google(), 2), (None, 1)]));
+        assert_eq!(
+            current(&[(source.clone(), FilterOp::Is, "Google")]),
+            (2, vec![(google(), 2)])
+        );
+        assert_eq!(
+            current(&[(source.clone(), FilterOp::IsNot, "Google")]),
+            (1, vec![(None, 1)])
+        );
+        assert_eq!(
+            current(&[(FilterField::Page, FilterOp::Is, "/a")]),
+            (2, vec![(None, 1), (google(), 1)])
+        );
+        assert_eq!(current(&[(source, FilterOp::Is, "Bing")]), (0, vec![]));
+    }
+
+    #[test]
+    fn a_reader_returned_inside_a_transaction_does_not_spoil_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        // One reader, so the report gets the connection left behind.
+        let store = Store::open(dir.path(), 1).unwrap();
+        let site = sites::add_site(
+            &store.write_connection().unwrap(),
+            "example.com",
+            "UTC",
+            false,
+        )
+        .unwrap();
+        {
+            let conn = store.reader().unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+                .unwrap();
+        }
+        // Whoever takes the reader next reads the present, not that instant.
+        sites::add_site(
+            &store.write_connection().unwrap(),
+            "new.example",
+            "UTC",
+            false,
+        )
+        .unwrap();
+        assert!(
+            sites::find_site(&store.reader().unwrap(), "new.example")
+                .unwrap()
+                .is_some()
+        );
+        let reports = SqliteReports::new(store.clone(), None, 30);
+        let now = crate::store::now_unix();
+        let report = reports.open(&site, &[], now).unwrap();
+        let range = TimeRange {
+            start: now - 3600,
+            end: now,
+        };
+        assert_eq!(report.totals(range).unwrap(), Totals::default());
+        drop(report);
+        assert!(store.reader().unwrap().is_autocommit());
     }
 }

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use super::filter::{Sql, filter_sql, glob_of, prop_path};
 use crate::report::model::{
-    BreakdownRow, Dimension, Filter, FilterField, NOT_AN_ACTION, TimeRange, Totals,
+    BreakdownRow, Dimension, Filter, FilterField, NOT_AN_ACTION, TimeRange, Totals, VisitColumn,
 };
 use crate::store::StoreError;
 use crate::store::sites::GoalKind;
@@ -28,8 +28,14 @@ fn is_visit_field(f: &Filter) -> bool {
 
 /// `FROM events e [JOIN visits v] WHERE` the site, range, action and filters.
 fn events_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
+    let join = filters.iter().any(is_visit_field);
+    events_joined(sql, site_id, range, filters, join);
+}
+
+/// [`events_from`], joining `visits v` also when `join` asks for it.
+fn events_joined(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter], join: bool) {
     sql.push(" FROM events e");
-    if filters.iter().any(is_visit_field) {
+    if join {
         sql.push(" JOIN visits v ON v.id = e.visit_id");
     }
     sql.push(" WHERE e.site_id = ").arg(site_id);
@@ -97,6 +103,29 @@ pub fn totals(
         bounces,
         visit_duration_sum,
     })
+}
+
+/// Distinct visitors with a matching event in `range`, by the value of
+/// their visit's `column`, most first (then by value), at most `limit`.
+/// Visit rows trail their first event by about a second, so a visitor
+/// that new is not counted yet.
+pub fn visitors_by_visit(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    column: VisitColumn,
+    filters: &[Filter],
+    limit: i64,
+) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+    let column = column.name();
+    let mut sql = Sql::default();
+    sql.push(&format!("SELECT v.{column}, COUNT(DISTINCT e.visitor_id)"));
+    events_joined(&mut sql, site_id, range, filters, true);
+    sql.push(&format!(" GROUP BY v.{column} ORDER BY 2 DESC, 1 LIMIT "))
+        .arg(limit);
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let rows = stmt.query_map(sql.params(), |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Rows ordered by visitors (then value), `limit` rows after skipping `offset`.

@@ -1,7 +1,9 @@
 //! `RollupQuery`: reports without filters, read from the rollups.
 //!
-//! A range of whole local days is covered by month rows where whole months
-//! fit and day rows elsewhere ([`cover`]); hour rows serve hourly series.
+//! A range of whole local days is covered by month rows for the whole
+//! months inside it, week rows (from Monday) for the whole weeks around
+//! them and day rows for the rest ([`cover`]); hour rows serve hourly
+//! series.
 //! Visits still open are not in the rollups yet, so they are read from
 //! `visits` (few rows, through a partial index) and added. Run every report
 //! in one read transaction, so the rollups and the open visits are the same

@@ -104,12 +104,13 @@ pub(super) fn imported_rows_between(
     )?;
     let rows = stmt.query_map(params![site_id, from, to], |r| {
         let day: String = r.get(0)?;
-        // A code no dimension has is refused, not added to rows no report
-        // reads.
         let code: i64 = r.get(1)?;
-        Ok(ImportedRow {
+        let Some(dim) = Dim::from_code(code) else {
+            return Ok(None);
+        };
+        Ok(Some(ImportedRow {
             day: day.parse().unwrap_or_default(),
-            dim: Dim::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(1, code))?,
+            dim,
             value: r.get(2)?,
             visitors: r.get(3)?,
             visits: r.get(4)?,
@@ -117,9 +118,23 @@ pub(super) fn imported_rows_between(
             events: r.get(6)?,
             bounces: r.get(7)?,
             duration: r.get(8)?,
-        })
+        }))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut kept = Vec::new();
+    for row in rows {
+        match row? {
+            Some(row) => kept.push(row),
+            // Only another version or a hand edit writes a code no
+            // dimension has: no report could read its rows, and failing
+            // here would stop every rebuild of the site (and a start that
+            // rebuilds), so it is left out, once said.
+            None => tracing::warn!(
+                site_id,
+                "an imported row has an unknown dimension; left out"
+            ),
+        }
+    }
+    Ok(kept)
 }
 
 /// Stores aggregates imported from another tool for `site_id` and adds them
@@ -192,4 +207,32 @@ pub fn import_aggregates(
     fold_imported(&tx, site_id, tz, &rows)?;
     tx.commit()?;
     Ok(rows.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn a_row_of_an_unknown_dimension_is_left_out_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        let site = crate::store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        for (dim, value) in [(Dim::Page.code(), "/a"), (99, "?")] {
+            conn.execute(
+                "INSERT INTO imported_rollups (site_id, day, dim, value, visitors, visits,
+                    pageviews, events, bounces, duration)
+                 VALUES (?1, '2024-01-01', ?2, ?3, 1, 1, 1, 0, 0, 0)",
+                params![site.id, dim, value],
+            )
+            .unwrap();
+        }
+        let rows = imported_rows(&conn, site.id).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].dim, rows[0].value.as_str()), (Dim::Page, "/a"));
+        // A full rebuild of the site goes through as well.
+        super::super::rebuild(&conn, site.id, 1_704_153_600).unwrap();
+    }
 }
