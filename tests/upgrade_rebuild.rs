@@ -131,7 +131,7 @@ fn an_upgrade_rebuilds_the_rollups_while_events_are_stored() {
         )
         .unwrap();
 
-    // Not `Env::start`, which waits for the rebuild.
+    // Not `Env::start`, which asserts that nothing is rebuilding.
     let server = Server::start(&env.config());
     // Listening, and the rebuild has only begun.
     assert_eq!(rebuilding(&server), 1);
@@ -211,4 +211,33 @@ fn an_upgrade_rebuilds_the_rollups_while_events_are_stored() {
         .map(|row| row["pageviews"].as_i64().unwrap())
         .sum();
     assert_eq!(live, sent);
+}
+
+/// A new data directory the CLI writes before the first start (a site, an
+/// import) has nothing to rebuild: the first migrations' request goes with
+/// them, and the first start rebuilds nothing.
+#[test]
+fn a_new_data_dir_imported_before_its_first_start_rebuilds_nothing() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/goatcounter-export.csv"
+    );
+    let out = env.tally(&[
+        "import",
+        "--format",
+        "goatcounter-csv",
+        "--site",
+        "example.com",
+        fixture,
+    ]);
+    assert!(out.contains("Imported 5 events"), "{out}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM meta WHERE key = 'rollups_rebuild'"),
+        0
+    );
+    let server = Server::start(&env.config());
+    assert_eq!(rebuilding(&server), 0);
+    assert_eq!(env.count("SELECT COUNT(*) FROM rollup_rebuilds"), 0);
 }

@@ -66,6 +66,13 @@ pub fn run(conn: &mut Connection) -> Result<(), StoreError> {
     conn.remove_function("tally_token_hash", 1)?;
     conn.pragma_update(None, "secure_delete", false)?;
     applied?;
+    if current == 0 {
+        // A new database: the migrations that ask for a rollup rebuild (3
+        // and 4) ask it of rows a new database does not have. Left, the
+        // request would rebuild whatever the CLI writes before the first
+        // start (sites, an import) in the background of that start.
+        conn.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
+    }
     // The replaced pages stay in the main file until a checkpoint copies
     // the new ones over them. A reader of another process may hold it back;
     // then the next checkpoint of the server finishes the job.
