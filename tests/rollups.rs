@@ -86,10 +86,10 @@ fn rebuilt_rollups_equal_the_maintained_ones() {
              INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all');",
         )
         .unwrap();
-    // Rebuilt in the background, while the server listens (`start` waits
-    // for it); the ended visits a migration left unrolled are rolled once
+    // Rebuilt in the background, while the server listens (`start_rebuilding`
+    // waits for it); the ended visits a migration left unrolled are rolled once
     // it is done (reports count them from `visits` meanwhile).
-    let s = env.start();
+    let s = env.start_rebuilding();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while env.count(
         "SELECT COUNT(*) FROM visits

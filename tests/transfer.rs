@@ -293,7 +293,7 @@ fn plausible_export_imports_as_daily_aggregates_that_survive_a_rebuild() {
             [],
         )
         .unwrap();
-    let s = env.start();
+    let s = env.start_rebuilding();
     assert_eq!(
         env.count("SELECT COUNT(*) FROM meta WHERE key = 'rollups_rebuild'"),
         0
