@@ -4,6 +4,7 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
+use rusqlite::TransactionBehavior;
 
 use crate::config::Settings;
 use crate::keys;
@@ -65,7 +66,13 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
                 }
             }
             let mut conn = store.write_connection()?;
-            let tx = conn.transaction()?;
+            // Each transaction here reads, then writes, beside a server that
+            // may be committing: begun IMMEDIATE, it takes the write lock
+            // first and waits for it (the busy timeout). A deferred one
+            // would fail with "database is locked" when its read turned into
+            // a write while the server held the lock, which SQLite does not
+            // wait for.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             sites::remove_site(&tx, &domain)?;
             tx.commit()?;
             // Its rows go in batches, each a short transaction, so a server
@@ -73,7 +80,7 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
             let now = crate::store::now_unix();
             let mut rows = 0;
             loop {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let n = removed::delete_batch(&tx, now, removed::BATCH)?;
                 tx.commit()?;
                 rows += n;

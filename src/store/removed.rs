@@ -71,7 +71,9 @@ const TABLES: &[(&str, &str)] = &[
 /// Deletes up to `limit` rows of removed sites, in the caller's transaction,
 /// and forgets the sites removed before `now - KEEP_ENTRY_SECS` that have
 /// none left. Returns the rows deleted: fewer than `limit` means none are
-/// left.
+/// left. It reads, then writes: beside another process's writer, the
+/// transaction must be begun IMMEDIATE (the writer's are), or its upgrade to
+/// a write fails with "database is locked" instead of waiting.
 pub fn delete_batch(conn: &Connection, now: i64, limit: u64) -> Result<u64, StoreError> {
     let removed: Vec<(i64, i64)> = conn
         .prepare_cached("SELECT site_id, removed_at FROM removed_sites ORDER BY site_id")?
