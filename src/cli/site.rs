@@ -81,10 +81,10 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
             let mut rows = 0;
             loop {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let n = removed::delete_batch(&tx, now, removed::BATCH)?;
+                let done = removed::delete_batch(&tx, now, removed::BATCH)?;
                 tx.commit()?;
-                rows += n;
-                if n < removed::BATCH {
+                rows += done.rows;
+                if !done.more {
                     break;
                 }
             }
