@@ -19,9 +19,9 @@ UPDATE sqlite_schema
  WHERE type = 'table' AND name = 'imported_rollups';
 PRAGMA writable_schema = RESET;
 
--- Sites removed whose rows may not all be deleted yet. An entry stays a
--- while after the last row went: events accepted just before the removal
--- may still land.
+-- Sites removed, whose rows the passes delete. An entry is kept for good:
+-- rows may still land after the last went (events accepted just before the
+-- removal, a journal replayed at a later start).
 CREATE TABLE removed_sites (
     site_id     INTEGER PRIMARY KEY,
     removed_at  INTEGER NOT NULL

@@ -85,7 +85,7 @@ pub async fn retention_pass(
         // Rows of removed sites that a removal's own pass left (a stop
         // before it was done, a removal by `tally site remove` beside the
         // server, events that were still on their way).
-        let removed_sites = crate::store::removed::purge(writer, now).await?;
+        let removed_sites = crate::store::removed::purge(writer).await?;
         Ok(retention::Removed {
             events: raw.events,
             visits: raw.visits,

@@ -77,11 +77,10 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
             tx.commit()?;
             // Its rows go in batches, each a short transaction, so a server
             // running beside this keeps committing events between them.
-            let now = crate::store::now_unix();
             let mut rows = 0;
             loop {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let done = removed::delete_batch(&tx, now, removed::BATCH)?;
+                let done = removed::delete_batch(&tx, removed::BATCH)?;
                 tx.commit()?;
                 rows += done.rows;
                 if !done.more {

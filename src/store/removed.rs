@@ -13,10 +13,11 @@
 //! Meanwhile nothing counts them: reports go by the id of an existing site,
 //! and every pass over all sites (retention, crash recovery, rolling ended
 //! visits, the rollup feed's flush, visits restored at start) takes only
-//! sites in `sites`. Rows may still arrive for a few seconds after the
-//! removal (events accepted before ingest's site directory noticed, their
-//! visit snapshots), so an entry stays until its site has had no rows for
-//! [`KEEP_ENTRY_SECS`].
+//! sites in `sites`. Rows may still arrive after the removal: for a few
+//! seconds (events accepted before ingest's site directory noticed, their
+//! visit snapshots), or at any later start (events a journal replays). So
+//! an entry of `removed_sites` is never forgotten: it is a few bytes, and
+//! each pass costs one seek per table and removed site.
 
 use std::time::Duration;
 
@@ -27,12 +28,6 @@ use super::{EventWriter, StoreError, WriteError};
 /// Rows deleted per transaction, every table together (of sketches, at
 /// most [`SKETCH_BATCH`]).
 pub const BATCH: u64 = 2000;
-
-/// An entry of `removed_sites` is kept this long after the removal: far
-/// longer than anything of the site can still be on its way (ingest's site
-/// directory keeps a found site 10 seconds; visit snapshots and the rollup
-/// feed follow within a second or two).
-pub const KEEP_ENTRY_SECS: i64 = 3600;
 
 /// After the pass that follows a removal, another this much later deletes
 /// what was still on its way.
@@ -75,18 +70,16 @@ const TABLES: &[(&str, &str, u64)] = &[
 ];
 
 /// Deletes up to `limit` rows of removed sites, in the caller's transaction,
-/// and forgets the sites removed before `now - KEEP_ENTRY_SECS` that have
-/// none left. Returns the rows deleted: fewer than `limit` means none are
-/// left. It reads, then writes: beside another process's writer, the
+/// and says whether any may be left. It reads, then writes: beside another process's writer, the
 /// transaction must be begun IMMEDIATE (the writer's are), or its upgrade to
 /// a write fails with "database is locked" instead of waiting.
-pub fn delete_batch(conn: &Connection, now: i64, limit: u64) -> Result<Batch, StoreError> {
-    let removed: Vec<(i64, i64)> = conn
-        .prepare_cached("SELECT site_id, removed_at FROM removed_sites ORDER BY site_id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+pub fn delete_batch(conn: &Connection, limit: u64) -> Result<Batch, StoreError> {
+    let removed: Vec<i64> = conn
+        .prepare_cached("SELECT site_id FROM removed_sites ORDER BY site_id")?
+        .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut left = limit;
-    for (site_id, removed_at) in removed {
+    for site_id in removed {
         for (_, sql, most) in TABLES {
             if left == 0 {
                 return Ok(Batch {
@@ -107,11 +100,6 @@ pub fn delete_batch(conn: &Connection, now: i64, limit: u64) -> Result<Batch, St
                     more: true,
                 });
             }
-        }
-        if left > 0 && removed_at <= now - KEEP_ENTRY_SECS {
-            // Nothing of it left, and nothing can arrive any more.
-            conn.prepare_cached("DELETE FROM removed_sites WHERE site_id = ?1")?
-                .execute([site_id])?;
         }
     }
     Ok(Batch {
@@ -135,12 +123,10 @@ pub const SKETCH_BATCH: u64 = 128;
 
 /// Deletes every row of removed sites, [`BATCH`] per writer transaction.
 /// Returns the rows deleted.
-pub async fn purge(writer: &EventWriter, now: i64) -> Result<u64, WriteError> {
+pub async fn purge(writer: &EventWriter) -> Result<u64, WriteError> {
     let mut total = 0;
     loop {
-        let done = writer
-            .run_for(move |tx| delete_batch(tx, now, BATCH))
-            .await?;
+        let done = writer.run_for(move |tx| delete_batch(tx, BATCH)).await?;
         total += done.rows;
         if !done.more {
             if total > 0 {
@@ -158,7 +144,7 @@ pub async fn purge_after_removal(writer: EventWriter) {
         if pass > 0 {
             tokio::time::sleep(LATE_ROWS_WITHIN).await;
         }
-        if let Err(e) = purge(&writer, super::now_unix()).await {
+        if let Err(e) = purge(&writer).await {
             tracing::error!(error = %e, "deleting a removed site's rows failed; the retention pass retries");
             return;
         }
@@ -261,12 +247,11 @@ mod tests {
         assert!(sites::find_site(&conn, "big.example").unwrap().is_none());
         assert_eq!(rows_of(&conn, big), before);
 
-        let now = crate::store::now_unix();
         let mut batches = Vec::new();
         loop {
             let tx = conn.transaction().unwrap();
             let sketches_before = rows_in(&tx, "rollup_sketches", big);
-            let done = delete_batch(&tx, now, BATCH).unwrap();
+            let done = delete_batch(&tx, BATCH).unwrap();
             let sketches = sketches_before - rows_in(&tx, "rollup_sketches", big);
             tx.commit().unwrap();
             batches.push((done.rows, sketches));
@@ -289,5 +274,36 @@ mod tests {
         // And its id is never given again.
         let again = sites::add_site(&conn, "big.example", "UTC", false).unwrap();
         assert!(again.id > small);
+    }
+
+    /// Rows of a site removed long ago (events a journal replays at a later
+    /// start) are deleted by the next pass: the entry is never forgotten.
+    #[test]
+    fn late_rows_of_a_site_removed_long_ago_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, big, _) = two_sites(&dir, 10);
+        let tx = conn.transaction().unwrap();
+        sites::remove_site(&tx, "big.example").unwrap();
+        tx.commit().unwrap();
+        assert!(!delete_batch(&conn, BATCH).unwrap().more);
+        assert_eq!(rows_of(&conn, big), 0);
+        // The entry stays, however late rows arrive (events a journal
+        // replays at a later start): they are deleted all the same.
+        let entries = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM removed_sites", [], |r| r.get(0))
+                .unwrap()
+        };
+        for id in [1, 2] {
+            conn.execute(
+                "INSERT INTO events (site_id, ts, id, visitor_id, visit_id, name, hostname, path)
+                 VALUES (?1, 5000, ?2, 1, 1, 'pageview', 'h', '/late')",
+                params![big, id],
+            )
+            .unwrap();
+            let done = delete_batch(&conn, BATCH).unwrap();
+            assert_eq!((done.rows, done.more), (1, false));
+            assert_eq!(entries(&conn), 1);
+            assert_eq!(rows_of(&conn, big), 0);
+        }
     }
 }
