@@ -9,7 +9,8 @@
 -- so their stored definitions are edited in place, SQLite's documented way
 -- to drop a FOREIGN KEY constraint without copying a table. The table
 -- created below changes the schema version, so every connection reads the
--- edited definitions again.
+-- edited definitions again. `store::migrate` checks afterwards that the
+-- three tables have no foreign key left, and fails the migration otherwise.
 PRAGMA writable_schema = ON;
 UPDATE sqlite_schema
    SET sql = replace(sql, ' REFERENCES sites(id) ON DELETE CASCADE', '')

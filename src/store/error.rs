@@ -24,6 +24,8 @@ pub enum StoreError {
         version: i64,
         source: rusqlite::Error,
     },
+    #[error("migration {version} was not applied: {detail}")]
+    MigrationCheck { version: i64, detail: String },
     #[error("event journal {path}: {source}")]
     Journal {
         path: String,

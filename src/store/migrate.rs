@@ -88,8 +88,36 @@ fn apply(conn: &mut Connection, current: i64) -> Result<(), StoreError> {
         tx.execute_batch(sql)
             .and_then(|_| tx.pragma_update(None, "user_version", version))
             .map_err(|source| StoreError::Migration { version, source })?;
+        check(&tx, version)?;
         tx.commit()?;
         tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// What a migration must have left, where its SQL alone cannot say so.
+/// An error rolls the migration back.
+fn check(conn: &Connection, version: i64) -> Result<(), StoreError> {
+    if version == 12 {
+        // 12 edits the stored definitions by text: a definition written
+        // otherwise (by hand, by another tool) would keep its cascade, and a
+        // site's removal would delete all its rows in one transaction.
+        for table in ["events", "visits", "imported_rollups"] {
+            let keys: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_foreign_key_list(?1)",
+                [table],
+                |r| r.get(0),
+            )?;
+            if keys > 0 {
+                return Err(StoreError::MigrationCheck {
+                    version,
+                    detail: format!(
+                        "table {table} still has a foreign key to sites; its definition \
+                         differs from the one this version wrote (see `.schema {table}`)"
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -129,6 +157,57 @@ mod tests {
         assert_eq!(role, "owner");
         // The function served the conversion only.
         assert!(conn.execute_batch("SELECT tally_token_hash('x')").is_err());
+    }
+
+    /// Migration 12 drops the cascades of the bulky tables by editing their
+    /// stored definitions: a migrated database has no foreign keys on them,
+    /// and a definition the edit does not match fails the migration with a
+    /// clear error and changes nothing.
+    #[test]
+    fn version_12_leaves_no_foreign_keys_on_the_bulky_tables() {
+        let fks = |conn: &Connection, table: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM pragma_foreign_key_list(?1)",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::run(&mut conn).unwrap();
+        for table in ["events", "visits", "imported_rollups"] {
+            assert_eq!(fks(&conn, table), 0, "{table}");
+        }
+
+        // Written otherwise than the edit expects (here: another space).
+        let mut conn = Connection::open_in_memory().unwrap();
+        // Migration 9 hashes share tokens with a function `run` provides.
+        conn.create_scalar_function("tally_token_hash", 1, Default::default(), |_| Ok(""))
+            .unwrap();
+        for (_, sql) in &super::MIGRATIONS[..11] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.remove_function("tally_token_hash", 1).unwrap();
+        conn.pragma_update(None, "user_version", 11).unwrap();
+        conn.execute_batch(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_schema
+                SET sql = replace(sql, 'REFERENCES sites(id)', 'REFERENCES sites (id)')
+              WHERE name = 'visits';
+             PRAGMA writable_schema = RESET;",
+        )
+        .unwrap();
+        assert_eq!(fks(&conn, "visits"), 1);
+        let err = super::run(&mut conn).unwrap_err().to_string();
+        assert!(
+            err.contains("migration 12") && err.contains("visits"),
+            "{err}"
+        );
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 11);
+        assert_eq!(fks(&conn, "visits"), 1);
     }
 
     /// Every file in `migrations/` is applied, in the order of its number.
