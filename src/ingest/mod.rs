@@ -504,15 +504,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_refused_event_leaves_its_visit_as_it_was() {
+    /// A journaled ingestor with room for `queue_capacity` submissions,
+    /// on a new store with example.com, as a server starts it (nothing
+    /// follows its writer here).
+    struct Started {
+        _data: tempfile::TempDir,
+        store: Store,
+        site: store::sites::Site,
+        ingestor: Ingestor,
+        writer: WriterHandle,
+        now: i64,
+    }
+
+    fn started(queue_capacity: usize) -> Started {
         let data = tempfile::tempdir().unwrap();
         let store = Store::open(data.path(), 1).unwrap();
         let conn = store.write_connection().unwrap();
         let site = store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
         let now = store::now_unix();
         let options = IngestOptions {
-            queue_capacity: 1,
+            queue_capacity,
             respect_opt_out: false,
             recover_visits: true,
             journal: true,
@@ -526,6 +537,26 @@ mod tests {
             Arc::new(store::NoFollower),
         )
         .unwrap();
+        Started {
+            _data: data,
+            store,
+            site,
+            ingestor,
+            writer,
+            now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_leaves_its_visit_as_it_was() {
+        let Started {
+            _data,
+            store,
+            site,
+            ingestor,
+            writer,
+            now,
+        } = started(1);
         let stored = ingestor
             .ingest(pageview("/a"), from("192.0.2.1", now))
             .await;
@@ -573,26 +604,13 @@ mod tests {
 
     #[tokio::test]
     async fn events_are_refused_once_the_writer_has_stopped() {
-        let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path(), 1).unwrap();
-        let conn = store.write_connection().unwrap();
-        store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
-        let now = store::now_unix();
-        let options = IngestOptions {
-            queue_capacity: 64,
-            respect_opt_out: false,
-            recover_visits: true,
-            journal: true,
-        };
-        let (ingestor, handle) = Ingestor::start(
-            store.clone(),
-            conn,
-            GeoLookup::disabled(),
-            options,
+        let Started {
+            _data,
+            ingestor,
+            writer: handle,
             now,
-            Arc::new(store::NoFollower),
-        )
-        .unwrap();
+            ..
+        } = started(64);
         let meta = RequestMeta {
             ip: "192.0.2.1".parse().unwrap(),
             user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
