@@ -204,7 +204,7 @@ pub fn change_timezone(
     if current == change.timezone {
         return Ok(false);
     }
-    start(conn, change, &current)?;
+    start(conn, change, &current, false)?;
     sites::set_timezone(conn, site_id, &change.timezone)?;
     // Last, once nothing here can fail: applied when this commits.
     feed.stage(Staged::Reset {
@@ -220,7 +220,8 @@ pub fn change_timezone(
 /// connection before the writer (so before anything listens), once the
 /// journal is in `events`. Each site starts a rebuild as if its timezone
 /// changed to itself, with the newest event stored as the cutoff: the live
-/// feed folds every later event, the steps everything up to it. The request
+/// feed folds every later event, the steps everything up to it. Rows older
+/// than the raw events go too (see `start`'s `whole`). The request
 /// is cleared in the same transaction. Returns the sites to rebuild.
 ///
 /// The recovery mark moves to the cutoff too: every event up to it is a
@@ -276,7 +277,7 @@ pub fn start_asked(
             raw_from,
             cutoff,
         };
-        start(&tx, &change, timezone)?;
+        start(&tx, &change, timezone, true)?;
     }
     tx.execute("DELETE FROM meta WHERE key = 'rollups_rebuild'", [])?;
     apply::set_through(&tx, cutoff)?;
@@ -288,7 +289,12 @@ pub fn start_asked(
 /// `change.timezone`; the site's timezone is `current` until the caller
 /// sets the new one. The feed learns of it from the caller: staged by a
 /// writer job, read from `rollup_rebuilds` at start.
-fn start(conn: &Connection, change: &Change, current: &str) -> Result<(), StoreError> {
+///
+/// `whole` drops the rows older than the raw events too, as a migration's
+/// rebuild must: they are in the format before it (a migration that adds
+/// week rows, or a column, cannot fill them in for days whose events are
+/// gone), and a report reading them would silently miss what they lack.
+fn start(conn: &Connection, change: &Change, current: &str, whole: bool) -> Result<(), StoreError> {
     let site_id = change.site_id;
     // A change during a rebuild keeps the rows the first one kept: they are
     // still cut in the timezone before it.
@@ -306,6 +312,7 @@ fn start(conn: &Connection, change: &Change, current: &str) -> Result<(), StoreE
             (current.to_string(), kept)
         }
     };
+    let kept_before = if whole { None } else { kept_before };
     let kept = Kept::new(calendar::zone(&old), kept_before);
     // The rows the feed adds to from now on go at once; older ones in steps.
     let dims = dims();

@@ -192,3 +192,54 @@ fn kept_rows_end_at_the_old_timezone_boundaries() {
     assert_eq!(kept.grains_at(START + 41 * DAY), 0b0011);
     assert_eq!(Kept::new(Tz::UTC, None).grains_at(0), apply::ALL_GRAINS);
 }
+
+/// A migration's rebuild (`start_asked`) rebuilds whole: rows older than
+/// the raw events are in the format before the migration (no week rows,
+/// no visitors column, as migration 4 left them) and cannot be completed,
+/// so they go, as the blocking rebuild of earlier versions dropped them.
+/// Everything the raw events hold is rebuilt, in the site's own timezone.
+#[test]
+fn a_migration_rebuild_drops_the_rows_older_than_the_raw_events() {
+    let days = 30;
+    let (_dir, store) = site_with_traffic(days, 48);
+    let conn = store.write_connection().unwrap();
+    let trimmed = START + 10 * DAY;
+    conn.execute("DELETE FROM events WHERE ts < ?1", [trimmed])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('raw_trimmed_before', ?1)",
+        [trimmed],
+    )
+    .unwrap();
+    // An old row's format: week rows of the kept days are missing.
+    conn.execute(
+        "DELETE FROM rollups WHERE grain = ?1 AND bucket < ?2",
+        params![Grain::Week.code(), trimmed],
+    )
+    .unwrap();
+    assert_eq!(kept_from(&conn, 1, Tz::UTC, START).unwrap(), Some(trimmed));
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
+        [],
+    )
+    .unwrap();
+    let now = START + days * DAY + 3600;
+    assert_eq!(start_asked(&conn, now, START, true).unwrap(), 1);
+    steps(&conn, 100);
+    assert_eq!(in_progress(&conn).unwrap(), vec![]);
+
+    let stored: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    for grain in Grain::ALL {
+        let rows = rows(&conn, grain);
+        assert_eq!(
+            rows.iter().map(|r| r.1).sum::<i64>(),
+            stored,
+            "{grain:?}: the raw events, each once"
+        );
+        // Nothing before the bucket of the first kept event.
+        let first = rows.first().map(|r| r.0).unwrap();
+        assert_eq!(first, bucket_start(Tz::UTC, grain, trimmed), "{grain:?}");
+    }
+}
