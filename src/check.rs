@@ -377,6 +377,15 @@ fn database_lines(
             ));
         }
     }
+    s.push(check(
+        inv.removed_rows == 0,
+        "removed sites: none of their events or visits left",
+        format!(
+            "{} events and visits of removed sites remain; start the server (it deletes them \
+             in batches)",
+            inv.removed_rows
+        ),
+    ));
     let today = now.div_euclid(DAY);
     let stale: Vec<i64> = inv
         .salt_days

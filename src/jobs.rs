@@ -60,6 +60,11 @@ pub async fn retention_pass(
     stats: &RetentionStats,
 ) -> Result<retention::Removed, WriteError> {
     let result = async {
+        // Rows of removed sites that a removal's own pass left (a stop
+        // before it was done, a removal by `tally site remove` beside the
+        // server, events that were still on their way). First, so that
+        // an error in a later step does not keep them another hour.
+        let removed_sites = crate::store::removed::purge(writer).await?;
         let raw = retention::trim_raw(
             writer,
             now - i64::from(policy.raw_events_days) * SECONDS_PER_DAY,
@@ -82,10 +87,6 @@ pub async fn retention_pass(
         .await?;
         stats.removed.add("summaries", summaries);
         stats.removed.add("rollups", imported);
-        // Rows of removed sites that a removal's own pass left (a stop
-        // before it was done, a removal by `tally site remove` beside the
-        // server, events that were still on their way).
-        let removed_sites = crate::store::removed::purge(writer).await?;
         Ok(retention::Removed {
             events: raw.events,
             visits: raw.visits,

@@ -58,9 +58,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
 
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.
-    let feed = Arc::new(RollupFeed::keeping_raw_events(
-        settings.raw.retention.raw_events_days,
-    ));
+    let feed = Arc::new(RollupFeed::default());
     let now = now_unix();
     let (ingestor, writer) = Ingestor::start(
         store.clone(),

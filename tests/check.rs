@@ -100,6 +100,56 @@ fn stale_data_salts_and_identifier_columns_fail() {
     );
 }
 
+/// A site removed while the server was stopped (`tally site remove` was
+/// cut short, say) leaves rows that the server's batches would delete: the
+/// report says so, and passes once they are gone.
+#[test]
+fn rows_of_removed_sites_fail_until_deleted() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_site("gone.example");
+    let s = env.start();
+    for domain in ["example.com", "gone.example"] {
+        let event =
+            serde_json::json!({"n": "pageview", "u": format!("https://{domain}/"), "d": domain});
+        assert_eq!(s.event(&event.to_string(), CHROME).status, 202);
+    }
+    drop(s);
+    // What a removal leaves before its batches: the site row gone, the
+    // entry that marks its rows for deletion, the rows.
+    env.db()
+        .execute_batch(
+            "INSERT INTO removed_sites (site_id, removed_at)
+                 SELECT id, unixepoch() FROM sites WHERE domain = 'gone.example';
+             DELETE FROM sites WHERE domain = 'gone.example';",
+        )
+        .unwrap();
+    let (code, text) = check(&env);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("FAIL 2 events and visits of removed sites remain"),
+        "{text}"
+    );
+    // The server's first retention pass, at start, deletes them.
+    let s = env.start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.count(
+        "SELECT (SELECT COUNT(*) FROM events WHERE site_id NOT IN (SELECT id FROM sites))
+              + (SELECT COUNT(*) FROM visits WHERE site_id NOT IN (SELECT id FROM sites))",
+    ) > 0
+    {
+        assert!(std::time::Instant::now() < deadline, "not deleted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(s);
+    let (code, text) = check(&env);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("removed sites: none of their events or visits left"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_bad_config_exits_2() {
     let env = Env::new("[retention]\nraw_events_days = 0\n");

@@ -158,6 +158,7 @@ fn removing_a_large_site_deletes_its_rows_in_batches_behind_ingest() {
     std::thread::sleep(Duration::from_secs(2));
     server.settle();
     assert_eq!(pageviews(&server, &key, "big.example"), (0, 0));
+    assert_eq!(rows_of(&env, big), 0, "the old site's rows, late ones too");
     drop(c);
     assert_eq!(server.terminate(), 0);
 }

@@ -58,7 +58,9 @@ pub(super) fn import(
         bail!(UsageError(format!("no site {domain}: add it first")));
     };
     let refused = |e: store::transfer::ImportError| match e {
-        store::transfer::ImportError::Overlap(_) => anyhow::Error::new(UsageError(e.to_string())),
+        store::transfer::ImportError::Overlap(_) | store::transfer::ImportError::Rebuilding => {
+            anyhow::Error::new(UsageError(e.to_string()))
+        }
         other => other.into(),
     };
     let mut conn = store.write_connection()?;

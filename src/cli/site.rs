@@ -77,8 +77,12 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
             tx.commit()?;
             // Its rows go in batches, each a short transaction, so a server
             // running beside this keeps committing events between them.
+            // After each, a pause as long as the batch took: the server's
+            // writer, waiting in its busy handler, would otherwise rarely
+            // find the lock free before the next batch took it again.
             let mut rows = 0;
             loop {
+                let started = std::time::Instant::now();
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let done = removed::delete_batch(&tx, removed::BATCH)?;
                 tx.commit()?;
@@ -86,6 +90,7 @@ pub(super) fn site(cmd: SiteCommand, settings: &Settings) -> anyhow::Result<()> 
                 if !done.more {
                     break;
                 }
+                std::thread::sleep(started.elapsed().max(std::time::Duration::from_millis(10)));
             }
             println!("Removed {domain} ({rows} rows of its data deleted)");
         }

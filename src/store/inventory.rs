@@ -17,6 +17,9 @@ pub struct Inventory {
     pub sites: Vec<(String, bool)>,
     pub events: i64,
     pub visits: i64,
+    /// Events and visits of removed sites not deleted yet (the server
+    /// deletes them in batches after a removal).
+    pub removed_rows: i64,
     /// Unix seconds of the oldest event and visit start.
     pub oldest_event: Option<i64>,
     pub oldest_visit: Option<i64>,
@@ -76,6 +79,17 @@ pub fn read(path: &Path) -> Result<Option<Inventory>, StoreError> {
         sites,
         events: one("SELECT COUNT(*) FROM events")?.unwrap_or(0),
         visits: one("SELECT COUNT(*) FROM visits")?.unwrap_or(0),
+        removed_rows: if one("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'removed_sites'")?
+            == Some(1)
+        {
+            one(
+                "SELECT (SELECT COUNT(*) FROM events WHERE site_id IN (SELECT site_id FROM removed_sites))
+                      + (SELECT COUNT(*) FROM visits WHERE site_id IN (SELECT site_id FROM removed_sites))",
+            )?
+            .unwrap_or(0)
+        } else {
+            0
+        },
         // Per site, so the (site_id, ts) key answers without a scan.
         oldest_event: one(
             "SELECT MIN((SELECT MIN(ts) FROM events WHERE site_id = s.id)) FROM sites AS s",

@@ -124,6 +124,13 @@ pub enum ImportError {
          export only what came before"
     )]
     Overlap(i64),
+    /// Imported aggregates are added to the rollups at once, and a rebuild
+    /// under way would add them again when it reaches them.
+    #[error(
+        "the site's rollups are being rebuilt (after an upgrade or a timezone change); start \
+         the server, wait until /api/health shows no rebuilding site, stop it and import again"
+    )]
+    Rebuilding,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -37,7 +37,7 @@ impl CommitFollower for RollupFeed {
         // Only the server runs rebuilds: it starts the one a migration
         // asked for, to run in the background (a full rebuild here would
         // keep it from listening for minutes on a large database).
-        let sites = timezone::start_asked(conn, now, self.raw_from(now), owner)?;
+        let sites = timezone::start_asked(conn, now, owner)?;
         if sites > 0 {
             tracing::info!(
                 sites,
@@ -220,12 +220,19 @@ impl Follower {
                 continue;
             }
             let feed = self.feed.clone();
+            let started = std::time::Instant::now();
             match self
                 .writer
                 .run_for(move |tx| timezone::step(tx, &feed))
                 .await
             {
-                Ok(true) => tokio::task::yield_now().await,
+                // Then a pause as long as the step: the writer is the
+                // rebuild's at most half the time, the rest is for commits,
+                // ended visits and the reports waiting on a writer job.
+                Ok(true) => {
+                    let took = started.elapsed().min(std::time::Duration::from_secs(1));
+                    tokio::time::sleep(took).await;
+                }
                 Ok(false) => {
                     // The database has none left (a site was removed).
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;

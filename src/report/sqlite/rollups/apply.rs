@@ -280,8 +280,13 @@ pub(super) fn roll_some_visits(
 ) -> Result<usize, StoreError> {
     let visits = crate::store::sites::visits_where(
         conn,
-        "rolled = 0 AND last_seen_at < ?1 AND site_id IN (SELECT id FROM sites)
-           AND site_id NOT IN (SELECT site_id FROM rollup_rebuilds) LIMIT ?2",
+        // The eligible sites drive the search of the index of unrolled
+        // visits: the visits of a site being rebuilt (after an upgrade, all
+        // of them) are not walked past at every pass.
+        "rolled = 0 AND last_seen_at < ?1
+           AND site_id IN (SELECT id FROM sites
+                           WHERE id NOT IN (SELECT site_id FROM rollup_rebuilds))
+         LIMIT ?2",
         params![ended_before, limit as i64],
     )?;
     if visits.is_empty() {

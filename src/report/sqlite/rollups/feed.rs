@@ -33,9 +33,6 @@ pub struct RollupFeed {
     /// Events handed over, and events whose rollup changes are committed.
     handed: AtomicU64,
     pub(super) folded: AtomicU64,
-    /// How long raw events are kept, when known (the server's setting): a
-    /// rebuild keeps the rollup rows older than that as they are.
-    raw_events_days: Option<u32>,
 }
 
 #[derive(Default)]
@@ -85,22 +82,6 @@ pub struct FedEvents {
 }
 
 impl RollupFeed {
-    /// A feed for the server, which keeps raw events `raw_events_days`.
-    pub fn keeping_raw_events(raw_events_days: u32) -> RollupFeed {
-        RollupFeed {
-            raw_events_days: Some(raw_events_days),
-            ..RollupFeed::default()
-        }
-    }
-
-    /// From when raw events are complete as of `now`, as far as the
-    /// settings tell (retention's own mark is read beside it); the epoch
-    /// when they do not.
-    pub fn raw_from(&self, now: i64) -> i64 {
-        self.raw_events_days
-            .map_or(0, |days| now - i64::from(days) * 86_400)
-    }
-
     /// Called by the writer after each commit, in commit order; `conn`
     /// answers the timezone of a site not seen yet.
     pub(in crate::report::sqlite) fn push(

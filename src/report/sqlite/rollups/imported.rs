@@ -171,6 +171,12 @@ pub fn import_aggregates(
         return Ok(0);
     };
     let tx = conn.transaction()?;
+    let rebuilding = tx
+        .prepare("SELECT 1 FROM rollup_rebuilds WHERE site_id = ?1")?
+        .exists([site_id])?;
+    if rebuilding {
+        return Err(ImportError::Rebuilding);
+    }
     let tz: String = tx.query_row("SELECT timezone FROM sites WHERE id = ?1", [site_id], |r| {
         r.get(0)
     })?;
@@ -234,5 +240,45 @@ mod tests {
         assert_eq!((rows[0].dim, rows[0].value.as_str()), (Dim::Page, "/a"));
         // A full rebuild of the site goes through as well.
         super::super::rebuild(&conn, site.id, 1_704_153_600).unwrap();
+    }
+
+    /// A rebuild under way would fold imported rows again when it reaches
+    /// them: an import then is refused and writes nothing.
+    #[test]
+    fn aggregates_are_not_imported_while_the_site_is_rebuilding() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1).unwrap();
+        let mut conn = store.write_connection().unwrap();
+        let site = crate::store::sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+        let row = ImportedRow {
+            day: chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            dim: Dim::Totals,
+            value: String::new(),
+            visitors: 10,
+            visits: 10,
+            pageviews: 100,
+            events: 0,
+            bounces: 5,
+            duration: 60,
+        };
+        conn.execute(
+            "INSERT INTO rollup_rebuilds (site_id, old_timezone, cutoff, changed_at)
+             VALUES (?1, 'UTC', 1, 1)",
+            [site.id],
+        )
+        .unwrap();
+        let err = import_aggregates(&mut conn, site.id, vec![row.clone()]).unwrap_err();
+        assert!(matches!(err, ImportError::Rebuilding), "{err}");
+        let stored: i64 = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM imported_rollups) + (SELECT COUNT(*) FROM rollups)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, 0);
+        // Once the rebuild is done, the same import goes through.
+        conn.execute("DELETE FROM rollup_rebuilds", []).unwrap();
+        assert_eq!(import_aggregates(&mut conn, site.id, vec![row]).unwrap(), 1);
     }
 }

@@ -231,12 +231,7 @@ pub fn change_timezone(
 /// A database with nothing to rebuild from or of (a new one: the first
 /// migrations ask too) only has the request cleared, by any process; other
 /// requests are left to the server (`owner`), which runs the rebuilds.
-pub fn start_asked(
-    conn: &Connection,
-    now: i64,
-    raw_from: i64,
-    owner: bool,
-) -> Result<usize, StoreError> {
+pub fn start_asked(conn: &Connection, now: i64, owner: bool) -> Result<usize, StoreError> {
     let asked = conn
         .prepare("SELECT 1 FROM meta WHERE key = 'rollups_rebuild'")?
         .exists([])?;
@@ -274,7 +269,8 @@ pub fn start_asked(
             site_id: *site_id,
             timezone: timezone.clone(),
             now,
-            raw_from,
+            // Nothing older is kept (`whole`).
+            raw_from: i64::MAX,
             cutoff,
         };
         start(&tx, &change, timezone, true)?;
@@ -307,6 +303,7 @@ fn start(conn: &Connection, change: &Change, current: &str, whole: bool) -> Resu
         .optional()?;
     let (old, kept_before) = match running {
         Some(running) => running,
+        None if whole => (current.to_string(), None),
         None => {
             let kept = kept_from(conn, site_id, calendar::zone(current), change.raw_from)?;
             (current.to_string(), kept)
@@ -327,6 +324,7 @@ fn start(conn: &Connection, change: &Change, current: &str, whole: bool) -> Resu
         "INSERT INTO rollup_rebuilds (site_id, old_timezone, kept_before, cutoff, changed_at)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (site_id) DO UPDATE SET cutoff = excluded.cutoff,
+            kept_before = excluded.kept_before,
             changed_at = excluded.changed_at, phase = 0, next_ts = 0, next_id = 0",
         params![site_id, old, kept_before, change.cutoff, change.now],
     )?;
