@@ -154,6 +154,17 @@ function init(args)
   n = 0
 end
 
+-- WRK_DELAY_MS paces each connection: a pause of that many milliseconds
+-- before each of its requests, so C connections offer about
+-- C * 1000 / WRK_DELAY_MS requests a second (bench/upgrade.sh: a steady
+-- load rather than as much as the server takes). Unset: no pause.
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0") or 0
+if delay_ms > 0 then
+  function delay()
+    return delay_ms
+  end
+end
+
 function request()
   n = n % POOL + 1
   return pool[n]
