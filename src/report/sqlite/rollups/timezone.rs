@@ -252,9 +252,18 @@ pub fn start_asked(conn: &Connection, now: i64, owner: bool) -> Result<usize, St
         return Ok(0);
     }
     let tx = conn.unchecked_transaction()?;
-    let newest: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-    // As `EventWriter::last_event_id`: ids to come are microseconds of the
-    // clock, or above the last.
+    // As `EventWriter::last_event_id`: ids are microseconds of the clock at
+    // ingest, or above the last, so the clock is above every stored one.
+    // The last day's events are read too, so that a clock set back a little
+    // since they were written does not leave them above the cutoff. (The
+    // largest id of all would read the whole table: two seconds at 10 M
+    // events, before the server listens.)
+    let newest: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(id), 0) FROM events
+         WHERE site_id IN (SELECT id FROM sites) AND ts >= ?1",
+        [now - 86_400],
+        |r| r.get(0),
+    )?;
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
