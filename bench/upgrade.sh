@@ -98,7 +98,7 @@ echo "== $BEFORE events stored; rollup rebuild requested"
 
 now_ms() { date +%s%3N; }
 START_MS=$(now_ms)
-T serve 2>"$WORK/tally.log" &
+"$TALLY" --config "$WORK/tally.toml" serve 2>"$WORK/tally.log" &
 TALLY_PID=$!
 ADDR=""
 for _ in $(seq 6000); do
