@@ -15,6 +15,7 @@
 //! rollup buckets share.
 
 pub mod calendar;
+pub mod matching;
 pub mod model;
 pub mod sqlite;
 

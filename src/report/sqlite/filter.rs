@@ -1,8 +1,9 @@
-//! What a filter matches, written once for both engines that answer
-//! filtered reports: as SQL over the raw tables ([`super::raw`]) and as a
-//! test of one value in memory ([`super::recent`]). Both must give the same
-//! answers (the property tests hold them to one reference), so a change to
-//! one side is made here, next to the other.
+//! What a filter matches, as SQL over the raw tables ([`super::raw`]). The
+//! same rules tested on one value in memory are
+//! [`crate::report::matching`], shared by recent traffic ([`super::recent`])
+//! and the column store ([`crate::report::columns`]); all must give the same
+//! answers (the test below holds the SQL and the memory to each other), so a
+//! change to one side is made in both, together.
 //!
 //! The rules:
 //! - A filter's values are alternatives: `is` passes a row when one of them
@@ -26,6 +27,8 @@
 //! Column names come from [`crate::report::model::VisitColumn::name`] and
 //! fixed text here, never from a request; values are bound parameters.
 
+#[cfg(test)]
+use crate::report::matching::value_matches;
 use crate::report::model::{Filter, FilterField, FilterOp};
 
 /// SQL text with its parameters, built together so they cannot drift apart.
@@ -127,65 +130,9 @@ pub(super) fn glob_of(path: &str) -> String {
     path.replace('[', "[[]").replace('?', "[?]")
 }
 
-/// Whether a value (or its absence) passes `f`, as the SQL does.
-pub(super) fn value_matches(f: &Filter, value: Option<&str>) -> bool {
-    let any = match value {
-        None => {
-            let has_none = f.values.iter().any(Option::is_none);
-            return match f.op {
-                FilterOp::IsNot => !has_none,
-                _ => has_none,
-            };
-        }
-        Some(value) => f.values.iter().any(|want| match want {
-            None => false,
-            Some(w) => match f.op {
-                FilterOp::Contains => value.to_ascii_lowercase().contains(&w.to_ascii_lowercase()),
-                _ if f.field == FilterField::Page && w.contains('*') => {
-                    glob(&w.replace("**", "*"), value)
-                }
-                _ => value == w,
-            },
-        }),
-    };
-    if f.op == FilterOp::IsNot { !any } else { any }
-}
-
-/// `*` matches any run of characters; everything else is literal.
-pub(super) fn glob(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == s;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
-        return false;
-    }
-    let mut rest = &s[first.len()..s.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_has_one_wildcard() {
-        assert!(glob("/blog/*", "/blog/a/b"));
-        assert!(glob("/blog*", "/blog"));
-        assert!(glob("*/new", "/a/new"));
-        assert!(glob("/a*b*c", "/axbyc"));
-        assert!(!glob("/a*b*c", "/axcyb"));
-        assert!(!glob("/a?", "/ab"));
-        assert!(glob("/a?", "/a?"));
-        assert!(!glob("/ab*ba", "/aba"));
-    }
 
     /// Every filter of a set picks the same pages from a set of paths in
     /// SQLite and in memory: the rules above, held to themselves.

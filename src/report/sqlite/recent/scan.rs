@@ -4,16 +4,16 @@
 //! that pass, and the totals and goal conversions counted over them.
 //!
 //! Whether one value passes one filter is decided in
-//! [`crate::report::sqlite::filter`], next to the SQL the raw tables are
-//! read with; this file only decides what each filter is asked about.
+//! [`crate::report::matching`], by the rules the raw tables' SQL follows;
+//! this file only decides what each filter is asked about.
 
 use std::cell::Cell;
 
 use super::event_log::{Columns, Event, PAGEVIEW};
 use super::ids::{Bitmap, IdMap, IdSet};
 use super::table::{NONE, SiteTraffic, Visit, prop_key, prop_value};
+use crate::report::matching::{glob, value_matches};
 use crate::report::model::{Filter, FilterField, TimeRange, Totals};
-use crate::report::sqlite::filter::{glob, value_matches};
 use crate::store::sites::GoalKind;
 
 /// Answers not known yet, false, true.
