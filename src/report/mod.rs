@@ -12,9 +12,12 @@
 //!
 //! [`model`] holds what a report asks and gets back; [`calendar`] the local
 //! hours, days, weeks and months of a site's timezone that periods and
-//! rollup buckets share.
+//! rollup buckets share; [`matching`] whether a value passes a filter, in
+//! memory. [`columns`] is the column store for filtered reports, not read
+//! by any report yet.
 
 pub mod calendar;
+pub mod columns;
 pub mod matching;
 pub mod model;
 pub mod sqlite;

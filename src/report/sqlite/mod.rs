@@ -14,6 +14,7 @@
 //! after a timezone change; unique visitors are [`sketch`]es, cached by
 //! [`sketch_cache`].
 
+pub mod columns_source;
 pub mod filter;
 pub mod follower;
 pub mod raw;

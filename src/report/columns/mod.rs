@@ -1,0 +1,291 @@
+//! The column store: filtered reports from immutable, memory-mapped files,
+//! one per site and UTC day, instead of the raw tables or a copy of recent
+//! traffic on the heap. It is derived data: fed whole days of rows
+//! ([`DayRows`]) by whoever reads the events, it knows no SQL and no store,
+//! and answers what [`crate::report::sqlite::raw`] answers on the same rows.
+//!
+//! - [`container`]: the file format every column file shares.
+//! - [`dictionary`]: a site's strings and visit attribute sets.
+//! - [`segment`]: one day of a site, column by column.
+//! - [`site`]: a site's directory, its commit point and mapped views.
+//! - [`seal`]: a day's rows made into a segment, numbering visitors and
+//!   visits densely across days.
+//! - [`scan`], [`bitmap`], [`totals`], [`breakdown`]: the reports.
+//!
+//! Not wired into the server yet: nothing seals days, and reports do not
+//! read it (see ARCHITECTURE.md, "Column store").
+
+mod bitmap;
+mod breakdown;
+mod container;
+mod dictionary;
+mod scan;
+mod seal;
+mod segment;
+mod site;
+mod totals;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+
+use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
+use crate::sync::Lock;
+use container::io_error;
+use site::{SiteState, SiteView};
+
+/// Why the column store could not do what it was asked.
+#[derive(Debug, Error)]
+pub enum ColumnError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file is not what it should be: truncated, changed, or written by
+    /// another version. Rebuilding the site from the raw tables mends it.
+    #[error("{path}: damaged column file: {what}")]
+    Damaged { path: PathBuf, what: String },
+    /// The rows handed to an append do not belong to their day.
+    #[error("site {site_id}, day {day}: {what}")]
+    Rows {
+        site_id: i64,
+        day: i64,
+        what: String,
+    },
+    /// An append out of order: a day before the newest two, or a day
+    /// before the newest whose visits are not those its numbers were given
+    /// to. The site must be removed and sealed again from its first day.
+    #[error("site {site_id}, day {day}: {what}; the site must be sealed again")]
+    Order {
+        site_id: i64,
+        day: i64,
+        what: &'static str,
+    },
+    /// A count outgrew its 32 bits.
+    #[error("the column store is full: {0}")]
+    Full(&'static str),
+}
+
+/// One event of a day, as the raw tables hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayEvent {
+    pub ts: i64,
+    pub id: i64,
+    pub visit_id: i64,
+    pub visitor_id: i64,
+    pub name: String,
+    pub path: String,
+    /// A JSON object of string values.
+    pub props: Option<String>,
+    pub first_view: bool,
+}
+
+/// One visit that started in a day, with its final fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayVisit {
+    pub id: i64,
+    pub visitor_id: i64,
+    pub started_at: i64,
+    pub last_seen_at: i64,
+    pub pageviews: i64,
+    pub events: i64,
+    pub is_bounce: bool,
+    /// By [`VisitColumn::index`]: entry and exit page, then the attributes.
+    pub values: [Option<String>; 17],
+}
+
+impl DayVisit {
+    pub fn value(&self, column: VisitColumn) -> Option<&str> {
+        self.values[column.index()].as_deref()
+    }
+}
+
+/// The rows of one site's UTC day: events whose time is in the day (in any
+/// order), and visits that started in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DayRows {
+    pub events: Vec<DayEvent>,
+    pub visits: Vec<DayVisit>,
+}
+
+/// Every site's column files under one directory (one subdirectory per
+/// site id). Appends are one at a time; reports read at any time, each
+/// from the commit it started with.
+pub struct ColumnStore {
+    dir: PathBuf,
+    views: Mutex<HashMap<i64, Option<Arc<SiteView>>>>,
+    appending: Mutex<()>,
+}
+
+impl ColumnStore {
+    /// Opens (or creates) the store in `dir`, deleting what an interrupted
+    /// append or removal left behind.
+    pub fn open(dir: &Path) -> Result<ColumnStore, ColumnError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+            let path = entry.map_err(io_error(dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.parse::<i64>().is_ok() {
+                if let Some(state) = SiteState::read(&path)? {
+                    state.delete_unnamed(&path)?;
+                }
+            } else if name.ends_with(".removed") {
+                std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
+            }
+        }
+        Ok(ColumnStore {
+            dir: dir.to_path_buf(),
+            views: Mutex::new(HashMap::new()),
+            appending: Mutex::new(()),
+        })
+    }
+
+    fn site_dir(&self, site_id: i64) -> PathBuf {
+        self.dir.join(site_id.to_string())
+    }
+
+    /// The newest commit of a site, `None` if nothing was sealed.
+    fn view(&self, site_id: i64) -> Result<Option<Arc<SiteView>>, ColumnError> {
+        if let Some(v) = self.views.locked().get(&site_id) {
+            return Ok(v.clone());
+        }
+        let dir = self.site_dir(site_id);
+        let view = match SiteState::read(&dir)? {
+            Some(state) => Some(Arc::new(SiteView::open(&dir, &state, None)?)),
+            None => None,
+        };
+        self.views.locked().insert(site_id, view.clone());
+        Ok(view)
+    }
+
+    /// Seals `day` (days since 1970-01-01, UTC) of a site from its rows.
+    /// Days go in increasing order; sealing the newest day again, or the
+    /// one before it, replaces it (a visit that crossed midnight changed).
+    /// Replacing the day before the newest keeps its visits' numbers, which
+    /// the newest day's events use, so it must hold the same visits.
+    pub fn append_day(&self, site_id: i64, day: i64, rows: DayRows) -> Result<(), ColumnError> {
+        let _one = self.appending.locked();
+        let dir = self.site_dir(site_id);
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let before = self.view(site_id)?;
+        let state = seal::append(&dir, site_id, before.as_deref(), day, rows)?;
+        let view = SiteView::open(&dir, &state, before.as_deref())?;
+        self.views.locked().insert(site_id, Some(Arc::new(view)));
+        state.delete_unnamed(&dir)
+    }
+
+    /// The days sealed for a site, ascending.
+    pub fn sealed_days(&self, site_id: i64) -> Result<Vec<i64>, ColumnError> {
+        Ok(self.view(site_id)?.map_or_else(Vec::new, |v| {
+            v.days.iter().map(|d| i64::from(d.day)).collect()
+        }))
+    }
+
+    /// Deletes a site's days before `day` (retention). Returns how many.
+    /// Reports must not reach before `day` afterwards: they would count
+    /// nothing there.
+    pub fn drop_before(&self, site_id: i64, day: i64) -> Result<usize, ColumnError> {
+        let _one = self.appending.locked();
+        let dir = self.site_dir(site_id);
+        let Some(mut state) = SiteState::read(&dir)? else {
+            return Ok(0);
+        };
+        let before = state.days.len();
+        state.days.retain(|d| i64::from(d.day) >= day);
+        let dropped = before - state.days.len();
+        if dropped > 0 {
+            state.write(&dir)?;
+            let old = self.view(site_id)?;
+            let view = SiteView::open(&dir, &state, old.as_deref())?;
+            self.views.locked().insert(site_id, Some(Arc::new(view)));
+            state.delete_unnamed(&dir)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Deletes everything of a site. Reports already running finish on
+    /// what they mapped.
+    pub fn remove_site(&self, site_id: i64) -> Result<(), ColumnError> {
+        let _one = self.appending.locked();
+        self.views.locked().remove(&site_id);
+        let dir = self.site_dir(site_id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        // Renamed first, so a crash halfway leaves no half site behind.
+        let gone = self.dir.join(format!("{site_id}.removed"));
+        std::fs::rename(&dir, &gone).map_err(io_error(&dir))?;
+        std::fs::remove_dir_all(&gone).map_err(io_error(&gone))?;
+        container::sync_dir(&self.dir)
+    }
+
+    /// Totals over `range`, as [`crate::report::sqlite::raw::totals`].
+    pub fn totals(
+        &self,
+        site_id: i64,
+        range: TimeRange,
+        filters: &[Filter],
+    ) -> Result<Totals, ColumnError> {
+        let Some(view) = self.view(site_id)? else {
+            return Ok(Totals::default());
+        };
+        Ok(totals::series(&view, &[range], filters)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// The totals of each bucket (ascending, not overlapping), in one scan.
+    pub fn series(
+        &self,
+        site_id: i64,
+        buckets: &[TimeRange],
+        filters: &[Filter],
+    ) -> Result<Vec<Totals>, ColumnError> {
+        let Some(view) = self.view(site_id)? else {
+            return Ok(vec![Totals::default(); buckets.len()]);
+        };
+        totals::series(&view, buckets, filters)
+    }
+
+    /// Rows `offset..offset + limit` of `dimension`, as
+    /// [`crate::report::sqlite::raw::breakdown`]. A property's rows carry
+    /// their visits only when `need_visits` asks (they cost a count of
+    /// distinct visits per row shown).
+    #[allow(clippy::too_many_arguments)]
+    pub fn breakdown(
+        &self,
+        site_id: i64,
+        range: TimeRange,
+        dimension: &Dimension,
+        filters: &[Filter],
+        need_visits: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BreakdownRow>, ColumnError> {
+        let Some(view) = self.view(site_id)? else {
+            return Ok(Vec::new());
+        };
+        breakdown::breakdown(&view, range, dimension, filters, need_visits, limit, offset)
+    }
+
+    /// Up to `limit` property keys of the matching events in `range`, most
+    /// visitors first, as [`crate::report::sqlite::raw::prop_keys`].
+    pub fn prop_keys(
+        &self,
+        site_id: i64,
+        range: TimeRange,
+        filters: &[Filter],
+        limit: i64,
+    ) -> Result<Vec<String>, ColumnError> {
+        let Some(view) = self.view(site_id)? else {
+            return Ok(Vec::new());
+        };
+        breakdown::prop_keys(&view, range, filters, limit)
+    }
+}

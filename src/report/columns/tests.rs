@@ -1,0 +1,249 @@
+//! Tests of the column store on rows made here: damaged files are errors,
+//! never panics; appends out of order are refused and change nothing; a
+//! removed site and dropped days are gone. (Its answers are held to the
+//! raw tables' in `report::sqlite::columns_source`.)
+
+use std::path::Path;
+
+use super::*;
+use crate::report::model::{FilterField, FilterOp};
+
+const DAY: i64 = 86_400;
+const D0: i64 = 20_000;
+
+fn visit(id: i64, visitor: i64, at: i64, source: Option<&str>) -> DayVisit {
+    let mut v = DayVisit {
+        id,
+        visitor_id: visitor,
+        started_at: at,
+        last_seen_at: at + 120,
+        pageviews: 2,
+        events: 1,
+        ..DayVisit::default()
+    };
+    v.values[0] = Some("/".into());
+    v.values[1] = Some("/blog/a".into());
+    v.values[VisitColumn::Source.index()] = source.map(str::to_string);
+    v
+}
+
+fn event(id: i64, visit: i64, visitor: i64, ts: i64, name: &str, path: &str) -> DayEvent {
+    DayEvent {
+        ts,
+        id,
+        visit_id: visit,
+        visitor_id: visitor,
+        name: name.into(),
+        path: path.into(),
+        props: (name != "pageview").then(|| r#"{"plan":"pro"}"#.to_string()),
+        first_view: true,
+    }
+}
+
+/// Day `d` (from D0): two visits, one past midnight, and their events.
+fn rows(d: i64) -> DayRows {
+    let t = (D0 + d) * DAY;
+    let (a, b) = (d * 10 + 1, d * 10 + 2);
+    DayRows {
+        visits: vec![
+            visit(a, a, t + 100, Some("Google")),
+            visit(b, b, t + DAY - 60, None),
+        ],
+        events: vec![
+            event(a * 10, a, a, t + 100, "pageview", "/"),
+            event(a * 10 + 1, a, a, t + 150, "Signup", "/"),
+            event(a * 10 + 2, a, a, t + 200, "pageview", "/blog/a"),
+            event(b * 10, b, b, t + DAY - 60, "pageview", "/"),
+        ],
+    }
+}
+
+/// The next day's events of the visit past midnight.
+fn with_late_event(d: i64, mut r: DayRows) -> DayRows {
+    if d > 0 {
+        let b = (d - 1) * 10 + 2;
+        r.events.push(event(
+            b * 10 + 1,
+            b,
+            b,
+            (D0 + d) * DAY + 30,
+            "pageview",
+            "/blog/b",
+        ));
+    }
+    r
+}
+
+fn sealed(dir: &Path, days: i64) -> ColumnStore {
+    let store = ColumnStore::open(dir).unwrap();
+    for d in 0..days {
+        store
+            .append_day(1, D0 + d, with_late_event(d, rows(d)))
+            .unwrap();
+    }
+    store
+}
+
+fn all() -> TimeRange {
+    TimeRange {
+        start: D0 * DAY,
+        end: (D0 + 3) * DAY,
+    }
+}
+
+/// Every kind of report, as a result.
+fn everything(dir: &Path) -> Result<(), ColumnError> {
+    let store = ColumnStore::open(dir)?;
+    let page = Filter {
+        field: FilterField::Page,
+        op: FilterOp::Is,
+        values: vec![Some("/blog/**".into())],
+    };
+    let source = Filter {
+        field: FilterField::Visit(VisitColumn::Source),
+        op: FilterOp::Is,
+        values: vec![Some("Google".into())],
+    };
+    let entry = Filter {
+        field: FilterField::Visit(VisitColumn::EntryPage),
+        op: FilterOp::Contains,
+        values: vec![Some("/".into())],
+    };
+    for filters in [vec![], vec![page], vec![source, entry]] {
+        store.totals(1, all(), &filters)?;
+        let days: Vec<TimeRange> = (0..3)
+            .map(|d| TimeRange {
+                start: (D0 + d) * DAY + 3600,
+                end: (D0 + d + 1) * DAY + 3600,
+            })
+            .collect();
+        store.series(1, &days, &filters)?;
+        for dim in [
+            Dimension::Page,
+            Dimension::EventName,
+            Dimension::Prop("plan".into()),
+            Dimension::Visit(VisitColumn::Source),
+            Dimension::Visit(VisitColumn::ExitPage),
+        ] {
+            store.breakdown(1, all(), &dim, &filters, true, 10, 0)?;
+        }
+        store.prop_keys(1, all(), &filters, 10)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn answers_on_rows_made_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealed(dir.path(), 3);
+    let t = store.totals(1, all(), &[]).unwrap();
+    // Three days of two visits; the one past midnight of day 1 has its
+    // event on day 2 (the last day's has none after midnight: not sealed).
+    assert_eq!((t.visits, t.visitors, t.pageviews, t.events), (6, 6, 11, 3));
+    let google = Filter {
+        field: FilterField::Visit(VisitColumn::Source),
+        op: FilterOp::Is,
+        values: vec![None],
+    };
+    let blog_b = Filter {
+        field: FilterField::Page,
+        op: FilterOp::Is,
+        values: vec![Some("/blog/b".into())],
+    };
+    let day0 = TimeRange {
+        start: D0 * DAY,
+        end: (D0 + 1) * DAY,
+    };
+    // The visit of day 0 with no source had its /blog/b view after midnight.
+    let t = store.totals(1, day0, &[google, blog_b]).unwrap();
+    assert_eq!((t.visits, t.pageviews, t.visitors), (1, 0, 0));
+}
+
+#[test]
+fn damaged_files_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(sealed(dir.path(), 3));
+    everything(dir.path()).unwrap();
+    let site = dir.path().join("1");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&site)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 6, "{files:?}");
+    for file in files {
+        let good = std::fs::read(&file).unwrap();
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for cut in [0, 10, 31, 40, good.len() / 2, good.len() - 1] {
+            cases.push((format!("cut at {cut}"), good[..cut].to_vec()));
+        }
+        for at in (0..good.len()).step_by(5) {
+            for flip in [0x01u8, 0x80] {
+                let mut b = good.clone();
+                b[at] ^= flip;
+                cases.push((format!("byte {at} ^ {flip:#x}"), b));
+            }
+        }
+        for (what, bytes) in cases {
+            std::fs::write(&file, &bytes).unwrap();
+            match std::panic::catch_unwind(|| everything(dir.path())) {
+                Ok(Err(_)) => {}
+                Ok(Ok(())) => panic!("{}: {what}: no error", file.display()),
+                Err(_) => panic!("{}: {what}: panicked", file.display()),
+            }
+        }
+        std::fs::write(&file, &good).unwrap();
+    }
+    everything(dir.path()).unwrap();
+}
+
+#[test]
+fn appends_out_of_order_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealed(dir.path(), 4);
+    let before = store.totals(1, all(), &[]).unwrap();
+    // Two days before the newest.
+    let old = store.append_day(1, D0 + 1, rows(1));
+    assert!(matches!(old, Err(ColumnError::Order { .. })), "{old:?}");
+    // The day before the newest, with a visit more: numbers the newest
+    // day's events use would move.
+    let mut more = with_late_event(2, rows(2));
+    more.visits.push(visit(99, 99, (D0 + 2) * DAY + 5, None));
+    let changed = store.append_day(1, D0 + 2, more);
+    assert!(
+        matches!(changed, Err(ColumnError::Order { .. })),
+        "{changed:?}"
+    );
+    // Rows outside their day.
+    let mut stray = rows(4);
+    stray.events[0].ts -= DAY;
+    let stray = store.append_day(1, D0 + 4, stray);
+    assert!(matches!(stray, Err(ColumnError::Rows { .. })), "{stray:?}");
+    assert_eq!(store.totals(1, all(), &[]).unwrap(), before);
+    let reopened = ColumnStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.totals(1, all(), &[]).unwrap(), before);
+    assert_eq!(
+        reopened.sealed_days(1).unwrap(),
+        (D0..D0 + 4).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn dropped_days_and_removed_sites_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealed(dir.path(), 4);
+    let files = |d: &Path| std::fs::read_dir(d).map_or(0, |r| r.count());
+    assert_eq!(files(&dir.path().join("1")), 7);
+    assert_eq!(store.drop_before(1, D0 + 2).unwrap(), 2);
+    assert_eq!(store.sealed_days(1).unwrap(), vec![D0 + 2, D0 + 3]);
+    assert_eq!(files(&dir.path().join("1")), 5);
+    let t = store.totals(1, all(), &[]).unwrap();
+    assert_eq!((t.visits, t.pageviews), (2, 4));
+    // Days go on after a retention pass.
+    store
+        .append_day(1, D0 + 4, with_late_event(4, rows(4)))
+        .unwrap();
+    store.remove_site(1).unwrap();
+    assert!(!dir.path().join("1").exists());
+    assert_eq!(store.sealed_days(1).unwrap(), Vec::<i64>::new());
+    assert_eq!(store.totals(1, all(), &[]).unwrap(), Totals::default());
+}

@@ -1,0 +1,273 @@
+//! Totals and series: the raw tables' `totals` for each bucket of a
+//! series, in one scan of the days the buckets cover (each row is put in
+//! its bucket by time, since rows are in time order within a group or run).
+//!
+//! - Event metrics count the action events in a bucket passing every
+//!   filter, visit filters judged on the event's visit.
+//! - Visit metrics count the visits that started in a bucket passing the
+//!   visit filters and, with event filters, having a matching event from
+//!   the bucket's start to a day past its end.
+
+use std::sync::Arc;
+
+use super::ColumnError;
+use super::bitmap::{Bitmap, Distinct};
+use super::scan::{Scan, visit_rows};
+use super::segment::{EventCols, ORPHAN, Segment};
+use super::site::SiteView;
+use crate::report::model::{Filter, TimeRange, Totals};
+
+const DAY: i64 = 86_400;
+
+/// The index of the bucket holding `t`, or of the first after it
+/// (`buckets.len()`: none), and whether `t` is in it.
+#[inline]
+fn bucket_at(buckets: &[TimeRange], t: i64) -> (usize, bool) {
+    let k = buckets.partition_point(|b| b.end <= t);
+    (k, k < buckets.len() && buckets[k].start <= t)
+}
+
+/// Splits rows `a..b`, ascending in `times`, by bucket: calls `f(k, i, j)`
+/// for the rows `i..j` in bucket `k` (`None` for rows in no bucket).
+#[inline]
+fn by_bucket(
+    buckets: &[TimeRange],
+    times: &[u32],
+    a: usize,
+    b: usize,
+    mut f: impl FnMut(Option<usize>, usize, usize),
+) {
+    let mut i = a;
+    while i < b {
+        let t = i64::from(times[i]);
+        let (k, inside) = bucket_at(buckets, t);
+        let until = match (k < buckets.len(), inside) {
+            (false, _) => i64::MAX,
+            (true, true) => buckets[k].end,
+            (true, false) => buckets[k].start,
+        };
+        let j = i + times[i..b].partition_point(|&x| i64::from(x) < until);
+        let j = j.max(i + 1);
+        f(inside.then_some(k), i, j);
+        i = j;
+    }
+}
+
+/// Which bucket each visit started in, for the visits of the last few
+/// segments asked about (an event's visit started on its day or just
+/// before), so "had a matching event" is judged in the visit's own bucket.
+struct VisitBuckets<'a> {
+    view: &'a SiteView,
+    buckets: &'a [TimeRange],
+    recent: Vec<(u32, Vec<u32>)>,
+}
+
+impl VisitBuckets<'_> {
+    fn bucket(&mut self, n: u32) -> Result<Option<usize>, ColumnError> {
+        let hit = |(base, rows): &(u32, Vec<u32>)| {
+            n.checked_sub(*base)
+                .and_then(|i| rows.get(i as usize))
+                .copied()
+        };
+        let found = match self.recent.iter().find_map(hit) {
+            Some(k) => k,
+            None => {
+                let Some(seg) = self.view.segment_of_visit(n)? else {
+                    return Ok(None);
+                };
+                let rows: Vec<u32> = seg
+                    .visits()?
+                    .started
+                    .iter()
+                    .map(|&t| match bucket_at(self.buckets, i64::from(t)) {
+                        (k, true) => k as u32,
+                        _ => u32::MAX,
+                    })
+                    .collect();
+                let k = rows.get((n - seg.visit_base) as usize).copied();
+                if self.recent.len() >= 4 {
+                    self.recent.remove(0);
+                }
+                self.recent.push((seg.visit_base, rows));
+                k.unwrap_or(u32::MAX)
+            }
+        };
+        Ok((found != u32::MAX).then_some(found as usize))
+    }
+}
+
+/// A bucket's event metrics while its days are scanned.
+struct Open {
+    visitors: Option<Distinct>,
+    pageviews: i64,
+    events: i64,
+}
+
+fn add_events(view: &SiteView, o: &mut Open, ev: &EventCols<'_>, g: &[u32; 4], i: usize, j: usize) {
+    let visitors = o
+        .visitors
+        .get_or_insert_with(|| Distinct::new(view.visitors));
+    for &v in &ev.visitor[i..j] {
+        visitors.insert(v);
+    }
+    if g[1] == view.pageview {
+        o.pageviews += (j - i) as i64;
+    } else {
+        o.events += (j - i) as i64;
+    }
+}
+
+/// Totals of each bucket. Buckets out of order or overlapping are answered
+/// one at a time.
+pub(super) fn series(
+    view: &Arc<SiteView>,
+    buckets: &[TimeRange],
+    filters: &[Filter],
+) -> Result<Vec<Totals>, ColumnError> {
+    let ordered = buckets
+        .windows(2)
+        .all(|w| w[0].end <= w[1].start && w[0].start < w[0].end);
+    if !ordered {
+        let mut out = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            if b.start >= b.end {
+                out.push(Totals::default());
+            } else {
+                out.extend(series(view, std::slice::from_ref(b), filters)?);
+            }
+        }
+        return Ok(out);
+    }
+    let (Some(first), Some(last)) = (buckets.first(), buckets.last()) else {
+        return Ok(Vec::new());
+    };
+    let span = TimeRange {
+        start: first.start,
+        end: last.end,
+    };
+    let scan = Scan::new(view, filters);
+    let event_filters = scan.has_event_filters();
+    // With event filters, the scan reaches a day past the last bucket to
+    // find the visits with a matching event.
+    let window = TimeRange {
+        start: span.start,
+        end: span.end + if event_filters { DAY } else { 0 },
+    };
+    let mut totals = vec![Totals::default(); buckets.len()];
+    let mut open: Vec<Open> = (0..buckets.len())
+        .map(|_| Open {
+            visitors: None,
+            pageviews: 0,
+            events: 0,
+        })
+        .collect();
+    let mut had = event_filters.then(|| Bitmap::new(view.visits));
+    let mut visit_buckets = VisitBuckets {
+        view,
+        buckets,
+        recent: Vec::new(),
+    };
+    let mut closed = 0;
+    let segs = view.segments_for(window.start, window.end)?;
+    for seg in &segs {
+        let mut failed: Option<ColumnError> = None;
+        scan.each_group(seg, window, |ev, g, a, b| {
+            let mut mark = |i: usize, j: usize| {
+                let Some(had) = had.as_mut() else { return };
+                for r in i..j {
+                    let v = ev.visit[r];
+                    if v & ORPHAN != 0 {
+                        continue;
+                    }
+                    if buckets.len() == 1 {
+                        had.insert(v);
+                        continue;
+                    }
+                    // In the visit's own bucket, or within a day after it.
+                    let t = i64::from(ev.ts[r]);
+                    match visit_buckets.bucket(v) {
+                        Ok(Some(k)) if t >= buckets[k].start && t < buckets[k].end + DAY => {
+                            had.insert(v);
+                        }
+                        Ok(_) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            };
+            by_bucket(buckets, ev.ts, a, b, |k, i, j| {
+                if let Some(k) = k {
+                    add_events(view, &mut open[k], ev, g, i, j);
+                }
+                mark(i, j);
+            });
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        // Buckets ending by this day's end have all their events.
+        while closed < buckets.len() && buckets[closed].end <= seg.end() {
+            close(&mut open[closed], &mut totals[closed])?;
+            closed += 1;
+        }
+    }
+    for k in closed..buckets.len() {
+        close(&mut open[k], &mut totals[k])?;
+    }
+    if let Some(h) = &had {
+        h.count()?;
+    }
+    for seg in view.segments_for(span.start, span.end)? {
+        visits(&scan, &seg, buckets, span, had.as_ref(), &mut totals)?;
+    }
+    Ok(totals)
+}
+
+fn close(o: &mut Open, t: &mut Totals) -> Result<(), ColumnError> {
+    if let Some(mut v) = o.visitors.take() {
+        t.visitors = v.count()?;
+    }
+    t.pageviews = o.pageviews;
+    t.events = o.events;
+    Ok(())
+}
+
+/// Adds the visit metrics of the visits of `seg` that started in a bucket.
+fn visits(
+    scan: &Scan<'_>,
+    seg: &Segment,
+    buckets: &[TimeRange],
+    span: TimeRange,
+    had: Option<&Bitmap>,
+    totals: &mut [Totals],
+) -> Result<(), ColumnError> {
+    let v = seg.visits()?;
+    let base = seg.visit_base;
+    let per_row = had.is_some() || scan.has_page_filters();
+    for run in v.runs {
+        if !scan.set_ok(run[0]) {
+            continue;
+        }
+        let (a, b) = visit_rows(seg, &v, run, span);
+        by_bucket(buckets, v.started, a, b, |k, i, j| {
+            let Some(k) = k else { return };
+            let t = &mut totals[k];
+            if !per_row {
+                t.visits += (j - i) as i64;
+                t.bounces += v.bounce[i..j].iter().map(|&x| i64::from(x)).sum::<i64>();
+                t.visit_duration_sum += v.duration[i..j].iter().map(|&x| i64::from(x)).sum::<i64>();
+                return;
+            }
+            for r in i..j {
+                if had.is_some_and(|h| !h.contains(base + r as u32))
+                    || !scan.pages_ok(v.entry[r], v.exit[r])
+                {
+                    continue;
+                }
+                t.visits += 1;
+                t.bounces += i64::from(v.bounce[r]);
+                t.visit_duration_sum += i64::from(v.duration[r]);
+            }
+        });
+    }
+    scan.check()
+}
