@@ -73,6 +73,12 @@ pub(super) struct SiteState {
     pub(super) carried_visits: HashMap<i64, CarriedVisit>,
 }
 
+/// The number after a day's last visit, in 64 bits: a damaged count must
+/// be refused, not overflow.
+fn end_of(d: &DayEntry) -> u64 {
+    u64::from(d.visit_base) + u64::from(d.visits)
+}
+
 pub(super) fn dict_path(dir: &Path, generation: u32) -> PathBuf {
     dir.join(format!("dict-{generation}.tcf"))
 }
@@ -118,10 +124,8 @@ impl SiteState {
             .collect();
         let ordered = days
             .windows(2)
-            .all(|w| w[0].day < w[1].day && w[0].visit_base + w[0].visits <= w[1].visit_base);
-        let inside = days
-            .iter()
-            .all(|d| u64::from(d.visit_base) + u64::from(d.visits) <= u64::from(visits));
+            .all(|w| w[0].day < w[1].day && end_of(&w[0]) <= u64::from(w[1].visit_base));
+        let inside = days.iter().all(|d| end_of(d) <= u64::from(visits));
         if !ordered || !inside {
             return Err(c.damaged("days"));
         }
