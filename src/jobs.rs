@@ -12,6 +12,7 @@ use crate::mail::Mailer;
 use crate::metrics::CounterSet;
 use crate::query;
 use crate::report::sqlite::rollups::retention as rollup_retention;
+use crate::report::sqlite::sealer::Sealer;
 use crate::report::{Reports, Upkeep, calendar};
 use crate::store::backup::{self, BackupStats};
 use crate::store::retention::{self, RetentionPolicy, RetentionStats};
@@ -35,15 +36,16 @@ pub fn spawn_retention(
     writer: EventWriter,
     policy: RetentionPolicy,
     stats: Arc<RetentionStats>,
+    sealer: Option<Arc<Sealer>>,
     panics: Arc<CounterSet>,
 ) -> tokio::task::JoinHandle<()> {
     // The first pass runs at once: retention also runs at start, so a
     // shorter retention set before a restart takes effect right away.
     spawn_every("retention", RETENTION_EVERY, panics, move || {
-        let (writer, stats) = (writer.clone(), stats.clone());
+        let (writer, stats, sealer) = (writer.clone(), stats.clone(), sealer.clone());
         async move {
             // Errors are logged and counted by the pass itself.
-            let _ = retention_pass(&writer, policy, now_unix(), &stats).await;
+            let _ = retention_pass(&writer, policy, now_unix(), &stats, sealer.as_ref()).await;
         }
     })
 }
@@ -51,13 +53,16 @@ pub fn spawn_retention(
 /// Seconds in a day, for retention periods given in days.
 const SECONDS_PER_DAY: i64 = 86_400;
 
-/// One retention pass as of `now` (Unix seconds): raw rows, rollups, then
-/// salts, summaries and imported aggregates, each in small transactions. Counts into `stats` and logs the result.
+/// One retention pass as of `now` (Unix seconds): raw rows (and the column
+/// store's days before them, when `sealer` keeps one), rollups, then salts,
+/// summaries and imported aggregates, each in small transactions. Counts
+/// into `stats` and logs the result.
 pub async fn retention_pass(
     writer: &EventWriter,
     policy: RetentionPolicy,
     now: i64,
     stats: &RetentionStats,
+    sealer: Option<&Arc<Sealer>>,
 ) -> Result<retention::Removed, WriteError> {
     let result = async {
         // Rows of removed sites that a removal's own pass left (a stop
@@ -65,11 +70,17 @@ pub async fn retention_pass(
         // server, events that were still on their way). First, so that
         // an error in a later step does not keep them another hour.
         let removed_sites = crate::store::removed::purge(writer).await?;
-        let raw = retention::trim_raw(
-            writer,
-            now - i64::from(policy.raw_events_days) * SECONDS_PER_DAY,
-        )
-        .await?;
+        let raw_cutoff = now - i64::from(policy.raw_events_days) * SECONDS_PER_DAY;
+        let raw = retention::trim_raw(writer, raw_cutoff).await?;
+        // Derived from the raw rows: a failure here is logged, and the next
+        // pass drops what this one could not.
+        if let Some(sealer) = sealer {
+            match sealer.drop_before(raw_cutoff).await {
+                Ok(0) => {}
+                Ok(days) => tracing::info!(days, "dropped column store days past raw retention"),
+                Err(e) => tracing::error!(error = %e, "dropping column store days failed"),
+            }
+        }
         stats.removed.add("events", raw.events);
         stats.removed.add("visits", raw.visits);
         let rollup_rows = rollup_retention::trim_rollups(

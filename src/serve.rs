@@ -17,6 +17,7 @@ use crate::report::Reports;
 use crate::report::sqlite::SqliteReports;
 use crate::report::sqlite::follower::Follower;
 use crate::report::sqlite::rollups::RollupFeed;
+use crate::report::sqlite::sealer::Sealer;
 use crate::store::backup::{BackupStats, DataDirLock};
 use crate::store::retention::{RetentionPolicy, RetentionStats};
 use crate::store::{Store, now_unix};
@@ -56,6 +57,14 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
+    // Opened only: nothing is sealed before the journal is replayed (by
+    // `Ingestor::start`) and the server listens.
+    let sealer = Arc::new(Sealer::open(
+        store.clone(),
+        data_dir,
+        settings.raw.retention.raw_events_days,
+    )?);
+
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.
     let feed = Arc::new(RollupFeed::default());
@@ -82,7 +91,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(settings.raw.storage.recent_days),
         now,
     ) {
-        Ok(follower) => Arc::new(follower),
+        Ok(follower) => Arc::new(follower.with_sealer(sealer.clone())),
         Err(e) => {
             // The writer runs already: it commits what it holds and stops,
             // as at any shutdown, before the error ends the process.
@@ -192,10 +201,14 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             let follower = follower.clone();
             async move { follower.run_rebuilds().await }
         });
+        // The column store sealed day by day, from the raw tables through a
+        // pooled reader, while the server listens.
+        let sealing = tokio::spawn(sealer.clone().run());
         let retention = jobs::spawn_retention(
             ingestor.writer().clone(),
             retention_policy,
             retention_stats,
+            Some(sealer),
             task_panics.clone(),
         );
         let backups = backup_schedule.map(|schedule| {
@@ -205,6 +218,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         rebuilds.abort();
+        sealing.abort();
         retention.abort();
         summaries.abort();
         if let Some(b) = backups {

@@ -205,7 +205,7 @@ fn a_pass_keeps_exactly_the_window_of_its_clock() {
     let stats = RetentionStats::default();
     let pass = |now: i64| {
         runtime
-            .block_on(run_pass(ingestor.writer(), policy, now, &stats))
+            .block_on(run_pass(ingestor.writer(), policy, now, &stats, None))
             .unwrap()
     };
     let removed = pass(t0);

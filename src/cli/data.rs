@@ -73,6 +73,9 @@ pub(super) fn import(
                 store::now_unix(),
             )
             .map_err(refused)?;
+            // Past days appeared: the site's column store no longer matches
+            // them (the server seals the site again at its next start).
+            crate::report::sqlite::sealer::forget_site(data_dir, site.id)?;
             println!(
                 "Imported {} events in {} visits into {domain}",
                 imported.events, imported.visits

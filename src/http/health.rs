@@ -1,7 +1,7 @@
 //! `GET /api/health`: for anyone, what a load balancer or an uptime check
 //! needs (version, whether the database answers and the writer runs, events
 //! not yet in the rollups, sites whose rollups are being rebuilt after a
-//! timezone change); for the addresses that may read `/metrics`, also
+//! timezone change, the column store's days sealed and pending); for the addresses that may read `/metrics`, also
 //! the traffic counters (writer queue and commits, events accepted, refused
 //! and dropped since start, sites whose recent traffic is held in memory),
 //! which say how busy the server and its sites are.
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::metrics::allowed;
+use crate::report::ColumnDays;
 
 /// The state of the server's parts, which anyone may see.
 struct Condition {
@@ -24,6 +25,9 @@ struct Condition {
     /// Sites whose rollups are being rebuilt after a timezone change: their
     /// reports may be incomplete until it is done.
     rebuilding_sites: usize,
+    /// The column store's days sealed and pending (`None` before the first
+    /// look after start).
+    columns: Option<ColumnDays>,
 }
 
 impl Condition {
@@ -41,6 +45,10 @@ impl Condition {
                 "pending_events": self.pending_events,
                 "rebuilding_sites": self.rebuilding_sites,
             },
+            "columns": {
+                "sealed_days": self.columns.map(|c| c.sealed_days),
+                "pending_days": self.columns.map(|c| c.pending_days),
+            },
         })
     }
 }
@@ -52,6 +60,7 @@ pub async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
         writer: state.ingestor.writer().is_running(),
         pending_events: state.upkeep.pending(),
         rebuilding_sites: state.upkeep.rebuilding_sites().len(),
+        columns: state.upkeep.column_days(),
     };
     let mut body = condition.json();
     if allowed(&state, &req)
@@ -105,6 +114,7 @@ mod tests {
             writer: true,
             pending_events: 0,
             rebuilding_sites: 0,
+            columns: None,
         };
         assert!(running.healthy());
         assert_eq!(running.json()["status"], "ok");
@@ -119,5 +129,29 @@ mod tests {
         assert_eq!(body["status"], "degraded");
         assert_eq!(body["writer"], "stopped");
         assert_eq!(body["database"], "ok");
+    }
+
+    #[test]
+    fn the_column_store_days_are_null_until_the_first_look() {
+        let mut c = Condition {
+            database: true,
+            writer: true,
+            pending_events: 0,
+            rebuilding_sites: 0,
+            columns: None,
+        };
+        assert_eq!(
+            c.json()["columns"],
+            json!({"sealed_days": null, "pending_days": null})
+        );
+        c.columns = Some(ColumnDays {
+            sealed_days: 12,
+            pending_days: 3,
+        });
+        assert_eq!(
+            c.json()["columns"],
+            json!({"sealed_days": 12, "pending_days": 3})
+        );
+        assert!(c.healthy());
     }
 }

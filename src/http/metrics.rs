@@ -138,6 +138,18 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         "Committed events not yet in the rollups.",
         state.upkeep.pending() as f64,
     );
+    if let Some(days) = state.upkeep.column_days() {
+        e.gauge(
+            "tally_column_sealed_days",
+            "Days of all sites sealed into the column store.",
+            days.sealed_days as f64,
+        );
+        e.gauge(
+            "tally_column_pending_days",
+            "Complete days with raw events not yet sealed into the column store.",
+            days.pending_days as f64,
+        );
+    }
     e.counter_set(
         "tally_retention_runs_total",
         "Retention passes, by result.",

@@ -87,6 +87,21 @@ pub trait Upkeep: Send + Sync {
 
     /// Sites whose recent traffic is held in memory, and those loading.
     fn recent_sites(&self) -> (usize, usize);
+
+    /// The column store's days, every site together; `None` where nothing
+    /// seals days, or before the first look after start.
+    fn column_days(&self) -> Option<ColumnDays> {
+        None
+    }
+}
+
+/// The days of the column store, as health and metrics show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnDays {
+    /// Days sealed.
+    pub sealed_days: u64,
+    /// Complete days with raw events not sealed yet.
+    pub pending_days: u64,
 }
 
 /// One site's numbers at one instant, narrowed by the filters it was opened

@@ -2,7 +2,7 @@
 //! column store ([`crate::report::columns`]) seals: the SQL stays here, with
 //! the other SQL of the read model, so the column store knows no engine.
 //!
-//! Not called by the server yet: sealing days is the next step.
+//! Called by [`super::sealer`], a day at a time.
 
 use rusqlite::{Connection, params};
 

@@ -20,7 +20,8 @@ use rusqlite::Connection;
 use super::recent::{self, RecentTraffic};
 use super::rollups::timezone;
 use super::rollups::{self, RollupFeed};
-use crate::report::Upkeep;
+use super::sealer::Sealer;
+use crate::report::{ColumnDays, Upkeep};
 use crate::store::{
     self, CommitFollower, EventWriter, NewEvent, Store, StoreError, VisitRecord, WriteError,
 };
@@ -88,6 +89,8 @@ pub struct Follower {
     /// The other-writer counter last seen, and the hour of the last trim.
     external_writes: AtomicI64,
     trimmed_hour: AtomicI64,
+    /// Seals days into the column store (the server's; commands have none).
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Follower {
@@ -114,7 +117,15 @@ impl Follower {
             rebuilds: tokio::sync::Notify::new(),
             external_writes,
             trimmed_hour: AtomicI64::new(now / 3600),
+            sealer: None,
         })
+    }
+
+    /// Has `sealer` keep the column store: it is told of removed sites, and
+    /// health sees its progress. The server runs its loop.
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> Follower {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// One pass (every second, and once more at shutdown, so a clean stop
@@ -279,6 +290,9 @@ impl Upkeep for Follower {
 
     fn site_removed(&self, site_id: i64) {
         self.feed.forget_site(site_id);
+        if let Some(sealer) = &self.sealer {
+            sealer.site_removed(site_id);
+        }
         if let Some(recent) = &self.recent {
             recent.forget(site_id);
         }
@@ -290,5 +304,9 @@ impl Upkeep for Follower {
 
     fn recent_sites(&self) -> (usize, usize) {
         self.recent.as_ref().map_or((0, 0), |r| r.sites())
+    }
+
+    fn column_days(&self) -> Option<ColumnDays> {
+        self.sealer.as_ref().and_then(|s| s.progress())
     }
 }

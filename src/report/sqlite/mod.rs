@@ -21,6 +21,7 @@ pub mod raw;
 pub mod recent;
 pub mod rollup_query;
 pub mod rollups;
+pub mod sealer;
 pub mod sketch;
 pub mod sketch_cache;
 

@@ -1,0 +1,649 @@
+//! [`Sealer`]: keeps the column store ([`crate::report::columns`]) complete
+//! and current with the raw tables, in the server's background.
+//!
+//! **When a day is sealed.** A UTC day's events are final once it is over
+//! (live events are stamped as they arrive, and a journal's replay at start
+//! comes before anything is sealed), but the visits that started in it
+//! change until they end. So day D is sealed [`SEAL_AFTER`] (an hour) after
+//! it ends (the visit rows of its last second are written by then). If some
+//! of its visits were still open then, D is *provisional* and is sealed once
+//! more, as soon as they have all ended, or at the latest [`FINAL_AFTER`]
+//! after D ended, which is also when D + 1 is first due: before D + 1 is
+//! sealed, D is sealed again while it is still the newest day (the store
+//! lets the newest day be replaced freely). So only the newest day is ever
+//! provisional, and each day is sealed once or twice. A visit still open a
+//! day after its day ended keeps the numbers it had then.
+//!
+//! **Which days.** Every UTC day with raw events that is complete and within
+//! raw retention, in increasing order per site, one day per step: at start,
+//! all those not sealed yet (the initial build, in the background), then
+//! each day as it becomes due. One step at a time across the server, on a
+//! blocking thread, reading through a pooled reader (never the writer),
+//! each followed by a pause as long as the step took.
+//!
+//! **Consistency.** The store is derived and is never allowed to answer for
+//! a state the raw tables no longer have: a day before the newest sealed
+//! one that has raw events but is not sealed (events landed in the past: a
+//! clock set back) makes the site's store be deleted and sealed again; so
+//! does a damaged file or an append refused as out of order. Another
+//! process writing events (`tally demo`) bumps `meta.external_writes`: the
+//! store records the value it follows in `external-writes`, and a
+//! different one (now or at a later start) deletes every site's store.
+//! `tally import` deletes the site's store ([`forget_site`]), `tally
+//! restore` the whole store ([`forget_all`]); retention drops the days
+//! before its cutoff ([`Sealer::drop_before`]); a removed site's store goes
+//! with it ([`Sealer::site_removed`], and every look deletes the store of a
+//! site no longer in `sites`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+use super::columns_source::read_day;
+use super::recent::external_writes;
+use super::rollups::VISIT_SETTLED_AFTER;
+use crate::report::ColumnDays;
+use crate::report::columns::{ColumnError, ColumnStore};
+use crate::store::{Store, StoreError, sites};
+use crate::sync::Lock;
+
+/// The store's directory under the data directory.
+pub const COLUMNS_DIR: &str = "columns";
+/// The file in it holding the `meta.external_writes` the store follows.
+const EXTERNAL_WRITES_FILE: &str = "external-writes";
+const DAY: i64 = 86_400;
+/// A day is first sealed this long after it ends.
+pub const SEAL_AFTER: i64 = 3600;
+/// A provisional day is sealed for the last time at most this long after
+/// it ends: when the next day is first due.
+pub const FINAL_AFTER: i64 = DAY + SEAL_AFTER;
+/// How often the sealer looks when it has nothing to do (days become due
+/// on the hour; removals and retention wake it at once).
+const IDLE: Duration = Duration::from_secs(60);
+/// The longest pause after a step.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Why a step or a look failed.
+#[derive(Debug, Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Column(#[from] ColumnError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("sealing task: {0}")]
+    Task(String),
+}
+
+impl From<rusqlite::Error> for SealError {
+    fn from(e: rusqlite::Error) -> Self {
+        SealError::Store(e.into())
+    }
+}
+
+/// What a site needs: one step seals one day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The newest day again, for the last time.
+    Reseal(i64),
+    /// A day after the newest.
+    Seal(i64),
+}
+
+/// A site's work as of one instant.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SitePlan {
+    /// Delete the site's store first: it no longer matches the raw tables.
+    pub restart: bool,
+    pub steps: Vec<Step>,
+    /// Complete days with raw events not sealed.
+    pub pending: usize,
+}
+
+/// Whether `day` is complete at `now`: over, and [`SEAL_AFTER`] past.
+pub fn complete(day: i64, now: i64) -> bool {
+    (day + 1) * DAY + SEAL_AFTER <= now
+}
+
+/// What a site needs at `now`. `sealed`: the days in its store, ascending;
+/// `raw`: days with raw events, ascending, from `from` (the oldest raw day
+/// retention keeps; older ones are ignored); `provisional`: the newest
+/// sealed day when some of its visits were open then, and whether they have
+/// all ended since.
+pub fn plan(
+    sealed: &[i64],
+    raw: &[i64],
+    from: i64,
+    provisional: Option<(i64, bool)>,
+    now: i64,
+) -> SitePlan {
+    let raw = raw.iter().copied().filter(|d| *d >= from);
+    let newest = sealed.last().copied();
+    let gap = raw
+        .clone()
+        .any(|d| newest.is_some_and(|n| d < n) && sealed.binary_search(&d).is_err());
+    if gap {
+        let steps: Vec<Step> = raw.filter(|d| complete(*d, now)).map(Step::Seal).collect();
+        return SitePlan {
+            restart: true,
+            pending: steps.len(),
+            steps,
+        };
+    }
+    let new: Vec<i64> = raw
+        .filter(|d| newest.is_none_or(|n| *d > n) && complete(*d, now))
+        .collect();
+    let mut steps = Vec::with_capacity(new.len() + 1);
+    if let Some((p, ended)) = provisional
+        && Some(p) == newest
+        && (ended || !new.is_empty() || (p + 1) * DAY + FINAL_AFTER <= now)
+    {
+        steps.push(Step::Reseal(p));
+    }
+    steps.extend(new.iter().copied().map(Step::Seal));
+    SitePlan {
+        restart: false,
+        steps,
+        pending: new.len(),
+    }
+}
+
+/// Whether a day sealed at `now` must be sealed once more: some of its
+/// visits were open (`open`), this was not its `last` seal, and its final
+/// seal is still to come.
+pub fn stays_provisional(day: i64, now: i64, open: bool, last: bool) -> bool {
+    open && !last && now < (day + 1) * DAY + FINAL_AFTER
+}
+
+/// The newest day of a site sealed while some of its visits were open.
+#[derive(Debug, Clone)]
+struct Provisional {
+    day: i64,
+    /// Those visits (at most the visits open at once: ingest holds as many).
+    open: Vec<i64>,
+}
+
+#[derive(Default)]
+struct Sites {
+    /// Sites looked at whole since start (raw days from retention's cutoff,
+    /// and whether the newest sealed day is provisional).
+    known: HashSet<i64>,
+    provisional: HashMap<i64, Provisional>,
+    /// Sites whose build (at start, or after a restart) is under way, to
+    /// log when it is done.
+    building: HashMap<i64, Instant>,
+    /// Removed, their stores to delete.
+    removed: Vec<i64>,
+    /// Removed since start: no more steps for them.
+    gone: HashSet<i64>,
+    /// The `meta.external_writes` the store follows (read from its file).
+    external_writes: Option<i64>,
+}
+
+/// Seals days into the column store; see the module's header.
+pub struct Sealer {
+    store: Store,
+    columns: Arc<ColumnStore>,
+    dir: PathBuf,
+    raw_events_days: u32,
+    sites: Mutex<Sites>,
+    sealed_days: AtomicU64,
+    pending_days: AtomicU64,
+    looked: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Sealer {
+    /// The sealer of the store in `data_dir`, for raw events kept
+    /// `raw_events_days`.
+    pub fn open(store: Store, data_dir: &Path, raw_events_days: u32) -> Result<Sealer, SealError> {
+        let dir = data_dir.join(COLUMNS_DIR);
+        let columns = match ColumnStore::open(&dir) {
+            Ok(columns) => columns,
+            Err(e) => {
+                // Derived data: deleted and sealed again from the raw tables.
+                tracing::warn!(error = %e, "the column store cannot be opened: deleting it to seal every site again");
+                forget_all(data_dir).map_err(|source| ColumnError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                ColumnStore::open(&dir)?
+            }
+        };
+        let columns = Arc::new(columns);
+        let external_writes = std::fs::read_to_string(dir.join(EXTERNAL_WRITES_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        Ok(Sealer {
+            store,
+            columns,
+            dir,
+            raw_events_days,
+            sites: Mutex::new(Sites {
+                external_writes,
+                ..Sites::default()
+            }),
+            sealed_days: AtomicU64::new(0),
+            pending_days: AtomicU64::new(0),
+            looked: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The store it keeps, for the reports that read it.
+    pub fn columns(&self) -> Arc<ColumnStore> {
+        self.columns.clone()
+    }
+
+    /// Days sealed and complete days pending, every site together; `None`
+    /// until the first look after start.
+    pub fn progress(&self) -> Option<ColumnDays> {
+        self.looked.load(Ordering::Relaxed).then(|| ColumnDays {
+            sealed_days: self.sealed_days.load(Ordering::Relaxed),
+            pending_days: self.pending_days.load(Ordering::Relaxed),
+        })
+    }
+
+    /// A site was removed: its store goes at the next step or look.
+    pub fn site_removed(&self, site_id: i64) {
+        let mut sites = self.sites.locked();
+        sites.removed.push(site_id);
+        sites.gone.insert(site_id);
+        drop(sites);
+        self.wake.notify_one();
+    }
+
+    /// Retention: deletes every site's days before the one holding
+    /// `cutoff` (raw events before it are deleted; that day is partly
+    /// kept, and reports never reach before `cutoff`). Returns how many.
+    pub async fn drop_before(self: &Arc<Self>, cutoff: i64) -> Result<usize, SealError> {
+        let this = self.clone();
+        let dropped = tokio::task::spawn_blocking(move || {
+            let day = cutoff.div_euclid(DAY);
+            let mut dropped = 0;
+            for id in this.site_dirs()? {
+                dropped += this.columns.drop_before(id, day)?;
+            }
+            Ok::<_, SealError>(dropped)
+        })
+        .await
+        .map_err(|e| SealError::Task(e.to_string()))??;
+        if dropped > 0 {
+            self.wake.notify_one();
+        }
+        Ok(dropped)
+    }
+
+    /// Seals what is due, then looks again; when nothing is, waits for a
+    /// removal, a retention pass or [`IDLE`] (the server's background task).
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let worked = match self.round().await {
+                Ok(worked) => worked,
+                Err(e) => {
+                    tracing::error!(error = %e, "sealing days into the column store failed");
+                    false
+                }
+            };
+            if !worked {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(IDLE) => {}
+                }
+            }
+        }
+    }
+
+    /// One look at every site and the steps it found. True if any ran.
+    async fn round(self: &Arc<Self>) -> Result<bool, SealError> {
+        let this = self.clone();
+        let plans = blocking(move || this.look(crate::store::now_unix())).await?;
+        let mut worked = false;
+        for (site_id, plan) in plans {
+            let mut finished = true;
+            if plan.restart {
+                let this = self.clone();
+                blocking(move || this.restart(site_id, "a day before the newest sealed changed"))
+                    .await?;
+            }
+            for step in plan.steps {
+                if self.sites.locked().gone.contains(&site_id) {
+                    finished = false;
+                    break;
+                }
+                let started = Instant::now();
+                let this = self.clone();
+                let done = blocking(move || {
+                    this.apply_removals()?;
+                    this.step(site_id, step, crate::store::now_unix())
+                })
+                .await;
+                worked = true;
+                match done {
+                    Ok(()) => {
+                        if let Step::Seal(_) = step {
+                            self.sealed_days.fetch_add(1, Ordering::Relaxed);
+                            let _ = self.pending_days.fetch_update(
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                                |n| n.checked_sub(1),
+                            );
+                        }
+                    }
+                    Err(SealError::Column(
+                        e @ (ColumnError::Damaged { .. }
+                        | ColumnError::Order { .. }
+                        | ColumnError::Rows { .. }),
+                    )) => {
+                        let this = self.clone();
+                        let why = e.to_string();
+                        blocking(move || this.restart(site_id, &why)).await?;
+                        finished = false;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(site_id, error = %e, "sealing a day failed; retrying later");
+                        return Ok(false);
+                    }
+                }
+                // The rest is for ingest and reports: sealing takes at most
+                // half of one core.
+                tokio::time::sleep(started.elapsed().min(MAX_PAUSE)).await;
+            }
+            if !finished {
+                continue;
+            }
+            let built = self.sites.locked().building.remove(&site_id);
+            if let Some(since) = built {
+                let days = self.columns.sealed_days(site_id).map_or(0, |d| d.len());
+                tracing::info!(
+                    site_id,
+                    days,
+                    seconds = since.elapsed().as_secs(),
+                    "column store built for the site: every complete day sealed"
+                );
+            }
+        }
+        Ok(worked)
+    }
+
+    /// Every site's plan as of `now`, and the counts health shows.
+    fn look(&self, now: i64) -> Result<Vec<(i64, SitePlan)>, SealError> {
+        self.apply_removals()?;
+        let conn = self.store.reader()?;
+        self.follow_external_writes(&conn)?;
+        let ids = sites::site_ids(&conn)?;
+        let existing: HashSet<i64> = ids.iter().copied().collect();
+        for id in self.site_dirs()? {
+            if !existing.contains(&id) {
+                self.columns.remove_site(id)?;
+            }
+        }
+        let from = (now - i64::from(self.raw_events_days) * DAY).div_euclid(DAY);
+        let (mut sealed_total, mut pending_total) = (0, 0);
+        let mut plans = Vec::new();
+        for id in ids {
+            let sealed = match self.columns.sealed_days(id) {
+                Ok(days) => days,
+                Err(e @ ColumnError::Damaged { .. }) => {
+                    self.restart(id, &e.to_string())?;
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let first_look = !self.sites.locked().known.contains(&id);
+            let newest = sealed.last().copied();
+            let raw = if first_look {
+                raw_days(&conn, id, from)?
+            } else {
+                raw_days(&conn, id, newest.map_or(from, |n| from.max(n + 1)))?
+            };
+            if first_look && let Some(n) = newest {
+                let open = possibly_open(&conn, id, n, now)?;
+                let mut sites = self.sites.locked();
+                if open.is_empty() {
+                    sites.provisional.remove(&id);
+                } else {
+                    sites.provisional.insert(id, Provisional { day: n, open });
+                }
+            }
+            let provisional = self.sites.locked().provisional.get(&id).cloned();
+            let provisional = match provisional {
+                Some(p) => Some((p.day, all_ended(&conn, &p.open, now)?)),
+                None => None,
+            };
+            let plan = plan(&sealed, &raw, from, provisional, now);
+            let mut sites = self.sites.locked();
+            sites.known.insert(id);
+            if (first_look || plan.restart) && plan.pending > 0 {
+                sites.building.entry(id).or_insert_with(Instant::now);
+            }
+            drop(sites);
+            sealed_total += if plan.restart { 0 } else { sealed.len() as u64 };
+            pending_total += plan.pending as u64;
+            if !plan.steps.is_empty() || plan.restart {
+                plans.push((id, plan));
+            }
+        }
+        self.sealed_days.store(sealed_total, Ordering::Relaxed);
+        self.pending_days.store(pending_total, Ordering::Relaxed);
+        self.looked.store(true, Ordering::Relaxed);
+        Ok(plans)
+    }
+
+    /// Seals one day of a site from the raw tables.
+    fn step(&self, site_id: i64, step: Step, now: i64) -> Result<(), SealError> {
+        let provisional = self.sites.locked().provisional.get(&site_id).cloned();
+        if let (Step::Seal(day), Some(p)) = (step, provisional)
+            && p.day < day
+        {
+            // Its last seal, while it is still the newest day.
+            self.seal(site_id, p.day, now, true)?;
+        }
+        match step {
+            Step::Reseal(day) => self.seal(site_id, day, now, true),
+            Step::Seal(day) => self.seal(site_id, day, now, false),
+        }
+    }
+
+    fn seal(&self, site_id: i64, day: i64, now: i64, last: bool) -> Result<(), SealError> {
+        let rows = {
+            let conn = self.store.reader()?;
+            // One read transaction: events and visits of the same instant.
+            let tx = conn.unchecked_transaction()?;
+            read_day(&tx, site_id, day)?
+        };
+        let open: Vec<i64> = rows
+            .visits
+            .iter()
+            .filter(|v| v.last_seen_at >= now - VISIT_SETTLED_AFTER)
+            .map(|v| v.id)
+            .collect();
+        let events = rows.events.len();
+        self.columns.append_day(site_id, day, rows)?;
+        let provisional = stays_provisional(day, now, !open.is_empty(), last);
+        tracing::debug!(
+            site_id,
+            day,
+            events,
+            provisional,
+            "sealed a day into the column store"
+        );
+        let mut sites = self.sites.locked();
+        if provisional {
+            sites.provisional.insert(site_id, Provisional { day, open });
+        } else {
+            sites.provisional.remove(&site_id);
+        }
+        Ok(())
+    }
+
+    /// Deletes a site's store to seal it again from its first day.
+    fn restart(&self, site_id: i64, why: &str) -> Result<(), SealError> {
+        tracing::warn!(
+            site_id,
+            reason = why,
+            "deleting the site's column store to seal it again"
+        );
+        self.columns.remove_site(site_id)?;
+        let mut sites = self.sites.locked();
+        sites.known.remove(&site_id);
+        sites.provisional.remove(&site_id);
+        sites.building.entry(site_id).or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn apply_removals(&self) -> Result<(), SealError> {
+        let removed = std::mem::take(&mut self.sites.locked().removed);
+        for id in removed {
+            self.columns.remove_site(id)?;
+            let mut sites = self.sites.locked();
+            sites.known.remove(&id);
+            sites.provisional.remove(&id);
+            sites.building.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Deletes every site's store when another process wrote events since
+    /// the store last followed the database (they may be in past days).
+    fn follow_external_writes(&self, conn: &Connection) -> Result<(), SealError> {
+        let now_seen = external_writes(conn)?;
+        if self.sites.locked().external_writes == Some(now_seen) {
+            return Ok(());
+        }
+        let sites = self.site_dirs()?;
+        if !sites.is_empty() {
+            tracing::warn!(
+                "events were written by another process (tally demo): sealing every site again"
+            );
+        }
+        for id in sites {
+            self.columns.remove_site(id)?;
+        }
+        let path = self.dir.join(EXTERNAL_WRITES_FILE);
+        std::fs::write(&path, now_seen.to_string()).map_err(|source| ColumnError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut s = self.sites.locked();
+        s.external_writes = Some(now_seen);
+        s.known.clear();
+        s.provisional.clear();
+        Ok(())
+    }
+
+    /// The sites with a directory in the store.
+    fn site_dirs(&self) -> Result<Vec<i64>, SealError> {
+        let io = |source| ColumnError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.parse::<i64>().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SealError> + Send + 'static,
+) -> Result<T, SealError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SealError::Task(e.to_string()))?
+}
+
+/// The UTC days with raw events of a site from `from` on, ascending: one
+/// seek per day on the events' key.
+fn raw_days(conn: &Connection, site_id: i64, from: i64) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts FROM events WHERE site_id = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1",
+    )?;
+    let mut days = Vec::new();
+    let mut at = from.saturating_mul(DAY);
+    while let Some(ts) = stmt
+        .query_row(params![site_id, at], |r| r.get::<_, i64>(0))
+        .optional()?
+    {
+        let day = ts.div_euclid(DAY);
+        days.push(day);
+        at = (day + 1) * DAY;
+    }
+    Ok(days)
+}
+
+/// After a start, the visits of a site's newest sealed `day` that may have
+/// been open when it was sealed (at the earliest, [`SEAL_AFTER`] past its
+/// end), if it may still be sealed again.
+fn possibly_open(
+    conn: &Connection,
+    site_id: i64,
+    day: i64,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let end = (day + 1) * DAY;
+    if now >= end + FINAL_AFTER {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3
+         AND last_seen_at >= ?4",
+    )?;
+    let ids = stmt.query_map(
+        params![
+            site_id,
+            day * DAY,
+            end,
+            end + SEAL_AFTER - VISIT_SETTLED_AFTER
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
+/// Whether every one of `visits` has ended by `now` (or is gone).
+fn all_ended(conn: &Connection, visits: &[i64], now: i64) -> Result<bool, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT last_seen_at FROM visits WHERE id = ?1")?;
+    for id in visits {
+        let last: Option<i64> = stmt.query_row([id], |r| r.get(0)).optional()?;
+        if last.is_some_and(|t| t >= now - VISIT_SETTLED_AFTER) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `tally import` added past days to a site: its store is deleted (the
+/// server seals it again at start). The caller holds the data directory.
+pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
+    ColumnStore::open(&data_dir.join(COLUMNS_DIR))?.remove_site(site_id)
+}
+
+/// `tally restore` put back another database: the whole store is deleted.
+/// The caller holds the data directory. The file naming what the store
+/// follows goes first: a store without it is deleted at the next start, so
+/// a stop halfway leaves nothing that could answer.
+pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
+    let dir = data_dir.join(COLUMNS_DIR);
+    match std::fs::remove_file(dir.join(EXTERNAL_WRITES_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

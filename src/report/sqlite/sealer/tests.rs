@@ -1,0 +1,137 @@
+use super::*;
+
+/// Noon UTC of a fixed day, far from any real clock.
+const D: i64 = 20_000;
+const HOUR: i64 = 3600;
+
+fn at(day: i64, hour: i64) -> i64 {
+    day * DAY + hour * HOUR
+}
+
+#[test]
+fn a_day_is_due_an_hour_after_it_ends() {
+    assert!(!complete(D, at(D, 23)));
+    assert!(!complete(D, at(D + 1, 1) - 1));
+    assert!(complete(D, at(D + 1, 1)));
+    // Nothing sealed: the complete days, oldest first; not today, nor
+    // yesterday within the hour after midnight.
+    let raw = [D - 3, D - 2, D - 1, D];
+    let p = plan(&[], &raw, D - 10, None, at(D, 0) + 1800);
+    assert_eq!(p.steps, vec![Step::Seal(D - 3), Step::Seal(D - 2)]);
+    assert_eq!(p.pending, 2);
+    assert!(!p.restart);
+    let p = plan(&[], &raw, D - 10, None, at(D, 1));
+    assert_eq!(p.steps.len(), 3);
+    // Days before retention's cutoff are left alone.
+    let p = plan(&[], &raw, D - 2, None, at(D, 1));
+    assert_eq!(p.steps, vec![Step::Seal(D - 2), Step::Seal(D - 1)]);
+    // Only the days after the newest sealed one.
+    let p = plan(&[D - 3, D - 2], &raw, D - 10, None, at(D, 1));
+    assert_eq!(p.steps, vec![Step::Seal(D - 1)]);
+    assert_eq!(p.pending, 1);
+    // Up to date.
+    let p = plan(&[D - 3, D - 2, D - 1], &raw, D - 10, None, at(D, 12));
+    assert_eq!(p, SitePlan::default());
+}
+
+#[test]
+fn a_day_with_raw_events_before_the_newest_sealed_one_restarts_the_site() {
+    // D - 2 has events now but was not sealed: events landed in the past.
+    let raw = [D - 3, D - 2, D - 1];
+    let p = plan(&[D - 3, D - 1], &raw, D - 10, None, at(D, 2));
+    assert!(p.restart);
+    assert_eq!(
+        p.steps,
+        vec![Step::Seal(D - 3), Step::Seal(D - 2), Step::Seal(D - 1)]
+    );
+    assert_eq!(p.pending, 3);
+    // A day sealed without raw events left (retention) is no gap, nor is
+    // a day before the cutoff.
+    assert!(!plan(&[D - 3, D - 1], &[D - 1], D - 10, None, at(D, 2)).restart);
+    assert!(!plan(&[D - 3, D - 1], &raw, D - 1, None, at(D, 2)).restart);
+}
+
+#[test]
+fn a_provisional_day_is_sealed_again_when_its_visits_end_or_before_the_next() {
+    let raw = [D - 1, D];
+    // Open visits, no next day due: wait.
+    let p = plan(&[D - 1], &raw, D - 10, Some((D - 1, false)), at(D, 5));
+    assert!(p.steps.is_empty());
+    // They ended: once more.
+    let p = plan(&[D - 1], &raw, D - 10, Some((D - 1, true)), at(D, 5));
+    assert_eq!(p.steps, vec![Step::Reseal(D - 1)]);
+    assert_eq!(p.pending, 0);
+    // Still open when the next day is due: sealed again first, as the
+    // newest, then the next.
+    let p = plan(&[D - 1], &raw, D - 10, Some((D - 1, false)), at(D + 1, 1));
+    assert_eq!(p.steps, vec![Step::Reseal(D - 1), Step::Seal(D)]);
+    // A day later even with no next day.
+    let p = plan(
+        &[D - 1],
+        &[D - 1],
+        D - 10,
+        Some((D - 1, false)),
+        at(D + 1, 1),
+    );
+    assert_eq!(p.steps, vec![Step::Reseal(D - 1)]);
+    // Only the newest day can be provisional.
+    let p = plan(&[D - 2, D - 1], &raw, D - 10, Some((D - 2, true)), at(D, 5));
+    assert!(p.steps.is_empty());
+}
+
+#[test]
+fn whether_a_seal_leaves_the_day_provisional() {
+    assert!(stays_provisional(D, at(D + 1, 1), true, false));
+    assert!(!stays_provisional(D, at(D + 1, 1), false, false));
+    assert!(!stays_provisional(D, at(D + 1, 1), true, true));
+    // A day later it is final whatever is open.
+    assert!(!stays_provisional(D, at(D + 2, 1), true, false));
+}
+
+/// A site with traffic every day, one visit crossing each midnight and
+/// ending at 02:00, looked at every ten minutes for four days: each day is
+/// sealed once at 01:00 (provisional: its visit is open) and once more
+/// when that visit has ended, never a third time, and never out of order.
+#[test]
+fn each_day_is_sealed_at_most_twice_in_increasing_order() {
+    let mut sealed: Vec<i64> = Vec::new();
+    let mut provisional: Option<i64> = None;
+    let mut seals: HashMap<i64, usize> = HashMap::new();
+    let mut now = at(D, 0);
+    while now < at(D + 4, 0) {
+        let raw: Vec<i64> = (D - 2..=now.div_euclid(DAY)).collect();
+        // The visit that started on day p ends at 02:00 the day after.
+        let ended = |p: i64| now >= at(p + 1, 2) + VISIT_SETTLED_AFTER;
+        let p = plan(
+            &sealed,
+            &raw,
+            D - 10,
+            provisional.map(|p| (p, ended(p))),
+            now,
+        );
+        assert!(!p.restart);
+        for step in p.steps {
+            let (day, last) = match step {
+                Step::Reseal(d) => (d, true),
+                Step::Seal(d) => (d, false),
+            };
+            match step {
+                Step::Reseal(d) => assert_eq!(sealed.last(), Some(&d)),
+                Step::Seal(d) => {
+                    assert!(sealed.last().is_none_or(|n| *n < d));
+                    sealed.push(d);
+                }
+            }
+            *seals.entry(day).or_default() += 1;
+            let open = !ended(day);
+            provisional = stays_provisional(day, now, open, last).then_some(day);
+        }
+        now += 600;
+    }
+    assert_eq!(sealed, (D - 2..=D + 2).collect::<Vec<_>>());
+    for (day, n) in &seals {
+        // The first days were sealed at start, their visits long over.
+        let want = if *day < D - 1 { 1 } else { 2 };
+        assert_eq!(*n, want, "day {day}: {seals:?}");
+    }
+}

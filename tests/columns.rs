@@ -1,0 +1,231 @@
+//! The column store kept by the server: at start it seals every complete UTC
+//! day with raw events in the background (the server answers meanwhile, and
+//! a restart in the middle resumes), and it follows retention and site
+//! removal.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::client::Client;
+use common::{CHROME, Env, PASSWORD, Server};
+
+const DAY: i64 = 86_400;
+/// A day is sealed this long after it ends (the policy in the sealer).
+const SEAL_AFTER: i64 = 3600;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn site_id(env: &Env, domain: &str) -> i64 {
+    env.count(&format!("SELECT id FROM sites WHERE domain = '{domain}'"))
+}
+
+/// `columns` of `/api/health`: sealed and pending days (`None` while the
+/// server has not looked yet).
+fn columns(server: &Server) -> (Option<u64>, Option<u64>) {
+    let h = server.get("/api/health", &[]).json();
+    (
+        h["columns"]["sealed_days"].as_u64(),
+        h["columns"]["pending_days"].as_u64(),
+    )
+}
+
+/// The days a site's store holds, from its segment files (`DAY-GEN.seg`).
+fn store_days(env: &Env, site_id: i64) -> BTreeSet<i64> {
+    let dir = env.data_dir().join("columns").join(site_id.to_string());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeSet::new();
+    };
+    entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter_map(|n| {
+            let stem = n.strip_suffix(".seg")?;
+            stem.split('-').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The UTC days with raw events of a site that are complete (over, and
+/// past the hour the policy waits).
+fn complete_days(env: &Env, site_id: i64) -> BTreeSet<i64> {
+    let conn = env.db();
+    let mut stmt = conn
+        .prepare("SELECT DISTINCT ts / 86400 FROM events WHERE site_id = ?1")
+        .unwrap();
+    let now = now();
+    stmt.query_map([site_id], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|d| (d + 1) * DAY + SEAL_AFTER <= now)
+        .collect()
+}
+
+/// Waits until nothing is pending and the store holds exactly the complete
+/// days with raw events of `site_id` (polled: a midnight may pass
+/// meanwhile); health's count is that of every site in `all`.
+fn wait_built(env: &Env, server: &Server, site_id: i64, all: &[i64]) -> BTreeSet<i64> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (sealed, pending) = columns(server);
+        let (have, want) = (store_days(env, site_id), complete_days(env, site_id));
+        let total: usize = all.iter().map(|id| store_days(env, *id).len()).sum();
+        if pending == Some(0) && have == want && sealed == Some(total as u64) {
+            return have;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not built: sealed {sealed:?}, pending {pending:?}, store {have:?}, raw {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_server_seals_complete_days_in_the_background_and_follows_retention_and_removal() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.add_user("admin@example.com", &[]);
+    env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        "6000",
+        "--days",
+        "10",
+        "--seed",
+        "3",
+    ]);
+    let id = site_id(&env, "example.com");
+    assert!(complete_days(&env, id).len() >= 8);
+
+    // Killed as soon as the build has begun: the next start resumes it.
+    let server = env.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while columns(&server).0.unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "nothing sealed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill9();
+
+    let server = env.start();
+    // Events sent while it builds are all stored.
+    for i in 0..50 {
+        let body = common::pageview(&format!("https://example.com/meanwhile{i}"));
+        assert_eq!(server.event(&body, CHROME).status, 202);
+    }
+    let days = wait_built(&env, &server, id, &[id]);
+    assert!(days.len() >= 8, "{days:?}");
+    server.settle();
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM events WHERE path LIKE '/meanwhile%'"),
+        50
+    );
+    assert!(
+        server
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("column store built")),
+        "a log line says the site's build is done"
+    );
+    drop(server);
+
+    // A shorter retention drops the older days from the store too.
+    let server = Server::start_with_env(&env.config(), &[("TALLY_RETENTION_RAW_EVENTS_DAYS", "4")]);
+    let cutoff_day = (now() - 4 * DAY).div_euclid(DAY);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store_days(&env, id)
+        .first()
+        .is_some_and(|d| *d < cutoff_day)
+    {
+        assert!(Instant::now() < deadline, "{:?}", store_days(&env, id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kept = wait_built(&env, &server, id, &[id]);
+    assert!(kept.len() < days.len() && !kept.is_empty(), "{kept:?}");
+
+    // A removed site's store goes with it.
+    let mut c = Client::new(&server);
+    assert_eq!(c.sign_in("admin@example.com", PASSWORD).status, 303);
+    let csrf = c.csrf("/example.com/settings");
+    let r = c.settings(
+        "example.com",
+        &csrf,
+        "remove",
+        &[("confirm", "example.com")],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let dir = env.data_dir().join("columns").join(id.to_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dir.exists() || columns(&server).0 != Some(0) {
+        assert!(Instant::now() < deadline, "{} still there", dir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `tally import` adds past days to a site: its store is deleted, and the
+/// next start seals it again with them. `tally restore` puts back an older
+/// database: the whole store goes.
+#[test]
+fn an_import_or_a_restore_deletes_what_the_store_held() {
+    let env = Env::new("");
+    env.add_site("old.example");
+    env.add_site("example.com");
+    for (site, days, seed) in [("old.example", "10", "5"), ("example.com", "3", "6")] {
+        env.tally(&[
+            "demo", "--site", site, "--events", "2000", "--days", days, "--seed", seed,
+        ]);
+    }
+    let (old, id) = (site_id(&env, "old.example"), site_id(&env, "example.com"));
+    let server = env.start();
+    wait_built(&env, &server, old, &[old, id]);
+    let recent = wait_built(&env, &server, id, &[old, id]);
+    drop(server);
+    let backup = env.dir.path().join("before.db");
+    env.tally(&["backup", backup.to_str().unwrap()]);
+
+    // Days of old.example before example.com's first, imported into it.
+    let first = recent.first().copied().unwrap_or(now() / DAY);
+    let to = chrono::DateTime::from_timestamp((first - 1) * DAY, 0)
+        .unwrap()
+        .date_naive()
+        .to_string();
+    let csv = env.dir.path().join("old.csv");
+    env.tally(&[
+        "export",
+        "old.example",
+        "--out",
+        csv.to_str().unwrap(),
+        "--to",
+        &to,
+    ]);
+    env.tally(&[
+        "import",
+        "--format",
+        "tally-csv",
+        "--site",
+        "example.com",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(
+        store_days(&env, id).is_empty(),
+        "{:?}",
+        store_days(&env, id)
+    );
+    assert!(!store_days(&env, old).is_empty(), "other sites keep theirs");
+    let server = env.start();
+    let all = wait_built(&env, &server, id, &[old, id]);
+    assert!(all.len() > recent.len(), "{all:?} {recent:?}");
+    drop(server);
+
+    env.tally(&["restore", backup.to_str().unwrap()]);
+    assert!(!env.data_dir().join("columns").exists());
+    let server = env.start();
+    assert_eq!(wait_built(&env, &server, id, &[old, id]), recent);
+}
