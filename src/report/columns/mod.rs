@@ -8,6 +8,7 @@
 //! - [`dictionary`]: a site's strings and visit attribute sets.
 //! - [`segment`]: one day of a site, column by column.
 //! - [`site`]: a site's directory, its commit point and mapped views.
+//! - [`cache`]: the views reports start from.
 //! - [`seal`]: a day's rows made into a segment, numbering visitors and
 //!   visits densely across days.
 //! - [`scan`], [`bitmap`], [`totals`], [`breakdown`]: the reports.
@@ -17,6 +18,7 @@
 
 mod bitmap;
 mod breakdown;
+mod cache;
 mod container;
 mod dictionary;
 mod scan;
@@ -28,7 +30,6 @@ mod totals;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,7 @@ use thiserror::Error;
 
 use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 use crate::sync::Lock;
+use cache::ViewCache;
 use container::io_error;
 use site::{SiteState, SiteView};
 
@@ -119,9 +121,13 @@ pub struct DayRows {
 /// from the commit it started with.
 pub struct ColumnStore {
     dir: PathBuf,
-    views: Mutex<HashMap<i64, Option<Arc<SiteView>>>>,
+    views: Mutex<ViewCache>,
     appending: Mutex<()>,
 }
+
+/// Times a report opens a view again when a commit deleted files under it
+/// while it mapped them.
+const OPEN_TRIES: usize = 8;
 
 impl ColumnStore {
     /// Opens (or creates) the store in `dir`, deleting what an interrupted
@@ -141,7 +147,7 @@ impl ColumnStore {
         }
         Ok(ColumnStore {
             dir: dir.to_path_buf(),
-            views: Mutex::new(HashMap::new()),
+            views: Mutex::new(ViewCache::new(cache::MAX_MAPPED)),
             appending: Mutex::new(()),
         })
     }
@@ -152,16 +158,48 @@ impl ColumnStore {
 
     /// The newest commit of a site, `None` if nothing was sealed.
     fn view(&self, site_id: i64) -> Result<Option<Arc<SiteView>>, ColumnError> {
-        if let Some(v) = self.views.locked().get(&site_id) {
-            return Ok(v.clone());
-        }
         let dir = self.site_dir(site_id);
-        let view = match SiteState::read(&dir)? {
-            Some(state) => Some(Arc::new(SiteView::open(&dir, &state, None)?)),
+        let mut tries = 0;
+        loop {
+            let seen = {
+                let mut views = self.views.locked();
+                if let Some(v) = views.get(site_id) {
+                    return Ok(v);
+                }
+                views.commits(site_id)
+            };
+            // Mapped outside the lock: a first read checks every file.
+            let opened = SiteState::read(&dir).and_then(|state| match state {
+                Some(state) => Ok(Some(Arc::new(SiteView::open(&dir, &state, None)?))),
+                None => Ok(None),
+            });
+            let mut views = self.views.locked();
+            match opened {
+                Ok(view) => return Ok(views.offer(site_id, seen, view)),
+                // A commit deleted what the site file read had named.
+                Err(_) if views.commits(site_id) != seen && tries < OPEN_TRIES => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records a commit of a site in the cache: the new view, mapped from
+    /// the one cached (which keeps its segments), or nothing when none was
+    /// (the next report maps it). Any error drops the cached view.
+    fn committed(&self, dir: &Path, site_id: i64, state: &SiteState) -> Result<(), ColumnError> {
+        let before = self.views.locked().get(site_id).flatten();
+        let view = match before {
+            Some(before) => match SiteView::open(dir, state, Some(&before)) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    self.views.locked().committed(site_id, None);
+                    return Err(e);
+                }
+            },
             None => None,
         };
-        self.views.locked().insert(site_id, view.clone());
-        Ok(view)
+        self.views.locked().committed(site_id, view);
+        Ok(())
     }
 
     /// Seals `day` (days since 1970-01-01, UTC) of a site from its rows.
@@ -172,19 +210,31 @@ impl ColumnStore {
     pub fn append_day(&self, site_id: i64, day: i64, rows: DayRows) -> Result<(), ColumnError> {
         let _one = self.appending.locked();
         let dir = self.site_dir(site_id);
-        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let before = self.view(site_id)?;
-        let state = seal::append(&dir, site_id, before.as_deref(), day, rows)?;
-        let view = SiteView::open(&dir, &state, before.as_deref())?;
-        self.views.locked().insert(site_id, Some(Arc::new(view)));
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            // So the new site's name survives a crash with its files.
+            container::sync_dir(&self.dir)?;
+        }
+        let state = match seal::append(&dir, site_id, day, rows) {
+            Ok(state) => state,
+            Err(e) => {
+                // The site file may have been written before the error.
+                self.views.locked().committed(site_id, None);
+                return Err(e);
+            }
+        };
+        self.committed(&dir, site_id, &state)?;
         state.delete_unnamed(&dir)
     }
 
     /// The days sealed for a site, ascending.
     pub fn sealed_days(&self, site_id: i64) -> Result<Vec<i64>, ColumnError> {
-        Ok(self.view(site_id)?.map_or_else(Vec::new, |v| {
-            v.days.iter().map(|d| i64::from(d.day)).collect()
-        }))
+        let days = |d: &[site::DayEntry]| d.iter().map(|d| i64::from(d.day)).collect();
+        if let Some(view) = self.views.locked().get(site_id) {
+            return Ok(view.map_or_else(Vec::new, |v| days(&v.days)));
+        }
+        // The site file alone: no need to map the days.
+        Ok(SiteState::read(&self.site_dir(site_id))?.map_or_else(Vec::new, |s| days(&s.days)))
     }
 
     /// Deletes a site's days before `day` (retention). Returns how many.
@@ -200,10 +250,11 @@ impl ColumnStore {
         state.days.retain(|d| i64::from(d.day) >= day);
         let dropped = before - state.days.len();
         if dropped > 0 {
-            state.write(&dir)?;
-            let old = self.view(site_id)?;
-            let view = SiteView::open(&dir, &state, old.as_deref())?;
-            self.views.locked().insert(site_id, Some(Arc::new(view)));
+            if let Err(e) = state.write(&dir) {
+                self.views.locked().committed(site_id, None);
+                return Err(e);
+            }
+            self.committed(&dir, site_id, &state)?;
             state.delete_unnamed(&dir)?;
         }
         Ok(dropped)
@@ -213,14 +264,18 @@ impl ColumnStore {
     /// what they mapped.
     pub fn remove_site(&self, site_id: i64) -> Result<(), ColumnError> {
         let _one = self.appending.locked();
-        self.views.locked().remove(&site_id);
         let dir = self.site_dir(site_id);
         if !dir.exists() {
+            self.views.locked().committed(site_id, None);
             return Ok(());
         }
         // Renamed first, so a crash halfway leaves no half site behind.
         let gone = self.dir.join(format!("{site_id}.removed"));
-        std::fs::rename(&dir, &gone).map_err(io_error(&dir))?;
+        let renamed = std::fs::rename(&dir, &gone).map_err(io_error(&dir));
+        // After the rename: a report that read the site file before it
+        // must not cache what it mapped.
+        self.views.locked().committed(site_id, None);
+        renamed?;
         std::fs::remove_dir_all(&gone).map_err(io_error(&gone))?;
         container::sync_dir(&self.dir)
     }

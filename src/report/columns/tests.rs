@@ -247,3 +247,152 @@ fn dropped_days_and_removed_sites_are_gone() {
     assert_eq!(store.sealed_days(1).unwrap(), Vec::<i64>::new());
     assert_eq!(store.totals(1, all(), &[]).unwrap(), Totals::default());
 }
+
+// One visit and one pageview a day, for tests of commits, caching and
+// damage rather than of the numbers.
+
+fn one_visit(id: i64, visitor: i64, at: i64) -> DayVisit {
+    let mut v = visit(id, visitor, at, None);
+    v.last_seen_at = at + 60;
+    (v.pageviews, v.events, v.is_bounce) = (1, 0, true);
+    v.values[1] = Some("/".into());
+    v
+}
+
+/// One visit of `visitor` on day `d` (from D0), one pageview of `path`.
+fn small_day(d: i64, visitor: i64, path: &str) -> DayRows {
+    let t = (D0 + d) * DAY + 100;
+    let id = 1000 + d;
+    DayRows {
+        visits: vec![one_visit(id, visitor, t)],
+        events: vec![event(id * 10, id, visitor, t, "pageview", path)],
+    }
+}
+
+fn days(n: i64) -> TimeRange {
+    TimeRange {
+        start: D0 * DAY,
+        end: (D0 + n) * DAY,
+    }
+}
+
+fn pages(store: &ColumnStore, site: i64, n: i64) -> Vec<String> {
+    let mut v: Vec<String> = store
+        .breakdown(site, days(n), &Dimension::Page, &[], false, 100, 0)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect();
+    v.sort();
+    v
+}
+
+/// A view older than the site file left in the cache (a reader that read
+/// the site file before a commit and cached its view after it) must not
+/// be what the next append numbers new strings from: committed days would
+/// then read other strings.
+#[test]
+fn a_stale_cached_view_does_not_change_the_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+    let v0 = store.view(1).unwrap();
+    store.append_day(1, D0 + 1, small_day(1, 2, "/b")).unwrap();
+    store.views.locked().force(1, v0);
+    store.append_day(1, D0 + 2, small_day(2, 3, "/c")).unwrap();
+    drop(store);
+    let reopened = ColumnStore::open(dir.path()).unwrap();
+    assert_eq!(pages(&reopened, 1, 3), ["/a", "/b", "/c"]);
+}
+
+/// The same with a cached "nothing sealed" (a first report racing the
+/// first append).
+#[test]
+fn a_stale_cached_none_does_not_rewrite_the_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+    store.views.locked().force(1, None);
+    store.append_day(1, D0 + 1, small_day(1, 2, "/b")).unwrap();
+    drop(store);
+    let reopened = ColumnStore::open(dir.path()).unwrap();
+    assert_eq!(pages(&reopened, 1, 2), ["/a", "/b"]);
+}
+
+/// First reports racing appends: every report answers (from the commit it
+/// started with), and what the cache keeps afterwards is the newest commit.
+#[test]
+fn first_reports_racing_appends_answer_and_leave_the_newest_commit() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(ColumnStore::open(dir.path()).unwrap());
+        store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+        store.views.locked().committed(1, None);
+        let reader = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    store.totals(1, days(4), &[]).unwrap();
+                    if round % 2 == 0 {
+                        store.views.locked().committed(1, None);
+                    }
+                }
+            })
+        };
+        for d in 1..4 {
+            store
+                .append_day(1, D0 + d, small_day(d, d + 1, &format!("/p{d}")))
+                .unwrap();
+            // The newest day sealed again: its file is replaced.
+            store
+                .append_day(1, D0 + d, small_day(d, d + 1, &format!("/p{d}")))
+                .unwrap();
+        }
+        reader.join().unwrap();
+        assert_eq!(store.totals(1, days(4), &[]).unwrap().visits, 4);
+        assert_eq!(pages(&store, 1, 4), ["/a", "/p1", "/p2", "/p3"]);
+    }
+}
+
+/// A report holding the view of the previous commit reads its days after
+/// the newest day is sealed again (its file replaced and deleted).
+#[test]
+fn a_report_reads_its_commit_after_the_newest_day_is_sealed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+    store.append_day(1, D0 + 1, small_day(1, 2, "/b")).unwrap();
+    let held = store.view(1).unwrap().unwrap();
+    store.append_day(1, D0 + 1, small_day(1, 2, "/b2")).unwrap();
+    let got = totals::series(&held, &[days(2)], &[]).unwrap();
+    assert_eq!(got[0].pageviews, 2);
+    // And after a retention pass deleted its first day.
+    store.drop_before(1, D0 + 1).unwrap();
+    let got = totals::series(&held, &[days(2)], &[]).unwrap();
+    assert_eq!(got[0].pageviews, 2);
+}
+
+/// The cached views keep at most so many files mapped, the least recently
+/// read dropped first; reports of a dropped view map it again.
+#[test]
+fn cached_views_keep_a_bounded_number_of_files_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    *store.views.locked() = cache::ViewCache::new(9);
+    for site in 1..=4 {
+        for d in 0..2 {
+            store
+                .append_day(site, D0 + d, small_day(d, 1, "/a"))
+                .unwrap();
+        }
+    }
+    // Four files a view: two fit.
+    for site in [1, 2, 3, 1, 4, 2] {
+        assert_eq!(store.totals(site, days(2), &[]).unwrap().visits, 2);
+        assert!(store.views.locked().mapped() <= 9);
+    }
+    let cached: Vec<bool> = (1..=4)
+        .map(|s| store.views.locked().get(s).is_some())
+        .collect();
+    assert_eq!(cached, [false, true, false, true]);
+}
