@@ -69,6 +69,9 @@ pub enum ColumnError {
         day: i64,
         what: &'static str,
     },
+    /// Another process has the store open: one writes it at a time.
+    #[error("{path}: the column store is in use by another process")]
+    Busy { path: PathBuf },
     /// A count outgrew its 32 bits.
     #[error("the column store is full: {0}")]
     Full(&'static str),
@@ -123,6 +126,29 @@ pub struct ColumnStore {
     dir: PathBuf,
     views: Mutex<ViewCache>,
     appending: Mutex<()>,
+    /// Held while the store is open (see [`lock`]).
+    _lock: std::fs::File,
+}
+
+/// The store's lock file: an OS lock (`flock`) held by the one process that
+/// has the store open, so no other process appends, deletes what it
+/// thinks unnamed, or changes a file this one has mapped. Released when the
+/// process ends, however it ends.
+const LOCK_FILE: &str = "lock";
+
+fn lock(dir: &Path) -> Result<std::fs::File, ColumnError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ColumnError::Busy { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path)(e)),
+    }
 }
 
 /// Times a report opens a view again when a commit deleted files under it
@@ -134,6 +160,9 @@ impl ColumnStore {
     /// append or removal left behind.
     pub fn open(dir: &Path) -> Result<ColumnStore, ColumnError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        // Before anything is deleted: what another process's append left
+        // unnamed may be under way.
+        let lock = lock(dir)?;
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let path = entry.map_err(io_error(dir))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -149,6 +178,7 @@ impl ColumnStore {
             dir: dir.to_path_buf(),
             views: Mutex::new(ViewCache::new(cache::MAX_MAPPED)),
             appending: Mutex::new(()),
+            _lock: lock,
         })
     }
 
