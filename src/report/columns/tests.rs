@@ -462,3 +462,5 @@ fn a_segment_overwritten_in_place_is_no_panic() {
         assert!(r.is_ok(), "panicked");
     }
 }
+
+
