@@ -130,6 +130,19 @@ pub struct ColumnStore {
     _lock: std::fs::File,
 }
 
+/// Deletes a site's directory: renamed first, so a crash halfway leaves no
+/// half site behind (what a crash left of an earlier removal goes first).
+fn remove_dir(dir: &Path, site_id: i64) -> Result<(), ColumnError> {
+    let site = dir.join(site_id.to_string());
+    let gone = dir.join(format!("{site_id}.removed"));
+    if gone.exists() {
+        std::fs::remove_dir_all(&gone).map_err(io_error(&gone))?;
+    }
+    std::fs::rename(&site, &gone).map_err(io_error(&site))?;
+    container::sync_dir(dir)?;
+    std::fs::remove_dir_all(&gone).map_err(io_error(&gone))
+}
+
 /// The store's lock file: an OS lock (`flock`) held by the one process that
 /// has the store open, so no other process appends, deletes what it
 /// thinks unnamed, or changes a file this one has mapped. Released when the
@@ -166,9 +179,18 @@ impl ColumnStore {
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let path = entry.map_err(io_error(dir))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.parse::<i64>().is_ok() {
-                if let Some(state) = SiteState::read(&path)? {
-                    state.delete_unnamed(&path)?;
+            if let Ok(site_id) = name.parse::<i64>() {
+                match SiteState::read(&path) {
+                    Ok(Some(state)) => state.delete_unnamed(&path)?,
+                    Ok(None) => {}
+                    // One site's damage must not stop the others' reports:
+                    // the site is removed, and sealed again from its first
+                    // day like a new one.
+                    Err(e @ ColumnError::Damaged { .. }) => {
+                        tracing::warn!(site_id, error = %e, "column store: removing a damaged site");
+                        remove_dir(dir, site_id)?;
+                    }
+                    Err(e) => return Err(e),
                 }
             } else if name.ends_with(".removed") {
                 std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
@@ -299,15 +321,11 @@ impl ColumnStore {
             self.views.locked().committed(site_id, None);
             return Ok(());
         }
-        // Renamed first, so a crash halfway leaves no half site behind.
-        let gone = self.dir.join(format!("{site_id}.removed"));
-        let renamed = std::fs::rename(&dir, &gone).map_err(io_error(&dir));
+        let removed = remove_dir(&self.dir, site_id);
         // After the rename: a report that read the site file before it
         // must not cache what it mapped.
         self.views.locked().committed(site_id, None);
-        renamed?;
-        std::fs::remove_dir_all(&gone).map_err(io_error(&gone))?;
-        container::sync_dir(&self.dir)
+        removed
     }
 
     /// Totals over `range`, as [`crate::report::sqlite::raw::totals`].

@@ -159,39 +159,67 @@ fn answers_on_rows_made_here() {
     assert_eq!((t.visits, t.pageviews, t.visitors), (1, 0, 0));
 }
 
+/// The same bytes with the container's checksum made right again: the
+/// structural checks after it must catch what it no longer does.
+fn with_checksum(mut b: Vec<u8>) -> Vec<u8> {
+    if b.len() >= 32 {
+        let crc = crc32fast::hash(&b[32..]);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+    }
+    b
+}
+
 #[test]
 fn damaged_files_are_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     drop(sealed(dir.path(), 3));
     everything(dir.path()).unwrap();
     let site = dir.path().join("1");
-    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&site)
+    let files: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&site)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "lock"))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
         .collect();
     assert_eq!(files.len(), 6, "{files:?}");
-    for file in files {
-        let good = std::fs::read(&file).unwrap();
-        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    let restore = || {
+        std::fs::create_dir_all(&site).unwrap();
+        for (p, b) in &files {
+            std::fs::write(p, b).unwrap();
+        }
+    };
+    for (file, good) in &files {
+        let mut cases: Vec<(String, Vec<u8>, bool)> = Vec::new();
         for cut in [0, 10, 31, 40, good.len() / 2, good.len() - 1] {
-            cases.push((format!("cut at {cut}"), good[..cut].to_vec()));
+            cases.push((format!("cut at {cut}"), good[..cut].to_vec(), true));
         }
         for at in (0..good.len()).step_by(5) {
             for flip in [0x01u8, 0x80] {
                 let mut b = good.clone();
                 b[at] ^= flip;
-                cases.push((format!("byte {at} ^ {flip:#x}"), b));
+                cases.push((format!("byte {at} ^ {flip:#x}"), b.clone(), true));
+                if at >= 32 && at % 10 == 0 {
+                    // May still be a valid file, of other numbers.
+                    let what = format!("byte {at} ^ {flip:#x}, checksum right");
+                    cases.push((what, with_checksum(b), false));
+                }
             }
         }
-        for (what, bytes) in cases {
-            std::fs::write(&file, &bytes).unwrap();
+        let site_file = file.ends_with(site::SITE_FILE);
+        for (what, bytes, refused) in cases {
+            std::fs::write(file, &bytes).unwrap();
             match std::panic::catch_unwind(|| everything(dir.path())) {
-                Ok(Err(_)) => {}
-                Ok(Ok(())) => panic!("{}: {what}: no error", file.display()),
+                // A damaged site file removes the site at open: it is sealed
+                // again, and nothing is answered from it meanwhile.
+                Ok(Ok(())) if site_file && refused => {
+                    assert!(!site.exists(), "{what}: the site is still there")
+                }
+                Ok(Ok(())) if refused => panic!("{}: {what}: no error", file.display()),
+                Ok(_) => {}
                 Err(_) => panic!("{}: {what}: panicked", file.display()),
             }
+            restore();
         }
-        std::fs::write(&file, &good).unwrap();
     }
     everything(dir.path()).unwrap();
 }
@@ -463,4 +491,56 @@ fn a_segment_overwritten_in_place_is_no_panic() {
     }
 }
 
+/// One damaged site file: that site is set aside (it is sealed again from
+/// the raw tables), the others open.
+#[test]
+fn a_damaged_site_file_sets_that_site_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+    store.append_day(2, D0, small_day(0, 1, "/a")).unwrap();
+    drop(store);
+    let f = dir.path().join("2").join(site::SITE_FILE);
+    let mut b = std::fs::read(&f).unwrap();
+    let n = b.len();
+    b[n - 1] ^= 1;
+    std::fs::write(&f, b).unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    assert_eq!(store.sealed_days(1).unwrap(), [D0]);
+    assert_eq!(store.sealed_days(2).unwrap(), Vec::<i64>::new());
+    assert!(!dir.path().join("2").exists());
+    store.append_day(2, D0, small_day(0, 1, "/z")).unwrap();
+    assert_eq!(pages(&store, 2, 1), ["/z"]);
+}
 
+/// What a crash left of an earlier removal of the same site does not stop
+/// a removal.
+#[test]
+fn a_removal_goes_past_what_an_earlier_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+    let left = dir.path().join("1.removed");
+    std::fs::create_dir(&left).unwrap();
+    std::fs::write(left.join("site.tcf"), b"old").unwrap();
+    store.remove_site(1).unwrap();
+    assert!(!left.exists() && !dir.path().join("1").exists());
+    assert_eq!(store.sealed_days(1).unwrap(), Vec::<i64>::new());
+}
+
+/// A dictionary whose checksum holds but whose offsets go past the strings
+/// and come back down.
+#[test]
+fn dictionary_offsets_past_the_strings_are_damage() {
+    use super::container::{Kind, Section, write};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("dict-1.tcf");
+    let offsets = Section::U32(&[0, 100, 5]);
+    write(&p, Kind::Dictionary, &[offsets, Section::U8(b"abcdefghij")]).unwrap();
+    let r = std::panic::catch_unwind(|| dictionary::Dictionary::open(&p, 2).map(|_| ()));
+    assert!(
+        matches!(r, Ok(Err(ColumnError::Damaged { .. }))),
+        "{:?}",
+        r.map_err(|_| "panicked")
+    );
+}
