@@ -544,3 +544,117 @@ fn dictionary_offsets_past_the_strings_are_damage() {
         r.map_err(|_| "panicked")
     );
 }
+
+/// Rows exactly on day and bucket edges belong to the range or bucket they
+/// start: ranges include their start and exclude their end.
+#[test]
+fn rows_on_edges_fall_in_the_range_they_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    let (day0, hour) = (D0 * DAY, 3600);
+    let at = |id: i64, t: i64, path: &str| {
+        (
+            one_visit(id, id, t),
+            event(id * 10, id, id, t, "pageview", path),
+        )
+    };
+    let mut first = DayRows::default();
+    for (v, e) in [
+        at(1, day0, "/start"),
+        at(2, day0 + hour - 1, "/before"),
+        at(3, day0 + hour, "/edge"),
+    ] {
+        first.visits.push(v);
+        first.events.push(e);
+    }
+    store.append_day(1, D0, first).unwrap();
+    let (v, e) = at(4, day0 + DAY, "/next");
+    store
+        .append_day(
+            1,
+            D0 + 1,
+            DayRows {
+                visits: vec![v],
+                events: vec![e],
+            },
+        )
+        .unwrap();
+    let range = |start: i64, end: i64| TimeRange { start, end };
+    let counts = |r: TimeRange| {
+        let t = store.totals(1, r, &[]).unwrap();
+        (t.visits, t.pageviews, t.visitors)
+    };
+    assert_eq!(counts(range(day0, day0 + hour)), (2, 2, 2));
+    assert_eq!(counts(range(day0 + hour, day0 + DAY)), (1, 1, 1));
+    assert_eq!(counts(range(day0, day0 + DAY)), (3, 3, 3));
+    assert_eq!(counts(range(day0 + 1, day0 + DAY + 1)), (3, 3, 3));
+    let buckets: Vec<TimeRange> = (0..25)
+        .map(|h| range(day0 + h * hour, day0 + (h + 1) * hour))
+        .collect();
+    let series = store.series(1, &buckets, &[]).unwrap();
+    let per_hour: Vec<i64> = series.iter().map(|t| t.visits).collect();
+    let mut want = vec![0; 25];
+    (want[0], want[1], want[24]) = (2, 1, 1);
+    assert_eq!(per_hour, want);
+    let pages_in = |r: TimeRange, filters: &[Filter]| -> Vec<String> {
+        let rows = store.breakdown(1, r, &Dimension::Page, filters, false, 10, 0);
+        let mut v: Vec<String> = rows.unwrap().into_iter().filter_map(|r| r.value).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        pages_in(range(day0, day0 + hour), &[]),
+        ["/before", "/start"]
+    );
+    assert_eq!(pages_in(range(day0 + hour, day0 + DAY), &[]), ["/edge"]);
+    for column in [VisitColumn::Source, VisitColumn::EntryPage] {
+        let dim = Dimension::Visit(column);
+        let rows = store.breakdown(1, range(day0, day0 + hour), &dim, &[], false, 10, 0);
+        let visits: Vec<i64> = rows.unwrap().iter().map(|r| r.visits).collect();
+        assert_eq!(visits, [2], "{column:?}");
+    }
+    // Per row too (a filter judged per visit).
+    let entry = Filter {
+        field: FilterField::Visit(VisitColumn::EntryPage),
+        op: FilterOp::Is,
+        values: vec![Some("/".into())],
+    };
+    assert_eq!(
+        pages_in(range(day0, day0 + hour), std::slice::from_ref(&entry)),
+        ["/before", "/start"]
+    );
+    let t = store.totals(1, range(day0, day0 + hour), &[entry]).unwrap();
+    assert_eq!((t.visits, t.pageviews), (2, 2));
+}
+
+/// Limit 0 shows no row; a property's rows without their visits are
+/// otherwise the rows with them.
+#[test]
+fn limit_zero_and_rows_without_visits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealed(dir.path(), 3);
+    let plan = Dimension::Prop("plan".into());
+    for dim in [Dimension::Page, plan.clone()] {
+        assert_eq!(
+            store.breakdown(1, all(), &dim, &[], true, 0, 0).unwrap(),
+            []
+        );
+        assert_eq!(
+            store.breakdown(1, all(), &dim, &[], true, 0, 1).unwrap(),
+            []
+        );
+    }
+    let with = store.breakdown(1, all(), &plan, &[], true, 10, 0).unwrap();
+    let without = store.breakdown(1, all(), &plan, &[], false, 10, 0).unwrap();
+    assert_eq!(with.len(), 1);
+    assert_eq!(
+        (with[0].visits, with[0].events, with[0].visitors),
+        (3, 3, 3)
+    );
+    let strip = |rows: Vec<BreakdownRow>| -> Vec<BreakdownRow> {
+        rows.into_iter()
+            .map(|r| BreakdownRow { visits: 0, ..r })
+            .collect()
+    };
+    assert_eq!(strip(with), strip(without));
+}
