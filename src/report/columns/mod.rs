@@ -28,6 +28,8 @@ mod site;
 mod totals;
 
 #[cfg(test)]
+mod commit_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

@@ -313,6 +313,13 @@ impl SiteView {
         Ok(self.segments[a..b.max(a)].to_vec())
     }
 
+    /// Rows (events and visits) of the days `[start, end)` reaches: what a
+    /// query reads, to size its tables by.
+    pub(super) fn rows(&self, start: i64, end: i64) -> usize {
+        self.segments_for(start, end)
+            .map_or(0, |s| s.iter().map(|s| s.n_events + s.n_visits).sum())
+    }
+
     /// The segment holding visit number `n` (not an orphan number).
     pub(super) fn segment_of_visit(&self, n: u32) -> Result<Option<Arc<Segment>>, ColumnError> {
         let i = self.days.partition_point(|d| d.visit_base <= n);
