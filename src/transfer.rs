@@ -17,6 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use url::Url;
 
 use crate::ingest::enrich::referrer;
+use crate::ingest::payload::parse_props;
 use crate::report::model::VisitColumn;
 use crate::report::sqlite::rollups::{Dim, ImportedRow};
 use crate::spreadsheet::{guard, unguard};
@@ -444,7 +445,7 @@ fn read_tally(text: &str) -> anyhow::Result<Vec<ImportVisit>> {
             hostname: get("hostname").to_string(),
             path: get("path").to_string(),
             interactive: get("interactive") != "0",
-            props: opt("props"),
+            props: props(opt("props"), line)?,
             revenue_amount: opt("revenue_amount"),
             revenue_currency: opt("revenue_currency"),
             scroll_depth: int("scroll_depth")?,
@@ -452,6 +453,22 @@ fn read_tally(text: &str) -> anyhow::Result<Vec<ImportVisit>> {
         });
     }
     Ok(visits.into_values().collect())
+}
+
+/// An event's props as ingest stores them: a JSON object of strings, none
+/// if empty. Numbers and booleans become their text, nulls are left out.
+fn props(text: Option<String>, line: u64) -> anyhow::Result<Option<String>> {
+    let Some(text) = text else { return Ok(None) };
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|_| UsageError(format!("line {line}: props {text:?} is not a JSON object")))?;
+    let pairs = parse_props(&map).map_err(|e| UsageError(format!("line {line}: {e}")))?;
+    Ok((!pairs.is_empty()).then(|| {
+        let strings: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        serde_json::Value::Object(strings).to_string()
+    }))
 }
 
 /// GoatCounter's export, format 2: `2Path, Title, Event, UserAgent, Browser,

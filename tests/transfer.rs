@@ -109,7 +109,8 @@ fn tally_csv_round_trip_gives_the_same_reports() {
     assert_eq!(twice.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&twice.stderr).contains("already has 5 events"));
     assert_eq!(b.count("SELECT COUNT(*) FROM events"), 5);
-    // Exporting again gives the same rows but for the visit numbers.
+    // Exporting again gives the same rows but for the visit and visitor
+    // numbers (stored visitor ids are derived from the file's per day).
     let csv_b = b.dir.path().join("again.csv");
     b.tally(&["export", "example.com", "--out", csv_b.to_str().unwrap()]);
     let strip_visit = |t: &str| -> Vec<String> {
@@ -117,7 +118,7 @@ fn tally_csv_round_trip_gives_the_same_reports() {
             .lines()
             .map(|l| {
                 let mut cells: Vec<&str> = l.split(',').collect();
-                cells.remove(4);
+                cells.drain(4..6);
                 cells.join(",")
             })
             .collect();
@@ -191,6 +192,70 @@ fn goatcounter_export_imports_as_visits() {
     assert_eq!(busy.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&busy.stderr).contains("a server is running"));
 }
+
+/// A visitor of the file counts once a day, as Tally's own visitors do
+/// (their ids change with the daily salt), and properties are stored as
+/// strings, as ingest stores them.
+#[test]
+fn an_imported_visitor_counts_once_a_day_and_properties_are_strings() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let csv = env.dir.path().join("events.csv");
+    let mut text = COLUMNS_HEADER.to_string();
+    let row = |time: &str, visit: i64, visitor: i64, props: &str| {
+        let mut cells = vec![String::new(); 27];
+        cells[0] = time.into();
+        cells[1] = if props.is_empty() {
+            "pageview"
+        } else {
+            "Signup"
+        }
+        .into();
+        cells[2] = "example.com".into();
+        cells[3] = "/".into();
+        cells[4] = visit.to_string();
+        cells[5] = visitor.to_string();
+        cells[6] = "1".into();
+        cells[7] = props.into();
+        format!("\n{}", cells.join(","))
+    };
+    // Visitor 7 on the 1st and the 5th; visitor 8 twice on the 1st.
+    text += &row("2025-03-01T10:00:00Z", 1, 7, "");
+    text += &row("2025-03-05T10:00:00Z", 2, 7, "");
+    text += &row("2025-03-01T11:00:00Z", 3, 8, "");
+    text += &row("2025-03-01T15:00:00Z", 4, 8, "");
+    text += &row(
+        "2025-03-01T15:01:00Z",
+        4,
+        8,
+        r#""{""plan"":""pro"",""seats"":3,""trial"":true,""gone"":null}""#,
+    );
+    std::fs::write(&csv, text + "\n").unwrap();
+    let out = imported(&env, "tally-csv", csv.to_str().unwrap());
+    assert!(out.contains("Imported 5 events in 4 visits"), "{out}");
+    let props: String = env
+        .db()
+        .query_row(
+            "SELECT props FROM events WHERE props IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(props, r#"{"plan":"pro","seats":"3","trial":"true"}"#);
+    let s = env.start();
+    let t = report(&s, &key, "period=custom&date=2025-03-01,2025-03-07");
+    assert_eq!(t["totals"]["visitors"]["value"], 3, "{t}");
+    assert_eq!(t["totals"]["visits"]["value"], 4, "{t}");
+    let day = report(&s, &key, "period=day&date=2025-03-01");
+    assert_eq!(day["totals"]["visitors"]["value"], 2, "{day}");
+}
+
+/// Tally's CSV header.
+const COLUMNS_HEADER: &str = "time,name,hostname,path,visit,visitor,interactive,props,\
+    revenue_amount,revenue_currency,scroll_depth,engaged_ms,referrer,source,utm_medium,\
+    utm_source,utm_campaign,utm_term,utm_content,country,region,city,browser,\
+    browser_version,os,os_version,device";
 
 #[test]
 fn a_broken_file_is_refused_and_changes_nothing() {

@@ -435,7 +435,9 @@ fn parse_domains(s: &str) -> Result<Vec<String>, IngestError> {
     Ok(out)
 }
 
-fn parse_props(m: &Map<String, Value>) -> Result<Vec<(String, String)>, IngestError> {
+/// A props object as strings, under ingest's limits (numbers and booleans
+/// as their text, nulls left out); imports store props by the same rules.
+pub fn parse_props(m: &Map<String, Value>) -> Result<Vec<(String, String)>, IngestError> {
     let mut out = Vec::with_capacity(m.len());
     for (k, v) in m {
         let v = match v {

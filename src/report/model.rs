@@ -164,13 +164,18 @@ pub struct BreakdownRow {
 /// order, and `count(ranks)` counts the visitors of the values at those
 /// ranks. Counting starts a little past `need` and widens until no value
 /// left can overtake the last one shown. Returns the visitors of the
-/// leading ranks, as many as were counted. Both read models rank this way.
+/// leading ranks, as many as were counted (none when `need` is 0). Every
+/// read model ranks this way.
 pub fn count_leading<E>(
     bounds: &[i64],
     need: usize,
     mut count: impl FnMut(std::ops::Range<usize>) -> Result<Vec<i64>, E>,
 ) -> Result<Vec<i64>, E> {
     let mut visitors: Vec<i64> = Vec::new();
+    if need == 0 {
+        // No row shown (limit 0): nothing to count, rather than everything.
+        return Ok(visitors);
+    }
     let mut take = (need + need / 2 + 5).min(bounds.len());
     loop {
         let counted = count(visitors.len()..take)?;
@@ -218,4 +223,28 @@ pub struct Filter {
     pub field: FilterField,
     pub op: FilterOp,
     pub values: Vec<Option<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_leading_counts_nothing_when_no_row_is_shown() {
+        let bounds: Vec<i64> = (1..=100).rev().collect();
+        let mut counted = 0;
+        let got = count_leading(&bounds, 0, |ranks| {
+            counted += ranks.len();
+            Ok::<_, ()>(ranks.map(|r| bounds[r]).collect())
+        });
+        assert_eq!((got, counted), (Ok(vec![]), 0));
+        // Rows shown: counting stops once nothing left can overtake them.
+        let mut counted = 0;
+        let got = count_leading(&bounds, 2, |ranks| {
+            counted += ranks.len();
+            Ok::<_, ()>(ranks.map(|r| bounds[r]).collect())
+        });
+        assert_eq!(&got.unwrap()[..2], &[100, 99]);
+        assert!(counted < 10, "{counted}");
+    }
 }

@@ -105,6 +105,7 @@ pub type ImportEvent = EventFields;
 /// A past visit to import: its visitor, attributes and events.
 #[derive(Debug, Clone)]
 pub struct ImportVisit {
+    /// The file's visitor id; the stored one is derived from it per day.
     pub visitor_id: i64,
     pub dims: VisitDims,
     pub events: Vec<ImportEvent>,
@@ -131,6 +132,8 @@ pub enum ImportError {
          the server, wait until /api/health shows no rebuilding site, stop it and import again"
     )]
     Rebuilding,
+    #[error("the OS random source failed: {0}")]
+    Random(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -139,6 +142,20 @@ impl From<rusqlite::Error> for ImportError {
     fn from(e: rusqlite::Error) -> Self {
         ImportError::Store(e.into())
     }
+}
+
+/// The stored id of a file's visitor in a visit that started at `ts`: a
+/// keyed hash of the file's id and the UTC day, under a key drawn for the
+/// import and then forgotten. Tally's own visitor ids change with the
+/// daily salt, so a visitor counts once a day, and the reports (the column
+/// store's numbering too) rest on that; imported ids follow it, and cannot
+/// be traced back to the file's.
+fn day_visitor(key: &[u8; 32], visitor: i64, ts: i64) -> i64 {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(&visitor.to_le_bytes());
+    h.update(&ts.div_euclid(86_400).to_le_bytes());
+    let hash = h.finalize();
+    i64::from_le_bytes(std::array::from_fn(|i| hash.as_bytes()[i]))
 }
 
 /// Writes `visits` for `site_id` in one transaction; the caller then
@@ -174,18 +191,21 @@ pub fn import_visits(
         return Err(ImportError::Overlap(existing));
     }
     let first_id = super::sites::max_visit_id(&tx)? + 1;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| ImportError::Random(e.to_string()))?;
     // Unique within a second: the key is (site, second, id), and the range
     // holds no other events of this site.
     let mut per_second: HashMap<i64, i64> = HashMap::new();
     let mut imported = Imported::default();
     for (visit_id, v) in (first_id..).zip(visits) {
         let dims = Arc::new(v.dims);
+        let visitor_id = day_visitor(&key, v.visitor_id, v.events[0].ts);
         let mut seen_pages = std::collections::HashSet::new();
         let mut seen_names = std::collections::HashSet::new();
         let mut record = VisitRecord {
             id: visit_id,
             site_id,
-            visitor_id: v.visitor_id,
+            visitor_id,
             seq: 0,
             started_at: v.events[0].ts,
             last_seen_at: v.events[0].ts,
@@ -221,7 +241,7 @@ pub fn import_visits(
             let event = NewEvent {
                 id: e.ts * 1_000_000 + *k,
                 site_id,
-                visitor_id: v.visitor_id,
+                visitor_id,
                 ts: e.ts,
                 name: e.name,
                 hostname: e.hostname,

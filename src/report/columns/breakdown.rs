@@ -130,14 +130,47 @@ impl Walk<'_> {
     }
 }
 
-/// Pass 1: each value's upper bound on its visitors, by dictionary id.
-struct Bounds(Vec<i64>);
+/// Pass 1: each value's upper bound on its visitors, by dictionary id: in
+/// a table over the dictionary, or a map of the values met when the
+/// dictionary is large next to the query (see [`super::scan::dense`]).
+enum Bounds {
+    Dense(Vec<i64>),
+    Sparse(HashMap<u32, i64>, usize),
+}
 
 impl Bounds {
-    fn add(&mut self, value: u32, n: i64) {
-        if let Some(b) = self.0.get_mut(value as usize) {
-            *b += n;
+    fn new(len: usize, rows: usize) -> Bounds {
+        if super::scan::dense(len, rows) {
+            Bounds::Dense(vec![0; len])
+        } else {
+            Bounds::Sparse(HashMap::new(), len)
         }
+    }
+
+    fn add(&mut self, value: u32, n: i64) {
+        match self {
+            Bounds::Dense(t) => {
+                if let Some(b) = t.get_mut(value as usize) {
+                    *b += n;
+                }
+            }
+            Bounds::Sparse(m, len) => {
+                if (value as usize) < *len {
+                    *m.entry(value).or_insert(0) += n;
+                }
+            }
+        }
+    }
+
+    /// The values with a bound, largest first (ties by id), and their bounds.
+    fn ranked(self) -> (Vec<u32>, Vec<i64>) {
+        let mut all: Vec<(u32, i64)> = match self {
+            Bounds::Dense(t) => (0..t.len() as u32).zip(t).collect(),
+            Bounds::Sparse(m, _) => m.into_iter().collect(),
+        };
+        all.retain(|&(_, b)| b > 0);
+        all.sort_unstable_by_key(|&(id, b)| (std::cmp::Reverse(b), id));
+        all.into_iter().unzip()
     }
 }
 
@@ -261,14 +294,15 @@ pub(super) fn breakdown(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<BreakdownRow>, ColumnError> {
-    let scan = Scan::new(view, filters);
+    let rows = view.rows(range.start, range.end);
+    let scan = Scan::new(view, filters, rows);
     let segs = view.segments_for(range.start, range.end)?;
     let had = match (dimension, scan.has_event_filters()) {
         (Dimension::Visit(_), true) => Some(scan.had_event(range)?),
         _ => None,
     };
     let key = match dimension {
-        Dimension::Prop(key) => Some(KeyMemo::new(view, key)),
+        Dimension::Prop(key) => Some(KeyMemo::new(view, key, rows)),
         _ => None,
     };
     let walk = Walk {
@@ -279,14 +313,9 @@ pub(super) fn breakdown(
         had: had.as_ref(),
         key: key.as_ref(),
     };
-    let mut bounds = Bounds(vec![0; view.dict.len()]);
+    let mut bounds = Bounds::new(view.dict.len(), rows);
     walk.walk(&mut bounds)?;
-    let bound = bounds.0;
-    let mut ranked: Vec<u32> = (0..bound.len() as u32)
-        .filter(|&id| bound[id as usize] > 0)
-        .collect();
-    ranked.sort_by_key(|&id| std::cmp::Reverse(bound[id as usize]));
-    let bounds: Vec<i64> = ranked.iter().map(|&id| bound[id as usize]).collect();
+    let (ranked, bounds) = bounds.ranked();
     let need = (offset.max(0) + limit.max(0)) as usize;
     let prop_visits = need_visits && matches!(dimension, Dimension::Prop(_));
     let mut rows: HashMap<u32, BreakdownRow> = HashMap::new();
@@ -346,7 +375,7 @@ pub(super) fn prop_keys(
     filters: &[Filter],
     limit: i64,
 ) -> Result<Vec<String>, ColumnError> {
-    let scan = Scan::new(view, filters);
+    let scan = Scan::new(view, filters, view.rows(range.start, range.end));
     let mut keys: HashMap<u32, Distinct> = HashMap::new();
     for seg in view.segments_for(range.start, range.end)? {
         scan.each_group(&seg, range, |ev, _, a, b| {

@@ -75,7 +75,17 @@ impl Container {
         // Column files are never modified in place: each is written whole
         // to a temporary name and renamed over the old one, so an open map
         // keeps the old file's pages (a replaced or deleted file lives on
-        // until its last map goes). Only this module writes the directory.
+        // until its last map goes). Only this module writes the directory,
+        // and only in the one process holding the store's lock
+        // (`ColumnStore::open`). Beyond that, nothing here can stop another
+        // program: a file changed in place gives wrong numbers but never a
+        // panic or a read out of bounds (what bounds the reads is copied
+        // to the heap when checked, see `Segment::open`); a mapped file
+        // truncated by another program makes the next read of the lost
+        // pages kill the process (SIGBUS), which no reader of a shared map
+        // can prevent. So the store's files must not be restored or
+        // repaired by writing over them: delete the directory instead, and
+        // it is sealed again from the raw tables.
         let map = unsafe { Mmap::map(&file) }.map_err(io_error(path))?;
         let damaged = |what: String| ColumnError::Damaged {
             path: path.to_path_buf(),

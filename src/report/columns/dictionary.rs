@@ -38,13 +38,21 @@ impl Dictionary {
         if len == 0 || offsets.len() < len + 1 || offsets[0] != 0 {
             return Err(c.damaged(format!("{} offsets for {len} strings", offsets.len())));
         }
+        // Every slice through `get`: offsets may go past the strings and
+        // come back down in a file whose checksum holds.
         let end = offsets[len] as usize;
-        if end > bytes.len() || std::str::from_utf8(&bytes[..end]).is_err() {
+        if bytes
+            .get(..end)
+            .is_none_or(|b| std::str::from_utf8(b).is_err())
+        {
             return Err(c.damaged("strings past the file, or not UTF-8"));
         }
         for w in offsets[..=len].windows(2) {
             let (a, b) = (w[0] as usize, w[1] as usize);
-            if a > b || std::str::from_utf8(&bytes[a..b]).is_err() {
+            if bytes
+                .get(a..b)
+                .is_none_or(|s| std::str::from_utf8(s).is_err())
+            {
                 return Err(c.damaged("string offsets"));
             }
         }

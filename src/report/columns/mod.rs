@@ -8,6 +8,7 @@
 //! - [`dictionary`]: a site's strings and visit attribute sets.
 //! - [`segment`]: one day of a site, column by column.
 //! - [`site`]: a site's directory, its commit point and mapped views.
+//! - [`cache`]: the views reports start from.
 //! - [`seal`]: a day's rows made into a segment, numbering visitors and
 //!   visits densely across days.
 //! - [`scan`], [`bitmap`], [`totals`], [`breakdown`]: the reports.
@@ -17,6 +18,7 @@
 
 mod bitmap;
 mod breakdown;
+mod cache;
 mod container;
 mod dictionary;
 mod scan;
@@ -26,9 +28,10 @@ mod site;
 mod totals;
 
 #[cfg(test)]
+mod commit_tests;
+#[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +39,7 @@ use thiserror::Error;
 
 use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 use crate::sync::Lock;
+use cache::ViewCache;
 use container::io_error;
 use site::{SiteState, SiteView};
 
@@ -67,6 +71,9 @@ pub enum ColumnError {
         day: i64,
         what: &'static str,
     },
+    /// Another process has the store open: one writes it at a time.
+    #[error("{path}: the column store is in use by another process")]
+    Busy { path: PathBuf },
     /// A count outgrew its 32 bits.
     #[error("the column store is full: {0}")]
     Full(&'static str),
@@ -119,21 +126,73 @@ pub struct DayRows {
 /// from the commit it started with.
 pub struct ColumnStore {
     dir: PathBuf,
-    views: Mutex<HashMap<i64, Option<Arc<SiteView>>>>,
+    views: Mutex<ViewCache>,
     appending: Mutex<()>,
+    /// Held while the store is open (see [`lock`]).
+    _lock: std::fs::File,
 }
+
+/// Deletes a site's directory: renamed first, so a crash halfway leaves no
+/// half site behind (what a crash left of an earlier removal goes first).
+fn remove_dir(dir: &Path, site_id: i64) -> Result<(), ColumnError> {
+    let site = dir.join(site_id.to_string());
+    let gone = dir.join(format!("{site_id}.removed"));
+    if gone.exists() {
+        std::fs::remove_dir_all(&gone).map_err(io_error(&gone))?;
+    }
+    std::fs::rename(&site, &gone).map_err(io_error(&site))?;
+    container::sync_dir(dir)?;
+    std::fs::remove_dir_all(&gone).map_err(io_error(&gone))
+}
+
+/// The store's lock file: an OS lock (`flock`) held by the one process that
+/// has the store open, so no other process appends, deletes what it
+/// thinks unnamed, or changes a file this one has mapped. Released when the
+/// process ends, however it ends.
+const LOCK_FILE: &str = "lock";
+
+fn lock(dir: &Path) -> Result<std::fs::File, ColumnError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ColumnError::Busy { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path)(e)),
+    }
+}
+
+/// Times a report opens a view again when a commit deleted files under it
+/// while it mapped them.
+const OPEN_TRIES: usize = 8;
 
 impl ColumnStore {
     /// Opens (or creates) the store in `dir`, deleting what an interrupted
     /// append or removal left behind.
     pub fn open(dir: &Path) -> Result<ColumnStore, ColumnError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        // Before anything is deleted: what another process's append left
+        // unnamed may be under way.
+        let lock = lock(dir)?;
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let path = entry.map_err(io_error(dir))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.parse::<i64>().is_ok() {
-                if let Some(state) = SiteState::read(&path)? {
-                    state.delete_unnamed(&path)?;
+            if let Ok(site_id) = name.parse::<i64>() {
+                match SiteState::read(&path) {
+                    Ok(Some(state)) => state.delete_unnamed(&path)?,
+                    Ok(None) => {}
+                    // One site's damage must not stop the others' reports:
+                    // the site is removed, and sealed again from its first
+                    // day like a new one.
+                    Err(e @ ColumnError::Damaged { .. }) => {
+                        tracing::warn!(site_id, error = %e, "column store: removing a damaged site");
+                        remove_dir(dir, site_id)?;
+                    }
+                    Err(e) => return Err(e),
                 }
             } else if name.ends_with(".removed") {
                 std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
@@ -141,8 +200,9 @@ impl ColumnStore {
         }
         Ok(ColumnStore {
             dir: dir.to_path_buf(),
-            views: Mutex::new(HashMap::new()),
+            views: Mutex::new(ViewCache::new(cache::MAX_MAPPED)),
             appending: Mutex::new(()),
+            _lock: lock,
         })
     }
 
@@ -152,16 +212,48 @@ impl ColumnStore {
 
     /// The newest commit of a site, `None` if nothing was sealed.
     fn view(&self, site_id: i64) -> Result<Option<Arc<SiteView>>, ColumnError> {
-        if let Some(v) = self.views.locked().get(&site_id) {
-            return Ok(v.clone());
-        }
         let dir = self.site_dir(site_id);
-        let view = match SiteState::read(&dir)? {
-            Some(state) => Some(Arc::new(SiteView::open(&dir, &state, None)?)),
+        let mut tries = 0;
+        loop {
+            let seen = {
+                let mut views = self.views.locked();
+                if let Some(v) = views.get(site_id) {
+                    return Ok(v);
+                }
+                views.commits(site_id)
+            };
+            // Mapped outside the lock: a first read checks every file.
+            let opened = SiteState::read(&dir).and_then(|state| match state {
+                Some(state) => Ok(Some(Arc::new(SiteView::open(&dir, &state, None)?))),
+                None => Ok(None),
+            });
+            let mut views = self.views.locked();
+            match opened {
+                Ok(view) => return Ok(views.offer(site_id, seen, view)),
+                // A commit deleted what the site file read had named.
+                Err(_) if views.commits(site_id) != seen && tries < OPEN_TRIES => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records a commit of a site in the cache: the new view, mapped from
+    /// the one cached (which keeps its segments), or nothing when none was
+    /// (the next report maps it). Any error drops the cached view.
+    fn committed(&self, dir: &Path, site_id: i64, state: &SiteState) -> Result<(), ColumnError> {
+        let before = self.views.locked().get(site_id).flatten();
+        let view = match before {
+            Some(before) => match SiteView::open(dir, state, Some(&before)) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    self.views.locked().committed(site_id, None);
+                    return Err(e);
+                }
+            },
             None => None,
         };
-        self.views.locked().insert(site_id, view.clone());
-        Ok(view)
+        self.views.locked().committed(site_id, view);
+        Ok(())
     }
 
     /// Seals `day` (days since 1970-01-01, UTC) of a site from its rows.
@@ -172,19 +264,31 @@ impl ColumnStore {
     pub fn append_day(&self, site_id: i64, day: i64, rows: DayRows) -> Result<(), ColumnError> {
         let _one = self.appending.locked();
         let dir = self.site_dir(site_id);
-        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let before = self.view(site_id)?;
-        let state = seal::append(&dir, site_id, before.as_deref(), day, rows)?;
-        let view = SiteView::open(&dir, &state, before.as_deref())?;
-        self.views.locked().insert(site_id, Some(Arc::new(view)));
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+            // So the new site's name survives a crash with its files.
+            container::sync_dir(&self.dir)?;
+        }
+        let state = match seal::append(&dir, site_id, day, rows) {
+            Ok(state) => state,
+            Err(e) => {
+                // The site file may have been written before the error.
+                self.views.locked().committed(site_id, None);
+                return Err(e);
+            }
+        };
+        self.committed(&dir, site_id, &state)?;
         state.delete_unnamed(&dir)
     }
 
     /// The days sealed for a site, ascending.
     pub fn sealed_days(&self, site_id: i64) -> Result<Vec<i64>, ColumnError> {
-        Ok(self.view(site_id)?.map_or_else(Vec::new, |v| {
-            v.days.iter().map(|d| i64::from(d.day)).collect()
-        }))
+        let days = |d: &[site::DayEntry]| d.iter().map(|d| i64::from(d.day)).collect();
+        if let Some(view) = self.views.locked().get(site_id) {
+            return Ok(view.map_or_else(Vec::new, |v| days(&v.days)));
+        }
+        // The site file alone: no need to map the days.
+        Ok(SiteState::read(&self.site_dir(site_id))?.map_or_else(Vec::new, |s| days(&s.days)))
     }
 
     /// Deletes a site's days before `day` (retention). Returns how many.
@@ -200,10 +304,11 @@ impl ColumnStore {
         state.days.retain(|d| i64::from(d.day) >= day);
         let dropped = before - state.days.len();
         if dropped > 0 {
-            state.write(&dir)?;
-            let old = self.view(site_id)?;
-            let view = SiteView::open(&dir, &state, old.as_deref())?;
-            self.views.locked().insert(site_id, Some(Arc::new(view)));
+            if let Err(e) = state.write(&dir) {
+                self.views.locked().committed(site_id, None);
+                return Err(e);
+            }
+            self.committed(&dir, site_id, &state)?;
             state.delete_unnamed(&dir)?;
         }
         Ok(dropped)
@@ -213,16 +318,16 @@ impl ColumnStore {
     /// what they mapped.
     pub fn remove_site(&self, site_id: i64) -> Result<(), ColumnError> {
         let _one = self.appending.locked();
-        self.views.locked().remove(&site_id);
         let dir = self.site_dir(site_id);
         if !dir.exists() {
+            self.views.locked().committed(site_id, None);
             return Ok(());
         }
-        // Renamed first, so a crash halfway leaves no half site behind.
-        let gone = self.dir.join(format!("{site_id}.removed"));
-        std::fs::rename(&dir, &gone).map_err(io_error(&dir))?;
-        std::fs::remove_dir_all(&gone).map_err(io_error(&gone))?;
-        container::sync_dir(&self.dir)
+        let removed = remove_dir(&self.dir, site_id);
+        // After the rename: a report that read the site file before it
+        // must not cache what it mapped.
+        self.views.locked().committed(site_id, None);
+        removed
     }
 
     /// Totals over `range`, as [`crate::report::sqlite::raw::totals`].

@@ -1,6 +1,7 @@
 //! Filters compiled for a scan of one site's view, and the scan of a
 //! segment's event groups and visit runs. Each filter's answer is
-//! remembered per dictionary id, and the visit filters' per attribute set,
+//! remembered per dictionary id, and the visit filters' per attribute set
+//! (in a table, or a map when the site's are many next to the query),
 //! so a filter is judged once per group or run, and per row only for
 //! properties and entry or exit pages. Whether one value passes is
 //! [`crate::report::matching`], the rules the raw tables' SQL follows.
@@ -17,29 +18,85 @@ use super::site::SiteView;
 use crate::report::matching::value_matches;
 use crate::report::model::{Filter, FilterField, TimeRange};
 
+/// Ids a table of answers covers at least; past this, and past the rows a
+/// query reads, answers go in a map of the ids met: a site's dictionary
+/// grows with everything ever sealed, a query's ids with its range.
+const DENSE_IDS: usize = 1 << 16;
+
+#[cfg(test)]
+thread_local! {
+    /// Maps whatever the sizes, so tests cover both kinds.
+    pub(super) static SPARSE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Yes/no answers remembered per id (a dictionary id or a set): a table
+/// over every id while that is small next to the query, else a map.
+pub(super) enum Answers {
+    Dense(Vec<Cell<u8>>),
+    Sparse {
+        len: usize,
+        map: RefCell<HashMap<u32, bool>>,
+    },
+}
+
 const UNKNOWN: u8 = 0;
 const NO: u8 = 1;
 const YES: u8 = 2;
 
-fn unknown(n: usize) -> Vec<Cell<u8>> {
-    (0..n).map(|_| Cell::new(UNKNOWN)).collect()
+/// Whether a table over `len` ids suits a query reading `rows` rows.
+pub(super) fn dense(len: usize, rows: usize) -> bool {
+    #[cfg(test)]
+    if SPARSE.with(Cell::get) {
+        return false;
+    }
+    len <= DENSE_IDS.max(rows)
 }
 
-/// Remembers a yes/no answer in `slot` (`None`: an id past the table,
-/// which only a damaged file holds).
-#[inline(always)]
-fn remembered(slot: Option<&Cell<u8>>, bad: &Cell<bool>, answer: impl FnOnce() -> bool) -> bool {
-    let Some(slot) = slot else {
-        bad.set(true);
-        return false;
-    };
-    match slot.get() {
-        YES => true,
-        NO => false,
-        _ => {
-            let a = answer();
-            slot.set(if a { YES } else { NO });
-            a
+impl Answers {
+    pub(super) fn new(len: usize, rows: usize) -> Answers {
+        if dense(len, rows) {
+            Answers::Dense((0..len).map(|_| Cell::new(UNKNOWN)).collect())
+        } else {
+            Answers::Sparse {
+                len,
+                map: RefCell::new(HashMap::new()),
+            }
+        }
+    }
+
+    /// The answer for `id`, from `answer` the first time. An id past the
+    /// table (only a damaged file holds one) sets `bad` and is a no.
+    #[inline(always)]
+    fn get(&self, id: u32, bad: &Cell<bool>, answer: impl FnOnce() -> bool) -> bool {
+        match self {
+            Answers::Dense(table) => {
+                let Some(slot) = table.get(id as usize) else {
+                    bad.set(true);
+                    return false;
+                };
+                match slot.get() {
+                    YES => true,
+                    NO => false,
+                    _ => {
+                        let a = answer();
+                        slot.set(if a { YES } else { NO });
+                        a
+                    }
+                }
+            }
+            Answers::Sparse { len, map } => {
+                if id as usize >= *len {
+                    bad.set(true);
+                    return false;
+                }
+                if let Some(&a) = map.borrow().get(&id) {
+                    return a;
+                }
+                // Not borrowed while answering: a set's answer asks others.
+                let a = answer();
+                map.borrow_mut().insert(id, a);
+                a
+            }
         }
     }
 }
@@ -47,7 +104,7 @@ fn remembered(slot: Option<&Cell<u8>>, bad: &Cell<bool>, answer: impl FnOnce() -
 /// One filter, its answer remembered per dictionary id.
 struct Memo<'a> {
     filter: &'a Filter,
-    answers: Vec<Cell<u8>>,
+    answers: Answers,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -60,16 +117,16 @@ enum EventAttr {
 /// Whether a dictionary id is a property key's, remembered per id.
 pub(super) struct KeyMemo<'a> {
     key: Option<&'a str>,
-    answers: Vec<Cell<u8>>,
+    answers: Answers,
 }
 
 impl<'a> KeyMemo<'a> {
     /// A key with `"` cannot be named in the raw tables' JSON path, so no
     /// event has it there: here neither.
-    pub(super) fn new(view: &SiteView, key: &'a str) -> KeyMemo<'a> {
+    pub(super) fn new(view: &SiteView, key: &'a str, rows: usize) -> KeyMemo<'a> {
         KeyMemo {
             key: (!key.contains('"')).then_some(key),
-            answers: unknown(view.dict.len()),
+            answers: Answers::new(view.dict.len(), rows),
         }
     }
 
@@ -85,9 +142,8 @@ impl<'a> KeyMemo<'a> {
         pairs
             .iter()
             .find(|p| {
-                remembered(self.answers.get(p[0] as usize), bad, || {
-                    view.dict.get(p[0]) == Some(key)
-                })
+                self.answers
+                    .get(p[0], bad, || view.dict.get(p[0]) == Some(key))
             })
             .map(|p| p[1])
     }
@@ -97,7 +153,7 @@ impl<'a> KeyMemo<'a> {
 pub(super) struct Scan<'a> {
     view: &'a SiteView,
     set_filters: Vec<(usize, Memo<'a>)>,
-    set_memo: Vec<Cell<u8>>,
+    set_memo: Answers,
     /// Entry (0) and exit (1) page filters: judged per visit.
     page_filters: Vec<(usize, Memo<'a>)>,
     event_filters: Vec<(EventAttr, Memo<'a>, Option<KeyMemo<'a>>)>,
@@ -106,15 +162,16 @@ pub(super) struct Scan<'a> {
 }
 
 impl<'a> Scan<'a> {
-    pub(super) fn new(view: &'a SiteView, filters: &'a [Filter]) -> Scan<'a> {
+    /// `rows`: about how many rows the query reads (see [`dense`]).
+    pub(super) fn new(view: &'a SiteView, filters: &'a [Filter], rows: usize) -> Scan<'a> {
         let memo = |f: &'a Filter| Memo {
             filter: f,
-            answers: unknown(view.dict.len()),
+            answers: Answers::new(view.dict.len(), rows),
         };
         let mut s = Scan {
             view,
             set_filters: Vec::new(),
-            set_memo: Vec::new(),
+            set_memo: Answers::Dense(Vec::new()),
             page_filters: Vec::new(),
             event_filters: Vec::new(),
             visit_memo: RefCell::new(HashMap::new()),
@@ -127,13 +184,16 @@ impl<'a> Scan<'a> {
                 FilterField::Page => s.event_filters.push((EventAttr::Path, memo(f), None)),
                 FilterField::EventName => s.event_filters.push((EventAttr::Name, memo(f), None)),
                 FilterField::Prop(key) => {
-                    s.event_filters
-                        .push((EventAttr::Prop, memo(f), Some(KeyMemo::new(view, key))));
+                    s.event_filters.push((
+                        EventAttr::Prop,
+                        memo(f),
+                        Some(KeyMemo::new(view, key, rows)),
+                    ));
                 }
             }
         }
         if !s.set_filters.is_empty() {
-            s.set_memo = unknown(view.sets.len());
+            s.set_memo = Answers::new(view.sets.len(), rows);
         }
         s
     }
@@ -163,7 +223,7 @@ impl<'a> Scan<'a> {
 
     #[inline(always)]
     fn matches(&self, m: &Memo<'_>, id: u32) -> bool {
-        remembered(m.answers.get(id as usize), &self.bad, || {
+        m.answers.get(id, &self.bad, || {
             value_matches(m.filter, self.view.dict.get(id))
         })
     }
@@ -177,7 +237,7 @@ impl<'a> Scan<'a> {
         if set == NO_VISIT {
             return false;
         }
-        remembered(self.set_memo.get(set as usize), &self.bad, || {
+        self.set_memo.get(set, &self.bad, || {
             let table = self.view.sets.table();
             let at = set as usize * ATTRIBUTES;
             match table.get(at..at + ATTRIBUTES) {

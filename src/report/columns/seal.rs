@@ -17,10 +17,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::dictionary::{ATTRIBUTES, Interner, NONE};
+use super::dictionary::{ATTRIBUTES, Dictionary, Interner, NONE, Sets};
 use super::segment::{ORPHAN, SegmentColumns};
 use super::site::{
-    CarriedVisit, CarriedVisitor, DayEntry, SiteState, SiteView, dict_path, segment_path, sets_path,
+    CarriedVisit, CarriedVisitor, DayEntry, SiteState, dict_path, segment_path, sets_path,
 };
 use super::{ColumnError, DayRows, DayVisit};
 use crate::report::model::NOT_AN_ACTION;
@@ -53,12 +53,11 @@ fn day_of(t: i64) -> u32 {
     secs(t.div_euclid(86_400))
 }
 
-/// Seals `day` of a site into `dir`, on top of `view` (its last commit).
+/// Seals `day` of a site into `dir`, on top of its last commit.
 /// Returns the state written, the new commit.
 pub(super) fn append(
     dir: &Path,
     site_id: i64,
-    view: Option<&SiteView>,
     day: i64,
     rows: DayRows,
 ) -> Result<SiteState, ColumnError> {
@@ -85,7 +84,9 @@ pub(super) fn append(
         return Err(bad_rows(format!("visit {} starts outside the day", v.id)));
     }
     let day = day as u32;
-    let mut state = SiteState::read(dir)?.unwrap_or_default();
+    let committed = SiteState::read(dir)?;
+    let first = committed.is_none();
+    let mut state = committed.unwrap_or_default();
     let newest = state.days.last().map(|d| d.day);
     let mode = match newest {
         None => Mode::New,
@@ -96,9 +97,21 @@ pub(super) fn append(
         }
         Some(_) => return Err(order("only the newest two days can be sealed again")),
     };
-    let mut words = match view {
-        Some(v) => Interner::load(&v.dict, &v.sets)?,
-        None => Interner::new(),
+    // Strings and sets from the files the site file names, never from a
+    // view: a view may be of an older commit, and numbering from it would
+    // give committed ids other strings.
+    let mut words = if first {
+        Interner::new()
+    } else {
+        let dict = Dictionary::open(
+            &dict_path(dir, state.dict_generation),
+            state.dict_len as usize,
+        )?;
+        let sets = Sets::open(
+            &sets_path(dir, state.dict_generation),
+            state.sets_len as usize,
+        )?;
+        Interner::load(&dict, &sets)?
     };
     let (dict_before, sets_before) = (words.len(), words.sets_len());
 
@@ -295,7 +308,7 @@ pub(super) fn append(
         .checked_add(1)
         .ok_or(ColumnError::Full("generations"))?;
     let generation = state.generation;
-    if words.len() != dict_before || words.sets_len() != sets_before || view.is_none() {
+    if words.len() != dict_before || words.sets_len() != sets_before || first {
         words.write(&dict_path(dir, generation), &sets_path(dir, generation))?;
         state.dict_generation = generation;
     }

@@ -54,6 +54,13 @@ pub(super) struct Segment {
     pub(super) visit_base: u32,
     pub(super) n_events: usize,
     pub(super) n_visits: usize,
+    /// The sections that bound every other read (groups, property rows,
+    /// runs), copied to the heap when checked: should the file change
+    /// under the map after all, the columns read wrong values, never out
+    /// of bounds.
+    groups: Vec<[u32; 4]>,
+    props: Vec<[u32; 2]>,
+    runs: Vec<[u32; 3]>,
 }
 
 pub(super) struct EventCols<'a> {
@@ -174,8 +181,9 @@ impl SegmentColumns {
 
 impl Segment {
     /// Opens a segment and checks, once, every column's length and that
-    /// groups, runs and property rows tile their rows: the map never
-    /// changes, so the scan's reads after this cannot go out of bounds.
+    /// groups, runs and property rows tile their rows: those are read from
+    /// the heap afterwards and every column's length from the header, so
+    /// the scan's reads cannot go out of bounds.
     pub(super) fn open(path: &Path) -> Result<Segment, ColumnError> {
         let c = Container::open(path, Kind::Segment)?;
         if c.sections() != sec::COUNT {
@@ -189,13 +197,20 @@ impl Segment {
             return Err(c.damaged("segment header"));
         };
         let bad = |what: &str| c.damaged(what.to_string());
+        let groups = c.cast::<[u32; 4]>(sec::E_GROUPS)?.to_vec();
+        let props = c.cast::<[u32; 2]>(sec::E_PROPS)?.to_vec();
+        let runs = c.cast::<[u32; 3]>(sec::V_RUNS)?.to_vec();
         let seg = Segment {
             day: i64::try_from(day).map_err(|_| bad("day"))?,
             visit_base: u32::try_from(visit_base).map_err(|_| bad("visit base"))?,
             n_events: usize::try_from(n_events).map_err(|_| bad("events"))?,
             n_visits: usize::try_from(n_visits).map_err(|_| bad("visits"))?,
             c,
+            groups,
+            props,
+            runs,
         };
+        // Checked on the heap copies, which the reads use.
         let ev = seg.events()?;
         let mut at = 0;
         for g in ev.groups {
@@ -243,10 +258,10 @@ impl Segment {
             ts: c.cast_exact(sec::E_TS, n)?,
             visit: c.cast_exact(sec::E_VISIT, n)?,
             visitor: c.cast_exact(sec::E_VISITOR, n)?,
-            props: c.cast(sec::E_PROPS)?,
+            props: &self.props,
             pairs: c.cast(sec::E_PAIRS)?,
             first_view: c.cast_exact(sec::E_FIRST_VIEW, n)?,
-            groups: c.cast(sec::E_GROUPS)?,
+            groups: &self.groups,
         })
     }
 
@@ -261,7 +276,7 @@ impl Segment {
             bounce: c.cast_exact(sec::V_BOUNCE, n)?,
             entry: c.cast_exact(sec::V_ENTRY, n)?,
             exit: c.cast_exact(sec::V_EXIT, n)?,
-            runs: c.cast(sec::V_RUNS)?,
+            runs: &self.runs,
         })
     }
 

@@ -16,18 +16,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::ColumnError;
 use super::container::{Container, Kind, Section, io_error, write};
 use super::dictionary::{Dictionary, Sets};
 use super::segment::Segment;
-use crate::sync::Lock;
 
 pub(super) const SITE_FILE: &str = "site.tcf";
 
 /// A sealed day: its segment's generation, and its visits' numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct DayEntry {
     pub(super) day: u32,
     pub(super) generation: u32,
@@ -238,13 +237,11 @@ impl SiteState {
     }
 }
 
-/// Segments kept mapped per view at most; past it the cache is emptied
-/// (maps cost address space and page cache, not heap).
-const MAX_OPEN: usize = 1024;
-
-/// One commit of a site, mapped: what every report of it reads.
+/// One commit of a site, mapped whole: its dictionary, its sets and every
+/// segment it names, so a report holding it reads what it started with
+/// whatever is appended, replaced or deleted meanwhile (a deleted file
+/// lives on until its last map goes).
 pub(super) struct SiteView {
-    dir: PathBuf,
     pub(super) dict: Dictionary,
     pub(super) sets: Sets,
     pub(super) visitors: usize,
@@ -252,18 +249,13 @@ pub(super) struct SiteView {
     pub(super) orphans: usize,
     pub(super) pageview: u32,
     pub(super) days: Vec<DayEntry>,
-    open: Mutex<HashMap<DayEntry, Arc<Segment>>>,
-}
-
-impl std::hash::Hash for DayEntry {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        (self.day, self.generation).hash(h);
-    }
+    /// The segment of each of `days`.
+    segments: Vec<Arc<Segment>>,
 }
 
 impl SiteView {
-    /// Maps the files `state` names. Segments already mapped by `before`
-    /// (the previous commit) and named again are kept, not read again.
+    /// Maps the files `state` names. Segments `before` (the previous
+    /// commit) mapped and `state` names again are shared, not read again.
     pub(super) fn open(
         dir: &Path,
         state: &SiteState,
@@ -277,17 +269,18 @@ impl SiteView {
             &sets_path(dir, state.dict_generation),
             state.sets_len as usize,
         )?;
-        let mut open = HashMap::new();
-        if let Some(before) = before {
-            let kept = before.open.locked();
-            for d in &state.days {
-                if let Some(s) = kept.get(d) {
-                    open.insert(*d, Arc::clone(s));
-                }
-            }
+        let kept: HashMap<DayEntry, &Arc<Segment>> = before
+            .map(|b| b.days.iter().copied().zip(&b.segments).collect())
+            .unwrap_or_default();
+        let mut segments = Vec::with_capacity(state.days.len());
+        for e in &state.days {
+            let seg = match kept.get(e) {
+                Some(s) => Arc::clone(s),
+                None => Arc::new(open_segment(dir, e)?),
+            };
+            segments.push(seg);
         }
         Ok(SiteView {
-            dir: dir.to_path_buf(),
             dict,
             sets,
             visitors: state.visitors as usize,
@@ -295,29 +288,13 @@ impl SiteView {
             orphans: state.orphans as usize,
             pageview: state.pageview,
             days: state.days.clone(),
-            open: Mutex::new(open),
+            segments,
         })
     }
 
-    fn segment(&self, e: &DayEntry) -> Result<Arc<Segment>, ColumnError> {
-        if let Some(s) = self.open.locked().get(e) {
-            return Ok(Arc::clone(s));
-        }
-        // Mapped outside the lock: a first read checks the whole file.
-        let seg = Segment::open(&segment_path(&self.dir, e))?;
-        if seg.day != i64::from(e.day) || seg.visit_base != e.visit_base {
-            return Err(seg.damaged(format!("holds day {}, expected {}", seg.day, e.day)));
-        }
-        if seg.n_visits != e.visits as usize {
-            return Err(seg.damaged("visits other than the site file says"));
-        }
-        let seg = Arc::new(seg);
-        let mut open = self.open.locked();
-        if open.len() >= MAX_OPEN {
-            open.clear();
-        }
-        open.insert(*e, Arc::clone(&seg));
-        Ok(seg)
+    /// How many files the view keeps mapped.
+    pub(super) fn files(&self) -> usize {
+        self.segments.len() + 2
     }
 
     /// The segments holding events or visit starts in `[start, end)`, in
@@ -333,18 +310,36 @@ impl SiteView {
         let (first, last) = (start.div_euclid(86_400), (end - 1).div_euclid(86_400));
         let a = self.days.partition_point(|d| i64::from(d.day) < first);
         let b = self.days.partition_point(|d| i64::from(d.day) <= last);
-        self.days[a..b.max(a)]
-            .iter()
-            .map(|d| self.segment(d))
-            .collect()
+        Ok(self.segments[a..b.max(a)].to_vec())
+    }
+
+    /// Rows (events and visits) of the days `[start, end)` reaches: what a
+    /// query reads, to size its tables by.
+    pub(super) fn rows(&self, start: i64, end: i64) -> usize {
+        self.segments_for(start, end)
+            .map_or(0, |s| s.iter().map(|s| s.n_events + s.n_visits).sum())
     }
 
     /// The segment holding visit number `n` (not an orphan number).
     pub(super) fn segment_of_visit(&self, n: u32) -> Result<Option<Arc<Segment>>, ColumnError> {
         let i = self.days.partition_point(|d| d.visit_base <= n);
-        match i.checked_sub(1).map(|i| &self.days[i]) {
-            Some(d) if n - d.visit_base < d.visits => self.segment(d).map(Some),
+        match i.checked_sub(1) {
+            Some(i) if n - self.days[i].visit_base < self.days[i].visits => {
+                Ok(Some(Arc::clone(&self.segments[i])))
+            }
             _ => Ok(None),
         }
     }
+}
+
+/// Maps the segment of a day and checks it is the one the site file names.
+fn open_segment(dir: &Path, e: &DayEntry) -> Result<Segment, ColumnError> {
+    let seg = Segment::open(&segment_path(dir, e))?;
+    if seg.day != i64::from(e.day) || seg.visit_base != e.visit_base {
+        return Err(seg.damaged(format!("holds day {}, expected {}", seg.day, e.day)));
+    }
+    if seg.n_visits != e.visits as usize {
+        return Err(seg.damaged("visits other than the site file says"));
+    }
+    Ok(seg)
 }

@@ -145,7 +145,7 @@ pub(super) fn series(
         start: first.start,
         end: last.end,
     };
-    let scan = Scan::new(view, filters);
+    let scan = Scan::new(view, filters, view.rows(span.start, span.end + DAY));
     let event_filters = scan.has_event_filters();
     // With event filters, the scan reaches a day past the last bucket to
     // find the visits with a matching event.

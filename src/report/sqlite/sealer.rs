@@ -204,6 +204,8 @@ impl Sealer {
         let dir = data_dir.join(COLUMNS_DIR);
         let columns = match ColumnStore::open(&dir) {
             Ok(columns) => columns,
+            // Another process has it open: never delete it from under that.
+            Err(e @ ColumnError::Busy { .. }) => return Err(e.into()),
             Err(e) => {
                 // Derived data: deleted and sealed again from the raw tables.
                 tracing::warn!(error = %e, "the column store cannot be opened: deleting it to seal every site again");
