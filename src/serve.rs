@@ -42,6 +42,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     })?;
     let store = Store::open(data_dir, READERS)?;
     tracing::info!(path = %store.path().display(), "opened database");
+    crate::report::sqlite::sealer::ensure_database_id(&store.write_connection()?)?;
 
     let geo = match &settings.geoip_database {
         Some(path) => {

@@ -229,3 +229,55 @@ fn an_import_or_a_restore_deletes_what_the_store_held() {
     let server = env.start();
     assert_eq!(wait_built(&env, &server, id, &[old, id]), recent);
 }
+
+/// A store answers for the database it was sealed from only: another
+/// `tally.db` put in its place (a copy restored by hand, a new database in
+/// an old data directory) has the old store deleted and sealed again.
+#[test]
+fn another_database_in_the_data_directory_has_the_store_sealed_again() {
+    let env = Env::new("");
+    env.add_site("a.example");
+    env.tally(&[
+        "demo",
+        "--site",
+        "a.example",
+        "--events",
+        "2000",
+        "--days",
+        "8",
+        "--seed",
+        "7",
+    ]);
+    let id = site_id(&env, "a.example");
+    let server = env.start();
+    let old = wait_built(&env, &server, id, &[id]);
+    drop(server);
+
+    // Another site's database, with the same site id and as many writes
+    // beside a server (one demo each), copied over the first.
+    let other = Env::new("");
+    other.add_site("b.example");
+    other.tally(&[
+        "demo",
+        "--site",
+        "b.example",
+        "--events",
+        "1000",
+        "--days",
+        "3",
+        "--seed",
+        "8",
+    ]);
+    assert_eq!(site_id(&other, "b.example"), id);
+    for name in ["tally.db-wal", "tally.db-shm", "tally.db"] {
+        let _ = std::fs::remove_file(env.data_dir().join(name));
+        let from = other.data_dir().join(name);
+        if from.exists() {
+            std::fs::copy(&from, env.data_dir().join(name)).unwrap();
+        }
+    }
+    let server = env.start();
+    let new = wait_built(&env, &server, id, &[id]);
+    assert!(new.len() < old.len(), "{new:?} {old:?}");
+    assert_eq!(new, complete_days(&env, id));
+}

@@ -27,8 +27,11 @@
 //! clock set back) makes the site's store be deleted and sealed again; so
 //! does a damaged file or an append refused as out of order. Another
 //! process writing events (`tally demo`) bumps `meta.external_writes`: the
-//! store records the value it follows in `external-writes`, and a
-//! different one (now or at a later start) deletes every site's store.
+//! store records the value it follows in `follows`, and a
+//! different one (now or at a later start) deletes every site's store. So
+//! does another database in the data directory: the server gives each one
+//! a random `meta.database_id` at start, which the store records beside
+//! the counter.
 //! `tally import` deletes the site's store ([`forget_site`]), `tally
 //! restore` the whole store ([`forget_all`]); retention drops the days
 //! before its cutoff ([`Sealer::drop_before`]); a removed site's store goes
@@ -54,8 +57,9 @@ use crate::sync::Lock;
 
 /// The store's directory under the data directory.
 pub const COLUMNS_DIR: &str = "columns";
-/// The file in it holding the `meta.external_writes` the store follows.
-const EXTERNAL_WRITES_FILE: &str = "external-writes";
+/// The file in it naming the database the store follows: its
+/// `meta.database_id` and `meta.external_writes`.
+const FOLLOWS_FILE: &str = "follows";
 const DAY: i64 = 86_400;
 /// A day is first sealed this long after it ends.
 pub const SEAL_AFTER: i64 = 3600;
@@ -180,8 +184,9 @@ struct Sites {
     removed: Vec<i64>,
     /// Removed since start: no more steps for them.
     gone: HashSet<i64>,
-    /// The `meta.external_writes` the store follows (read from its file).
-    external_writes: Option<i64>,
+    /// The database and `meta.external_writes` the store follows (read
+    /// from its file).
+    follows: Option<String>,
 }
 
 /// Seals days into the column store; see the module's header.
@@ -217,16 +222,16 @@ impl Sealer {
             }
         };
         let columns = Arc::new(columns);
-        let external_writes = std::fs::read_to_string(dir.join(EXTERNAL_WRITES_FILE))
+        let follows = std::fs::read_to_string(dir.join(FOLLOWS_FILE))
             .ok()
-            .and_then(|s| s.trim().parse().ok());
+            .map(|s| s.trim().to_string());
         Ok(Sealer {
             store,
             columns,
             dir,
             raw_events_days,
             sites: Mutex::new(Sites {
-                external_writes,
+                follows,
                 ..Sites::default()
             }),
             sealed_days: AtomicU64::new(0),
@@ -377,7 +382,7 @@ impl Sealer {
     fn look(&self, now: i64) -> Result<Vec<(i64, SitePlan)>, SealError> {
         self.apply_removals()?;
         let conn = self.store.reader()?;
-        self.follow_external_writes(&conn)?;
+        self.follow_database(&conn)?;
         let ids = sites::site_ids(&conn)?;
         let existing: HashSet<i64> = ids.iter().copied().collect();
         for id in self.site_dirs()? {
@@ -511,29 +516,32 @@ impl Sealer {
         Ok(())
     }
 
-    /// Deletes every site's store when another process wrote events since
-    /// the store last followed the database (they may be in past days).
-    fn follow_external_writes(&self, conn: &Connection) -> Result<(), SealError> {
-        let now_seen = external_writes(conn)?;
-        if self.sites.locked().external_writes == Some(now_seen) {
+    /// Deletes every site's store when the database is another one than
+    /// the store was sealed from (a copy put in place by hand, a new one in
+    /// an old data directory), or another process wrote events since the
+    /// store last followed it (they may be in past days).
+    fn follow_database(&self, conn: &Connection) -> Result<(), SealError> {
+        let now_seen = format!("{} {}", database_id(conn)?, external_writes(conn)?);
+        if self.sites.locked().follows.as_deref() == Some(now_seen.as_str()) {
             return Ok(());
         }
         let sites = self.site_dirs()?;
         if !sites.is_empty() {
             tracing::warn!(
-                "events were written by another process (tally demo): sealing every site again"
+                "the database is another one, or events were written by another process \
+                 (tally demo): sealing every site again"
             );
         }
         for id in sites {
             self.columns.remove_site(id)?;
         }
-        let path = self.dir.join(EXTERNAL_WRITES_FILE);
-        std::fs::write(&path, now_seen.to_string()).map_err(|source| ColumnError::Io {
+        let path = self.dir.join(FOLLOWS_FILE);
+        std::fs::write(&path, &now_seen).map_err(|source| ColumnError::Io {
             path: path.clone(),
             source,
         })?;
         let mut s = self.sites.locked();
-        s.external_writes = Some(now_seen);
+        s.follows = Some(now_seen);
         s.known.clear();
         s.provisional.clear();
         Ok(())
@@ -625,6 +633,28 @@ fn all_ended(conn: &Connection, visits: &[i64], now: i64) -> Result<bool, StoreE
     Ok(true)
 }
 
+/// Gives the database its random `meta.database_id` if it has none yet
+/// (`serve`, before the sealer looks): the store follows one database only.
+pub fn ensure_database_id(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))))",
+        [],
+    )?;
+    Ok(())
+}
+
+/// The database's `meta.database_id` (empty before a server gave it one).
+fn database_id(conn: &Connection) -> Result<String, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'database_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
 /// `tally import` added past days to a site: its store is deleted (the
 /// server seals it again at start). The caller holds the data directory.
 pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
@@ -637,7 +667,7 @@ pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
 /// a stop halfway leaves nothing that could answer.
 pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
     let dir = data_dir.join(COLUMNS_DIR);
-    match std::fs::remove_file(dir.join(EXTERNAL_WRITES_FILE)) {
+    match std::fs::remove_file(dir.join(FOLLOWS_FILE)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
