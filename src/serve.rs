@@ -58,13 +58,14 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    // Opened only: nothing is sealed before the journal is replayed (by
-    // `Ingestor::start`) and the server listens.
-    let sealer = Arc::new(Sealer::open(
+    // Nothing is opened or sealed before the journal is replayed (by
+    // `Ingestor::start`) and the server listens; a store that cannot be
+    // opened is tried again in the background, never an error here.
+    let sealer = Arc::new(Sealer::new(
         store.clone(),
         data_dir,
         settings.raw.retention.raw_events_days,
-    )?);
+    ));
 
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.

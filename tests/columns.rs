@@ -281,3 +281,37 @@ fn another_database_in_the_data_directory_has_the_store_sealed_again() {
     assert!(new.len() < old.len(), "{new:?} {old:?}");
     assert_eq!(new, complete_days(&env, id));
 }
+
+/// The store is derived: one that cannot be opened (here `columns` is a
+/// regular file) never keeps the server from starting and taking events;
+/// it is tried again, and built once it can be.
+#[test]
+fn a_store_that_cannot_be_opened_does_not_stop_the_server() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    env.tally(&[
+        "demo",
+        "--site",
+        "example.com",
+        "--events",
+        "1000",
+        "--days",
+        "3",
+        "--seed",
+        "9",
+    ]);
+    let id = site_id(&env, "example.com");
+    let path = env.data_dir().join("columns");
+    std::fs::write(&path, "not a directory").unwrap();
+    let server = env.start();
+    let body = common::pageview("https://example.com/while-failing");
+    assert_eq!(server.event(&body, CHROME).status, 202);
+    assert_eq!(columns(&server), (None, None));
+    server.settle();
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM events WHERE path = '/while-failing'"),
+        1
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert!(!wait_built(&env, &server, id, &[id]).is_empty());
+}

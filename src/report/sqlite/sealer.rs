@@ -41,7 +41,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -71,6 +71,11 @@ pub const FINAL_AFTER: i64 = DAY + SEAL_AFTER;
 const IDLE: Duration = Duration::from_secs(60);
 /// The longest pause after a step.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// The first wait before the store is tried again after it failed (to
+/// open, or a site's step); each failure in a row doubles it up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// Why a step or a look failed.
 #[derive(Debug, Error)]
@@ -81,6 +86,8 @@ pub enum SealError {
     Store(#[from] StoreError),
     #[error("sealing task: {0}")]
     Task(String),
+    #[error("the column store is not open")]
+    NotOpen,
 }
 
 impl From<rusqlite::Error> for SealError {
@@ -192,58 +199,72 @@ struct Sites {
 /// Seals days into the column store; see the module's header.
 pub struct Sealer {
     store: Store,
-    columns: Arc<ColumnStore>,
+    /// Opened by [`Sealer::run`], in the background: the store is derived
+    /// and never keeps the server from starting.
+    columns: OnceLock<Arc<ColumnStore>>,
+    data_dir: PathBuf,
     dir: PathBuf,
     raw_events_days: u32,
     sites: Mutex<Sites>,
     sealed_days: AtomicU64,
     pending_days: AtomicU64,
     looked: AtomicBool,
+    /// Failures to open the store or to seal a day.
+    errors: AtomicU64,
     wake: tokio::sync::Notify,
 }
 
 impl Sealer {
     /// The sealer of the store in `data_dir`, for raw events kept
-    /// `raw_events_days`.
-    pub fn open(store: Store, data_dir: &Path, raw_events_days: u32) -> Result<Sealer, SealError> {
-        let dir = data_dir.join(COLUMNS_DIR);
-        let columns = match ColumnStore::open(&dir) {
+    /// `raw_events_days`. Nothing is opened until [`Sealer::run`].
+    pub fn new(store: Store, data_dir: &Path, raw_events_days: u32) -> Sealer {
+        Sealer {
+            store,
+            columns: OnceLock::new(),
+            data_dir: data_dir.to_path_buf(),
+            dir: data_dir.join(COLUMNS_DIR),
+            raw_events_days,
+            sites: Mutex::new(Sites::default()),
+            sealed_days: AtomicU64::new(0),
+            pending_days: AtomicU64::new(0),
+            looked: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Opens the store, deleting one that cannot be opened (derived data,
+    /// sealed again from the raw tables) unless another process holds it.
+    fn open_columns(&self) -> Result<(), SealError> {
+        let columns = match ColumnStore::open(&self.dir) {
             Ok(columns) => columns,
             // Another process has it open: never delete it from under that.
             Err(e @ ColumnError::Busy { .. }) => return Err(e.into()),
             Err(e) => {
-                // Derived data: deleted and sealed again from the raw tables.
                 tracing::warn!(error = %e, "the column store cannot be opened: deleting it to seal every site again");
-                forget_all(data_dir).map_err(|source| ColumnError::Io {
-                    path: dir.clone(),
+                forget_all(&self.data_dir).map_err(|source| ColumnError::Io {
+                    path: self.dir.clone(),
                     source,
                 })?;
-                ColumnStore::open(&dir)?
+                ColumnStore::open(&self.dir)?
             }
         };
-        let columns = Arc::new(columns);
-        let follows = std::fs::read_to_string(dir.join(FOLLOWS_FILE))
+        let follows = std::fs::read_to_string(self.dir.join(FOLLOWS_FILE))
             .ok()
             .map(|s| s.trim().to_string());
-        Ok(Sealer {
-            store,
-            columns,
-            dir,
-            raw_events_days,
-            sites: Mutex::new(Sites {
-                follows,
-                ..Sites::default()
-            }),
-            sealed_days: AtomicU64::new(0),
-            pending_days: AtomicU64::new(0),
-            looked: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
-        })
+        self.sites.locked().follows = follows;
+        let _ = self.columns.set(Arc::new(columns));
+        Ok(())
     }
 
-    /// The store it keeps, for the reports that read it.
-    pub fn columns(&self) -> Arc<ColumnStore> {
-        self.columns.clone()
+    /// The store, once [`Sealer::run`] opened it.
+    pub fn columns(&self) -> Result<&Arc<ColumnStore>, SealError> {
+        self.columns.get().ok_or(SealError::NotOpen)
+    }
+
+    /// Failures to open the store or to seal a day since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
     }
 
     /// Days sealed and complete days pending, every site together; `None`
@@ -268,12 +289,15 @@ impl Sealer {
     /// `cutoff` (raw events before it are deleted; that day is partly
     /// kept, and reports never reach before `cutoff`). Returns how many.
     pub async fn drop_before(self: &Arc<Self>, cutoff: i64) -> Result<usize, SealError> {
+        if self.columns.get().is_none() {
+            return Ok(0);
+        }
         let this = self.clone();
         let dropped = tokio::task::spawn_blocking(move || {
             let day = cutoff.div_euclid(DAY);
             let mut dropped = 0;
             for id in this.site_dirs()? {
-                dropped += this.columns.drop_before(id, day)?;
+                dropped += this.columns()?.drop_before(id, day)?;
             }
             Ok::<_, SealError>(dropped)
         })
@@ -288,6 +312,21 @@ impl Sealer {
     /// Seals what is due, then looks again; when nothing is, waits for a
     /// removal, a retention pass or [`IDLE`] (the server's background task).
     pub async fn run(self: Arc<Self>) {
+        let mut wait = FIRST_BACKOFF;
+        loop {
+            let this = self.clone();
+            let Err(e) = blocking(move || this.open_columns()).await else {
+                break;
+            };
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                error = %e,
+                retry_in_seconds = wait.as_secs(),
+                "the column store cannot be opened; the server runs without it and tries again"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_BACKOFF);
+        }
         loop {
             let worked = match self.round().await {
                 Ok(worked) => worked,
@@ -366,7 +405,11 @@ impl Sealer {
             }
             let built = self.sites.locked().building.remove(&site_id);
             if let Some(since) = built {
-                let days = self.columns.sealed_days(site_id).map_or(0, |d| d.len());
+                let days = self
+                    .columns()
+                    .ok()
+                    .and_then(|c| c.sealed_days(site_id).ok())
+                    .map_or(0, |d| d.len());
                 tracing::info!(
                     site_id,
                     days,
@@ -387,14 +430,14 @@ impl Sealer {
         let existing: HashSet<i64> = ids.iter().copied().collect();
         for id in self.site_dirs()? {
             if !existing.contains(&id) {
-                self.columns.remove_site(id)?;
+                self.columns()?.remove_site(id)?;
             }
         }
         let from = (now - i64::from(self.raw_events_days) * DAY).div_euclid(DAY);
         let (mut sealed_total, mut pending_total) = (0, 0);
         let mut plans = Vec::new();
         for id in ids {
-            let sealed = match self.columns.sealed_days(id) {
+            let sealed = match self.columns()?.sealed_days(id) {
                 Ok(days) => days,
                 Err(e @ ColumnError::Damaged { .. }) => {
                     self.restart(id, &e.to_string())?;
@@ -471,7 +514,7 @@ impl Sealer {
             .map(|v| v.id)
             .collect();
         let events = rows.events.len();
-        self.columns.append_day(site_id, day, rows)?;
+        self.columns()?.append_day(site_id, day, rows)?;
         let provisional = stays_provisional(day, now, !open.is_empty(), last);
         tracing::debug!(
             site_id,
@@ -496,7 +539,7 @@ impl Sealer {
             reason = why,
             "deleting the site's column store to seal it again"
         );
-        self.columns.remove_site(site_id)?;
+        self.columns()?.remove_site(site_id)?;
         let mut sites = self.sites.locked();
         sites.known.remove(&site_id);
         sites.provisional.remove(&site_id);
@@ -507,7 +550,7 @@ impl Sealer {
     fn apply_removals(&self) -> Result<(), SealError> {
         let removed = std::mem::take(&mut self.sites.locked().removed);
         for id in removed {
-            self.columns.remove_site(id)?;
+            self.columns()?.remove_site(id)?;
             let mut sites = self.sites.locked();
             sites.known.remove(&id);
             sites.provisional.remove(&id);
@@ -533,7 +576,7 @@ impl Sealer {
             );
         }
         for id in sites {
-            self.columns.remove_site(id)?;
+            self.columns()?.remove_site(id)?;
         }
         let path = self.dir.join(FOLLOWS_FILE);
         std::fs::write(&path, &now_seen).map_err(|source| ColumnError::Io {
