@@ -315,3 +315,43 @@ fn a_store_that_cannot_be_opened_does_not_stop_the_server() {
     std::fs::remove_file(&path).unwrap();
     assert!(!wait_built(&env, &server, id, &[id]).is_empty());
 }
+
+/// A site whose store cannot be written (here its directory is a regular
+/// file) is tried again later, and the other sites are sealed meanwhile;
+/// the failures are counted in `/metrics`.
+#[test]
+fn one_failing_site_does_not_stop_the_others() {
+    let env = Env::new("");
+    env.add_site("broken.example");
+    env.add_site("example.com");
+    for (site, seed) in [("broken.example", "10"), ("example.com", "11")] {
+        env.tally(&[
+            "demo", "--site", site, "--events", "1000", "--days", "3", "--seed", seed,
+        ]);
+    }
+    let (broken, id) = (
+        site_id(&env, "broken.example"),
+        site_id(&env, "example.com"),
+    );
+    let server = env.start();
+    wait_built(&env, &server, id, &[broken, id]);
+    drop(server);
+    let dir = env.data_dir().join("columns").join(broken.to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+    // example.com's store to build again, after broken.example's.
+    std::fs::remove_dir_all(env.data_dir().join("columns").join(id.to_string())).unwrap();
+    assert!(broken < id);
+    let server = env.start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store_days(&env, id) != complete_days(&env, id) {
+        assert!(Instant::now() < deadline, "{:?}", store_days(&env, id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = server.get("/metrics", &[]).body;
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_column_seal_errors_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(errors.parse::<f64>().unwrap() >= 1.0, "{errors}");
+}

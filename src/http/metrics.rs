@@ -150,6 +150,11 @@ fn render(state: &AppState, db_bytes: u64) -> String {
             days.pending_days as f64,
         );
     }
+    e.counter(
+        "tally_column_seal_errors_total",
+        "Failures to open the column store or to seal a site's day (each tried again later).",
+        state.upkeep.column_seal_errors(),
+    );
     e.counter_set(
         "tally_retention_runs_total",
         "Retention passes, by result.",

@@ -93,6 +93,12 @@ pub trait Upkeep: Send + Sync {
     fn column_days(&self) -> Option<ColumnDays> {
         None
     }
+
+    /// Failures to open the column store or to seal a site's day since
+    /// start (each is tried again later).
+    fn column_seal_errors(&self) -> u64 {
+        0
+    }
 }
 
 /// The days of the column store, as health and metrics show them.

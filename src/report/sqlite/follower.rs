@@ -309,4 +309,8 @@ impl Upkeep for Follower {
     fn column_days(&self) -> Option<ColumnDays> {
         self.sealer.as_ref().and_then(|s| s.progress())
     }
+
+    fn column_seal_errors(&self) -> u64 {
+        self.sealer.as_ref().map_or(0, |s| s.errors())
+    }
 }

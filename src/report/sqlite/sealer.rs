@@ -170,6 +170,13 @@ pub fn stays_provisional(day: i64, now: i64, open: bool, last: bool) -> bool {
     open && !last && now < (day + 1) * DAY + FINAL_AFTER
 }
 
+/// A site's plan, and how many days its store holds.
+struct Looked {
+    restart: bool,
+    sealed: usize,
+    plan: SitePlan,
+}
+
 /// The newest day of a site sealed while some of its visits were open.
 #[derive(Debug, Clone)]
 struct Provisional {
@@ -191,6 +198,9 @@ struct Sites {
     removed: Vec<i64>,
     /// Removed since start: no more steps for them.
     gone: HashSet<i64>,
+    /// Sites whose last step or look failed: not tried again before the
+    /// instant, and the wait after the next failure.
+    failing: HashMap<i64, (Instant, Duration)>,
     /// The database and `meta.external_writes` the store follows (read
     /// from its file).
     follows: Option<String>,
@@ -353,8 +363,14 @@ impl Sealer {
             let mut finished = true;
             if plan.restart {
                 let this = self.clone();
-                blocking(move || this.restart(site_id, "a day before the newest sealed changed"))
-                    .await?;
+                let restarted = blocking(move || {
+                    this.restart(site_id, "a day before the newest sealed changed")
+                })
+                .await;
+                if let Err(e) = restarted {
+                    self.failed(site_id, &e);
+                    continue;
+                }
             }
             for step in plan.steps {
                 if self.sites.locked().gone.contains(&site_id) {
@@ -387,13 +403,16 @@ impl Sealer {
                     )) => {
                         let this = self.clone();
                         let why = e.to_string();
-                        blocking(move || this.restart(site_id, &why)).await?;
+                        if let Err(e) = blocking(move || this.restart(site_id, &why)).await {
+                            self.failed(site_id, &e);
+                        }
                         finished = false;
                         break;
                     }
                     Err(e) => {
-                        tracing::error!(site_id, error = %e, "sealing a day failed; retrying later");
-                        return Ok(false);
+                        self.failed(site_id, &e);
+                        finished = false;
+                        break;
                     }
                 }
                 // The rest is for ingest and reports: sealing takes at most
@@ -403,6 +422,7 @@ impl Sealer {
             if !finished {
                 continue;
             }
+            self.sites.locked().failing.remove(&site_id);
             let built = self.sites.locked().building.remove(&site_id);
             if let Some(since) = built {
                 let days = self
@@ -437,52 +457,100 @@ impl Sealer {
         let (mut sealed_total, mut pending_total) = (0, 0);
         let mut plans = Vec::new();
         for id in ids {
-            let sealed = match self.columns()?.sealed_days(id) {
-                Ok(days) => days,
-                Err(e @ ColumnError::Damaged { .. }) => {
-                    self.restart(id, &e.to_string())?;
-                    Vec::new()
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let first_look = !self.sites.locked().known.contains(&id);
-            let newest = sealed.last().copied();
-            let raw = if first_look {
-                raw_days(&conn, id, from)?
-            } else {
-                raw_days(&conn, id, newest.map_or(from, |n| from.max(n + 1)))?
-            };
-            if first_look && let Some(n) = newest {
-                let open = possibly_open(&conn, id, n, now)?;
-                let mut sites = self.sites.locked();
-                if open.is_empty() {
-                    sites.provisional.remove(&id);
-                } else {
-                    sites.provisional.insert(id, Provisional { day: n, open });
-                }
+            let waiting = self
+                .sites
+                .locked()
+                .failing
+                .get(&id)
+                .is_some_and(|(until, _)| Instant::now() < *until);
+            if waiting {
+                continue;
             }
-            let provisional = self.sites.locked().provisional.get(&id).cloned();
-            let provisional = match provisional {
-                Some(p) => Some((p.day, all_ended(&conn, &p.open, now)?)),
-                None => None,
+            let plan = match self.look_at(&conn, id, from, now) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    self.failed(id, &e);
+                    continue;
+                }
             };
-            let plan = plan(&sealed, &raw, from, provisional, now);
-            let mut sites = self.sites.locked();
-            sites.known.insert(id);
-            if (first_look || plan.restart) && plan.pending > 0 {
-                sites.building.entry(id).or_insert_with(Instant::now);
-            }
-            drop(sites);
-            sealed_total += if plan.restart { 0 } else { sealed.len() as u64 };
-            pending_total += plan.pending as u64;
-            if !plan.steps.is_empty() || plan.restart {
-                plans.push((id, plan));
+            sealed_total += if plan.restart { 0 } else { plan.sealed as u64 };
+            pending_total += plan.plan.pending as u64;
+            if !plan.plan.steps.is_empty() || plan.plan.restart {
+                plans.push((id, plan.plan));
             }
         }
         self.sealed_days.store(sealed_total, Ordering::Relaxed);
         self.pending_days.store(pending_total, Ordering::Relaxed);
         self.looked.store(true, Ordering::Relaxed);
         Ok(plans)
+    }
+
+    /// A site failed: logged, counted, and left alone for a while (doubling
+    /// up to [`MAX_BACKOFF`]) while the other sites go on.
+    fn failed(&self, site_id: i64, e: &SealError) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut sites = self.sites.locked();
+        let wait = sites
+            .failing
+            .get(&site_id)
+            .map_or(FIRST_BACKOFF, |(_, w)| (*w * 2).min(MAX_BACKOFF));
+        sites.failing.insert(site_id, (Instant::now() + wait, wait));
+        tracing::error!(
+            site_id,
+            error = %e,
+            retry_in_seconds = wait.as_secs(),
+            "sealing a site's days into the column store failed; going on with the other sites"
+        );
+    }
+
+    /// One site's plan as of `now`.
+    fn look_at(
+        &self,
+        conn: &Connection,
+        id: i64,
+        from: i64,
+        now: i64,
+    ) -> Result<Looked, SealError> {
+        let sealed = match self.columns()?.sealed_days(id) {
+            Ok(days) => days,
+            Err(e @ ColumnError::Damaged { .. }) => {
+                self.restart(id, &e.to_string())?;
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let first_look = !self.sites.locked().known.contains(&id);
+        let newest = sealed.last().copied();
+        let raw = if first_look {
+            raw_days(conn, id, from)?
+        } else {
+            raw_days(conn, id, newest.map_or(from, |n| from.max(n + 1)))?
+        };
+        if first_look && let Some(n) = newest {
+            let open = possibly_open(conn, id, n, now)?;
+            let mut sites = self.sites.locked();
+            if open.is_empty() {
+                sites.provisional.remove(&id);
+            } else {
+                sites.provisional.insert(id, Provisional { day: n, open });
+            }
+        }
+        let provisional = self.sites.locked().provisional.get(&id).cloned();
+        let provisional = match provisional {
+            Some(p) => Some((p.day, all_ended(conn, &p.open, now)?)),
+            None => None,
+        };
+        let plan = plan(&sealed, &raw, from, provisional, now);
+        let mut sites = self.sites.locked();
+        sites.known.insert(id);
+        if (first_look || plan.restart) && plan.pending > 0 {
+            sites.building.entry(id).or_insert_with(Instant::now);
+        }
+        Ok(Looked {
+            restart: plan.restart,
+            sealed: sealed.len(),
+            plan,
+        })
     }
 
     /// Seals one day of a site from the raw tables.
