@@ -232,6 +232,10 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
         Some(path) => GeoLookup::open(path)?,
         None => GeoLookup::disabled(),
     };
+    // Before the first write as well as after the last: a server beside
+    // this process must not go on trusting what it sealed if this one is
+    // stopped halfway.
+    crate::report::sqlite::recent::mark_external_writes(&store.write_connection()?)?;
     let now = now_unix();
     let feed = Arc::new(RollupFeed::default());
     let (ingestor, writer) = Ingestor::start(
@@ -313,7 +317,8 @@ pub fn run(settings: &Settings, opts: DemoOptions) -> anyhow::Result<DemoReport>
     drop(follower);
     drop(ingestor);
     writer.shutdown();
-    // A server running beside this process reloads what it holds in memory.
+    // A server running beside this process reloads what it holds in memory
+    // and seals again what it sealed while this one wrote.
     crate::report::sqlite::recent::mark_external_writes(&store.write_connection()?)?;
     Ok(report)
 }

@@ -58,15 +58,6 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    // Nothing is opened or sealed before the journal is replayed (by
-    // `Ingestor::start`) and the server listens; a store that cannot be
-    // opened is tried again in the background, never an error here.
-    let sealer = Arc::new(Sealer::new(
-        store.clone(),
-        data_dir,
-        settings.raw.retention.raw_events_days,
-    ));
-
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.
     let feed = Arc::new(RollupFeed::default());
@@ -85,6 +76,18 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         feed.clone(),
     )?;
     let ingestor = Arc::new(ingestor);
+    // Nothing is opened or sealed before the journal is replayed (by
+    // `Ingestor::start`) and the server listens; a store that cannot be
+    // opened is tried again in the background, never an error here.
+    let sealer = Arc::new(
+        Sealer::new(
+            store.clone(),
+            data_dir,
+            settings.raw.retention.raw_events_days,
+        )
+        .with_writer(ingestor.writer().clone()),
+    );
+
     let follower = match Follower::new(
         store.clone(),
         ingestor.writer().clone(),

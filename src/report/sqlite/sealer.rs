@@ -25,8 +25,11 @@
 //! a state the raw tables no longer have: a day before the newest sealed
 //! one that has raw events but is not sealed (events landed in the past: a
 //! clock set back) makes the site's store be deleted and sealed again; so
-//! does a damaged file or an append refused as out of order. Another
-//! process writing events (`tally demo`) bumps `meta.external_writes`: the
+//! does a damaged file or an append refused as out of order. Nothing is
+//! sealed while the writer is stopped (its journal may hold events of the
+//! day), nor before the events acknowledged so far are committed. Another
+//! process writing events (`tally demo`, before its first write and after
+//! its last) bumps `meta.external_writes`: the
 //! store records the value it follows in `follows`, and a
 //! different one (now or at a later start) deletes every site's store. So
 //! does another database in the data directory: the server gives each one
@@ -52,7 +55,7 @@ use super::recent::external_writes;
 use super::rollups::VISIT_SETTLED_AFTER;
 use crate::report::ColumnDays;
 use crate::report::columns::{ColumnError, ColumnStore};
-use crate::store::{Store, StoreError, sites};
+use crate::store::{EventWriter, Store, StoreError, sites};
 use crate::sync::Lock;
 
 /// The store's directory under the data directory.
@@ -209,6 +212,9 @@ struct Sites {
 /// Seals days into the column store; see the module's header.
 pub struct Sealer {
     store: Store,
+    /// The server's writer: nothing is sealed while it is stopped, nor
+    /// before the events it was handed are committed.
+    writer: Option<EventWriter>,
     /// Opened by [`Sealer::run`], in the background: the store is derived
     /// and never keeps the server from starting.
     columns: OnceLock<Arc<ColumnStore>>,
@@ -230,6 +236,7 @@ impl Sealer {
     pub fn new(store: Store, data_dir: &Path, raw_events_days: u32) -> Sealer {
         Sealer {
             store,
+            writer: None,
             columns: OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
             dir: data_dir.join(COLUMNS_DIR),
@@ -240,6 +247,33 @@ impl Sealer {
             looked: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Seals nothing while `writer` is stopped (its journal may hold
+    /// acknowledged events of a day, added at the next start), and only
+    /// once the events it was handed are committed.
+    pub fn with_writer(mut self, writer: EventWriter) -> Sealer {
+        self.writer = Some(writer);
+        self
+    }
+
+    /// Whether a day may be sealed now: the writer runs, and every event
+    /// acknowledged so far is committed.
+    async fn writes_settled(&self) -> bool {
+        let Some(writer) = &self.writer else {
+            return true;
+        };
+        if !writer.is_running() {
+            tracing::debug!("the writer is stopped: nothing is sealed until a restart");
+            return false;
+        }
+        match writer.settled().await {
+            Ok(()) => writer.is_running(),
+            Err(e) => {
+                tracing::debug!(error = %e, "events not committed: sealing later");
+                false
+            }
         }
     }
 
@@ -356,6 +390,9 @@ impl Sealer {
 
     /// One look at every site and the steps it found. True if any ran.
     async fn round(self: &Arc<Self>) -> Result<bool, SealError> {
+        if !self.writes_settled().await {
+            return Ok(false);
+        }
         let this = self.clone();
         let plans = blocking(move || this.look(crate::store::now_unix())).await?;
         let mut worked = false;
@@ -376,6 +413,9 @@ impl Sealer {
                 if self.sites.locked().gone.contains(&site_id) {
                     finished = false;
                     break;
+                }
+                if !self.writes_settled().await {
+                    return Ok(worked);
                 }
                 let started = Instant::now();
                 let this = self.clone();

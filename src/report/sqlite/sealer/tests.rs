@@ -135,3 +135,48 @@ fn each_day_is_sealed_at_most_twice_in_increasing_order() {
         assert_eq!(*n, want, "day {day}: {seals:?}");
     }
 }
+
+/// A day is not sealed while the writer is stopped: acknowledged events
+/// may wait in the journal for the next start, some of them in that day.
+#[tokio::test]
+async fn nothing_is_sealed_while_the_writer_is_stopped() {
+    use crate::store::events::insert_events;
+    use crate::store::{EventWriter, NewEvent, NoFollower};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    let conn = store.write_connection().unwrap();
+    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+    let day = crate::store::now_unix().div_euclid(DAY) - 3;
+    let event = NewEvent {
+        id: 1,
+        site_id: 1,
+        ts: day * DAY + 60,
+        visit_id: 5,
+        ..NewEvent::test_pageview("/")
+    };
+    insert_events(&conn, &[event], false).unwrap();
+    let start = || {
+        EventWriter::start(
+            store.write_connection().unwrap(),
+            16,
+            Arc::new(NoFollower),
+            None,
+        )
+        .unwrap()
+    };
+
+    let (writer, handle) = start();
+    handle.shutdown();
+    let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30).with_writer(writer));
+    sealer.open_columns().unwrap();
+    assert!(!sealer.round().await.unwrap());
+    assert!(sealer.columns().unwrap().sealed_days(1).unwrap().is_empty());
+    drop(sealer);
+
+    let (writer, handle) = start();
+    let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30).with_writer(writer));
+    sealer.open_columns().unwrap();
+    assert!(sealer.round().await.unwrap());
+    assert_eq!(sealer.columns().unwrap().sealed_days(1).unwrap(), vec![day]);
+    handle.shutdown();
+}
