@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use thiserror::Error;
 
 use super::columns_source::read_day;
@@ -97,80 +97,6 @@ impl From<rusqlite::Error> for SealError {
     fn from(e: rusqlite::Error) -> Self {
         SealError::Store(e.into())
     }
-}
-
-/// What a site needs: one step seals one day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// The newest day again, for the last time.
-    Reseal(i64),
-    /// A day after the newest.
-    Seal(i64),
-}
-
-/// A site's work as of one instant.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct SitePlan {
-    /// Delete the site's store first: it no longer matches the raw tables.
-    pub restart: bool,
-    pub steps: Vec<Step>,
-    /// Complete days with raw events not sealed.
-    pub pending: usize,
-}
-
-/// Whether `day` is complete at `now`: over, and [`SEAL_AFTER`] past.
-pub fn complete(day: i64, now: i64) -> bool {
-    (day + 1) * DAY + SEAL_AFTER <= now
-}
-
-/// What a site needs at `now`. `sealed`: the days in its store, ascending;
-/// `raw`: days with raw events, ascending, from `from` (the oldest raw day
-/// retention keeps; older ones are ignored); `provisional`: the newest
-/// sealed day when some of its visits were open then, and whether they have
-/// all ended since.
-pub fn plan(
-    sealed: &[i64],
-    raw: &[i64],
-    from: i64,
-    provisional: Option<(i64, bool)>,
-    now: i64,
-) -> SitePlan {
-    let raw = raw.iter().copied().filter(|d| *d >= from);
-    let newest = sealed.last().copied();
-    let gap = raw
-        .clone()
-        .any(|d| newest.is_some_and(|n| d < n) && sealed.binary_search(&d).is_err());
-    if gap {
-        let steps: Vec<Step> = raw.filter(|d| complete(*d, now)).map(Step::Seal).collect();
-        return SitePlan {
-            restart: true,
-            pending: steps.len(),
-            steps,
-        };
-    }
-    let new: Vec<i64> = raw
-        .filter(|d| newest.is_none_or(|n| *d > n) && complete(*d, now))
-        .collect();
-    let mut steps = Vec::with_capacity(new.len() + 1);
-    if let Some((p, ended)) = provisional
-        && Some(p) == newest
-        && (ended || !new.is_empty() || (p + 1) * DAY + FINAL_AFTER <= now)
-    {
-        steps.push(Step::Reseal(p));
-    }
-    steps.extend(new.iter().copied().map(Step::Seal));
-    SitePlan {
-        restart: false,
-        steps,
-        pending: new.len(),
-    }
-}
-
-/// Whether a day sealed at `now` must be sealed once more: some of its
-/// visits were open (`open`), this was not its `last` seal, and its final
-/// seal is still to come.
-pub fn stays_provisional(day: i64, now: i64, open: bool, last: bool) -> bool {
-    open && !last && now < (day + 1) * DAY + FINAL_AFTER
 }
 
 /// A site's plan, and how many days its store holds.
@@ -724,88 +650,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SealError::Task(e.to_string()))?
 }
 
-/// The UTC days with raw events of a site from `from` on, ascending: one
-/// seek per day on the events' key.
-fn raw_days(conn: &Connection, site_id: i64, from: i64) -> Result<Vec<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT ts FROM events WHERE site_id = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1",
-    )?;
-    let mut days = Vec::new();
-    let mut at = from.saturating_mul(DAY);
-    while let Some(ts) = stmt
-        .query_row(params![site_id, at], |r| r.get::<_, i64>(0))
-        .optional()?
-    {
-        let day = ts.div_euclid(DAY);
-        days.push(day);
-        at = (day + 1) * DAY;
-    }
-    Ok(days)
-}
-
-/// After a start, the visits of a site's newest sealed `day` that may have
-/// been open when it was sealed (at the earliest, [`SEAL_AFTER`] past its
-/// end), if it may still be sealed again.
-fn possibly_open(
-    conn: &Connection,
-    site_id: i64,
-    day: i64,
-    now: i64,
-) -> Result<Vec<i64>, StoreError> {
-    let end = (day + 1) * DAY;
-    if now >= end + FINAL_AFTER {
-        return Ok(Vec::new());
-    }
-    let mut stmt = conn.prepare_cached(
-        "SELECT id FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3
-         AND last_seen_at >= ?4",
-    )?;
-    let ids = stmt.query_map(
-        params![
-            site_id,
-            day * DAY,
-            end,
-            end + SEAL_AFTER - VISIT_SETTLED_AFTER
-        ],
-        |r| r.get(0),
-    )?;
-    Ok(ids.collect::<Result<_, _>>()?)
-}
-
-/// Whether every one of `visits` has ended by `now` (or is gone).
-fn all_ended(conn: &Connection, visits: &[i64], now: i64) -> Result<bool, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT last_seen_at FROM visits WHERE id = ?1")?;
-    for id in visits {
-        let last: Option<i64> = stmt.query_row([id], |r| r.get(0)).optional()?;
-        if last.is_some_and(|t| t >= now - VISIT_SETTLED_AFTER) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Gives the database its random `meta.database_id` if it has none yet
-/// (`serve`, before the sealer looks): the store follows one database only.
-pub fn ensure_database_id(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))))",
-        [],
-    )?;
-    Ok(())
-}
-
-/// The database's `meta.database_id` (empty before a server gave it one).
-fn database_id(conn: &Connection) -> Result<String, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT CAST(value AS TEXT) FROM meta WHERE key = 'database_id'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or_default())
-}
-
 /// `tally import` added past days to a site: its store is deleted (the
 /// server seals it again at start). The caller holds the data directory.
 pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
@@ -827,6 +671,13 @@ pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
         _ => Ok(()),
     }
 }
+
+mod plan;
+mod reads;
+
+pub use plan::{SitePlan, Step, complete, plan, stays_provisional};
+pub use reads::ensure_database_id;
+use reads::{all_ended, database_id, possibly_open, raw_days};
 
 #[cfg(test)]
 mod tests;
