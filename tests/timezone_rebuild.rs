@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::{CHROME, Env, PASSWORD, Server, urlencode};
+use common::{CHROME, Env, PASSWORD, Server, aggregate, daily};
 
 /// Matches every event, so the report reads raw events instead of rollups.
 const EVERYTHING: &str = "event:page!=/nonexistent";
@@ -35,48 +35,6 @@ fn wait_rebuilt(server: &Server) {
         assert!(Instant::now() < deadline, "rollups were not rebuilt: {h}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// (day, pageviews, visitors) of the last 30 days, from the rollups or,
-/// with `filters`, from the raw events.
-fn daily(server: &Server, key: &str, filters: Option<&str>) -> Vec<(String, i64, i64)> {
-    let mut q = "/api/v1/stats/timeseries?site_id=example.com&period=30d&interval=date\
-                 &metrics=pageviews,visitors"
-        .to_string();
-    if let Some(f) = filters {
-        q.push_str(&format!("&filters={}", urlencode(f)));
-    }
-    let r = server.stats(key, &q);
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["date"].as_str().unwrap().to_string(),
-                d["pageviews"].as_i64().unwrap(),
-                d["visitors"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Pageviews and visitors over `period` (weeks and months of rollups).
-fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) -> (i64, i64) {
-    let mut q = format!(
-        "/api/v1/stats/aggregate?site_id=example.com&period={period}&metrics=pageviews,visitors"
-    );
-    if let Some(f) = filters {
-        q.push_str(&format!("&filters={}", urlencode(f)));
-    }
-    let r = server.stats(key, &q);
-    assert_eq!(r.status, 200, "{}", r.body);
-    let j = r.json();
-    (
-        j["results"]["pageviews"]["value"].as_i64().unwrap(),
-        j["results"]["visitors"]["value"].as_i64().unwrap(),
-    )
 }
 
 /// Unfiltered (rollup) and filtered (raw) reports agree, day by day and

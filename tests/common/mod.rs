@@ -459,3 +459,46 @@ pub fn urlencode(s: &str) -> String {
 pub fn pageview(url: &str) -> String {
     serde_json::json!({"n": "pageview", "u": url, "d": "example.com"}).to_string()
 }
+
+/// (day, pageviews, visitors) of example.com's last 30 days, from the rollups or,
+/// with `filters`, from the raw events.
+pub fn daily(server: &Server, key: &str, filters: Option<&str>) -> Vec<(String, i64, i64)> {
+    let mut q = "/api/v1/stats/timeseries?site_id=example.com&period=30d&interval=date\
+                 &metrics=pageviews,visitors"
+        .to_string();
+    if let Some(f) = filters {
+        q.push_str(&format!("&filters={}", urlencode(f)));
+    }
+    let r = server.stats(key, &q);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["date"].as_str().unwrap().to_string(),
+                d["pageviews"].as_i64().unwrap(),
+                d["visitors"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// example.com's pageviews and visitors over `period` (with `filters`, from the raw
+/// events).
+pub fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) -> (i64, i64) {
+    let mut q = format!(
+        "/api/v1/stats/aggregate?site_id=example.com&period={period}&metrics=pageviews,visitors"
+    );
+    if let Some(f) = filters {
+        q.push_str(&format!("&filters={}", urlencode(f)));
+    }
+    let r = server.stats(key, &q);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    (
+        j["results"]["pageviews"]["value"].as_i64().unwrap(),
+        j["results"]["visitors"]["value"].as_i64().unwrap(),
+    )
+}
