@@ -67,6 +67,24 @@ fn trim_raw(conn: &Connection, trimmed: i64) {
     .unwrap();
 }
 
+/// A migration's request for a rebuild, started as the server starts it
+/// and run to the end.
+fn rebuild_as_a_migration_asks(conn: &Connection, now: i64) {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(start_asked(conn, now, true).unwrap(), 1);
+    steps(conn, 100);
+    assert_eq!(in_progress(conn).unwrap(), vec![]);
+}
+
+fn stored_events(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap()
+}
+
 fn total(conn: &Connection, grain: Grain) -> i64 {
     rows(conn, grain).iter().map(|r| r.1).sum()
 }
@@ -218,19 +236,9 @@ fn a_migration_rebuild_drops_the_rows_older_than_the_raw_events() {
     )
     .unwrap();
     assert_eq!(kept_from(&conn, 1, Tz::UTC, START).unwrap(), Some(trimmed));
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
-        [],
-    )
-    .unwrap();
     let now = START + days * DAY + 3600;
-    assert_eq!(start_asked(&conn, now, true).unwrap(), 1);
-    steps(&conn, 100);
-    assert_eq!(in_progress(&conn).unwrap(), vec![]);
-
-    let stored: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    rebuild_as_a_migration_asks(&conn, now);
+    let stored = stored_events(&conn);
     for grain in Grain::ALL {
         let rows = rows(&conn, grain);
         assert_eq!(
@@ -257,17 +265,8 @@ fn a_migration_rebuild_during_a_timezone_change_drops_the_old_rows_too() {
     let now = START + days * DAY + 3600;
     change(&conn, now, START);
     assert_eq!(steps(&conn, 1), 1, "the change's rebuild is under way");
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
-        [],
-    )
-    .unwrap();
-    assert_eq!(start_asked(&conn, now, true).unwrap(), 1);
-    steps(&conn, 100);
-    assert_eq!(in_progress(&conn).unwrap(), vec![]);
-    let stored: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    rebuild_as_a_migration_asks(&conn, now);
+    let stored = stored_events(&conn);
     for grain in Grain::ALL {
         assert_eq!(total(&conn, grain), stored, "{grain:?}");
     }
