@@ -22,6 +22,8 @@ RUNS=${RUNS:-3}
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 for tool in wrk python3 curl cargo; do
     if ! command -v "$tool" >/dev/null; then
@@ -66,25 +68,6 @@ trusted_proxies = ["127.0.0.1/32"]
 [storage]
 data_dir = "$WORK/data"
 TOML
-
-# Waits for "listening on http://ADDR" in log $1 of process $2; prints ADDR.
-wait_listening() {
-    local log=$1 pid=$2 addr=""
-    for _ in $(seq 100); do
-        addr=$(grep -o 'listening on http://[0-9.:]*' "$log" 2>/dev/null | head -n1 | sed 's|.*http://||' || true)
-        if [[ -n $addr ]]; then
-            echo "$addr"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
-    done
-    echo "ingest.sh: server did not start; log:" >&2
-    cat "$log" >&2
-    return 1
-}
 
 # Samples VmRSS of $1 every 0.5 s and keeps the maximum (KiB) in file $2.
 sample_rss() {

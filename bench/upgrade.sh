@@ -39,6 +39,8 @@ fi
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 for tool in wrk python3 curl cargo; do
     if ! command -v "$tool" >/dev/null; then
         echo "upgrade.sh: $tool not found (wrk: apt-get install -y wrk)" >&2
@@ -100,13 +102,7 @@ now_ms() { date +%s%3N; }
 START_MS=$(now_ms)
 "$TALLY" --config "$WORK/tally.toml" serve 2>"$WORK/tally.log" &
 TALLY_PID=$!
-ADDR=""
-for _ in $(seq 6000); do
-    ADDR=$(grep -o 'listening on http://[0-9.:]*' "$WORK/tally.log" 2>/dev/null | head -n1 | sed 's|.*http://||' || true)
-    [[ -n $ADDR ]] && break
-    kill -0 "$TALLY_PID" 2>/dev/null || { cat "$WORK/tally.log" >&2; exit 1; }
-    sleep 0.02
-done
+ADDR=$(wait_listening "$WORK/tally.log" "$TALLY_PID" 120)
 LISTEN_MS=$(($(now_ms) - START_MS))
 echo "listening after $LISTEN_MS ms"
 

@@ -55,11 +55,18 @@ impl Sql {
     }
 }
 
-/// A JSON path for one property key. A `"` cannot be escaped inside a JSON
-/// path label, so such a key gets a path that matches nothing.
-pub(super) fn prop_path(key: &str) -> String {
-    let label = if key.contains('"') { "\u{0}" } else { key };
-    format!("$.\"{label}\"")
+/// The value of property `key` of event `e`. A `"` cannot be escaped
+/// inside a JSON path label, so no event has such a property: its value is
+/// `NULL`, as a missing property's is (a path SQLite cannot parse would
+/// fail the whole query instead).
+pub(super) fn prop_sql(sql: &mut Sql, key: &str) {
+    if key.contains('"') {
+        sql.push("NULL");
+    } else {
+        sql.push("json_extract(e.props, ")
+            .arg(format!("$.\"{key}\""))
+            .push(")");
+    }
 }
 
 /// The SQL expression of a field: events as `e`, visits as `v`.
@@ -71,11 +78,7 @@ fn field_sql(sql: &mut Sql, field: &FilterField) {
         FilterField::EventName => {
             sql.push("e.name");
         }
-        FilterField::Prop(key) => {
-            sql.push("json_extract(e.props, ")
-                .arg(prop_path(key))
-                .push(")");
-        }
+        FilterField::Prop(key) => prop_sql(sql, key),
         FilterField::Visit(column) => {
             sql.push("v.").push(column.name());
         }
@@ -133,6 +136,45 @@ pub(super) fn glob_of(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A property key with `"` names no property: filters on it answer as
+    /// for a missing one, and the query runs (a JSON path with the key in
+    /// it failed with "bad JSON path").
+    #[test]
+    fn a_property_key_with_a_quote_is_a_missing_property() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            r#"CREATE TABLE e (props TEXT);
+               INSERT INTO e VALUES ('{"a\"b": "x"}'), ('{"a": "x"}'), (NULL);"#,
+        )
+        .unwrap();
+        for (values, op, expected) in [
+            (vec![Some("x")], FilterOp::Is, 0),
+            (vec![None], FilterOp::Is, 3),
+            (vec![Some("x")], FilterOp::IsNot, 3),
+            (vec![Some("x")], FilterOp::Contains, 0),
+        ] {
+            let f = Filter {
+                field: FilterField::Prop("a\"b".into()),
+                op,
+                values: values.iter().map(|v| v.map(str::to_string)).collect(),
+            };
+            let mut sql = Sql::default();
+            sql.push("SELECT COUNT(*) FROM e WHERE 1");
+            filter_sql(&mut sql, &f);
+            let n: i64 = conn
+                .query_row(&sql.text, sql.params(), |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, expected, "{op:?} {values:?}");
+            assert_eq!(
+                conn.query_row("SELECT COUNT(*) FROM e", [], |r| r.get::<_, i64>(0))
+                    .unwrap(),
+                3
+            );
+            // The same answer in memory: the value is missing.
+            assert_eq!(value_matches(&f, None), expected == 3, "{op:?} {values:?}");
+        }
+    }
 
     /// Every filter of a set picks the same pages from a set of paths in
     /// SQLite and in memory: the rules above, held to themselves.

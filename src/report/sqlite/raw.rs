@@ -9,7 +9,7 @@
 
 use rusqlite::Connection;
 
-use super::filter::{Sql, filter_sql, glob_of, prop_path};
+use super::filter::{Sql, filter_sql, glob_of, prop_sql};
 use crate::report::model::{
     BreakdownRow, Dimension, Filter, FilterField, NOT_AN_ACTION, TimeRange, Totals, VisitColumn,
 };
@@ -157,12 +157,12 @@ pub fn breakdown(
             sql.push(" AND e.name <> 'pageview' GROUP BY e.name");
         }
         Dimension::Prop(key) => {
-            sql.push("SELECT json_extract(e.props, ")
-                .arg(prop_path(key))
-                .push(
-                    ") AS value, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
+            sql.push("SELECT ");
+            prop_sql(&mut sql, key);
+            sql.push(
+                " AS value, COUNT(DISTINCT e.visitor_id), COUNT(DISTINCT e.visit_id),
                     SUM(e.name = 'pageview'), SUM(e.name <> 'pageview'), 0, 0",
-                );
+            );
             events_from(&mut sql, site_id, range, filters);
             sql.push(" AND value IS NOT NULL GROUP BY value");
         }

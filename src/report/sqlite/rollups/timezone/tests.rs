@@ -55,6 +55,36 @@ fn rows(conn: &Connection, grain: Grain) -> Vec<(i64, i64)> {
     .unwrap()
 }
 
+/// What retention leaves: the raw events before `trimmed` deleted, and its
+/// mark of where they are complete from.
+fn trim_raw(conn: &Connection, trimmed: i64) {
+    conn.execute("DELETE FROM events WHERE ts < ?1", [trimmed])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('raw_trimmed_before', ?1)",
+        [trimmed],
+    )
+    .unwrap();
+}
+
+/// A migration's request for a rebuild, started as the server starts it
+/// and run to the end.
+fn rebuild_as_a_migration_asks(conn: &Connection, now: i64) {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
+        [],
+    )
+    .unwrap();
+    assert_eq!(start_asked(conn, now, true).unwrap(), 1);
+    steps(conn, 100);
+    assert_eq!(in_progress(conn).unwrap(), vec![]);
+}
+
+fn stored_events(conn: &Connection) -> i64 {
+    conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap()
+}
+
 fn total(conn: &Connection, grain: Grain) -> i64 {
     rows(conn, grain).iter().map(|r| r.1).sum()
 }
@@ -118,13 +148,7 @@ fn rows_older_than_the_raw_events_are_kept_and_the_rest_rebuilt() {
     let before: Vec<i64> = Grain::ALL.iter().map(|g| total(&conn, *g)).collect();
     // Retention deleted the raw events before midday of day 40.
     let trimmed = START + 40 * DAY + DAY / 2;
-    conn.execute("DELETE FROM events WHERE ts < ?1", [trimmed])
-        .unwrap();
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('raw_trimmed_before', ?1)",
-        [trimmed],
-    )
-    .unwrap();
+    trim_raw(&conn, trimmed);
     let old_days: Vec<(i64, i64)> = rows(&conn, Grain::Day)
         .into_iter()
         .filter(|r| r.0 < START + 41 * DAY)
@@ -204,13 +228,7 @@ fn a_migration_rebuild_drops_the_rows_older_than_the_raw_events() {
     let (_dir, store) = site_with_traffic(days, 48);
     let conn = store.write_connection().unwrap();
     let trimmed = START + 10 * DAY;
-    conn.execute("DELETE FROM events WHERE ts < ?1", [trimmed])
-        .unwrap();
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('raw_trimmed_before', ?1)",
-        [trimmed],
-    )
-    .unwrap();
+    trim_raw(&conn, trimmed);
     // An old row's format: week rows of the kept days are missing.
     conn.execute(
         "DELETE FROM rollups WHERE grain = ?1 AND bucket < ?2",
@@ -218,19 +236,9 @@ fn a_migration_rebuild_drops_the_rows_older_than_the_raw_events() {
     )
     .unwrap();
     assert_eq!(kept_from(&conn, 1, Tz::UTC, START).unwrap(), Some(trimmed));
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
-        [],
-    )
-    .unwrap();
     let now = START + days * DAY + 3600;
-    assert_eq!(start_asked(&conn, now, true).unwrap(), 1);
-    steps(&conn, 100);
-    assert_eq!(in_progress(&conn).unwrap(), vec![]);
-
-    let stored: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    rebuild_as_a_migration_asks(&conn, now);
+    let stored = stored_events(&conn);
     for grain in Grain::ALL {
         let rows = rows(&conn, grain);
         assert_eq!(
@@ -253,27 +261,12 @@ fn a_migration_rebuild_during_a_timezone_change_drops_the_old_rows_too() {
     let (_dir, store) = site_with_traffic(days, 48);
     let conn = store.write_connection().unwrap();
     let trimmed = START + 10 * DAY;
-    conn.execute("DELETE FROM events WHERE ts < ?1", [trimmed])
-        .unwrap();
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('raw_trimmed_before', ?1)",
-        [trimmed],
-    )
-    .unwrap();
+    trim_raw(&conn, trimmed);
     let now = START + days * DAY + 3600;
     change(&conn, now, START);
     assert_eq!(steps(&conn, 1), 1, "the change's rebuild is under way");
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES ('rollups_rebuild', 'all')",
-        [],
-    )
-    .unwrap();
-    assert_eq!(start_asked(&conn, now, true).unwrap(), 1);
-    steps(&conn, 100);
-    assert_eq!(in_progress(&conn).unwrap(), vec![]);
-    let stored: i64 = conn
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    rebuild_as_a_migration_asks(&conn, now);
+    let stored = stored_events(&conn);
     for grain in Grain::ALL {
         assert_eq!(total(&conn, grain), stored, "{grain:?}");
     }
