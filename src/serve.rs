@@ -104,11 +104,14 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let reports: Arc<dyn Reports> = Arc::new(SqliteReports::new(
-        store.clone(),
-        follower.recent(),
-        settings.raw.retention.raw_events_days,
-    ));
+    let reports: Arc<dyn Reports> = Arc::new(
+        SqliteReports::new(
+            store.clone(),
+            follower.recent(),
+            settings.raw.retention.raw_events_days,
+        )
+        .with_sealer(sealer.clone()),
+    );
 
     let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("binding HTTP listener on {}", settings.listen))?;

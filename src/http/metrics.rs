@@ -155,6 +155,17 @@ fn render(state: &AppState, db_bytes: u64) -> String {
         "Failures to open the column store or to seal a site's day (each tried again later).",
         state.upkeep.column_seal_errors(),
     );
+    let (answered, failed) = state.upkeep.column_answers();
+    e.counter(
+        "tally_column_answers_total",
+        "Parts of filtered reports (a total, a series, a breakdown) the column store answered.",
+        answered,
+    );
+    e.counter(
+        "tally_column_answer_errors_total",
+        "Parts of filtered reports the column store failed to answer (read from the raw tables instead).",
+        failed,
+    );
     e.counter_set(
         "tally_retention_runs_total",
         "Retention passes, by result.",

@@ -3,7 +3,9 @@
 //! Salts are 32 random bytes from the OS, one per UTC day, stored so ids stay
 //! stable across a restart, and deleted once they are two days old: after that
 //! nobody, the operator included, can recompute an id from an IP address.
-//! Yesterday's salt is kept to carry visits across midnight.
+//! Yesterday's salt is kept to carry visits across midnight. An event
+//! stamped on an earlier day (`tally demo`) gets that day's ids, from a salt
+//! derived for it and never stored, so that ids change daily for it too.
 
 use std::net::IpAddr;
 use std::sync::RwLock;
@@ -37,6 +39,26 @@ pub enum SaltError {
     Random(String),
     #[error("storing salt: {0}")]
     Store(String),
+}
+
+impl Salts {
+    /// The salts of `day` and of the day before. An event stamped before
+    /// the current salt's day (`tally demo` replays past days; a clock set
+    /// back) gets that day's ids, so a visitor's ids change from day to day
+    /// as with live traffic, which the read models count on: yesterday's
+    /// salt for yesterday, and for older days a salt derived from the
+    /// current one and the day, never stored (it goes with the current
+    /// salt).
+    fn of_day(&self, day: i64) -> ([u8; 32], Option<[u8; 32]>) {
+        if day >= self.day {
+            return (self.current, self.previous);
+        }
+        let salt = |d: i64| match self.previous {
+            Some(p) if d == self.day - 1 => p,
+            _ => *blake3::keyed_hash(&self.current, &d.to_le_bytes()).as_bytes(),
+        };
+        (salt(day), Some(salt(day - 1)))
+    }
 }
 
 fn day_of(unix: i64) -> i64 {
@@ -89,9 +111,10 @@ impl VisitorHasher {
         } else {
             salts
         };
+        let (current, previous) = salts.of_day(day_of(now));
         Ok(VisitorIds {
-            current: hash(&salts.current, domain, ip, user_agent),
-            previous: salts.previous.map(|p| hash(&p, domain, ip, user_agent)),
+            current: hash(&current, domain, ip, user_agent),
+            previous: previous.map(|p| hash(&p, domain, ip, user_agent)),
         })
     }
 
@@ -145,6 +168,36 @@ fn hash(salt: &[u8; 32], domain: &str, ip: IpAddr, user_agent: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events stamped on past days get each day's ids, as live traffic
+    /// would have: a visitor's ids differ between days, yesterday's are
+    /// those of yesterday's salt, and a visit carries over each midnight.
+    #[test]
+    fn a_past_day_has_ids_of_its_own() {
+        let salts = Salts {
+            day: 100,
+            current: [1; 32],
+            previous: Some([2; 32]),
+        };
+        assert_eq!(salts.of_day(100), ([1; 32], Some([2; 32])));
+        assert_eq!(salts.of_day(101), ([1; 32], Some([2; 32])));
+        let (yesterday, before) = salts.of_day(99);
+        assert_eq!(yesterday, [2; 32]);
+        let (d98, d97) = salts.of_day(98);
+        assert_eq!(before, Some(d98));
+        assert_ne!(d98, [1; 32]);
+        assert_ne!(d98, [2; 32]);
+        assert_ne!(Some(d98), d97);
+        assert_eq!(salts.of_day(98), (d98, d97));
+        let (d97_again, _) = salts.of_day(97);
+        assert_eq!(Some(d97_again), d97);
+        // Without yesterday's salt, yesterday's is derived too.
+        let fresh = Salts {
+            previous: None,
+            ..salts
+        };
+        assert_ne!(fresh.of_day(99).0, [2; 32]);
+    }
 
     #[test]
     fn hash_depends_on_every_input() {

@@ -99,6 +99,12 @@ pub trait Upkeep: Send + Sync {
     fn column_seal_errors(&self) -> u64 {
         0
     }
+
+    /// Filtered report parts the column store answered since start, and
+    /// those it failed to answer (read from the raw tables instead).
+    fn column_answers(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// The days of the column store, as health and metrics show them.

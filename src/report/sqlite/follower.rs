@@ -313,4 +313,8 @@ impl Upkeep for Follower {
     fn column_seal_errors(&self) -> u64 {
         self.sealer.as_ref().map_or(0, |s| s.errors())
     }
+
+    fn column_answers(&self) -> (u64, u64) {
+        self.sealer.as_ref().map_or((0, 0), |s| s.answers())
+    }
 }

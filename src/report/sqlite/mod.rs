@@ -2,12 +2,17 @@
 //! [`Reports`] of a server that keeps its events in `tally.db`.
 //!
 //! Which engine answers: the rollups ([`rollup_query`]) without filters;
-//! with them, recent traffic in memory ([`recent`]) when it holds the site
-//! over the range, the raw tables ([`raw`]) otherwise, since filters combine
-//! dimensions the rollups keep apart. Raw events are kept for a shorter time
-//! than rollups: a filtered report reaching further back is refused rather
-//! than answered from partial data.
-//! Both filtered engines match filters by the rules of [`filter`].
+//! with them (filters combine dimensions the rollups keep apart), the
+//! column store ([`crate::report::columns`], kept by [`sealer`]) when the
+//! range ends by the end of the site's newest sealed day, else recent
+//! traffic in memory ([`recent`]) when it holds the site over the range,
+//! else the raw tables ([`raw`]). A series is split: its buckets that end by
+//! the sealed day come from the store in one scan, the rest as above. A
+//! store that fails to answer is logged and the report read from the other
+//! engines. Raw events are kept for a shorter time than rollups: a filtered
+//! report reaching further back is refused rather than answered from
+//! partial data. Every filtered engine matches filters by the rules of
+//! [`filter`] and [`crate::report::matching`].
 //!
 //! The rollups are written by [`rollups`] (feed, deltas, ended visits,
 //! imported aggregates, retention) and rebuilt by [`rollups::timezone`]
@@ -25,6 +30,7 @@ pub mod sealer;
 pub mod sketch;
 pub mod sketch_cache;
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -32,12 +38,16 @@ use r2d2::PooledConnection;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use super::calendar;
-use super::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
+use super::model::{
+    BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, VisitColumn,
+};
 use super::{ReportError, Reports, SiteReport};
+use crate::report::columns::ColumnError;
 use crate::store::sites::{self, Goal, GoalKind, Site};
 use crate::store::{Store, StoreError};
 use recent::RecentTraffic;
 use rollup_query::RollupQuery;
+use sealer::{SealedSite, Sealer};
 use sketch_cache::SketchCache;
 
 /// Bytes of visitor sketches kept in memory for reports (2,048 dense ones;
@@ -51,6 +61,8 @@ pub struct SqliteReports {
     recent: Option<Arc<RecentTraffic>>,
     sketches: SketchCache,
     raw_events_days: u32,
+    /// The column store's keeper (a server's); commands read SQLite only.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl SqliteReports {
@@ -66,7 +78,14 @@ impl SqliteReports {
             recent,
             sketches: SketchCache::new(SKETCH_CACHE_BYTES),
             raw_events_days,
+            sealer: None,
         }
+    }
+
+    /// Filtered reports over days `sealer` has sealed read its store.
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> SqliteReports {
+        self.sealer = Some(sealer);
+        self
     }
 }
 
@@ -91,6 +110,8 @@ impl Reports for SqliteReports {
             recent: self.recent.as_ref(),
             sketches: &self.sketches,
             now,
+            sealer: self.sealer.as_deref(),
+            sealed: OnceCell::new(),
         }))
     }
 }
@@ -105,6 +126,10 @@ struct SqliteSiteReport<'a> {
     recent: Option<&'a Arc<RecentTraffic>>,
     sketches: &'a SketchCache,
     now: i64,
+    sealer: Option<&'a Sealer>,
+    /// What the column store holds of the site, looked up by the first
+    /// report part that could read it.
+    sealed: OnceCell<Option<SealedSite>>,
 }
 
 impl Drop for SqliteSiteReport<'_> {
@@ -142,6 +167,38 @@ impl SqliteSiteReport<'_> {
         !self.filters.is_empty()
     }
 
+    /// The column store, if it holds every event of ranges ending by `end`.
+    fn sealed(&self, end: i64) -> Option<&SealedSite> {
+        let sealer = self.sealer?;
+        self.sealed
+            .get_or_init(|| sealer.sealed_site(&self.conn, self.site_id))
+            .as_ref()
+            .filter(|s| s.covers(end))
+    }
+
+    /// The column store's answer over ranges ending by `end`, or `None` when
+    /// it does not hold them or fails (logged; the caller reads the other
+    /// engines).
+    fn columns_answer<T>(
+        &self,
+        end: i64,
+        answer: impl FnOnce(&SealedSite) -> Result<T, ColumnError>,
+    ) -> Option<T> {
+        let sealed = self.sealed(end)?;
+        let sealer = self.sealer?;
+        match answer(sealed) {
+            Ok(t) => {
+                sealer.answered();
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!(site_id = self.site_id, error = %e, "column store: a report is read from the raw tables instead");
+                sealer.failed_to_answer(self.site_id, &e);
+                None
+            }
+        }
+    }
+
     /// Refuses a raw report over a range whose raw events are gone; `param`
     /// is the parameter that made the report need them.
     fn check(&self, range: TimeRange, raw: bool, param: &'static str) -> Result<(), ReportError> {
@@ -164,10 +221,15 @@ impl SiteReport for SqliteSiteReport<'_> {
     fn totals(&self, range: TimeRange) -> Result<Totals, ReportError> {
         self.check(range, self.raw(), "filters")?;
         Ok(if self.raw() {
-            match self
-                .recent(range)
-                .and_then(|r| r.totals(self.site_id, range, &self.filters))
-            {
+            let columns = || {
+                self.columns_answer(range.end, |s| {
+                    s.columns.totals(self.site_id, range, &self.filters)
+                })
+            };
+            match columns().or_else(|| {
+                self.recent(range)
+                    .and_then(|r| r.totals(self.site_id, range, &self.filters))
+            }) {
                 Some(t) => t,
                 None => raw::totals(&self.conn, self.site_id, range, &self.filters)?,
             }
@@ -178,7 +240,23 @@ impl SiteReport for SqliteSiteReport<'_> {
 
     fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, ReportError> {
         if self.raw() {
-            return buckets.iter().map(|b| self.totals(*b)).collect();
+            // Buckets ascend: those the store holds are a leading run.
+            let held = match buckets.iter().position(|b| self.sealed(b.end).is_none()) {
+                Some(n) => n,
+                None => buckets.len(),
+            };
+            let mut out = if held == 0 {
+                Vec::new()
+            } else {
+                let (held, end) = (&buckets[..held], buckets[held - 1].end);
+                self.check(held[0], true, "filters")?;
+                self.columns_answer(end, |s| s.columns.series(self.site_id, held, &self.filters))
+                    .unwrap_or_default()
+            };
+            for b in &buckets[out.len()..] {
+                out.push(self.totals(*b)?);
+            }
+            return Ok(out);
         }
         Ok(self.rollups().series(buckets, hourly)?)
     }
@@ -196,6 +274,22 @@ impl SiteReport for SqliteSiteReport<'_> {
         self.check(range, self.raw(), "filters")?;
         self.check(range, needs_raw, "metrics")?;
         let raw = self.raw() || needs_raw;
+        let columns = || {
+            self.columns_answer(range.end, |s| {
+                s.columns.breakdown(
+                    self.site_id,
+                    range,
+                    dimension,
+                    &self.filters,
+                    need_visits,
+                    limit,
+                    offset,
+                )
+            })
+        };
+        if let Some(rows) = raw.then(columns).flatten() {
+            return Ok(rows);
+        }
         // Only a raw report asks: asking starts loading the site.
         let recent = raw.then(|| self.recent(range)).flatten();
         if let Some(rows) = recent
@@ -220,6 +314,18 @@ impl SiteReport for SqliteSiteReport<'_> {
 
     fn goals(&self, range: TimeRange, goals: &[GoalKind]) -> Result<(i64, i64), ReportError> {
         self.check(range, self.raw(), "filters")?;
+        // One goal is its filters added to the report's; visitors of any of
+        // several goals are not a sum, and are read from the other engines.
+        if let ([goal], true) = (goals, self.raw()) {
+            let mut filters = self.filters.clone();
+            filters.extend(goal_filters(goal));
+            if let Some(t) = self.columns_answer(range.end, |s| {
+                s.columns.totals(self.site_id, range, &filters)
+            }) {
+                // Only the goal's events match: pageviews or custom events.
+                return Ok((t.visitors, t.pageviews + t.events));
+            }
+        }
         let recent = self.raw().then(|| self.recent(range)).flatten();
         if let Some(answer) =
             recent.and_then(|r| r.goals(self.site_id, range, goals, &self.filters))
@@ -248,6 +354,11 @@ impl SiteReport for SqliteSiteReport<'_> {
             start: range.start.max(self.raw_since),
             end: range.end,
         };
+        if let Some(keys) = self.columns_answer(range.end, |s| {
+            s.columns.prop_keys(self.site_id, range, &self.filters, max)
+        }) {
+            return Ok(keys);
+        }
         Ok(raw::prop_keys(
             &self.conn,
             self.site_id,
@@ -280,10 +391,26 @@ impl SiteReport for SqliteSiteReport<'_> {
     }
 }
 
+/// A goal as filters: a custom event by its name, a page goal's pageviews
+/// by path (`*` a wildcard in both).
+fn goal_filters(goal: &GoalKind) -> Vec<Filter> {
+    let is = |field, value: &str| Filter {
+        field,
+        op: FilterOp::Is,
+        values: vec![Some(value.to_string())],
+    };
+    match goal {
+        GoalKind::Event(name) => vec![is(FilterField::EventName, name)],
+        GoalKind::Page(path) => vec![
+            is(FilterField::EventName, "pageview"),
+            is(FilterField::Page, path),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::model::{FilterField, FilterOp};
 
     /// A visit: id, visitor, source, start, its events' times, their page.
     type Visit<'a> = (i64, i64, Option<&'a str>, i64, &'a [i64], &'a str);

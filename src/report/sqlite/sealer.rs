@@ -133,6 +133,8 @@ struct Sites {
     /// The database and `meta.external_writes` the store follows (read
     /// from its file).
     follows: Option<String>,
+    /// Sites a report found damaged: sealed again from their first day.
+    damaged: HashSet<i64>,
 }
 
 /// Seals days into the column store; see the module's header.
@@ -153,6 +155,9 @@ pub struct Sealer {
     looked: AtomicBool,
     /// Failures to open the store or to seal a day.
     errors: AtomicU64,
+    /// Report parts the store answered, and those it failed to.
+    answered: AtomicU64,
+    answer_errors: AtomicU64,
     wake: tokio::sync::Notify,
 }
 
@@ -172,6 +177,8 @@ impl Sealer {
             pending_days: AtomicU64::new(0),
             looked: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            answer_errors: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -477,6 +484,10 @@ impl Sealer {
         from: i64,
         now: i64,
     ) -> Result<Looked, SealError> {
+        let damaged = self.sites.locked().damaged.remove(&id);
+        if damaged {
+            self.restart(id, "a report found a file damaged")?;
+        }
         let sealed = match self.columns()?.sealed_days(id) {
             Ok(days) => days,
             Err(e @ ColumnError::Damaged { .. }) => {
@@ -674,10 +685,12 @@ pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
 
 mod plan;
 mod reads;
+mod serving;
 
 pub use plan::{SitePlan, Step, complete, plan, stays_provisional};
 pub use reads::ensure_database_id;
 use reads::{all_ended, database_id, possibly_open, raw_days};
+pub use serving::SealedSite;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,103 @@
+//! Which ranges of a site the column store may answer for, as reports see
+//! the database: the read side of [`super::Sealer`]'s bookkeeping.
+//!
+//! A site's sealed days are a run of its days with raw events, from the
+//! oldest that retention keeps up to the newest sealed one, with none left
+//! out (the sealer seals days in order, and a gap makes it delete the site
+//! and seal it again from its first day). So a range that ends by the end
+//! of the newest sealed day holds nothing the store lacks: days before the
+//! first sealed one have no raw events that reports may reach.
+//!
+//! The store follows one database state: its `meta.database_id` and
+//! `meta.external_writes`. A report reads both in its own transaction; when
+//! they are not what the store follows (another process wrote events, which
+//! may be in sealed days, and the sealer has not caught up yet), the store
+//! does not answer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rusqlite::Connection;
+
+use super::reads::database_id;
+use super::{DAY, Sealer};
+use crate::report::columns::{ColumnError, ColumnStore};
+use crate::report::sqlite::recent::external_writes;
+use crate::sync::Lock;
+
+/// The store, for one site, up to an instant.
+#[derive(Clone)]
+pub struct SealedSite {
+    pub columns: Arc<ColumnStore>,
+    /// The end of the site's newest sealed day: ranges ending by it are
+    /// answered by the store.
+    pub end: i64,
+}
+
+impl SealedSite {
+    /// Whether the store holds every event of `[start, end)`.
+    pub fn covers(&self, end: i64) -> bool {
+        end <= self.end
+    }
+}
+
+impl Sealer {
+    /// The store and how far it holds `site_id`, if it follows the database
+    /// state `conn` reads (inside the report's transaction); `None` when it
+    /// is not open, follows another state, or holds nothing of the site.
+    pub fn sealed_site(&self, conn: &Connection, site_id: i64) -> Option<SealedSite> {
+        let columns = self.columns.get()?.clone();
+        let follows = {
+            let sites = self.sites.locked();
+            if sites.gone.contains(&site_id) {
+                return None;
+            }
+            sites.follows.clone()?
+        };
+        let seen = format!(
+            "{} {}",
+            database_id(conn).ok()?,
+            external_writes(conn).ok()?
+        );
+        if follows != seen {
+            return None;
+        }
+        let newest = match columns.sealed_days(site_id) {
+            Ok(days) => *days.last()?,
+            Err(e) => {
+                tracing::warn!(site_id, error = %e, "column store: the site's days cannot be read");
+                return None;
+            }
+        };
+        Some(SealedSite {
+            columns,
+            end: (newest + 1) * DAY,
+        })
+    }
+}
+
+impl Sealer {
+    /// A report part was answered by the store.
+    pub fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The store failed to answer a report part of `site_id` (the report
+    /// read the raw tables instead). A damaged file has the site sealed
+    /// again from its first day at the next look.
+    pub fn failed_to_answer(&self, site_id: i64, e: &ColumnError) {
+        self.answer_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, ColumnError::Damaged { .. }) {
+            self.sites.locked().damaged.insert(site_id);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Report parts the store answered, and those it failed to, since start.
+    pub fn answers(&self) -> (u64, u64) {
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.answer_errors.load(Ordering::Relaxed),
+        )
+    }
+}
