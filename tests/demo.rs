@@ -120,11 +120,17 @@ fn demo_beside_a_running_server_reaches_filtered_reports() {
     ]);
     let unfiltered = query("");
     assert_eq!(unfiltered["pageviews"]["value"], 2000);
-    // The held traffic is reloaded; answers from memory equal the rollups'.
+    // The held traffic is reloaded (once or twice: the demo bumps the
+    // counter before its first write and after its last, and the follower
+    // may see both bumps at once); answers from memory equal the rollups'.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let filtered = query(all);
-        if filtered == unfiltered && logged("loaded recent traffic") == 2 {
+        let (loaded, reloading) = (
+            logged("loaded recent traffic"),
+            logged("reloading recent traffic"),
+        );
+        if filtered == unfiltered && reloading >= 1 && loaded == reloading + 1 {
             break;
         }
         assert!(
@@ -134,5 +140,5 @@ fn demo_beside_a_running_server_reaches_filtered_reports() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert_eq!(logged("reloading recent traffic"), 1);
+    assert!((1..=2).contains(&logged("reloading recent traffic")));
 }
