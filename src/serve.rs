@@ -17,7 +17,7 @@ use crate::report::Reports;
 use crate::report::sqlite::SqliteReports;
 use crate::report::sqlite::follower::Follower;
 use crate::report::sqlite::rollups::RollupFeed;
-use crate::report::sqlite::sealer::Sealer;
+use crate::report::sqlite::sealer::{LateEvents, NoteLate, Sealer};
 use crate::store::backup::{BackupStats, DataDirLock};
 use crate::store::retention::{RetentionPolicy, RetentionStats};
 use crate::store::{Store, now_unix};
@@ -61,6 +61,9 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.
     let feed = Arc::new(RollupFeed::default());
+    // Events committed in complete days are noted on the way, for the
+    // column store (kept on disk until the sealer acts on them).
+    let late = Arc::new(LateEvents::open(data_dir));
     let now = now_unix();
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
@@ -73,7 +76,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             journal: true,
         },
         now,
-        feed.clone(),
+        Arc::new(NoteLate::new(feed.clone(), late.clone())),
     )?;
     let ingestor = Arc::new(ingestor);
     // Nothing is opened or sealed before the journal is replayed (by
@@ -85,7 +88,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             data_dir,
             settings.raw.retention.raw_events_days,
         )
-        .with_writer(ingestor.writer().clone()),
+        .with_writer(ingestor.writer().clone())
+        .with_late(late),
     );
 
     let follower = match Follower::new(

@@ -25,7 +25,9 @@
 //! a state the raw tables no longer have: a day before the newest sealed
 //! one that has raw events but is not sealed (events landed in the past: a
 //! clock set back) makes the site's store be deleted and sealed again; so
-//! does a damaged file or an append refused as out of order. Nothing is
+//! does a damaged file or an append refused as out of order, and an event
+//! the writer committed in a day already sealed ([`LateEvents`], noted as
+//! it commits and acted on at the next look). Nothing is
 //! sealed while the writer is stopped (its journal may hold events of the
 //! day), nor before the events acknowledged so far are committed. Another
 //! process writing events (`tally demo`, before its first write and after
@@ -51,7 +53,6 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 use super::columns_source::read_day;
-use super::recent::external_writes;
 use super::rollups::VISIT_SETTLED_AFTER;
 use crate::report::ColumnDays;
 use crate::report::columns::{ColumnError, ColumnStore};
@@ -141,6 +142,8 @@ pub struct Sealer {
     /// The server's writer: nothing is sealed while it is stopped, nor
     /// before the events it was handed are committed.
     writer: Option<EventWriter>,
+    /// Events the writer committed in complete days, to act on at each look.
+    late: Option<Arc<LateEvents>>,
     /// Opened by [`Sealer::run`], in the background: the store is derived
     /// and never keeps the server from starting.
     columns: OnceLock<Arc<ColumnStore>>,
@@ -163,6 +166,7 @@ impl Sealer {
         Sealer {
             store,
             writer: None,
+            late: None,
             columns: OnceLock::new(),
             data_dir: data_dir.to_path_buf(),
             dir: data_dir.join(COLUMNS_DIR),
@@ -181,6 +185,14 @@ impl Sealer {
     /// once the events it was handed are committed.
     pub fn with_writer(mut self, writer: EventWriter) -> Sealer {
         self.writer = Some(writer);
+        self
+    }
+
+    /// Acts on the events `late` notes: one committed in a day already
+    /// sealed has its site's store deleted and sealed again at the next
+    /// look.
+    pub fn with_late(mut self, late: Arc<LateEvents>) -> Sealer {
+        self.late = Some(late);
         self
     }
 
@@ -419,6 +431,7 @@ impl Sealer {
                 self.columns()?.remove_site(id)?;
             }
         }
+        self.act_on_late()?;
         let from = (now - i64::from(self.raw_events_days) * DAY).div_euclid(DAY);
         let (mut sealed_total, mut pending_total) = (0, 0);
         let mut plans = Vec::new();
@@ -593,37 +606,6 @@ impl Sealer {
         Ok(())
     }
 
-    /// Deletes every site's store when the database is another one than
-    /// the store was sealed from (a copy put in place by hand, a new one in
-    /// an old data directory), or another process wrote events since the
-    /// store last followed it (they may be in past days).
-    fn follow_database(&self, conn: &Connection) -> Result<(), SealError> {
-        let now_seen = format!("{} {}", database_id(conn)?, external_writes(conn)?);
-        if self.sites.locked().follows.as_deref() == Some(now_seen.as_str()) {
-            return Ok(());
-        }
-        let sites = self.site_dirs()?;
-        if !sites.is_empty() {
-            tracing::warn!(
-                "the database is another one, or events were written by another process \
-                 (tally demo): sealing every site again"
-            );
-        }
-        for id in sites {
-            self.columns()?.remove_site(id)?;
-        }
-        let path = self.dir.join(FOLLOWS_FILE);
-        std::fs::write(&path, &now_seen).map_err(|source| ColumnError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut s = self.sites.locked();
-        s.follows = Some(now_seen);
-        s.known.clear();
-        s.provisional.clear();
-        Ok(())
-    }
-
     /// The sites with a directory in the store.
     fn site_dirs(&self) -> Result<Vec<i64>, SealError> {
         let io = |source| ColumnError::Io {
@@ -650,34 +632,16 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SealError::Task(e.to_string()))?
 }
 
-/// `tally import` added past days to a site: its store is deleted (the
-/// server seals it again at start). The caller holds the data directory.
-pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
-    ColumnStore::open(&data_dir.join(COLUMNS_DIR))?.remove_site(site_id)
-}
-
-/// `tally restore` put back another database: the whole store is deleted.
-/// The caller holds the data directory. The file naming what the store
-/// follows goes first: a store without it is deleted at the next start, so
-/// a stop halfway leaves nothing that could answer.
-pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
-    let dir = data_dir.join(COLUMNS_DIR);
-    match std::fs::remove_file(dir.join(FOLLOWS_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
+mod follow;
+mod late;
 mod plan;
 mod reads;
 
+pub use follow::{forget_all, forget_site};
+pub use late::{LateEvents, NoteLate};
 pub use plan::{SitePlan, Step, complete, plan, stays_provisional};
 pub use reads::ensure_database_id;
-use reads::{all_ended, database_id, possibly_open, raw_days};
+use reads::{all_ended, possibly_open, raw_days};
 
 #[cfg(test)]
 mod tests;

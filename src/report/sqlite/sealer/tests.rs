@@ -180,3 +180,104 @@ async fn nothing_is_sealed_while_the_writer_is_stopped() {
     assert_eq!(sealer.columns().unwrap().sealed_days(1).unwrap(), vec![day]);
     handle.shutdown();
 }
+
+/// Events of a site on `days` (two each, a minute apart), written straight
+/// to the raw tables.
+fn raw_events(store: &Store, site_id: i64, days: &[i64]) {
+    use crate::store::NewEvent;
+    use crate::store::events::insert_events;
+    let conn = store.write_connection().unwrap();
+    let events: Vec<NewEvent> = days
+        .iter()
+        .flat_map(|day| [60, 120].map(|s| (day, s)))
+        .enumerate()
+        .map(|(i, (day, s))| NewEvent {
+            id: 1000 + i as i64,
+            site_id,
+            ts: day * DAY + s,
+            visit_id: 5,
+            ..NewEvent::test_pageview("/")
+        })
+        .collect();
+    insert_events(&conn, &events, false).unwrap();
+}
+
+/// The events the store counts in a site's `day`.
+fn store_events(sealer: &Sealer, site_id: i64, day: i64) -> i64 {
+    let range = crate::report::model::TimeRange {
+        start: day * DAY,
+        end: (day + 1) * DAY,
+    };
+    let t = sealer
+        .columns()
+        .unwrap()
+        .totals(site_id, range, &[])
+        .unwrap();
+    t.pageviews + t.events
+}
+
+/// An event committed in a day already sealed (a clock set back) is noted
+/// as the writer commits it; the next look deletes the site's store and
+/// seals it again, so it agrees with the raw tables. The note outlives a
+/// stop before that look.
+#[tokio::test]
+async fn an_event_committed_in_a_sealed_day_restarts_the_site() {
+    use crate::store::{EventWriter, NewEvent, NoFollower};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    sites::add_site(
+        &store.write_connection().unwrap(),
+        "example.com",
+        "UTC",
+        false,
+    )
+    .unwrap();
+    let today = crate::store::now_unix().div_euclid(DAY);
+    raw_events(&store, 1, &[today - 3, today - 2]);
+    let late = Arc::new(LateEvents::open(dir.path()));
+    let (writer, handle) = EventWriter::start(
+        store.write_connection().unwrap(),
+        16,
+        Arc::new(NoteLate::new(Arc::new(NoFollower), late.clone())),
+        None,
+    )
+    .unwrap();
+    let sealer = |late: &Arc<LateEvents>| {
+        let s = Sealer::new(store.clone(), dir.path(), 30)
+            .with_writer(writer.clone())
+            .with_late(late.clone());
+        s.open_columns().unwrap();
+        Arc::new(s)
+    };
+    let first = sealer(&late);
+    while first.round().await.unwrap() {}
+    assert_eq!(
+        first.columns().unwrap().sealed_days(1).unwrap(),
+        vec![today - 3, today - 2]
+    );
+    assert_eq!(store_events(&first, 1, today - 3), 2);
+
+    let event = |id: i64| NewEvent {
+        id,
+        site_id: 1,
+        ts: (today - 3) * DAY + 600,
+        visit_id: 6,
+        ..NewEvent::test_pageview("/late")
+    };
+    writer.submit(vec![event(5000)]).await.unwrap();
+    while first.round().await.unwrap() {}
+    assert_eq!(store_events(&first, 1, today - 3), 3);
+    assert!(late.pending().is_empty());
+
+    // Noted, then stopped before the next look: the next start acts on it.
+    writer.submit(vec![event(5001)]).await.unwrap();
+    drop(first);
+    let late = Arc::new(LateEvents::open(dir.path()));
+    assert_eq!(late.pending(), vec![(1, today - 3)]);
+    let second = sealer(&late);
+    while second.round().await.unwrap() {}
+    assert_eq!(store_events(&second, 1, today - 3), 4);
+    assert_eq!(store_events(&second, 1, today - 2), 2);
+    assert!(late.pending().is_empty());
+    handle.shutdown();
+}

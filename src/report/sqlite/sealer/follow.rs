@@ -1,0 +1,69 @@
+//! How [`super::Sealer`]'s store follows one database: deleted whole when
+//! the database is another one or another process wrote events, and by the
+//! commands that put back or add past data ([`forget_site`],
+//! [`forget_all`]).
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::reads::database_id;
+use super::{COLUMNS_DIR, FOLLOWS_FILE, SealError, Sealer};
+use crate::report::columns::{ColumnError, ColumnStore};
+use crate::report::sqlite::recent::external_writes;
+use crate::sync::Lock;
+
+impl Sealer {
+    /// Deletes every site's store when the database is another one than
+    /// the store was sealed from (a copy put in place by hand, a new one in
+    /// an old data directory), or another process wrote events since the
+    /// store last followed it (they may be in past days).
+    pub(super) fn follow_database(&self, conn: &Connection) -> Result<(), SealError> {
+        let now_seen = format!("{} {}", database_id(conn)?, external_writes(conn)?);
+        if self.sites.locked().follows.as_deref() == Some(now_seen.as_str()) {
+            return Ok(());
+        }
+        let sites = self.site_dirs()?;
+        if !sites.is_empty() {
+            tracing::warn!(
+                "the database is another one, or events were written by another process \
+                 (tally demo): sealing every site again"
+            );
+        }
+        for id in sites {
+            self.columns()?.remove_site(id)?;
+        }
+        let path = self.dir.join(FOLLOWS_FILE);
+        std::fs::write(&path, &now_seen).map_err(|source| ColumnError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut s = self.sites.locked();
+        s.follows = Some(now_seen);
+        s.known.clear();
+        s.provisional.clear();
+        Ok(())
+    }
+}
+
+/// `tally import` added past days to a site: its store is deleted (the
+/// server seals it again at start). The caller holds the data directory.
+pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
+    ColumnStore::open(&data_dir.join(COLUMNS_DIR))?.remove_site(site_id)
+}
+
+/// `tally restore` put back another database: the whole store is deleted.
+/// The caller holds the data directory. The file naming what the store
+/// follows goes first: a store without it is deleted at the next start, so
+/// a stop halfway leaves nothing that could answer.
+pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
+    let dir = data_dir.join(COLUMNS_DIR);
+    match std::fs::remove_file(dir.join(FOLLOWS_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
