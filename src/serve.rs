@@ -89,7 +89,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             settings.raw.retention.raw_events_days,
         )
         .with_writer(ingestor.writer().clone())
-        .with_late(late),
+        .with_late(late)
+        .with_max_events_per_day(settings.raw.columns.seal_max_events_per_day),
     );
 
     let follower = match Follower::new(

@@ -92,6 +92,9 @@ pub enum SealError {
     Task(String),
     #[error("the column store is not open")]
     NotOpen,
+    /// The day holds more events than a seal may hold in memory.
+    #[error("day {day} holds more than {max} events (seal_max_events_per_day)")]
+    Oversized { day: i64, max: u64 },
 }
 
 impl From<rusqlite::Error> for SealError {
@@ -128,6 +131,9 @@ struct Sites {
     removed: Vec<i64>,
     /// Removed since start: no more steps for them.
     gone: HashSet<i64>,
+    /// Sites stopped at a day over the memory budget (and that day): it
+    /// and later days are not sealed. Counted again after a restart.
+    oversized: HashMap<i64, i64>,
     /// Sites whose last step or look failed: not tried again before the
     /// instant, and the wait after the next failure.
     failing: HashMap<i64, (Instant, Duration)>,
@@ -150,6 +156,8 @@ pub struct Sealer {
     data_dir: PathBuf,
     dir: PathBuf,
     raw_events_days: u32,
+    /// The most events of one site's day a seal reads into memory.
+    max_events_per_day: u64,
     sites: Mutex<Sites>,
     sealed_days: AtomicU64,
     pending_days: AtomicU64,
@@ -171,6 +179,7 @@ impl Sealer {
             data_dir: data_dir.to_path_buf(),
             dir: data_dir.join(COLUMNS_DIR),
             raw_events_days,
+            max_events_per_day: u64::MAX,
             sites: Mutex::new(Sites::default()),
             sealed_days: AtomicU64::new(0),
             pending_days: AtomicU64::new(0),
@@ -185,6 +194,13 @@ impl Sealer {
     /// once the events it was handed are committed.
     pub fn with_writer(mut self, writer: EventWriter) -> Sealer {
         self.writer = Some(writer);
+        self
+    }
+
+    /// Seals no day holding more than `max` events of a site (the memory a
+    /// seal takes grows with them): the site stops sealing at such a day.
+    pub fn with_max_events_per_day(mut self, max: u64) -> Sealer {
+        self.max_events_per_day = max;
         self
     }
 
@@ -255,40 +271,16 @@ impl Sealer {
         self.looked.load(Ordering::Relaxed).then(|| ColumnDays {
             sealed_days: self.sealed_days.load(Ordering::Relaxed),
             pending_days: self.pending_days.load(Ordering::Relaxed),
+            oversized_sites: self.sites.locked().oversized.len() as u64,
         })
     }
 
-    /// A site was removed: its store goes at the next step or look.
-    pub fn site_removed(&self, site_id: i64) {
-        let mut sites = self.sites.locked();
-        sites.removed.push(site_id);
-        sites.gone.insert(site_id);
-        drop(sites);
-        self.wake.notify_one();
-    }
-
-    /// Retention: deletes every site's days before the one holding
-    /// `cutoff` (raw events before it are deleted; that day is partly
-    /// kept, and reports never reach before `cutoff`). Returns how many.
-    pub async fn drop_before(self: &Arc<Self>, cutoff: i64) -> Result<usize, SealError> {
-        if self.columns.get().is_none() {
-            return Ok(0);
-        }
-        let this = self.clone();
-        let dropped = tokio::task::spawn_blocking(move || {
-            let day = cutoff.div_euclid(DAY);
-            let mut dropped = 0;
-            for id in this.site_dirs()? {
-                dropped += this.columns()?.drop_before(id, day)?;
-            }
-            Ok::<_, SealError>(dropped)
-        })
-        .await
-        .map_err(|e| SealError::Task(e.to_string()))??;
-        if dropped > 0 {
-            self.wake.notify_one();
-        }
-        Ok(dropped)
+    /// The sites that stopped sealing at a day over the memory budget, and
+    /// that day: it and every later day are not in the store.
+    pub fn oversized_sites(&self) -> Vec<(i64, i64)> {
+        let mut sites: Vec<_> = self.sites.locked().oversized.clone().into_iter().collect();
+        sites.sort_unstable();
+        sites
     }
 
     /// Seals what is due, then looks again; when nothing is, waits for a
@@ -387,6 +379,11 @@ impl Sealer {
                         finished = false;
                         break;
                     }
+                    Err(SealError::Oversized { day, max }) => {
+                        self.oversized(site_id, day, max);
+                        finished = false;
+                        break;
+                    }
                     Err(e) => {
                         self.failed(site_id, &e);
                         finished = false;
@@ -402,7 +399,10 @@ impl Sealer {
             }
             self.sites.locked().failing.remove(&site_id);
             let built = self.sites.locked().building.remove(&site_id);
-            if let Some(since) = built {
+            let oversized = self.sites.locked().oversized.contains_key(&site_id);
+            if let Some(since) = built
+                && !oversized
+            {
                 let days = self
                     .columns()
                     .ok()
@@ -464,6 +464,22 @@ impl Sealer {
         Ok(plans)
     }
 
+    /// A site's `day` holds more events than a seal may read: the site
+    /// stops there (its sealed days stay a run of its raw days), logged
+    /// once.
+    fn oversized(&self, site_id: i64, day: i64, max: u64) {
+        let before = self.sites.locked().oversized.insert(site_id, day);
+        if before != Some(day) {
+            tracing::warn!(
+                site_id,
+                day = %date(day),
+                seal_max_events_per_day = max,
+                "a day of the site holds more events than a seal may hold in memory: \
+                 the site's days from it on stay out of the column store"
+            );
+        }
+    }
+
     /// A site failed: logged, counted, and left alone for a while (doubling
     /// up to [`MAX_BACKOFF`]) while the other sites go on.
     fn failed(&self, site_id: i64, e: &SealError) {
@@ -519,8 +535,17 @@ impl Sealer {
             Some(p) => Some((p.day, all_ended(conn, &p.open, now)?)),
             None => None,
         };
-        let plan = plan(&sealed, &raw, from, provisional, now);
+        let mut plan = plan(&sealed, &raw, from, provisional, now);
         let mut sites = self.sites.locked();
+        if let Some(&stop) = sites.oversized.get(&id) {
+            if stop < from {
+                // Retention dropped it: the days after it are a run again.
+                sites.oversized.remove(&id);
+            } else {
+                plan.steps
+                    .retain(|s| matches!(s, Step::Seal(d) | Step::Reseal(d) if *d < stop));
+            }
+        }
         sites.known.insert(id);
         if (first_look || plan.restart) && plan.pending > 0 {
             sites.building.entry(id).or_insert_with(Instant::now);
@@ -552,6 +577,11 @@ impl Sealer {
             let conn = self.store.reader()?;
             // One read transaction: events and visits of the same instant.
             let tx = conn.unchecked_transaction()?;
+            // Counted first, on the key: a day is read whole into memory.
+            let max = self.max_events_per_day;
+            if events_over(&tx, site_id, day, max)? {
+                return Err(SealError::Oversized { day, max });
+            }
             read_day(&tx, site_id, day)?
         };
         let open: Vec<i64> = rows
@@ -593,35 +623,13 @@ impl Sealer {
         sites.building.entry(site_id).or_insert_with(Instant::now);
         Ok(())
     }
+}
 
-    fn apply_removals(&self) -> Result<(), SealError> {
-        let removed = std::mem::take(&mut self.sites.locked().removed);
-        for id in removed {
-            self.columns()?.remove_site(id)?;
-            let mut sites = self.sites.locked();
-            sites.known.remove(&id);
-            sites.provisional.remove(&id);
-            sites.building.remove(&id);
-        }
-        Ok(())
-    }
-
-    /// The sites with a directory in the store.
-    fn site_dirs(&self) -> Result<Vec<i64>, SealError> {
-        let io = |source| ColumnError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            if let Some(id) = name.to_str().and_then(|n| n.parse::<i64>().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
-    }
+/// A day as its date, for the log.
+fn date(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * DAY, 0)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_default()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -641,7 +649,7 @@ pub use follow::{forget_all, forget_site};
 pub use late::{LateEvents, NoteLate};
 pub use plan::{SitePlan, Step, complete, plan, stays_provisional};
 pub use reads::ensure_database_id;
-use reads::{all_ended, possibly_open, raw_days};
+use reads::{all_ended, events_over, possibly_open, raw_days};
 
 #[cfg(test)]
 mod tests;

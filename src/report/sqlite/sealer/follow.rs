@@ -1,19 +1,66 @@
-//! How [`super::Sealer`]'s store follows one database: deleted whole when
-//! the database is another one or another process wrote events, and by the
-//! commands that put back or add past data ([`forget_site`],
-//! [`forget_all`]).
+//! How [`super::Sealer`]'s store follows the raw tables besides sealing:
+//! removed sites, retention, deleted whole when the database is another one
+//! or another process wrote events, and by the commands that put back or
+//! add past data ([`forget_site`], [`forget_all`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 
 use super::reads::database_id;
-use super::{COLUMNS_DIR, FOLLOWS_FILE, SealError, Sealer};
+use super::{COLUMNS_DIR, DAY, FOLLOWS_FILE, SealError, Sealer};
 use crate::report::columns::{ColumnError, ColumnStore};
 use crate::report::sqlite::recent::external_writes;
 use crate::sync::Lock;
 
 impl Sealer {
+    /// A site was removed: its store goes at the next step or look.
+    pub fn site_removed(&self, site_id: i64) {
+        let mut sites = self.sites.locked();
+        sites.removed.push(site_id);
+        sites.gone.insert(site_id);
+        drop(sites);
+        self.wake.notify_one();
+    }
+
+    /// Retention: deletes every site's days before the one holding
+    /// `cutoff` (raw events before it are deleted; that day is partly
+    /// kept, and reports never reach before `cutoff`). Returns how many.
+    pub async fn drop_before(self: &Arc<Self>, cutoff: i64) -> Result<usize, SealError> {
+        if self.columns.get().is_none() {
+            return Ok(0);
+        }
+        let this = self.clone();
+        let dropped = tokio::task::spawn_blocking(move || {
+            let day = cutoff.div_euclid(DAY);
+            let mut dropped = 0;
+            for id in this.site_dirs()? {
+                dropped += this.columns()?.drop_before(id, day)?;
+            }
+            Ok::<_, SealError>(dropped)
+        })
+        .await
+        .map_err(|e| SealError::Task(e.to_string()))??;
+        if dropped > 0 {
+            self.wake.notify_one();
+        }
+        Ok(dropped)
+    }
+
+    pub(super) fn apply_removals(&self) -> Result<(), SealError> {
+        let removed = std::mem::take(&mut self.sites.locked().removed);
+        for id in removed {
+            self.columns()?.remove_site(id)?;
+            let mut sites = self.sites.locked();
+            sites.known.remove(&id);
+            sites.provisional.remove(&id);
+            sites.building.remove(&id);
+            sites.oversized.remove(&id);
+        }
+        Ok(())
+    }
+
     /// Deletes every site's store when the database is another one than
     /// the store was sealed from (a copy put in place by hand, a new one in
     /// an old data directory), or another process wrote events since the
@@ -43,6 +90,23 @@ impl Sealer {
         s.known.clear();
         s.provisional.clear();
         Ok(())
+    }
+
+    /// The sites with a directory in the store.
+    pub(super) fn site_dirs(&self) -> Result<Vec<i64>, SealError> {
+        let io = |source| ColumnError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            let name = entry.map_err(io)?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.parse::<i64>().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
     }
 }
 

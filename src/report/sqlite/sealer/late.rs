@@ -183,12 +183,9 @@ impl Sealer {
                 Err(e) => return Err(e.into()),
             };
             if newest.is_some_and(|n| *day <= n) {
-                let date = chrono::DateTime::from_timestamp(day * DAY, 0)
-                    .map(|d| d.date_naive().to_string())
-                    .unwrap_or_default();
                 tracing::warn!(
                     site_id,
-                    day = %date,
+                    day = %super::date(*day),
                     "an event was committed in a day the column store had sealed (the clock set back?)"
                 );
                 self.restart(*site_id, "an event was committed in a sealed day")?;

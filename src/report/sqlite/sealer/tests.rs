@@ -281,3 +281,35 @@ async fn an_event_committed_in_a_sealed_day_restarts_the_site() {
     assert!(late.pending().is_empty());
     handle.shutdown();
 }
+
+/// A day over the memory budget is not read: the site stops sealing there
+/// (its sealed days stay a run of its raw days), its later days count as
+/// pending, and health counts the site; the other sites go on.
+#[tokio::test]
+async fn a_day_over_the_budget_stops_its_site_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    let conn = store.write_connection().unwrap();
+    sites::add_site(&conn, "big.example", "UTC", false).unwrap();
+    sites::add_site(&conn, "small.example", "UTC", false).unwrap();
+    let today = crate::store::now_unix().div_euclid(DAY);
+    // Two events a day; the big site's middle day has four.
+    raw_events(&store, 1, &[today - 4, today - 3, today - 3, today - 2]);
+    raw_events(&store, 2, &[today - 4, today - 3, today - 2]);
+    let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30).with_max_events_per_day(3));
+    sealer.open_columns().unwrap();
+    while sealer.round().await.unwrap() {}
+    assert_eq!(
+        sealer.columns().unwrap().sealed_days(1).unwrap(),
+        vec![today - 4]
+    );
+    assert_eq!(sealer.columns().unwrap().sealed_days(2).unwrap().len(), 3);
+    assert_eq!(sealer.oversized_sites(), vec![(1, today - 3)]);
+    // Nothing more to do, and nothing counted as a failure.
+    assert!(!sealer.round().await.unwrap());
+    let days = sealer.progress().unwrap();
+    assert_eq!(days.sealed_days, 4);
+    assert_eq!(days.pending_days, 2);
+    assert_eq!(days.oversized_sites, 1);
+    assert_eq!(sealer.errors(), 0);
+}
