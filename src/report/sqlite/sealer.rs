@@ -38,7 +38,8 @@
 //! a random `meta.database_id` at start, which the store records beside
 //! the counter.
 //! `tally import` deletes the site's store ([`forget_site`]), `tally
-//! restore` the whole store ([`forget_all`]); retention drops the days
+//! restore` the whole store ([`forget_all`]), each under the store's lock
+//! and before it changes the database; retention drops the days
 //! before its cutoff ([`Sealer::drop_before`]); a removed site's store goes
 //! with it ([`Sealer::site_removed`], and every look deletes the store of a
 //! site no longer in `sites`).
@@ -153,7 +154,6 @@ pub struct Sealer {
     /// Opened by [`Sealer::run`], in the background: the store is derived
     /// and never keeps the server from starting.
     columns: OnceLock<Arc<ColumnStore>>,
-    data_dir: PathBuf,
     dir: PathBuf,
     raw_events_days: u32,
     /// The most events of one site's day a seal reads into memory.
@@ -176,7 +176,6 @@ impl Sealer {
             writer: None,
             late: None,
             columns: OnceLock::new(),
-            data_dir: data_dir.to_path_buf(),
             dir: data_dir.join(COLUMNS_DIR),
             raw_events_days,
             max_events_per_day: u64::MAX,
@@ -240,10 +239,7 @@ impl Sealer {
             Err(e @ ColumnError::Busy { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "the column store cannot be opened: deleting it to seal every site again");
-                forget_all(&self.data_dir).map_err(|source| ColumnError::Io {
-                    path: self.dir.clone(),
-                    source,
-                })?;
+                follow::remove_whole(&self.dir)?;
                 ColumnStore::open(&self.dir)?
             }
         };

@@ -3,11 +3,12 @@
 //! or another process wrote events, and by the commands that put back or
 //! add past data ([`forget_site`], [`forget_all`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::Connection;
 
+use super::late::LATE_FILE;
 use super::reads::database_id;
 use super::{COLUMNS_DIR, DAY, FOLLOWS_FILE, SealError, Sealer};
 use crate::report::columns::{ColumnError, ColumnStore};
@@ -94,40 +95,91 @@ impl Sealer {
 
     /// The sites with a directory in the store.
     pub(super) fn site_dirs(&self) -> Result<Vec<i64>, SealError> {
-        let io = |source| ColumnError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            if let Some(id) = name.to_str().and_then(|n| n.parse::<i64>().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(site_ids(&self.dir)?)
     }
 }
 
-/// `tally import` added past days to a site: its store is deleted (the
-/// server seals it again at start). The caller holds the data directory.
+/// `tally import` is about to add past days to a site: its store is
+/// deleted (the server seals it again at start), under the store's lock: a
+/// process holding the store gets [`ColumnError::Busy`] and nothing is
+/// deleted. The caller holds the data directory.
 pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
     ColumnStore::open(&data_dir.join(COLUMNS_DIR))?.remove_site(site_id)
 }
 
-/// `tally restore` put back another database: the whole store is deleted.
-/// The caller holds the data directory. The file naming what the store
-/// follows goes first: a store without it is deleted at the next start, so
-/// a stop halfway leaves nothing that could answer.
-pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
+/// `tally restore` is about to put back another database: the whole store
+/// is deleted, under its lock (a process holding it gets
+/// [`ColumnError::Busy`] and nothing is deleted). The file naming what the
+/// store follows goes first: a store without it is deleted at the next
+/// start, so a stop halfway leaves nothing that could answer. A store that
+/// cannot be opened is removed whole ([`remove_whole`]). The caller holds
+/// the data directory.
+pub fn forget_all(data_dir: &Path) -> Result<(), ColumnError> {
     let dir = data_dir.join(COLUMNS_DIR);
+    if std::fs::symlink_metadata(&dir).is_err() {
+        return Ok(());
+    }
+    let columns = match ColumnStore::open(&dir) {
+        Ok(columns) => columns,
+        Err(e @ ColumnError::Busy { .. }) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "the column store cannot be opened: removing it whole");
+            return remove_whole(&dir);
+        }
+    };
+    let io = |path: PathBuf| move |source| ColumnError::Io { path, source };
+    for name in [FOLLOWS_FILE, LATE_FILE] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path)(e)),
+            _ => {}
+        }
+    }
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir.clone()))?;
+    for id in site_ids(&dir)? {
+        columns.remove_site(id)?;
+    }
+    Ok(())
+}
+
+/// Deletes a store that cannot be opened (not a directory, unreadable),
+/// the file naming what it follows first. Only where no other process can
+/// hold it: under the data directory's lock.
+pub(super) fn remove_whole(dir: &Path) -> Result<(), ColumnError> {
+    let io = |source| ColumnError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     match std::fs::remove_file(dir.join(FOLLOWS_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
         _ => {}
     }
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+    let removed = if dir.is_dir() {
+        std::fs::remove_dir_all(dir)
+    } else {
+        std::fs::remove_file(dir)
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
         _ => Ok(()),
     }
+}
+
+/// The sites with a directory in the store at `dir`, ascending.
+pub(super) fn site_ids(dir: &Path) -> Result<Vec<i64>, ColumnError> {
+    let io = |source| ColumnError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        if let Some(id) = name.to_str().and_then(|n| n.parse::<i64>().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }

@@ -26,7 +26,7 @@ use crate::sync::Lock;
 
 /// The file of the notes in the store's directory: a line `SITE DAY` per
 /// site.
-const LATE_FILE: &str = "late";
+pub(super) const LATE_FILE: &str = "late";
 
 /// Per site, the earliest complete day an event was committed in since
 /// the sealer last acted on it.

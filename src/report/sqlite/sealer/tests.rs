@@ -313,3 +313,46 @@ async fn a_day_over_the_budget_stops_its_site_there() {
     assert_eq!(days.oversized_sites, 1);
     assert_eq!(sealer.errors(), 0);
 }
+
+/// `tally restore` deletes the store under its lock: while another process
+/// (here another open) holds it, nothing is deleted; then the file naming
+/// what it follows goes with every site.
+#[tokio::test]
+async fn forgetting_the_store_waits_for_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    sites::add_site(
+        &store.write_connection().unwrap(),
+        "example.com",
+        "UTC",
+        false,
+    )
+    .unwrap();
+    let today = crate::store::now_unix().div_euclid(DAY);
+    raw_events(&store, 1, &[today - 2]);
+    let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
+    sealer.open_columns().unwrap();
+    while sealer.round().await.unwrap() {}
+    let columns = dir.path().join(COLUMNS_DIR);
+    assert!(columns.join(FOLLOWS_FILE).exists());
+
+    assert!(matches!(
+        forget_all(dir.path()),
+        Err(ColumnError::Busy { .. })
+    ));
+    assert!(matches!(
+        forget_site(dir.path(), 1),
+        Err(ColumnError::Busy { .. })
+    ));
+    assert!(columns.join(FOLLOWS_FILE).exists());
+    assert_eq!(
+        sealer.columns().unwrap().sealed_days(1).unwrap(),
+        vec![today - 2]
+    );
+
+    drop(sealer);
+    forget_all(dir.path()).unwrap();
+    assert!(!columns.join(FOLLOWS_FILE).exists());
+    assert!(!columns.join("1").exists());
+    forget_all(dir.path()).unwrap();
+}
