@@ -12,7 +12,9 @@
 //! sealed, D is sealed again while it is still the newest day (the store
 //! lets the newest day be replaced freely). So only the newest day is ever
 //! provisional, and each day is sealed once or twice. A visit still open a
-//! day after its day ended keeps the numbers it had then.
+//! day after its day ended keeps the numbers it had then. Which site's
+//! newest day is provisional is kept on disk (`provisional.rs`), so a
+//! restart, however late, still gives it its last seal.
 //!
 //! **Which days.** Every UTC day with raw events that is complete and within
 //! raw retention, in increasing order per site, one day per step: at start,
@@ -44,7 +46,7 @@
 //! with it ([`Sealer::site_removed`], and every look deletes the store of a
 //! site no longer in `sites`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -125,6 +127,9 @@ struct Sites {
     /// and whether the newest sealed day is provisional).
     known: HashSet<i64>,
     provisional: HashMap<i64, Provisional>,
+    /// The provisional days as kept on disk (`sealer/provisional.rs`), for
+    /// every site, looked at since start or not.
+    marked: BTreeMap<i64, i64>,
     /// Sites whose build (at start, or after a restart) is under way, to
     /// log when it is done.
     building: HashMap<i64, Instant>,
@@ -246,8 +251,11 @@ impl Sealer {
         let follows = std::fs::read_to_string(self.dir.join(FOLLOWS_FILE))
             .ok()
             .map(|s| s.trim().to_string());
-        self.sites.locked().follows = follows;
         let _ = self.columns.set(Arc::new(columns));
+        let marked = self.read_marks();
+        let mut sites = self.sites.locked();
+        sites.follows = follows;
+        sites.marked = marked;
         Ok(())
     }
 
@@ -425,6 +433,7 @@ impl Sealer {
         for id in self.site_dirs()? {
             if !existing.contains(&id) {
                 self.columns()?.remove_site(id)?;
+                self.mark_provisional(id, None)?;
             }
         }
         self.act_on_late()?;
@@ -517,13 +526,20 @@ impl Sealer {
         } else {
             raw_days(conn, id, newest.map_or(from, |n| from.max(n + 1)))?
         };
-        if first_look && let Some(n) = newest {
-            let open = possibly_open(conn, id, n, now)?;
-            let mut sites = self.sites.locked();
-            if open.is_empty() {
-                sites.provisional.remove(&id);
-            } else {
-                sites.provisional.insert(id, Provisional { day: n, open });
+        if first_look {
+            // The newest day is provisional if it was marked so, however
+            // long ago: its last seal is then due at once.
+            let marked = self.sites.locked().marked.get(&id).copied();
+            match newest.filter(|n| marked == Some(*n)) {
+                Some(n) => {
+                    let open = possibly_open(conn, id, n)?;
+                    let p = Provisional { day: n, open };
+                    self.sites.locked().provisional.insert(id, p);
+                }
+                None => {
+                    self.sites.locked().provisional.remove(&id);
+                    self.mark_provisional(id, None)?;
+                }
             }
         }
         let provisional = self.sites.locked().provisional.get(&id).cloned();
@@ -587,8 +603,16 @@ impl Sealer {
             .map(|v| v.id)
             .collect();
         let events = rows.events.len();
-        self.columns()?.append_day(site_id, day, rows)?;
         let provisional = stays_provisional(day, now, !open.is_empty(), last);
+        // Marked before the commit, unmarked after: a stop between costs a
+        // seal more, never the last one.
+        if provisional {
+            self.mark_provisional(site_id, Some(day))?;
+        }
+        self.columns()?.append_day(site_id, day, rows)?;
+        if !provisional {
+            self.mark_provisional(site_id, None)?;
+        }
         tracing::debug!(
             site_id,
             day,
@@ -613,6 +637,7 @@ impl Sealer {
             "deleting the site's column store to seal it again"
         );
         self.columns()?.remove_site(site_id)?;
+        self.mark_provisional(site_id, None)?;
         let mut sites = self.sites.locked();
         sites.known.remove(&site_id);
         sites.provisional.remove(&site_id);
@@ -639,6 +664,7 @@ async fn blocking<T: Send + 'static>(
 mod follow;
 mod late;
 mod plan;
+mod provisional;
 mod reads;
 
 pub use follow::{forget_all, forget_site};

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::late::LATE_FILE;
+use super::provisional::PROVISIONAL_FILE;
 use super::reads::database_id;
 use super::{COLUMNS_DIR, DAY, FOLLOWS_FILE, SealError, Sealer};
 use crate::report::columns::{ColumnError, ColumnStore};
@@ -53,6 +54,7 @@ impl Sealer {
         let removed = std::mem::take(&mut self.sites.locked().removed);
         for id in removed {
             self.columns()?.remove_site(id)?;
+            self.mark_provisional(id, None)?;
             let mut sites = self.sites.locked();
             sites.known.remove(&id);
             sites.provisional.remove(&id);
@@ -86,6 +88,7 @@ impl Sealer {
             path: path.clone(),
             source,
         })?;
+        self.clear_marks()?;
         let mut s = self.sites.locked();
         s.follows = Some(now_seen);
         s.known.clear();
@@ -128,7 +131,7 @@ pub fn forget_all(data_dir: &Path) -> Result<(), ColumnError> {
         }
     };
     let io = |path: PathBuf| move |source| ColumnError::Io { path, source };
-    for name in [FOLLOWS_FILE, LATE_FILE] {
+    for name in [FOLLOWS_FILE, LATE_FILE, PROVISIONAL_FILE] {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(path)(e)),

@@ -103,7 +103,7 @@ impl LateEvents {
     }
 }
 
-fn parse(text: &str) -> BTreeMap<i64, i64> {
+pub(super) fn parse(text: &str) -> BTreeMap<i64, i64> {
     text.lines()
         .filter_map(|line| {
             let (site, day) = line.split_once(' ')?;
@@ -112,7 +112,7 @@ fn parse(text: &str) -> BTreeMap<i64, i64> {
         .collect()
 }
 
-fn write_notes(file: &Path, days: &BTreeMap<i64, i64>) -> std::io::Result<()> {
+pub(super) fn write_notes(file: &Path, days: &BTreeMap<i64, i64>) -> std::io::Result<()> {
     if days.is_empty() {
         return match std::fs::remove_file(file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

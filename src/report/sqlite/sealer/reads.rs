@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DAY, FINAL_AFTER, SEAL_AFTER};
+use super::{DAY, SEAL_AFTER};
 use crate::report::sqlite::rollups::VISIT_SETTLED_AFTER;
 use crate::store::StoreError;
 
@@ -45,19 +45,15 @@ pub(super) fn events_over(
     Ok(u64::try_from(n).is_ok_and(|n| n > max))
 }
 
-/// After a start, the visits of a site's newest sealed `day` that may have
-/// been open when it was sealed (at the earliest, [`SEAL_AFTER`] past its
-/// end), if it may still be sealed again.
+/// After a start, the visits of a site's newest sealed `day`, marked
+/// provisional, that may have been open when it was sealed (at the
+/// earliest, [`SEAL_AFTER`] past its end).
 pub(super) fn possibly_open(
     conn: &Connection,
     site_id: i64,
     day: i64,
-    now: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let end = (day + 1) * DAY;
-    if now >= end + FINAL_AFTER {
-        return Ok(Vec::new());
-    }
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3
          AND last_seen_at >= ?4",

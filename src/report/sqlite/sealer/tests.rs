@@ -232,6 +232,7 @@ async fn an_event_committed_in_a_sealed_day_restarts_the_site() {
         false,
     )
     .unwrap();
+    ensure_database_id(&store.write_connection().unwrap()).unwrap();
     let today = crate::store::now_unix().div_euclid(DAY);
     raw_events(&store, 1, &[today - 3, today - 2]);
     let late = Arc::new(LateEvents::open(dir.path()));
@@ -292,6 +293,7 @@ async fn a_day_over_the_budget_stops_its_site_there() {
     let conn = store.write_connection().unwrap();
     sites::add_site(&conn, "big.example", "UTC", false).unwrap();
     sites::add_site(&conn, "small.example", "UTC", false).unwrap();
+    ensure_database_id(&conn).unwrap();
     let today = crate::store::now_unix().div_euclid(DAY);
     // Two events a day; the big site's middle day has four.
     raw_events(&store, 1, &[today - 4, today - 3, today - 3, today - 2]);
@@ -328,6 +330,7 @@ async fn forgetting_the_store_waits_for_its_lock() {
         false,
     )
     .unwrap();
+    ensure_database_id(&store.write_connection().unwrap()).unwrap();
     let today = crate::store::now_unix().div_euclid(DAY);
     raw_events(&store, 1, &[today - 2]);
     let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
@@ -355,4 +358,85 @@ async fn forgetting_the_store_waits_for_its_lock() {
     assert!(!columns.join(FOLLOWS_FILE).exists());
     assert!(!columns.join("1").exists());
     forget_all(dir.path()).unwrap();
+}
+
+/// A day sealed while one of its visits was open is sealed once more even
+/// when the server restarts long after its last seal was due: which day is
+/// provisional is kept on disk. A day sealed for the last time is not
+/// sealed again after a restart.
+#[tokio::test]
+async fn a_provisional_day_is_sealed_for_the_last_time_after_a_late_restart() {
+    use crate::store::events::insert_events;
+    use crate::store::{NewEvent, VisitDims, VisitRecord, visits};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    let conn = store.write_connection().unwrap();
+    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+    ensure_database_id(&conn).unwrap();
+    let d = crate::store::now_unix().div_euclid(DAY) - 10;
+    // A visit from 23:50 on day d, seen again at 00:50.
+    let event = NewEvent {
+        id: 1,
+        site_id: 1,
+        ts: at(d, 23) + 3000,
+        visit_id: 9,
+        ..NewEvent::test_pageview("/")
+    };
+    insert_events(&conn, &[event], false).unwrap();
+    let mut visit = VisitRecord {
+        id: 9,
+        site_id: 1,
+        visitor_id: 7,
+        seq: 1,
+        started_at: at(d, 23) + 3000,
+        last_seen_at: at(d + 1, 0) + 3000,
+        entry_page: Some("/".into()),
+        exit_page: Some("/".into()),
+        pageviews: 1,
+        events: 0,
+        interactive: 1,
+        is_bounce: true,
+        dims: Arc::new(VisitDims::default()),
+    };
+    visits::upsert(&conn, &visit).unwrap();
+    let duration = |sealer: &Sealer| {
+        let range = crate::report::model::TimeRange {
+            start: d * DAY,
+            end: (d + 1) * DAY,
+        };
+        let t = sealer.columns().unwrap().totals(1, range, &[]).unwrap();
+        t.visit_duration_sum
+    };
+    let sealer = || {
+        let s = Sealer::new(store.clone(), dir.path(), 30);
+        s.open_columns().unwrap();
+        s
+    };
+    let run = |s: &Sealer, now: i64| -> Vec<Step> {
+        let plans = s.look(now).unwrap();
+        let steps: Vec<Step> = plans.into_iter().flat_map(|(_, p)| p.steps).collect();
+        for step in &steps {
+            s.step(1, *step, now).unwrap();
+        }
+        steps
+    };
+
+    // Sealed at 01:00 while the visit is open: provisional.
+    let first = sealer();
+    assert_eq!(run(&first, at(d + 1, 1)), vec![Step::Seal(d)]);
+    assert_eq!(duration(&first), 3600);
+    drop(first);
+
+    // The visit went on until 02:00; the server comes back two days later.
+    visit.seq = 2;
+    visit.last_seen_at = at(d + 1, 2);
+    visits::upsert(&conn, &visit).unwrap();
+    let second = sealer();
+    assert_eq!(run(&second, at(d + 3, 12)), vec![Step::Reseal(d)]);
+    assert_eq!(duration(&second), 7800);
+    drop(second);
+
+    // Final now: nothing more after another restart.
+    let third = sealer();
+    assert!(run(&third, at(d + 3, 13)).is_empty());
 }
