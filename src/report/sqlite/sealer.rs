@@ -447,15 +447,19 @@ impl Sealer {
                 .failing
                 .get(&id)
                 .is_some_and(|(until, _)| Instant::now() < *until);
-            if waiting {
+            let looked = if waiting {
+                None
+            } else {
+                self.look_at(&conn, id, from, now)
+                    .inspect_err(|e| self.failed(id, e))
+                    .ok()
+            };
+            let Some(plan) = looked else {
+                // Failing or waiting: its days count all the same.
+                let (sealed, pending) = self.count_days(&conn, id, from, now);
+                sealed_total += sealed as u64;
+                pending_total += pending as u64;
                 continue;
-            }
-            let plan = match self.look_at(&conn, id, from, now) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    self.failed(id, &e);
-                    continue;
-                }
             };
             sealed_total += if plan.restart { 0 } else { plan.sealed as u64 };
             pending_total += plan.plan.pending as u64;
@@ -467,6 +471,22 @@ impl Sealer {
         self.pending_days.store(pending_total, Ordering::Relaxed);
         self.looked.store(true, Ordering::Relaxed);
         Ok(plans)
+    }
+
+    /// The days a site has sealed and pending, without acting on them (a
+    /// site not looked at: failing, or waiting after failures). A store it
+    /// cannot read counts as nothing sealed.
+    fn count_days(&self, conn: &Connection, id: i64, from: i64, now: i64) -> (usize, usize) {
+        let sealed = self
+            .columns()
+            .ok()
+            .and_then(|c| c.sealed_days(id).ok())
+            .unwrap_or_default();
+        let newest = sealed.last().copied();
+        let Ok(raw) = raw_days(conn, id, newest.map_or(from, |n| from.max(n + 1))) else {
+            return (sealed.len(), 0);
+        };
+        (sealed.len(), plan(&sealed, &raw, from, None, now).pending)
     }
 
     /// A site's `day` holds more events than a seal may read: the site

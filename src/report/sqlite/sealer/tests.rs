@@ -440,3 +440,33 @@ async fn a_provisional_day_is_sealed_for_the_last_time_after_a_late_restart() {
     let third = sealer();
     assert!(run(&third, at(d + 3, 13)).is_empty());
 }
+
+/// A site whose look fails, and then waits before it is tried again, still
+/// counts its complete days as pending.
+#[tokio::test]
+async fn a_failing_site_still_counts_its_pending_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    let conn = store.write_connection().unwrap();
+    sites::add_site(&conn, "broken.example", "UTC", false).unwrap();
+    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+    ensure_database_id(&conn).unwrap();
+    let today = crate::store::now_unix().div_euclid(DAY);
+    raw_events(&store, 2, &[today - 2]);
+    let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
+    sealer.open_columns().unwrap();
+    while sealer.round().await.unwrap() {}
+    assert_eq!(sealer.errors(), 0);
+    // Its directory is a file: every look at it fails.
+    std::fs::write(dir.path().join(COLUMNS_DIR).join("1"), "not a directory").unwrap();
+    raw_events(&store, 1, &[today - 4, today - 3, today - 2]);
+    while sealer.round().await.unwrap() {}
+    assert_eq!(sealer.errors(), 1);
+    let days = sealer.progress().unwrap();
+    assert_eq!((days.sealed_days, days.pending_days), (1, 3));
+    // Backing off now: counted all the same.
+    assert!(!sealer.round().await.unwrap());
+    assert_eq!(sealer.errors(), 1);
+    let days = sealer.progress().unwrap();
+    assert_eq!((days.sealed_days, days.pending_days), (1, 3));
+}
