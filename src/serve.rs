@@ -214,6 +214,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         // The column store sealed day by day, from the raw tables through a
         // pooled reader, while the server listens.
         let sealing = tokio::spawn(sealer.clone().run());
+        let stop_sealing = sealer.clone();
         let retention = jobs::spawn_retention(
             ingestor.writer().clone(),
             retention_policy,
@@ -228,6 +229,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         rebuilds.abort();
+        // No new seal, and the read of the one under way interrupted.
+        stop_sealing.stop();
         sealing.abort();
         retention.abort();
         summaries.abort();

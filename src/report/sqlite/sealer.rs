@@ -23,28 +23,29 @@
 //! blocking thread, reading through a pooled reader (never the writer),
 //! each followed by a pause as long as the step took.
 //!
-//! **Consistency.** The store is derived and is never allowed to answer for
-//! a state the raw tables no longer have: a day before the newest sealed
-//! one that has raw events but is not sealed (events landed in the past: a
-//! clock set back) makes the site's store be deleted and sealed again; so
-//! does a damaged file or an append refused as out of order, and an event
-//! the writer committed in a day already sealed ([`LateEvents`], noted as
-//! it commits and acted on at the next look). Nothing is
-//! sealed while the writer is stopped (its journal may hold events of the
-//! day), nor before the events acknowledged so far are committed. Another
-//! process writing events (`tally demo`, before its first write and after
-//! its last) bumps `meta.external_writes`: the
-//! store records the value it follows in `follows`, and a
-//! different one (now or at a later start) deletes every site's store. So
-//! does another database in the data directory: the server gives each one
-//! a random `meta.database_id` at start, which the store records beside
-//! the counter.
-//! `tally import` deletes the site's store ([`forget_site`]), `tally
-//! restore` the whole store ([`forget_all`]), each under the store's lock
-//! and before it changes the database; retention drops the days
-//! before its cutoff ([`Sealer::drop_before`]); a removed site's store goes
-//! with it ([`Sealer::site_removed`], and every look deletes the store of a
-//! site no longer in `sites`).
+//! **Consistency: what holds.** The store lags the raw tables: a site's
+//! sealed days are a run of its complete raw days from retention's cutoff
+//! (or its first) up to its newest sealed one (stopped before a day over
+//! the memory budget), each a copy of the raw rows at its last seal. A
+//! change to the raw tables is caught, and the site's store deleted to be
+//! sealed again (or dropped), at the sealer's next look (each minute when
+//! idle, after each round, at once on a removal or retention pass) or, for
+//! late events and removals, before its next step: events in a day before
+//! the newest sealed that had none (one seek per day); events this
+//! server's writer committed in a sealed day ([`LateEvents`], kept on disk
+//! until acted on, lost only to a crash between the commit and the note);
+//! another process's events (`meta.external_writes`, bumped by `tally demo`
+//! before its first write and after its last, recorded in `follows`);
+//! another database (`meta.database_id`, beside it); a damaged file or an
+//! append refused as out of order. `tally import` and `tally restore`
+//! delete the site's or the whole store ([`forget_site`], [`forget_all`])
+//! under its lock before they change the database; retention drops days
+//! in its own pass ([`Sealer::drop_before`]); removed sites go at the next
+//! step ([`Sealer::site_removed`]) or look. Not caught: rows changed by
+//! hand or by another program, and a visit's changes after its day's last
+//! seal; delete the store's directory after those. Nothing is sealed while
+//! the writer is stopped (its journal may hold events of the day), nor
+//! before the events acknowledged so far are committed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -57,7 +58,6 @@ use thiserror::Error;
 
 use super::columns_source::read_day;
 use super::rollups::VISIT_SETTLED_AFTER;
-use crate::report::ColumnDays;
 use crate::report::columns::{ColumnError, ColumnStore};
 use crate::store::{EventWriter, Store, StoreError, sites};
 use crate::sync::Lock;
@@ -95,6 +95,8 @@ pub enum SealError {
     Task(String),
     #[error("the column store is not open")]
     NotOpen,
+    #[error("the server is stopping")]
+    Stopping,
     /// The day holds more events than a seal may hold in memory.
     #[error("day {day} holds more than {max} events (seal_max_events_per_day)")]
     Oversized { day: i64, max: u64 },
@@ -133,6 +135,9 @@ struct Sites {
     /// Sites whose build (at start, or after a restart) is under way, to
     /// log when it is done.
     building: HashMap<i64, Instant>,
+    /// How many times each site's store was deleted to seal it again: a
+    /// round's steps planned before a restart are dropped.
+    restarts: HashMap<i64, u64>,
     /// Removed, their stores to delete.
     removed: Vec<i64>,
     /// Removed since start: no more steps for them.
@@ -169,6 +174,10 @@ pub struct Sealer {
     looked: AtomicBool,
     /// Failures to open the store or to seal a day.
     errors: AtomicU64,
+    /// Set by [`Sealer::stop`]: no new step, and the read under way (its
+    /// reader's interrupt handle in `reading`) is interrupted.
+    stopping: AtomicBool,
+    reading: Mutex<Option<rusqlite::InterruptHandle>>,
     wake: tokio::sync::Notify,
 }
 
@@ -189,6 +198,8 @@ impl Sealer {
             pending_days: AtomicU64::new(0),
             looked: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            reading: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -264,34 +275,34 @@ impl Sealer {
         self.columns.get().ok_or(SealError::NotOpen)
     }
 
+    /// The server is stopping: no step starts any more, and the database
+    /// read of the one under way is interrupted (it is not committed). An
+    /// append already writing its files finishes: its size is bounded by
+    /// `max_events_per_day`.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(reading) = self.reading.locked().take() {
+            reading.interrupt();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// Failures to open the store or to seal a day since start.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
-    }
-
-    /// Days sealed and complete days pending, every site together; `None`
-    /// until the first look after start.
-    pub fn progress(&self) -> Option<ColumnDays> {
-        self.looked.load(Ordering::Relaxed).then(|| ColumnDays {
-            sealed_days: self.sealed_days.load(Ordering::Relaxed),
-            pending_days: self.pending_days.load(Ordering::Relaxed),
-            oversized_sites: self.sites.locked().oversized.len() as u64,
-        })
-    }
-
-    /// The sites that stopped sealing at a day over the memory budget, and
-    /// that day: it and every later day are not in the store.
-    pub fn oversized_sites(&self) -> Vec<(i64, i64)> {
-        let mut sites: Vec<_> = self.sites.locked().oversized.clone().into_iter().collect();
-        sites.sort_unstable();
-        sites
     }
 
     /// Seals what is due, then looks again; when nothing is, waits for a
     /// removal, a retention pass or [`IDLE`] (the server's background task).
     pub async fn run(self: Arc<Self>) {
         let mut wait = FIRST_BACKOFF;
-        loop {
+        while self.columns.get().is_none() {
+            if self.stopping() {
+                return;
+            }
             let this = self.clone();
             let Err(e) = blocking(move || this.open_columns()).await else {
                 break;
@@ -305,7 +316,7 @@ impl Sealer {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_BACKOFF);
         }
-        loop {
+        while !self.stopping() {
             let worked = match self.round().await {
                 Ok(worked) => worked,
                 Err(e) => {
@@ -343,24 +354,38 @@ impl Sealer {
                     continue;
                 }
             }
+            let generation = self.sites.locked().restarts.get(&site_id).copied();
             for step in plan.steps {
                 if self.sites.locked().gone.contains(&site_id) {
                     finished = false;
                     break;
                 }
-                if !self.writes_settled().await {
+                if self.stopping() || !self.writes_settled().await {
                     return Ok(worked);
                 }
                 let started = Instant::now();
                 let this = self.clone();
                 let done = blocking(move || {
                     this.apply_removals()?;
-                    this.step(site_id, step, crate::store::now_unix())
+                    // Late events are acted on before every step, not only
+                    // at the next look, which may be a long build away.
+                    this.act_on_late()?;
+                    if this.sites.locked().restarts.get(&site_id).copied() != generation {
+                        // Restarted since the plan: the next look plans it.
+                        return Ok(false);
+                    }
+                    this.step(site_id, step, crate::store::now_unix())?;
+                    Ok(true)
                 })
                 .await;
                 worked = true;
                 match done {
-                    Ok(()) => {
+                    Ok(false) => {
+                        finished = false;
+                        break;
+                    }
+                    Err(SealError::Stopping) => return Ok(worked),
+                    Ok(true) => {
                         if let Step::Seal(_) = step {
                             self.sealed_days.fetch_add(1, Ordering::Relaxed);
                             let _ = self.pending_days.fetch_update(
@@ -473,38 +498,6 @@ impl Sealer {
         Ok(plans)
     }
 
-    /// The days a site has sealed and pending, without acting on them (a
-    /// site not looked at: failing, or waiting after failures). A store it
-    /// cannot read counts as nothing sealed.
-    fn count_days(&self, conn: &Connection, id: i64, from: i64, now: i64) -> (usize, usize) {
-        let sealed = self
-            .columns()
-            .ok()
-            .and_then(|c| c.sealed_days(id).ok())
-            .unwrap_or_default();
-        let newest = sealed.last().copied();
-        let Ok(raw) = raw_days(conn, id, newest.map_or(from, |n| from.max(n + 1))) else {
-            return (sealed.len(), 0);
-        };
-        (sealed.len(), plan(&sealed, &raw, from, None, now).pending)
-    }
-
-    /// A site's `day` holds more events than a seal may read: the site
-    /// stops there (its sealed days stay a run of its raw days), logged
-    /// once.
-    fn oversized(&self, site_id: i64, day: i64, max: u64) {
-        let before = self.sites.locked().oversized.insert(site_id, day);
-        if before != Some(day) {
-            tracing::warn!(
-                site_id,
-                day = %date(day),
-                seal_max_events_per_day = max,
-                "a day of the site holds more events than a seal may hold in memory: \
-                 the site's days from it on stay out of the column store"
-            );
-        }
-    }
-
     /// A site failed: logged, counted, and left alone for a while (doubling
     /// up to [`MAX_BACKOFF`]) while the other sites go on.
     fn failed(&self, site_id: i64, e: &SealError) {
@@ -607,14 +600,26 @@ impl Sealer {
     fn seal(&self, site_id: i64, day: i64, now: i64, last: bool) -> Result<(), SealError> {
         let rows = {
             let conn = self.store.reader()?;
-            // One read transaction: events and visits of the same instant.
-            let tx = conn.unchecked_transaction()?;
-            // Counted first, on the key: a day is read whole into memory.
-            let max = self.max_events_per_day;
-            if events_over(&tx, site_id, day, max)? {
-                return Err(SealError::Oversized { day, max });
+            *self.reading.locked() = Some(conn.get_interrupt_handle());
+            let read = (|| {
+                if self.stopping() {
+                    return Err(SealError::Stopping);
+                }
+                // One read transaction: events and visits of the same instant.
+                let tx = conn.unchecked_transaction()?;
+                // Counted first, on the key: a day is read whole into memory.
+                let max = self.max_events_per_day;
+                if events_over(&tx, site_id, day, max)? {
+                    return Err(SealError::Oversized { day, max });
+                }
+                Ok(read_day(&tx, site_id, day)?)
+            })();
+            *self.reading.locked() = None;
+            if self.stopping() {
+                // Interrupted by the stop, or stopping since: not committed.
+                return Err(SealError::Stopping);
             }
-            read_day(&tx, site_id, day)?
+            read?
         };
         let open: Vec<i64> = rows
             .visits
@@ -648,22 +653,6 @@ impl Sealer {
         }
         Ok(())
     }
-
-    /// Deletes a site's store to seal it again from its first day.
-    fn restart(&self, site_id: i64, why: &str) -> Result<(), SealError> {
-        tracing::warn!(
-            site_id,
-            reason = why,
-            "deleting the site's column store to seal it again"
-        );
-        self.columns()?.remove_site(site_id)?;
-        self.mark_provisional(site_id, None)?;
-        let mut sites = self.sites.locked();
-        sites.known.remove(&site_id);
-        sites.provisional.remove(&site_id);
-        sites.building.entry(site_id).or_insert_with(Instant::now);
-        Ok(())
-    }
 }
 
 /// A day as its date, for the log.
@@ -681,6 +670,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SealError::Task(e.to_string()))?
 }
 
+mod counts;
 mod follow;
 mod late;
 mod plan;

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use rusqlite::Connection;
 
@@ -48,6 +49,23 @@ impl Sealer {
             self.wake.notify_one();
         }
         Ok(dropped)
+    }
+
+    /// Deletes a site's store to seal it again from its first day.
+    pub(super) fn restart(&self, site_id: i64, why: &str) -> Result<(), SealError> {
+        tracing::warn!(
+            site_id,
+            reason = why,
+            "deleting the site's column store to seal it again"
+        );
+        self.columns()?.remove_site(site_id)?;
+        self.mark_provisional(site_id, None)?;
+        let mut sites = self.sites.locked();
+        *sites.restarts.entry(site_id).or_default() += 1;
+        sites.known.remove(&site_id);
+        sites.provisional.remove(&site_id);
+        sites.building.entry(site_id).or_insert_with(Instant::now);
+        Ok(())
     }
 
     pub(super) fn apply_removals(&self) -> Result<(), SealError> {

@@ -470,3 +470,31 @@ async fn a_failing_site_still_counts_its_pending_days() {
     let days = sealer.progress().unwrap();
     assert_eq!((days.sealed_days, days.pending_days), (1, 3));
 }
+
+/// Once the server stops, no step starts and a read under way is not
+/// committed; a stop is no failure.
+#[tokio::test]
+async fn a_stop_starts_no_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    let conn = store.write_connection().unwrap();
+    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
+    ensure_database_id(&conn).unwrap();
+    let today = crate::store::now_unix().div_euclid(DAY);
+    raw_events(&store, 1, &[today - 3, today - 2]);
+    let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
+    sealer.open_columns().unwrap();
+    sealer.stop();
+    assert!(!sealer.round().await.unwrap());
+    // A seal asked for all the same reads nothing it would commit.
+    assert!(matches!(
+        sealer.seal(1, today - 3, crate::store::now_unix(), false),
+        Err(SealError::Stopping)
+    ));
+    assert!(sealer.columns().unwrap().sealed_days(1).unwrap().is_empty());
+    assert_eq!(sealer.errors(), 0);
+    // And the loop ends.
+    tokio::time::timeout(Duration::from_secs(10), sealer.clone().run())
+        .await
+        .unwrap();
+}
