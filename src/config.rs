@@ -41,6 +41,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub geoip: GeoIpConfig,
     pub retention: RetentionConfig,
+    pub columns: ColumnsConfig,
     pub privacy: PrivacyConfig,
     pub dashboard: DashboardConfig,
     pub metrics: MetricsConfig,
@@ -181,6 +182,23 @@ impl Default for RetentionConfig {
         RetentionConfig {
             raw_events_days: 395,
             aggregates_days: 760,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnsConfig {
+    /// The most events of one site's UTC day the column store's sealer reads
+    /// into memory at once (about 550 bytes each).
+    pub seal_max_events_per_day: u64,
+}
+
+impl Default for ColumnsConfig {
+    fn default() -> Self {
+        // About 200 MiB of one day in memory at 550 bytes per event.
+        ColumnsConfig {
+            seal_max_events_per_day: 380_000,
         }
     }
 }
@@ -342,6 +360,13 @@ impl Settings {
                     "must be at least 1: no data is kept forever by accident",
                 ));
             }
+        }
+        if raw.columns.seal_max_events_per_day == 0 {
+            return Err(invalid(
+                "columns.seal_max_events_per_day",
+                "0",
+                "must be at least 1",
+            ));
         }
         let idle = raw.dashboard.session_idle_minutes;
         if !(1..=MAX_SESSION_IDLE_MINUTES).contains(&idle) {
@@ -516,6 +541,12 @@ mod tests {
         assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(s.trusted_proxies.len(), 1);
         assert!(s.raw.privacy.respect_gpc);
+        let s = load("", &[("TALLY_COLUMNS_SEAL_MAX_EVENTS_PER_DAY", "1000")]).unwrap();
+        assert_eq!(s.raw.columns.seal_max_events_per_day, 1000);
+        let e = load("[columns]\nseal_max_events_per_day = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("columns.seal_max_events_per_day"), "{e}");
         let s = load("", &[("TALLY_DASHBOARD_SESSION_IDLE_MINUTES", "90")]).unwrap();
         assert_eq!(s.raw.dashboard.session_idle_minutes, 90);
         let e = load("[dashboard]\nsession_idle_minutes = 0\n", &[])

@@ -17,7 +17,7 @@ use crate::report::Reports;
 use crate::report::sqlite::SqliteReports;
 use crate::report::sqlite::follower::Follower;
 use crate::report::sqlite::rollups::RollupFeed;
-use crate::report::sqlite::sealer::Sealer;
+use crate::report::sqlite::sealer::{LateEvents, NoteLate, Sealer};
 use crate::store::backup::{BackupStats, DataDirLock};
 use crate::store::retention::{RetentionPolicy, RetentionStats};
 use crate::store::{Store, now_unix};
@@ -61,6 +61,9 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     // The writer hands each commit to the feed; the follower folds what the
     // feed gathered into the read model.
     let feed = Arc::new(RollupFeed::default());
+    // Events committed in complete days are noted on the way, for the
+    // column store (kept on disk until the sealer acts on them).
+    let late = Arc::new(LateEvents::open(data_dir));
     let now = now_unix();
     let (ingestor, writer) = Ingestor::start(
         store.clone(),
@@ -73,7 +76,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             journal: true,
         },
         now,
-        feed.clone(),
+        Arc::new(NoteLate::new(feed.clone(), late.clone())),
     )?;
     let ingestor = Arc::new(ingestor);
     // Nothing is opened or sealed before the journal is replayed (by
@@ -85,7 +88,9 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             data_dir,
             settings.raw.retention.raw_events_days,
         )
-        .with_writer(ingestor.writer().clone()),
+        .with_writer(ingestor.writer().clone())
+        .with_late(late)
+        .with_max_events_per_day(settings.raw.columns.seal_max_events_per_day),
     );
 
     let follower = match Follower::new(
@@ -212,6 +217,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         // The column store sealed day by day, from the raw tables through a
         // pooled reader, while the server listens.
         let sealing = tokio::spawn(sealer.clone().run());
+        let stop_sealing = sealer.clone();
         let retention = jobs::spawn_retention(
             ingestor.writer().clone(),
             retention_policy,
@@ -226,6 +232,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         let result = http::run(state, listener, SHUTDOWN_TIMEOUT).await;
         maintenance.abort();
         rebuilds.abort();
+        // No new seal, and the read of the one under way interrupted.
+        stop_sealing.stop();
         sealing.abort();
         retention.abort();
         summaries.abort();

@@ -225,7 +225,11 @@ fn an_import_or_a_restore_deletes_what_the_store_held() {
     drop(server);
 
     env.tally(&["restore", backup.to_str().unwrap()]);
-    assert!(!env.data_dir().join("columns").exists());
+    // Deleted under its lock: the directory and its lock file stay, empty
+    // of what it followed and of every site.
+    let columns = env.data_dir().join("columns");
+    assert!(!columns.join("follows").exists());
+    assert!(store_days(&env, old).is_empty() && store_days(&env, id).is_empty());
     let server = env.start();
     assert_eq!(wait_built(&env, &server, id, &[old, id]), recent);
 }

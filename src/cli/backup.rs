@@ -1,8 +1,6 @@
 //! `tally backup` and `tally restore`: a checked copy of the database, and
 //! putting one back in place of the database of a stopped server.
 
-use anyhow::Context;
-
 use crate::config::Settings;
 use crate::store::backup;
 use crate::store::{self, DB_FILE_NAME};
@@ -31,18 +29,13 @@ pub(super) fn backup(path: &std::path::Path, settings: &Settings) -> anyhow::Res
 
 pub(super) fn restore(path: &std::path::Path, settings: &Settings) -> anyhow::Result<()> {
     let data_dir = &settings.raw.storage.data_dir;
-    let restored = backup::restore(path, data_dir, store::now_unix())?;
-    // The column store followed the database just replaced: it goes, and
-    // the server seals the restored one. Under the data directory's lock
-    // again, so no server is reading it.
-    match backup::DataDirLock::try_acquire(data_dir)? {
-        Some(_lock) => crate::report::sqlite::sealer::forget_all(data_dir)
-            .context("deleting the column store")?,
-        None => eprintln!(
-            "A server started on {} meanwhile, with the column store of the replaced database: stop it and run `tally restore` again",
-            data_dir.display()
-        ),
-    }
+    // The column store followed the database replaced: it goes first, under
+    // its own lock and the data directory's, so no server reads it and a
+    // stop halfway leaves none beside the restored database (the server
+    // seals that one).
+    let restored = backup::restore(path, data_dir, store::now_unix(), || {
+        crate::report::sqlite::sealer::forget_all(data_dir).map_err(|e| e.to_string())
+    })?;
     let c = restored.contents;
     println!(
         "Restored {} sites, {} events and {} visits into {}",

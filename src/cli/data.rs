@@ -66,6 +66,10 @@ pub(super) fn import(
     let mut conn = store.write_connection()?;
     match transfer::read(format, path, &domain)? {
         transfer::Parsed::Visits(visits) => {
+            // Past days are about to appear: the site's column store goes
+            // first, so a stop halfway never leaves it without them (the
+            // server seals the site again at its next start).
+            crate::report::sqlite::sealer::forget_site(data_dir, site.id)?;
             let imported = crate::report::sqlite::rollups::import_visits(
                 &mut conn,
                 site.id,
@@ -73,9 +77,6 @@ pub(super) fn import(
                 store::now_unix(),
             )
             .map_err(refused)?;
-            // Past days appeared: the site's column store no longer matches
-            // them (the server seals the site again at its next start).
-            crate::report::sqlite::sealer::forget_site(data_dir, site.id)?;
             println!(
                 "Imported {} events in {} visits into {domain}",
                 imported.events, imported.visits

@@ -48,6 +48,7 @@ impl Condition {
             "columns": {
                 "sealed_days": self.columns.map(|c| c.sealed_days),
                 "pending_days": self.columns.map(|c| c.pending_days),
+                "oversized_sites": self.columns.map(|c| c.oversized_sites),
             },
         })
     }
@@ -142,15 +143,16 @@ mod tests {
         };
         assert_eq!(
             c.json()["columns"],
-            json!({"sealed_days": null, "pending_days": null})
+            json!({"sealed_days": null, "pending_days": null, "oversized_sites": null})
         );
         c.columns = Some(ColumnDays {
             sealed_days: 12,
             pending_days: 3,
+            oversized_sites: 1,
         });
         assert_eq!(
             c.json()["columns"],
-            json!({"sealed_days": 12, "pending_days": 3})
+            json!({"sealed_days": 12, "pending_days": 3, "oversized_sites": 1})
         );
         assert!(c.healthy());
     }

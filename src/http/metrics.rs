@@ -149,6 +149,11 @@ fn render(state: &AppState, db_bytes: u64) -> String {
             "Complete days with raw events not yet sealed into the column store.",
             days.pending_days as f64,
         );
+        e.gauge(
+            "tally_column_oversized_sites",
+            "Sites that stopped sealing at a day over seal_max_events_per_day.",
+            days.oversized_sites as f64,
+        );
     }
     e.counter(
         "tally_column_seal_errors_total",

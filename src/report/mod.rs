@@ -114,6 +114,10 @@ pub struct ColumnDays {
     pub sealed_days: u64,
     /// Complete days with raw events not sealed yet.
     pub pending_days: u64,
+    /// Sites that stopped sealing at a day holding more events than the
+    /// sealer may hold in memory (`[columns] seal_max_events_per_day`):
+    /// that day and every later one stay in the raw tables only.
+    pub oversized_sites: u64,
 }
 
 /// One site's numbers at one instant, narrowed by the filters it was opened

@@ -39,6 +39,8 @@ pub enum BackupError {
     },
     #[error("copying the database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("deleting what was derived from the replaced database: {0}")]
+    Derived(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
@@ -215,8 +217,17 @@ pub struct Restored {
 /// Replaces the database in `data_dir` with the backup at `from`, after
 /// checking it. Refused while a server uses `data_dir`. The replaced database
 /// (with its write-ahead log and event journal) is kept beside it, renamed,
-/// never deleted.
-pub fn restore(from: &Path, data_dir: &Path, now: i64) -> Result<Restored, BackupError> {
+/// never deleted. `forget_derived` runs under the data directory's lock once
+/// the backup is checked and copied, before anything is replaced: what was
+/// derived from the replaced database (the column store) goes first, so a
+/// stop halfway never leaves it beside the restored one; its error stops the
+/// restore with nothing replaced.
+pub fn restore(
+    from: &Path,
+    data_dir: &Path,
+    now: i64,
+    forget_derived: impl FnOnce() -> Result<(), String>,
+) -> Result<Restored, BackupError> {
     let Some(_lock) = DataDirLock::try_acquire(data_dir)? else {
         return Err(BackupError::InUse(data_dir.display().to_string()));
     };
@@ -227,6 +238,10 @@ pub fn restore(from: &Path, data_dir: &Path, now: i64) -> Result<Restored, Backu
     File::open(&incoming)
         .and_then(|f| f.sync_all())
         .map_err(io(&incoming))?;
+    if let Err(e) = forget_derived() {
+        let _ = fs::remove_file(&incoming);
+        return Err(BackupError::Derived(e));
+    }
     let previous = if target.exists() {
         let kept = data_dir.join(format!("{DB_FILE_NAME}.before-restore-{now}"));
         for suffix in ["", "-wal", "-shm"] {
@@ -341,6 +356,35 @@ mod tests {
         assert!(DataDirLock::try_acquire(dir.path()).unwrap().is_none());
         drop(first);
         assert!(DataDirLock::try_acquire(dir.path()).unwrap().is_some());
+    }
+
+    /// What derives from the replaced database goes before anything is
+    /// replaced: it sees the old database still in place, and its failure
+    /// leaves that database as it was.
+    #[test]
+    fn a_restore_forgets_what_derives_from_the_database_before_replacing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = crate::store::Store::open(&data, 1).unwrap();
+        let copy = dir.path().join("copy.db");
+        backup(store.path(), &copy).unwrap();
+        drop(store);
+        let target = data.join(DB_FILE_NAME);
+        let before = fs::read(&target).unwrap();
+
+        let e = restore(&copy, &data, 1, || Err("no".into())).unwrap_err();
+        assert!(matches!(e, BackupError::Derived(_)), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), before);
+        assert!(!data.join(format!("{DB_FILE_NAME}.restoring")).exists());
+
+        let mut saw = None;
+        let restored = restore(&copy, &data, 2, || {
+            saw = Some(fs::read(&target).map_err(|e| e.to_string())? == before);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(saw, Some(true));
+        assert!(restored.previous.is_some());
     }
 
     #[test]

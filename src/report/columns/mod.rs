@@ -13,8 +13,9 @@
 //!   visits densely across days.
 //! - [`scan`], [`bitmap`], [`totals`], [`breakdown`]: the reports.
 //!
-//! Not wired into the server yet: nothing seals days, and reports do not
-//! read it (see ARCHITECTURE.md, "Column store").
+//! The server's sealer (`crate::report::sqlite::sealer`) feeds it complete
+//! days, and filtered reports over those days read it (see ARCHITECTURE.md,
+//! "Column store").
 
 mod bitmap;
 mod breakdown;

@@ -12,7 +12,9 @@
 //! sealed, D is sealed again while it is still the newest day (the store
 //! lets the newest day be replaced freely). So only the newest day is ever
 //! provisional, and each day is sealed once or twice. A visit still open a
-//! day after its day ended keeps the numbers it had then.
+//! day after its day ended keeps the numbers it had then. Which site's
+//! newest day is provisional is kept on disk (`provisional.rs`), so a
+//! restart, however late, still gives it its last seal.
 //!
 //! **Which days.** Every UTC day with raw events that is complete and within
 //! raw retention, in increasing order per site, one day per step: at start,
@@ -21,27 +23,31 @@
 //! blocking thread, reading through a pooled reader (never the writer),
 //! each followed by a pause as long as the step took.
 //!
-//! **Consistency.** The store is derived and is never allowed to answer for
-//! a state the raw tables no longer have: a day before the newest sealed
-//! one that has raw events but is not sealed (events landed in the past: a
-//! clock set back) makes the site's store be deleted and sealed again; so
-//! does a damaged file or an append refused as out of order. Nothing is
-//! sealed while the writer is stopped (its journal may hold events of the
-//! day), nor before the events acknowledged so far are committed. Another
-//! process writing events (`tally demo`, before its first write and after
-//! its last) bumps `meta.external_writes`: the
-//! store records the value it follows in `follows`, and a
-//! different one (now or at a later start) deletes every site's store. So
-//! does another database in the data directory: the server gives each one
-//! a random `meta.database_id` at start, which the store records beside
-//! the counter.
-//! `tally import` deletes the site's store ([`forget_site`]), `tally
-//! restore` the whole store ([`forget_all`]); retention drops the days
-//! before its cutoff ([`Sealer::drop_before`]); a removed site's store goes
-//! with it ([`Sealer::site_removed`], and every look deletes the store of a
-//! site no longer in `sites`).
+//! **Consistency: what holds.** The store lags the raw tables: a site's
+//! sealed days are a run of its complete raw days from retention's cutoff
+//! (or its first) up to its newest sealed one (stopped before a day over
+//! the memory budget), each a copy of the raw rows at its last seal. A
+//! change to the raw tables is caught, and the site's store deleted to be
+//! sealed again (or dropped), at the sealer's next look (each minute when
+//! idle, after each round, at once on a removal or retention pass) or, for
+//! late events and removals, before its next step: events in a day before
+//! the newest sealed that had none (one seek per day); events this
+//! server's writer committed in a sealed day ([`LateEvents`], kept on disk
+//! until acted on, lost only to a crash between the commit and the note);
+//! another process's events (`meta.external_writes`, bumped by `tally demo`
+//! before its first write and after its last, recorded in `follows`);
+//! another database (`meta.database_id`, beside it); a damaged file or an
+//! append refused as out of order. `tally import` and `tally restore`
+//! delete the site's or the whole store ([`forget_site`], [`forget_all`])
+//! under its lock before they change the database; retention drops days
+//! in its own pass ([`Sealer::drop_before`]); removed sites go at the next
+//! step ([`Sealer::site_removed`]) or look. Not caught: rows changed by
+//! hand or by another program, and a visit's changes after its day's last
+//! seal; delete the store's directory after those. Nothing is sealed while
+//! the writer is stopped (its journal may hold events of the day), nor
+//! before the events acknowledged so far are committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -51,9 +57,7 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 use super::columns_source::read_day;
-use super::recent::external_writes;
 use super::rollups::VISIT_SETTLED_AFTER;
-use crate::report::ColumnDays;
 use crate::report::columns::{ColumnError, ColumnStore};
 use crate::store::{EventWriter, Store, StoreError, sites};
 use crate::sync::Lock;
@@ -91,6 +95,11 @@ pub enum SealError {
     Task(String),
     #[error("the column store is not open")]
     NotOpen,
+    #[error("the server is stopping")]
+    Stopping,
+    /// The day holds more events than a seal may hold in memory.
+    #[error("day {day} holds more than {max} events (seal_max_events_per_day)")]
+    Oversized { day: i64, max: u64 },
 }
 
 impl From<rusqlite::Error> for SealError {
@@ -120,13 +129,22 @@ struct Sites {
     /// and whether the newest sealed day is provisional).
     known: HashSet<i64>,
     provisional: HashMap<i64, Provisional>,
+    /// The provisional days as kept on disk (`sealer/provisional.rs`), for
+    /// every site, looked at since start or not.
+    marked: BTreeMap<i64, i64>,
     /// Sites whose build (at start, or after a restart) is under way, to
     /// log when it is done.
     building: HashMap<i64, Instant>,
+    /// How many times each site's store was deleted to seal it again: a
+    /// round's steps planned before a restart are dropped.
+    restarts: HashMap<i64, u64>,
     /// Removed, their stores to delete.
     removed: Vec<i64>,
     /// Removed since start: no more steps for them.
     gone: HashSet<i64>,
+    /// Sites stopped at a day over the memory budget (and that day): it
+    /// and later days are not sealed. Counted again after a restart.
+    oversized: HashMap<i64, i64>,
     /// Sites whose last step or look failed: not tried again before the
     /// instant, and the wait after the next failure.
     failing: HashMap<i64, (Instant, Duration)>,
@@ -143,12 +161,15 @@ pub struct Sealer {
     /// The server's writer: nothing is sealed while it is stopped, nor
     /// before the events it was handed are committed.
     writer: Option<EventWriter>,
+    /// Events the writer committed in complete days, to act on at each look.
+    late: Option<Arc<LateEvents>>,
     /// Opened by [`Sealer::run`], in the background: the store is derived
     /// and never keeps the server from starting.
     columns: OnceLock<Arc<ColumnStore>>,
-    data_dir: PathBuf,
     dir: PathBuf,
     raw_events_days: u32,
+    /// The most events of one site's day a seal reads into memory.
+    max_events_per_day: u64,
     sites: Mutex<Sites>,
     sealed_days: AtomicU64,
     pending_days: AtomicU64,
@@ -158,6 +179,10 @@ pub struct Sealer {
     /// Report parts the store answered, and those it failed to.
     answered: AtomicU64,
     answer_errors: AtomicU64,
+    /// Set by [`Sealer::stop`]: no new step, and the read under way (its
+    /// reader's interrupt handle in `reading`) is interrupted.
+    stopping: AtomicBool,
+    reading: Mutex<Option<rusqlite::InterruptHandle>>,
     wake: tokio::sync::Notify,
 }
 
@@ -168,10 +193,11 @@ impl Sealer {
         Sealer {
             store,
             writer: None,
+            late: None,
             columns: OnceLock::new(),
-            data_dir: data_dir.to_path_buf(),
             dir: data_dir.join(COLUMNS_DIR),
             raw_events_days,
+            max_events_per_day: u64::MAX,
             sites: Mutex::new(Sites::default()),
             sealed_days: AtomicU64::new(0),
             pending_days: AtomicU64::new(0),
@@ -179,6 +205,8 @@ impl Sealer {
             errors: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             answer_errors: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            reading: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -188,6 +216,21 @@ impl Sealer {
     /// once the events it was handed are committed.
     pub fn with_writer(mut self, writer: EventWriter) -> Sealer {
         self.writer = Some(writer);
+        self
+    }
+
+    /// Seals no day holding more than `max` events of a site (the memory a
+    /// seal takes grows with them): the site stops sealing at such a day.
+    pub fn with_max_events_per_day(mut self, max: u64) -> Sealer {
+        self.max_events_per_day = max;
+        self
+    }
+
+    /// Acts on the events `late` notes: one committed in a day already
+    /// sealed has its site's store deleted and sealed again at the next
+    /// look.
+    pub fn with_late(mut self, late: Arc<LateEvents>) -> Sealer {
+        self.late = Some(late);
         self
     }
 
@@ -219,18 +262,18 @@ impl Sealer {
             Err(e @ ColumnError::Busy { .. }) => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "the column store cannot be opened: deleting it to seal every site again");
-                forget_all(&self.data_dir).map_err(|source| ColumnError::Io {
-                    path: self.dir.clone(),
-                    source,
-                })?;
+                follow::remove_whole(&self.dir)?;
                 ColumnStore::open(&self.dir)?
             }
         };
         let follows = std::fs::read_to_string(self.dir.join(FOLLOWS_FILE))
             .ok()
             .map(|s| s.trim().to_string());
-        self.sites.locked().follows = follows;
         let _ = self.columns.set(Arc::new(columns));
+        let marked = self.read_marks();
+        let mut sites = self.sites.locked();
+        sites.follows = follows;
+        sites.marked = marked;
         Ok(())
     }
 
@@ -239,58 +282,34 @@ impl Sealer {
         self.columns.get().ok_or(SealError::NotOpen)
     }
 
+    /// The server is stopping: no step starts any more, and the database
+    /// read of the one under way is interrupted (it is not committed). An
+    /// append already writing its files finishes: its size is bounded by
+    /// `max_events_per_day`.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(reading) = self.reading.locked().take() {
+            reading.interrupt();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// Failures to open the store or to seal a day since start.
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
-    }
-
-    /// Days sealed and complete days pending, every site together; `None`
-    /// until the first look after start.
-    pub fn progress(&self) -> Option<ColumnDays> {
-        self.looked.load(Ordering::Relaxed).then(|| ColumnDays {
-            sealed_days: self.sealed_days.load(Ordering::Relaxed),
-            pending_days: self.pending_days.load(Ordering::Relaxed),
-        })
-    }
-
-    /// A site was removed: its store goes at the next step or look.
-    pub fn site_removed(&self, site_id: i64) {
-        let mut sites = self.sites.locked();
-        sites.removed.push(site_id);
-        sites.gone.insert(site_id);
-        drop(sites);
-        self.wake.notify_one();
-    }
-
-    /// Retention: deletes every site's days before the one holding
-    /// `cutoff` (raw events before it are deleted; that day is partly
-    /// kept, and reports never reach before `cutoff`). Returns how many.
-    pub async fn drop_before(self: &Arc<Self>, cutoff: i64) -> Result<usize, SealError> {
-        if self.columns.get().is_none() {
-            return Ok(0);
-        }
-        let this = self.clone();
-        let dropped = tokio::task::spawn_blocking(move || {
-            let day = cutoff.div_euclid(DAY);
-            let mut dropped = 0;
-            for id in this.site_dirs()? {
-                dropped += this.columns()?.drop_before(id, day)?;
-            }
-            Ok::<_, SealError>(dropped)
-        })
-        .await
-        .map_err(|e| SealError::Task(e.to_string()))??;
-        if dropped > 0 {
-            self.wake.notify_one();
-        }
-        Ok(dropped)
     }
 
     /// Seals what is due, then looks again; when nothing is, waits for a
     /// removal, a retention pass or [`IDLE`] (the server's background task).
     pub async fn run(self: Arc<Self>) {
         let mut wait = FIRST_BACKOFF;
-        loop {
+        while self.columns.get().is_none() {
+            if self.stopping() {
+                return;
+            }
             let this = self.clone();
             let Err(e) = blocking(move || this.open_columns()).await else {
                 break;
@@ -304,7 +323,7 @@ impl Sealer {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_BACKOFF);
         }
-        loop {
+        while !self.stopping() {
             let worked = match self.round().await {
                 Ok(worked) => worked,
                 Err(e) => {
@@ -342,24 +361,38 @@ impl Sealer {
                     continue;
                 }
             }
+            let generation = self.sites.locked().restarts.get(&site_id).copied();
             for step in plan.steps {
                 if self.sites.locked().gone.contains(&site_id) {
                     finished = false;
                     break;
                 }
-                if !self.writes_settled().await {
+                if self.stopping() || !self.writes_settled().await {
                     return Ok(worked);
                 }
                 let started = Instant::now();
                 let this = self.clone();
                 let done = blocking(move || {
                     this.apply_removals()?;
-                    this.step(site_id, step, crate::store::now_unix())
+                    // Late events are acted on before every step, not only
+                    // at the next look, which may be a long build away.
+                    this.act_on_late()?;
+                    if this.sites.locked().restarts.get(&site_id).copied() != generation {
+                        // Restarted since the plan: the next look plans it.
+                        return Ok(false);
+                    }
+                    this.step(site_id, step, crate::store::now_unix())?;
+                    Ok(true)
                 })
                 .await;
                 worked = true;
                 match done {
-                    Ok(()) => {
+                    Ok(false) => {
+                        finished = false;
+                        break;
+                    }
+                    Err(SealError::Stopping) => return Ok(worked),
+                    Ok(true) => {
                         if let Step::Seal(_) = step {
                             self.sealed_days.fetch_add(1, Ordering::Relaxed);
                             let _ = self.pending_days.fetch_update(
@@ -382,6 +415,11 @@ impl Sealer {
                         finished = false;
                         break;
                     }
+                    Err(SealError::Oversized { day, max }) => {
+                        self.oversized(site_id, day, max);
+                        finished = false;
+                        break;
+                    }
                     Err(e) => {
                         self.failed(site_id, &e);
                         finished = false;
@@ -397,7 +435,10 @@ impl Sealer {
             }
             self.sites.locked().failing.remove(&site_id);
             let built = self.sites.locked().building.remove(&site_id);
-            if let Some(since) = built {
+            let oversized = self.sites.locked().oversized.contains_key(&site_id);
+            if let Some(since) = built
+                && !oversized
+            {
                 let days = self
                     .columns()
                     .ok()
@@ -424,8 +465,10 @@ impl Sealer {
         for id in self.site_dirs()? {
             if !existing.contains(&id) {
                 self.columns()?.remove_site(id)?;
+                self.mark_provisional(id, None)?;
             }
         }
+        self.act_on_late()?;
         let from = (now - i64::from(self.raw_events_days) * DAY).div_euclid(DAY);
         let (mut sealed_total, mut pending_total) = (0, 0);
         let mut plans = Vec::new();
@@ -436,15 +479,19 @@ impl Sealer {
                 .failing
                 .get(&id)
                 .is_some_and(|(until, _)| Instant::now() < *until);
-            if waiting {
+            let looked = if waiting {
+                None
+            } else {
+                self.look_at(&conn, id, from, now)
+                    .inspect_err(|e| self.failed(id, e))
+                    .ok()
+            };
+            let Some(plan) = looked else {
+                // Failing or waiting: its days count all the same.
+                let (sealed, pending) = self.count_days(&conn, id, from, now);
+                sealed_total += sealed as u64;
+                pending_total += pending as u64;
                 continue;
-            }
-            let plan = match self.look_at(&conn, id, from, now) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    self.failed(id, &e);
-                    continue;
-                }
             };
             sealed_total += if plan.restart { 0 } else { plan.sealed as u64 };
             pending_total += plan.plan.pending as u64;
@@ -503,13 +550,20 @@ impl Sealer {
         } else {
             raw_days(conn, id, newest.map_or(from, |n| from.max(n + 1)))?
         };
-        if first_look && let Some(n) = newest {
-            let open = possibly_open(conn, id, n, now)?;
-            let mut sites = self.sites.locked();
-            if open.is_empty() {
-                sites.provisional.remove(&id);
-            } else {
-                sites.provisional.insert(id, Provisional { day: n, open });
+        if first_look {
+            // The newest day is provisional if it was marked so, however
+            // long ago: its last seal is then due at once.
+            let marked = self.sites.locked().marked.get(&id).copied();
+            match newest.filter(|n| marked == Some(*n)) {
+                Some(n) => {
+                    let open = possibly_open(conn, id, n)?;
+                    let p = Provisional { day: n, open };
+                    self.sites.locked().provisional.insert(id, p);
+                }
+                None => {
+                    self.sites.locked().provisional.remove(&id);
+                    self.mark_provisional(id, None)?;
+                }
             }
         }
         let provisional = self.sites.locked().provisional.get(&id).cloned();
@@ -517,8 +571,17 @@ impl Sealer {
             Some(p) => Some((p.day, all_ended(conn, &p.open, now)?)),
             None => None,
         };
-        let plan = plan(&sealed, &raw, from, provisional, now);
+        let mut plan = plan(&sealed, &raw, from, provisional, now);
         let mut sites = self.sites.locked();
+        if let Some(&stop) = sites.oversized.get(&id) {
+            if stop < from {
+                // Retention dropped it: the days after it are a run again.
+                sites.oversized.remove(&id);
+            } else {
+                plan.steps
+                    .retain(|s| matches!(s, Step::Seal(d) | Step::Reseal(d) if *d < stop));
+            }
+        }
         sites.known.insert(id);
         if (first_look || plan.restart) && plan.pending > 0 {
             sites.building.entry(id).or_insert_with(Instant::now);
@@ -548,9 +611,26 @@ impl Sealer {
     fn seal(&self, site_id: i64, day: i64, now: i64, last: bool) -> Result<(), SealError> {
         let rows = {
             let conn = self.store.reader()?;
-            // One read transaction: events and visits of the same instant.
-            let tx = conn.unchecked_transaction()?;
-            read_day(&tx, site_id, day)?
+            *self.reading.locked() = Some(conn.get_interrupt_handle());
+            let read = (|| {
+                if self.stopping() {
+                    return Err(SealError::Stopping);
+                }
+                // One read transaction: events and visits of the same instant.
+                let tx = conn.unchecked_transaction()?;
+                // Counted first, on the key: a day is read whole into memory.
+                let max = self.max_events_per_day;
+                if events_over(&tx, site_id, day, max)? {
+                    return Err(SealError::Oversized { day, max });
+                }
+                Ok(read_day(&tx, site_id, day)?)
+            })();
+            *self.reading.locked() = None;
+            if self.stopping() {
+                // Interrupted by the stop, or stopping since: not committed.
+                return Err(SealError::Stopping);
+            }
+            read?
         };
         let open: Vec<i64> = rows
             .visits
@@ -559,8 +639,16 @@ impl Sealer {
             .map(|v| v.id)
             .collect();
         let events = rows.events.len();
-        self.columns()?.append_day(site_id, day, rows)?;
         let provisional = stays_provisional(day, now, !open.is_empty(), last);
+        // Marked before the commit, unmarked after: a stop between costs a
+        // seal more, never the last one.
+        if provisional {
+            self.mark_provisional(site_id, Some(day))?;
+        }
+        self.columns()?.append_day(site_id, day, rows)?;
+        if !provisional {
+            self.mark_provisional(site_id, None)?;
+        }
         tracing::debug!(
             site_id,
             day,
@@ -576,81 +664,13 @@ impl Sealer {
         }
         Ok(())
     }
+}
 
-    /// Deletes a site's store to seal it again from its first day.
-    fn restart(&self, site_id: i64, why: &str) -> Result<(), SealError> {
-        tracing::warn!(
-            site_id,
-            reason = why,
-            "deleting the site's column store to seal it again"
-        );
-        self.columns()?.remove_site(site_id)?;
-        let mut sites = self.sites.locked();
-        sites.known.remove(&site_id);
-        sites.provisional.remove(&site_id);
-        sites.building.entry(site_id).or_insert_with(Instant::now);
-        Ok(())
-    }
-
-    fn apply_removals(&self) -> Result<(), SealError> {
-        let removed = std::mem::take(&mut self.sites.locked().removed);
-        for id in removed {
-            self.columns()?.remove_site(id)?;
-            let mut sites = self.sites.locked();
-            sites.known.remove(&id);
-            sites.provisional.remove(&id);
-            sites.building.remove(&id);
-        }
-        Ok(())
-    }
-
-    /// Deletes every site's store when the database is another one than
-    /// the store was sealed from (a copy put in place by hand, a new one in
-    /// an old data directory), or another process wrote events since the
-    /// store last followed it (they may be in past days).
-    fn follow_database(&self, conn: &Connection) -> Result<(), SealError> {
-        let now_seen = format!("{} {}", database_id(conn)?, external_writes(conn)?);
-        if self.sites.locked().follows.as_deref() == Some(now_seen.as_str()) {
-            return Ok(());
-        }
-        let sites = self.site_dirs()?;
-        if !sites.is_empty() {
-            tracing::warn!(
-                "the database is another one, or events were written by another process \
-                 (tally demo): sealing every site again"
-            );
-        }
-        for id in sites {
-            self.columns()?.remove_site(id)?;
-        }
-        let path = self.dir.join(FOLLOWS_FILE);
-        std::fs::write(&path, &now_seen).map_err(|source| ColumnError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let mut s = self.sites.locked();
-        s.follows = Some(now_seen);
-        s.known.clear();
-        s.provisional.clear();
-        Ok(())
-    }
-
-    /// The sites with a directory in the store.
-    fn site_dirs(&self) -> Result<Vec<i64>, SealError> {
-        let io = |source| ColumnError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            if let Some(id) = name.to_str().and_then(|n| n.parse::<i64>().ok()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
-    }
+/// A day as its date, for the log.
+fn date(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * DAY, 0)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_default()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -661,35 +681,19 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SealError::Task(e.to_string()))?
 }
 
-/// `tally import` added past days to a site: its store is deleted (the
-/// server seals it again at start). The caller holds the data directory.
-pub fn forget_site(data_dir: &Path, site_id: i64) -> Result<(), ColumnError> {
-    ColumnStore::open(&data_dir.join(COLUMNS_DIR))?.remove_site(site_id)
-}
-
-/// `tally restore` put back another database: the whole store is deleted.
-/// The caller holds the data directory. The file naming what the store
-/// follows goes first: a store without it is deleted at the next start, so
-/// a stop halfway leaves nothing that could answer.
-pub fn forget_all(data_dir: &Path) -> std::io::Result<()> {
-    let dir = data_dir.join(COLUMNS_DIR);
-    match std::fs::remove_file(dir.join(FOLLOWS_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
+mod counts;
+mod follow;
+mod late;
 mod plan;
+mod provisional;
 mod reads;
 mod serving;
 
+pub use follow::{forget_all, forget_site};
+pub use late::{LateEvents, NoteLate};
 pub use plan::{SitePlan, Step, complete, plan, stays_provisional};
 pub use reads::ensure_database_id;
-use reads::{all_ended, database_id, possibly_open, raw_days};
+use reads::{all_ended, events_over, possibly_open, raw_days};
 pub use serving::SealedSite;
 
 #[cfg(test)]

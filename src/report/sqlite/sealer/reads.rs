@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{DAY, FINAL_AFTER, SEAL_AFTER};
+use super::{DAY, SEAL_AFTER};
 use crate::report::sqlite::rollups::VISIT_SETTLED_AFTER;
 use crate::store::StoreError;
 
@@ -27,19 +27,33 @@ pub(super) fn raw_days(conn: &Connection, site_id: i64, from: i64) -> Result<Vec
     Ok(days)
 }
 
-/// After a start, the visits of a site's newest sealed `day` that may have
-/// been open when it was sealed (at the earliest, [`SEAL_AFTER`] past its
-/// end), if it may still be sealed again.
+/// Whether a site's `day` holds more than `max` events (counted on the
+/// events' key, at most `max + 1` of them).
+pub(super) fn events_over(
+    conn: &Connection,
+    site_id: i64,
+    day: i64,
+    max: u64,
+) -> Result<bool, StoreError> {
+    let limit = i64::try_from(max).unwrap_or(i64::MAX - 1) + 1;
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM events
+         WHERE site_id = ?1 AND ts >= ?2 AND ts < ?3 LIMIT ?4)",
+        params![site_id, day * DAY, (day + 1) * DAY, limit],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).is_ok_and(|n| n > max))
+}
+
+/// After a start, the visits of a site's newest sealed `day`, marked
+/// provisional, that may have been open when it was sealed (at the
+/// earliest, [`SEAL_AFTER`] past its end).
 pub(super) fn possibly_open(
     conn: &Connection,
     site_id: i64,
     day: i64,
-    now: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let end = (day + 1) * DAY;
-    if now >= end + FINAL_AFTER {
-        return Ok(Vec::new());
-    }
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM visits WHERE site_id = ?1 AND started_at >= ?2 AND started_at < ?3
          AND last_seen_at >= ?4",

@@ -19,10 +19,9 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 
-use super::reads::database_id;
+use super::follow::database_state;
 use super::{DAY, Sealer};
 use crate::report::columns::{ColumnError, ColumnStore};
-use crate::report::sqlite::recent::external_writes;
 use crate::sync::Lock;
 
 /// The store, for one site, up to an instant.
@@ -54,12 +53,7 @@ impl Sealer {
             }
             sites.follows.clone()?
         };
-        let seen = format!(
-            "{} {}",
-            database_id(conn).ok()?,
-            external_writes(conn).ok()?
-        );
-        if follows != seen {
+        if database_state(conn).ok()? != follows {
             return None;
         }
         let newest = match columns.sealed_days(site_id) {
