@@ -505,3 +505,84 @@ fn filtered_reports_over_sealed_days_are_answered_by_the_store_as_by_the_raw_tab
         "the store answered {answered} parts of {sealed_queries} queries over sealed days"
     );
 }
+
+/// A visit that starts on the newest sealed day and reaches a filtered page
+/// only after its midnight counts in that day's visit metrics, as the raw
+/// tables count it (they look a day past a range's end for a visit's
+/// matching event); the store, which does not hold that day yet, must not
+/// answer it.
+#[test]
+fn a_visit_matching_only_after_the_newest_sealed_day_is_counted() {
+    let env = Env::new("");
+    env.add_site("example.com");
+    let key = env.api_key();
+    let id = site_id(&env, "example.com");
+    // The newest complete day: the one after it is not sealed yet.
+    let n = (now() - SEAL_AFTER).div_euclid(DAY) - 1;
+    let (started, after_midnight) = ((n + 1) * DAY - 600, (n + 1) * DAY + 600);
+    {
+        let conn = env.db();
+        // One visit inside day n, and one from 23:50 to 00:10 the next day
+        // that sees /b only after midnight.
+        for (visit, visitor, start, end, exit) in [
+            (1, 10, n * DAY + 3600, n * DAY + 3660, "/a"),
+            (2, 20, started, after_midnight, "/b"),
+        ] {
+            conn.execute(
+                "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at,
+                    entry_page, exit_page, pageviews, events, interactive, is_bounce, source)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, '/a', ?6, 2, 2, 1, 0, 'Google')",
+                rusqlite::params![visit, id, visitor, start, end, exit],
+            )
+            .unwrap();
+        }
+        for (event, visit, visitor, ts, path) in [
+            (900_001, 1, 10, n * DAY + 3600, "/a"),
+            (900_002, 1, 10, n * DAY + 3660, "/a"),
+            (900_003, 2, 20, started, "/a"),
+            (900_004, 2, 20, after_midnight, "/b"),
+        ] {
+            conn.execute(
+                "INSERT INTO events (site_id, ts, id, visit_id, visitor_id, name, hostname, path)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pageview', 'example.com', ?6)",
+                rusqlite::params![id, ts, event, visit, visitor, path],
+            )
+            .unwrap();
+        }
+    }
+    let server = env.start();
+    assert_eq!(wait_built(&env, &server, id, &[id]), BTreeSet::from([n]));
+    let date = chrono::DateTime::from_timestamp(n * DAY, 0)
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let q = |what: &str| {
+        let r = server.stats(
+            &key,
+            &format!(
+                "/api/v1/stats/{what}&site_id=example.com&period=custom&date={date},{date}&filters={}",
+                common::urlencode("event:page==/b")
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["results"].clone()
+    };
+    let totals = q("aggregate?metrics=visits,visit_duration");
+    assert_eq!(totals["visits"]["value"], 1, "{totals}");
+    assert_eq!(totals["visit_duration"]["value"], 1200, "{totals}");
+    let entry = q("breakdown?property=visit:entry_page&metrics=visits");
+    assert_eq!(
+        entry,
+        serde_json::json!([{"entry_page": "/a", "visits": 1}])
+    );
+    // Without an event filter the store holds the day's visits whole.
+    let r = server.stats(
+        &key,
+        &format!(
+            "/api/v1/stats/aggregate?site_id=example.com&period=custom&date={date},{date}\
+             &metrics=visits&filters={}",
+            common::urlencode("visit:source==Google")
+        ),
+    );
+    assert_eq!(r.json()["results"]["visits"]["value"], 2, "{}", r.body);
+}

@@ -235,3 +235,24 @@ fn dictionary_offsets_past_the_strings_are_damage() {
         r.map_err(|_| "panicked")
     );
 }
+
+/// A snapshot answers from its commit after the site's days are dropped or
+/// the site removed: a report that checked what the store holds reads
+/// those days, never nothing.
+#[test]
+fn a_snapshot_answers_from_its_commit_after_retention_and_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ColumnStore::open(dir.path()).unwrap();
+    store.append_day(1, D0, small_day(0, 1, "/a")).unwrap();
+    store.append_day(1, D0 + 1, small_day(1, 2, "/b")).unwrap();
+    let snapshot = store.snapshot(1).unwrap().unwrap();
+    assert_eq!(snapshot.newest_day(), Some(D0 + 1));
+    let before = snapshot.totals(days(3), &[]).unwrap();
+    assert!(before.pageviews > 0);
+    store.drop_before(1, D0 + 1).unwrap();
+    assert_eq!(snapshot.totals(days(3), &[]).unwrap(), before);
+    store.remove_site(1).unwrap();
+    assert_eq!(snapshot.totals(days(3), &[]).unwrap(), before);
+    assert_eq!(store.totals(1, days(3), &[]).unwrap(), Totals::default());
+    assert!(store.snapshot(1).unwrap().is_none());
+}

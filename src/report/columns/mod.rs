@@ -331,38 +331,40 @@ impl ColumnStore {
         removed
     }
 
-    /// Totals over `range`, as [`crate::report::sqlite::raw::totals`].
+    /// The site's newest commit, to answer several reports from one
+    /// state: `None` if nothing was sealed.
+    pub fn snapshot(&self, site_id: i64) -> Result<Option<SiteSnapshot>, ColumnError> {
+        Ok(self.view(site_id)?.map(|view| SiteSnapshot { view }))
+    }
+
+    /// Totals over `range`, as [`crate::report::sqlite::raw::totals`], from
+    /// the newest commit.
     pub fn totals(
         &self,
         site_id: i64,
         range: TimeRange,
         filters: &[Filter],
     ) -> Result<Totals, ColumnError> {
-        let Some(view) = self.view(site_id)? else {
-            return Ok(Totals::default());
-        };
-        Ok(totals::series(&view, &[range], filters)?
-            .pop()
-            .unwrap_or_default())
+        match self.snapshot(site_id)? {
+            Some(s) => s.totals(range, filters),
+            None => Ok(Totals::default()),
+        }
     }
 
-    /// The totals of each bucket (ascending, not overlapping), in one scan.
+    /// [`SiteSnapshot::series`] from the newest commit.
     pub fn series(
         &self,
         site_id: i64,
         buckets: &[TimeRange],
         filters: &[Filter],
     ) -> Result<Vec<Totals>, ColumnError> {
-        let Some(view) = self.view(site_id)? else {
-            return Ok(vec![Totals::default(); buckets.len()]);
-        };
-        totals::series(&view, buckets, filters)
+        match self.snapshot(site_id)? {
+            Some(s) => s.series(buckets, filters),
+            None => Ok(vec![Totals::default(); buckets.len()]),
+        }
     }
 
-    /// Rows `offset..offset + limit` of `dimension`, as
-    /// [`crate::report::sqlite::raw::breakdown`]. A property's rows carry
-    /// their visits only when `need_visits` asks (they cost a count of
-    /// distinct visits per row shown).
+    /// [`SiteSnapshot::breakdown`] from the newest commit.
     #[allow(clippy::too_many_arguments)]
     pub fn breakdown(
         &self,
@@ -374,14 +376,13 @@ impl ColumnStore {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<BreakdownRow>, ColumnError> {
-        let Some(view) = self.view(site_id)? else {
-            return Ok(Vec::new());
-        };
-        breakdown::breakdown(&view, range, dimension, filters, need_visits, limit, offset)
+        match self.snapshot(site_id)? {
+            Some(s) => s.breakdown(range, dimension, filters, need_visits, limit, offset),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Up to `limit` property keys of the matching events in `range`, most
-    /// visitors first, as [`crate::report::sqlite::raw::prop_keys`].
+    /// [`SiteSnapshot::prop_keys`] from the newest commit.
     pub fn prop_keys(
         &self,
         site_id: i64,
@@ -389,9 +390,74 @@ impl ColumnStore {
         filters: &[Filter],
         limit: i64,
     ) -> Result<Vec<String>, ColumnError> {
-        let Some(view) = self.view(site_id)? else {
-            return Ok(Vec::new());
-        };
-        breakdown::prop_keys(&view, range, filters, limit)
+        match self.snapshot(site_id)? {
+            Some(s) => s.prop_keys(range, filters, limit),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// One commit of a site, mapped: every report from it reads the same days,
+/// whatever is appended, replaced or deleted meanwhile.
+#[derive(Clone)]
+pub struct SiteSnapshot {
+    view: Arc<SiteView>,
+}
+
+impl SiteSnapshot {
+    /// The newest day it holds (days since 1970-01-01, UTC).
+    pub fn newest_day(&self) -> Option<i64> {
+        self.view.days.last().map(|d| i64::from(d.day))
+    }
+
+    /// Totals over `range`, as [`crate::report::sqlite::raw::totals`].
+    pub fn totals(&self, range: TimeRange, filters: &[Filter]) -> Result<Totals, ColumnError> {
+        Ok(totals::series(&self.view, &[range], filters)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// The totals of each bucket (ascending, not overlapping), in one scan.
+    pub fn series(
+        &self,
+        buckets: &[TimeRange],
+        filters: &[Filter],
+    ) -> Result<Vec<Totals>, ColumnError> {
+        totals::series(&self.view, buckets, filters)
+    }
+
+    /// Rows `offset..offset + limit` of `dimension`, as
+    /// [`crate::report::sqlite::raw::breakdown`]. A property's rows carry
+    /// their visits only when `need_visits` asks (they cost a count of
+    /// distinct visits per row shown).
+    pub fn breakdown(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        filters: &[Filter],
+        need_visits: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<BreakdownRow>, ColumnError> {
+        breakdown::breakdown(
+            &self.view,
+            range,
+            dimension,
+            filters,
+            need_visits,
+            limit,
+            offset,
+        )
+    }
+
+    /// Up to `limit` property keys of the matching events in `range`, most
+    /// visitors first, as [`crate::report::sqlite::raw::prop_keys`].
+    pub fn prop_keys(
+        &self,
+        range: TimeRange,
+        filters: &[Filter],
+        limit: i64,
+    ) -> Result<Vec<String>, ColumnError> {
+        breakdown::prop_keys(&self.view, range, filters, limit)
     }
 }

@@ -30,7 +30,7 @@ pub mod sealer;
 pub mod sketch;
 pub mod sketch_cache;
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 
 use chrono_tz::Tz;
@@ -112,6 +112,7 @@ impl Reports for SqliteReports {
             now,
             sealer: self.sealer.as_deref(),
             sealed: OnceCell::new(),
+            columns_failed: Cell::new(false),
         }))
     }
 }
@@ -130,6 +131,8 @@ struct SqliteSiteReport<'a> {
     /// What the column store holds of the site, looked up by the first
     /// report part that could read it.
     sealed: OnceCell<Option<SealedSite>>,
+    /// Set when the store failed to answer a part of this report.
+    columns_failed: Cell<bool>,
 }
 
 impl Drop for SqliteSiteReport<'_> {
@@ -167,13 +170,29 @@ impl SqliteSiteReport<'_> {
         !self.filters.is_empty()
     }
 
-    /// The column store, if it holds every event of ranges ending by `end`.
+    /// The column store, if it holds every event of ranges ending by `end`
+    /// and has not failed this report.
     fn sealed(&self, end: i64) -> Option<&SealedSite> {
         let sealer = self.sealer?;
+        if self.columns_failed.get() {
+            return None;
+        }
         self.sealed
             .get_or_init(|| sealer.sealed_site(&self.conn, self.site_id))
             .as_ref()
             .filter(|s| s.covers(end))
+    }
+
+    /// How far past a range's end its visit metrics look: with an event
+    /// filter, a visit started in the range counts if it has a matching
+    /// event up to a day past the end (see `raw::visits_from`), so the
+    /// store must hold that day too.
+    fn visit_reach(&self, end: i64) -> i64 {
+        let event_filter = self
+            .filters
+            .iter()
+            .any(|f| !matches!(f.field, FilterField::Visit(_)));
+        if event_filter { end + 86_400 } else { end }
     }
 
     /// The column store's answer over ranges ending by `end`, or `None` when
@@ -194,6 +213,8 @@ impl SqliteSiteReport<'_> {
             Err(e) => {
                 tracing::warn!(site_id = self.site_id, error = %e, "column store: a report is read from the raw tables instead");
                 sealer.failed_to_answer(self.site_id, &e);
+                // Once per report: its other parts read the raw tables too.
+                self.columns_failed.set(true);
                 None
             }
         }
@@ -222,8 +243,8 @@ impl SiteReport for SqliteSiteReport<'_> {
         self.check(range, self.raw(), "filters")?;
         Ok(if self.raw() {
             let columns = || {
-                self.columns_answer(range.end, |s| {
-                    s.columns.totals(self.site_id, range, &self.filters)
+                self.columns_answer(self.visit_reach(range.end), |s| {
+                    s.snapshot.totals(range, &self.filters)
                 })
             };
             match columns().or_else(|| {
@@ -241,16 +262,19 @@ impl SiteReport for SqliteSiteReport<'_> {
     fn series(&self, buckets: &[TimeRange], hourly: bool) -> Result<Vec<Totals>, ReportError> {
         if self.raw() {
             // Buckets ascend: those the store holds are a leading run.
-            let held = match buckets.iter().position(|b| self.sealed(b.end).is_none()) {
+            let held = match buckets
+                .iter()
+                .position(|b| self.sealed(self.visit_reach(b.end)).is_none())
+            {
                 Some(n) => n,
                 None => buckets.len(),
             };
             let mut out = if held == 0 {
                 Vec::new()
             } else {
-                let (held, end) = (&buckets[..held], buckets[held - 1].end);
+                let (held, end) = (&buckets[..held], self.visit_reach(buckets[held - 1].end));
                 self.check(held[0], true, "filters")?;
-                self.columns_answer(end, |s| s.columns.series(self.site_id, held, &self.filters))
+                self.columns_answer(end, |s| s.snapshot.series(held, &self.filters))
                     .unwrap_or_default()
             };
             for b in &buckets[out.len()..] {
@@ -274,17 +298,15 @@ impl SiteReport for SqliteSiteReport<'_> {
         self.check(range, self.raw(), "filters")?;
         self.check(range, needs_raw, "metrics")?;
         let raw = self.raw() || needs_raw;
+        // Visit attributes count visits, which look past the range's end.
+        let reach = match dimension {
+            Dimension::Visit(_) => self.visit_reach(range.end),
+            _ => range.end,
+        };
         let columns = || {
-            self.columns_answer(range.end, |s| {
-                s.columns.breakdown(
-                    self.site_id,
-                    range,
-                    dimension,
-                    &self.filters,
-                    need_visits,
-                    limit,
-                    offset,
-                )
+            self.columns_answer(reach, |s| {
+                s.snapshot
+                    .breakdown(range, dimension, &self.filters, need_visits, limit, offset)
             })
         };
         if let Some(rows) = raw.then(columns).flatten() {
@@ -319,9 +341,8 @@ impl SiteReport for SqliteSiteReport<'_> {
         if let ([goal], true) = (goals, self.raw()) {
             let mut filters = self.filters.clone();
             filters.extend(goal_filters(goal));
-            if let Some(t) = self.columns_answer(range.end, |s| {
-                s.columns.totals(self.site_id, range, &filters)
-            }) {
+            if let Some(t) = self.columns_answer(range.end, |s| s.snapshot.totals(range, &filters))
+            {
                 // Only the goal's events match: pageviews or custom events.
                 return Ok((t.visitors, t.pageviews + t.events));
             }
@@ -355,7 +376,7 @@ impl SiteReport for SqliteSiteReport<'_> {
             end: range.end,
         };
         if let Some(keys) = self.columns_answer(range.end, |s| {
-            s.columns.prop_keys(self.site_id, range, &self.filters, max)
+            s.snapshot.prop_keys(range, &self.filters, max)
         }) {
             return Ok(keys);
         }
@@ -391,8 +412,8 @@ impl SiteReport for SqliteSiteReport<'_> {
     }
 }
 
-/// A goal as filters: a custom event by its name, a page goal's pageviews
-/// by path (`*` a wildcard in both).
+/// A goal as filters: a custom event by its exact name, a page goal's
+/// pageviews by path (`*` a wildcard).
 fn goal_filters(goal: &GoalKind) -> Vec<Filter> {
     let is = |field, value: &str| Filter {
         field,

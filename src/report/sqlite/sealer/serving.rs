@@ -14,27 +14,28 @@
 //! may be in sealed days, and the sealer has not caught up yet), the store
 //! does not answer.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use rusqlite::Connection;
 
 use super::follow::database_state;
 use super::{DAY, Sealer};
-use crate::report::columns::{ColumnError, ColumnStore};
+use crate::report::columns::{ColumnError, SiteSnapshot};
 use crate::sync::Lock;
 
-/// The store, for one site, up to an instant.
+/// One commit of a site's store, and how far it holds the site.
 #[derive(Clone)]
 pub struct SealedSite {
-    pub columns: Arc<ColumnStore>,
-    /// The end of the site's newest sealed day: ranges ending by it are
-    /// answered by the store.
+    /// Every part of a report reads this commit: one the sealer replaces
+    /// or deletes meanwhile does not change its answers.
+    pub snapshot: SiteSnapshot,
+    /// The end of the commit's newest day: the store holds every event
+    /// before it.
     pub end: i64,
 }
 
 impl SealedSite {
-    /// Whether the store holds every event of `[start, end)`.
+    /// Whether the store holds every event before `end`.
     pub fn covers(&self, end: i64) -> bool {
         end <= self.end
     }
@@ -56,17 +57,16 @@ impl Sealer {
         if database_state(conn).ok()? != follows {
             return None;
         }
-        let newest = match columns.sealed_days(site_id) {
-            Ok(days) => *days.last()?,
+        let snapshot = match columns.snapshot(site_id) {
+            Ok(snapshot) => snapshot?,
             Err(e) => {
-                tracing::warn!(site_id, error = %e, "column store: the site's days cannot be read");
+                tracing::warn!(site_id, error = %e, "column store: the site cannot be read");
+                self.failed_to_answer(site_id, &e);
                 return None;
             }
         };
-        Some(SealedSite {
-            columns,
-            end: (newest + 1) * DAY,
-        })
+        let end = (snapshot.newest_day()? + 1) * DAY;
+        Some(SealedSite { snapshot, end })
     }
 }
 
