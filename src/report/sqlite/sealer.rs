@@ -545,6 +545,9 @@ impl Sealer {
         };
         let first_look = !self.sites.locked().known.contains(&id);
         let newest = sealed.last().copied();
+        if let Some(late) = &self.late {
+            late.sealed_through(id, newest);
+        }
         let raw = if first_look {
             raw_days(conn, id, from)?
         } else {
@@ -646,6 +649,9 @@ impl Sealer {
             self.mark_provisional(site_id, Some(day))?;
         }
         self.columns()?.append_day(site_id, day, rows)?;
+        if let Some(late) = &self.late {
+            late.sealed_through(site_id, Some(day));
+        }
         if !provisional {
             self.mark_provisional(site_id, None)?;
         }

@@ -12,7 +12,7 @@
 //! normal traffic never does), so a stop before the sealer's next look
 //! does not lose them; they are removed once the sealer has acted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,11 @@ pub(super) const LATE_FILE: &str = "late";
 /// the sealer last acted on it.
 pub struct LateEvents {
     days: Mutex<BTreeMap<i64, i64>>,
+    /// Per site, the newest day the sealer has sealed, as it last told: an
+    /// event in it or before is late whatever the clock says (a clock set
+    /// back stamps events, and judges days complete, by the same wrong
+    /// time).
+    sealed: Mutex<HashMap<i64, i64>>,
     file: PathBuf,
 }
 
@@ -51,17 +56,38 @@ impl LateEvents {
         };
         LateEvents {
             days: Mutex::new(days),
+            sealed: Mutex::new(HashMap::new()),
             file,
         }
     }
 
-    /// Notes the events of one commit whose day was complete at `now`.
+    /// The sealer's word on a site's newest sealed day (`None`: nothing
+    /// sealed, the store deleted).
+    pub(super) fn sealed_through(&self, site_id: i64, day: Option<i64>) {
+        let mut sealed = self.sealed.locked();
+        match day {
+            // Raised only: a reseal of the day before the newest (its
+            // visits changed) keeps the newest sealed.
+            Some(day) => {
+                let newest = sealed.entry(site_id).or_insert(day);
+                *newest = (*newest).max(day);
+            }
+            None => {
+                sealed.remove(&site_id);
+            }
+        }
+    }
+
+    /// Notes the events of one commit whose day was complete at `now`, or
+    /// is sealed already.
     pub fn note(&self, events: &[NewEvent], now: i64) {
+        let sealed = self.sealed.locked().clone();
         let mut days = self.days.locked();
         let mut moved = false;
         for e in events {
             let day = e.ts.div_euclid(DAY);
-            if (day + 1) * DAY + SEAL_AFTER > now {
+            let complete = (day + 1) * DAY + SEAL_AFTER <= now;
+            if !complete && sealed.get(&e.site_id).is_none_or(|n| day > *n) {
                 continue;
             }
             if days.get(&e.site_id).is_none_or(|d| day < *d) {
@@ -193,5 +219,38 @@ impl Sealer {
         }
         late.done(&notes);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event in a sealed day is late even when the clock says the day
+    /// is not over (a clock set back stamps it and judges the day by the
+    /// same wrong time); one in a day after the newest sealed is not.
+    #[test]
+    fn an_event_in_a_sealed_day_is_late_whatever_the_clock_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let late = LateEvents::open(dir.path());
+        let day = 20_000;
+        let event = |ts: i64| NewEvent {
+            site_id: 1,
+            ts,
+            ..NewEvent::test_pageview("/")
+        };
+        // The clock, set back, reads the middle of `day`.
+        let now = day * DAY + 43_200;
+        late.note(&[event(now - 60)], now);
+        assert!(late.pending().is_empty());
+        late.sealed_through(1, Some(day));
+        late.sealed_through(1, Some(day - 1));
+        late.note(&[event(now - 60)], now);
+        assert_eq!(late.pending(), vec![(1, day)]);
+        late.done(&[(1, day)]);
+        // The store deleted: nothing sealed, nothing late.
+        late.sealed_through(1, None);
+        late.note(&[event(now - 60)], now);
+        assert!(late.pending().is_empty());
     }
 }
