@@ -7,7 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::{CHROME, Env, PASSWORD, Server, aggregate, daily, days_that_differ, sketch_agrees};
+use common::{
+    CHROME, Env, PASSWORD, Server, aggregate, daily, days_that_differ, sketch_agrees,
+    todays_pageviews_under,
+};
 
 /// Matches every event, so the report reads raw events instead of rollups.
 const EVERYTHING: &str = "event:page!=/nonexistent";
@@ -150,17 +153,6 @@ fn events_sent_during_the_rebuild_are_counted_once() {
     let stored =
         env.count("SELECT COUNT(*) FROM events WHERE name = 'pageview' AND path LIKE '/live/%'");
     assert_eq!(stored, sent);
-    let r = server.stats(
-        &key,
-        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:page\
-         &metrics=pageviews&limit=1000",
-    );
-    let live: i64 = r.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|row| row["page"].as_str().unwrap().starts_with("/live/"))
-        .map(|row| row["pageviews"].as_i64().unwrap())
-        .sum();
+    let live = todays_pageviews_under(&server, &key, "/live/");
     assert_eq!(live, sent, "live pageviews in today's rollups");
 }

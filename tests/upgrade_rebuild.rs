@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{CHROME, Env, Server, aggregate, daily, days_that_differ, sketch_agrees};
+use common::{
+    CHROME, Env, Server, aggregate, daily, days_that_differ, sketch_agrees, todays_pageviews_under,
+};
 
 /// Matches every event, so the report reads raw events instead of rollups.
 const EVERYTHING: &str = "event:page!=/nonexistent";
@@ -150,18 +152,7 @@ fn an_upgrade_rebuilds_the_rollups_while_events_are_stored() {
         );
     }
     // Today's live pageviews are in the rollups once.
-    let r = server.stats(
-        &key,
-        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:page\
-         &metrics=pageviews&limit=1000",
-    );
-    let live: i64 = r.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|row| row["page"].as_str().unwrap().starts_with("/during/"))
-        .map(|row| row["pageviews"].as_i64().unwrap())
-        .sum();
+    let live = todays_pageviews_under(&server, &key, "/during/");
     assert_eq!(live, sent);
 }
 

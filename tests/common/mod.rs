@@ -510,6 +510,24 @@ pub fn days_that_differ(rollups: &[(String, i64, i64)], raw: &[(String, i64, i64
         .collect()
 }
 
+/// Today's pageviews of example.com's pages under `prefix`, from the
+/// rollups (an unfiltered breakdown).
+pub fn todays_pageviews_under(server: &Server, key: &str, prefix: &str) -> i64 {
+    let r = server.stats(
+        key,
+        "/api/v1/stats/breakdown?site_id=example.com&period=day&property=event:page\
+         &metrics=pageviews&limit=1000",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["page"].as_str().unwrap().starts_with(prefix))
+        .map(|row| row["pageviews"].as_i64().unwrap())
+        .sum()
+}
+
 /// example.com's pageviews and visitors over `period` (with `filters`, from the raw
 /// events).
 pub fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) -> (i64, i64) {
