@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
-use common::{CHROME, Env, PASSWORD, Server};
+use common::{CHROME, Env, PASSWORD, Server, column_answers};
 
 const DAY: i64 = 86_400;
 /// A day is sealed this long after it ends (the policy in the sealer).
@@ -358,17 +358,6 @@ fn one_failing_site_does_not_stop_the_others() {
         .find_map(|l| l.strip_prefix("tally_column_seal_errors_total "))
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(errors.parse::<f64>().unwrap() >= 1.0, "{errors}");
-}
-
-/// `tally_column_answers_total` from `/metrics`.
-fn column_answers(server: &Server) -> u64 {
-    let r = server.get("/metrics", &[]);
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-        .lines()
-        .find_map(|l| l.strip_prefix("tally_column_answers_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no tally_column_answers_total in\n{}", r.body)) as u64
 }
 
 /// The Stats API and dashboard queries the routing test asks, over

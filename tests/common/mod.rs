@@ -528,6 +528,18 @@ pub fn todays_pageviews_under(server: &Server, key: &str, prefix: &str) -> i64 {
         .sum()
 }
 
+/// `tally_column_answers_total` from `/metrics`: parts of filtered reports
+/// the column store answered.
+pub fn column_answers(server: &Server) -> u64 {
+    let r = server.get("/metrics", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_column_answers_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no tally_column_answers_total in\n{}", r.body)) as u64
+}
+
 /// example.com's pageviews and visitors over `period` (with `filters`, from the raw
 /// events).
 pub fn aggregate(server: &Server, key: &str, period: &str, filters: Option<&str>) -> (i64, i64) {
