@@ -545,9 +545,7 @@ impl Sealer {
         };
         let first_look = !self.sites.locked().known.contains(&id);
         let newest = sealed.last().copied();
-        if let Some(late) = &self.late {
-            late.sealed_through(id, newest);
-        }
+        self.tell_late(id, newest);
         let raw = if first_look {
             raw_days(conn, id, from)?
         } else {
@@ -649,9 +647,7 @@ impl Sealer {
             self.mark_provisional(site_id, Some(day))?;
         }
         self.columns()?.append_day(site_id, day, rows)?;
-        if let Some(late) = &self.late {
-            late.sealed_through(site_id, Some(day));
-        }
+        self.tell_late(site_id, Some(day));
         if !provisional {
             self.mark_provisional(site_id, None)?;
         }
@@ -672,13 +668,6 @@ impl Sealer {
     }
 }
 
-/// A day as its date, for the log.
-fn date(day: i64) -> String {
-    chrono::DateTime::from_timestamp(day * DAY, 0)
-        .map(|d| d.date_naive().to_string())
-        .unwrap_or_default()
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SealError> + Send + 'static,
 ) -> Result<T, SealError> {
@@ -697,6 +686,7 @@ mod serving;
 
 pub use follow::{forget_all, forget_site};
 pub use late::{LateEvents, NoteLate};
+use plan::date;
 pub use plan::{SitePlan, Step, complete, plan, stays_provisional};
 pub use reads::ensure_database_id;
 use reads::{all_ended, events_over, possibly_open, raw_days};

@@ -60,9 +60,7 @@ impl Sealer {
             "deleting the site's column store to seal it again"
         );
         self.columns()?.remove_site(site_id)?;
-        if let Some(late) = &self.late {
-            late.sealed_through(site_id, None);
-        }
+        self.tell_late(site_id, None);
         self.mark_provisional(site_id, None)?;
         let mut sites = self.sites.locked();
         *sites.restarts.entry(site_id).or_default() += 1;

@@ -194,6 +194,14 @@ impl CommitFollower for NoteLate {
 }
 
 impl Sealer {
+    /// Tells the late-event notes a site's newest sealed day (`None`:
+    /// nothing sealed).
+    pub(super) fn tell_late(&self, site_id: i64, newest: Option<i64>) {
+        if let Some(late) = &self.late {
+            late.sealed_through(site_id, newest);
+        }
+    }
+
     /// Restarts each site an event was committed late in: in a day its
     /// store holds already (a later day is sealed with it as usual).
     pub(super) fn act_on_late(&self) -> Result<(), SealError> {

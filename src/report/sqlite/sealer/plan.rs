@@ -76,3 +76,10 @@ pub fn plan(
 pub fn stays_provisional(day: i64, now: i64, open: bool, last: bool) -> bool {
     open && !last && now < (day + 1) * DAY + FINAL_AFTER
 }
+
+/// A day as its date, for the log.
+pub fn date(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * DAY, 0)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_default()
+}
