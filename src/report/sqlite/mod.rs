@@ -7,7 +7,9 @@
 //! range ends by the end of the site's newest sealed day, else recent
 //! traffic in memory ([`recent`]) when it holds the site over the range,
 //! else the raw tables ([`raw`]). A series is split: its buckets that end by
-//! the sealed day come from the store in one scan, the rest as above. A
+//! the sealed day come from the store in one scan, the rest as above.
+//! Totals over a range crossing the sealed day's end are joined from the
+//! store's part and the rest ([`seam`]). A
 //! store that fails to answer is logged and the report read from the other
 //! engines. Raw events are kept for a shorter time than rollups: a filtered
 //! report reaching further back is refused rather than answered from
@@ -27,6 +29,7 @@ pub mod recent;
 pub mod rollup_query;
 pub mod rollups;
 pub mod sealer;
+pub mod seam;
 pub mod sketch;
 pub mod sketch_cache;
 
@@ -173,6 +176,12 @@ impl SqliteSiteReport<'_> {
     /// The column store, if it holds every event of ranges ending by `end`
     /// and has not failed this report.
     fn sealed(&self, end: i64) -> Option<&SealedSite> {
+        self.sealed_site().filter(|s| s.covers(end))
+    }
+
+    /// What the column store holds of the site, unless it failed this
+    /// report.
+    fn sealed_site(&self) -> Option<&SealedSite> {
         let sealer = self.sealer?;
         if self.columns_failed.get() {
             return None;
@@ -180,7 +189,44 @@ impl SqliteSiteReport<'_> {
         self.sealed
             .get_or_init(|| sealer.sealed_site(&self.conn, self.site_id))
             .as_ref()
-            .filter(|s| s.covers(end))
+    }
+
+    /// Filtered totals over a range that reaches past the store's newest
+    /// sealed day (the seam): the part before it from the store, the part
+    /// after from recent traffic or the raw tables, joined as one range
+    /// would count (see [`seam`]). `None` when the range does not cross the
+    /// seam or the store cannot answer.
+    fn seam_totals(
+        &self,
+        range: TimeRange,
+        filters: &[Filter],
+    ) -> Result<Option<Totals>, ReportError> {
+        let Some(seam) = self.sealed_site().map(|s| s.end) else {
+            return Ok(None);
+        };
+        if !(range.start < seam && seam < range.end) {
+            return Ok(None);
+        }
+        let (before, after) = seam::split(range, seam);
+        let Some(sealed) = self.columns_answer(seam, |s| s.snapshot.totals(before, filters)) else {
+            return Ok(None);
+        };
+        let tail = match self
+            .recent(after)
+            .and_then(|r| r.totals(self.site_id, after, filters))
+        {
+            Some(t) => t,
+            None => raw::totals(&self.conn, self.site_id, after, filters)?,
+        };
+        Ok(Some(seam::join_totals(
+            &self.conn,
+            self.site_id,
+            range,
+            seam,
+            filters,
+            sealed,
+            tail,
+        )?))
     }
 
     /// How far past a range's end its visit metrics look: with an event
@@ -247,7 +293,11 @@ impl SiteReport for SqliteSiteReport<'_> {
                     s.snapshot.totals(range, &self.filters)
                 })
             };
-            match columns().or_else(|| {
+            let joined = match columns() {
+                Some(t) => Some(t),
+                None => self.seam_totals(range, &self.filters)?,
+            };
+            match joined.or_else(|| {
                 self.recent(range)
                     .and_then(|r| r.totals(self.site_id, range, &self.filters))
             }) {
@@ -341,8 +391,12 @@ impl SiteReport for SqliteSiteReport<'_> {
         if let ([goal], true) = (goals, self.raw()) {
             let mut filters = self.filters.clone();
             filters.extend(goal_filters(goal));
-            if let Some(t) = self.columns_answer(range.end, |s| s.snapshot.totals(range, &filters))
-            {
+            let joined =
+                match self.columns_answer(range.end, |s| s.snapshot.totals(range, &filters)) {
+                    Some(t) => Some(t),
+                    None => self.seam_totals(range, &filters)?,
+                };
+            if let Some(t) = joined {
                 // Only the goal's events match: pageviews or custom events.
                 return Ok((t.visitors, t.pageviews + t.events));
             }

@@ -105,6 +105,120 @@ pub fn totals(
     })
 }
 
+/// How far before a seam a visit that crosses it may have started: visits
+/// end after 30 minutes without an event, so one still going two days on
+/// is not met in practice.
+pub const SEAM_REACH: i64 = 2 * 86_400;
+
+/// `AND e.visit_id IN` the visits that started before `seam` (not before
+/// `from`) and were still going at it.
+fn crossing_visits(sql: &mut Sql, site_id: i64, from: i64, seam: i64) {
+    sql.push(" AND e.visit_id IN (SELECT id FROM visits WHERE site_id = ")
+        .arg(site_id);
+    sql.push(" AND started_at >= ").arg(from);
+    sql.push(" AND started_at < ").arg(seam);
+    sql.push(" AND last_seen_at >= ").arg(seam);
+    sql.push(")");
+}
+
+/// Visitors counted on both sides of `seam` in `range`: with a matching
+/// event before it and one after it. Visitor ids change with the daily
+/// salt, so only a visit that crossed the seam carries an id over it; the
+/// ids of those visits' matching events after the seam are looked for
+/// among the matching events of the [`SEAM_REACH`] before it.
+pub fn seam_visitors_on_both_sides(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    seam: i64,
+    filters: &[Filter],
+) -> Result<i64, StoreError> {
+    let from = range.start.max(seam - SEAM_REACH);
+    let mut sql = Sql::default();
+    sql.push("SELECT DISTINCT e.visitor_id");
+    let after = TimeRange {
+        start: seam,
+        end: range.end,
+    };
+    events_from(&mut sql, site_id, after, filters);
+    crossing_visits(&mut sql, site_id, from, seam);
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let ids: Vec<i64> = stmt
+        .query_map(sql.params(), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
+    let before = TimeRange {
+        start: from,
+        end: seam,
+    };
+    events_from(&mut sql, site_id, before, filters);
+    sql.push(" AND e.visitor_id IN (SELECT value FROM json_each(")
+        .arg(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
+        .push("))");
+    Ok(conn
+        .prepare_cached(&sql.text)?
+        .query_row(sql.params(), |r| r.get(0))?)
+}
+
+/// Visits that started in `range` before `seam` and, under event filters,
+/// match only after it: (visits, bounces, duration). The side before the
+/// seam counts a visit by its matching events there; the side after counts
+/// visits that started after the seam; these fall between.
+pub fn seam_visits_matched_after(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    seam: i64,
+    filters: &[Filter],
+) -> Result<(i64, i64, i64), StoreError> {
+    let event_filters: Vec<Filter> = filters
+        .iter()
+        .filter(|f| !is_visit_field(f))
+        .cloned()
+        .collect();
+    if event_filters.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let from = range.start.max(seam - SEAM_REACH);
+    let mut sql = Sql::default();
+    sql.push(
+        "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
+            COALESCE(SUM(v.last_seen_at - v.started_at), 0)",
+    );
+    sql.push(" FROM visits v WHERE v.site_id = ").arg(site_id);
+    sql.push(" AND v.started_at >= ").arg(from);
+    sql.push(" AND v.started_at < ").arg(seam);
+    sql.push(" AND v.last_seen_at >= ").arg(seam);
+    for f in filters.iter().filter(|f| is_visit_field(f)) {
+        filter_sql(&mut sql, f);
+    }
+    for (start, end, has) in [(seam, range.end + 86_400, true), (from, seam, false)] {
+        sql.push(if has {
+            " AND v.id IN"
+        } else {
+            " AND v.id NOT IN"
+        });
+        // A missing visit id would make NOT IN match nothing.
+        sql.push(" (SELECT e.visit_id FROM events e WHERE e.visit_id IS NOT NULL")
+            .push(" AND e.site_id = ")
+            .arg(site_id);
+        sql.push(" AND e.ts >= ").arg(start);
+        sql.push(" AND e.ts < ").arg(end);
+        sql.push(" AND e.name <> ").arg(NOT_AN_ACTION);
+        for f in &event_filters {
+            filter_sql(&mut sql, f);
+        }
+        sql.push(")");
+    }
+    Ok(conn
+        .prepare_cached(&sql.text)?
+        .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
+}
+
 /// Distinct visitors with a matching event in `range`, by the value of
 /// their visit's `column`, most first (then by value), at most `limit`.
 /// Visit rows trail their first event by about a second, so a visitor
