@@ -193,13 +193,14 @@ impl SqliteSiteReport<'_> {
 
     /// Filtered totals over a range that reaches past the store's newest
     /// sealed day (the seam): the part before it from the store, the part
-    /// after from recent traffic or the raw tables, joined as one range
+    /// after from the raw tables, joined as one range
     /// would count (see [`seam`]). `None` when the range does not cross the
     /// seam or the store cannot answer.
     fn seam_totals(
         &self,
         range: TimeRange,
         filters: &[Filter],
+        visits: bool,
     ) -> Result<Option<Totals>, ReportError> {
         let Some(seam) = self.sealed_site().map(|s| s.end) else {
             return Ok(None);
@@ -211,13 +212,7 @@ impl SqliteSiteReport<'_> {
         let Some(sealed) = self.columns_answer(seam, |s| s.snapshot.totals(before, filters)) else {
             return Ok(None);
         };
-        let tail = match self
-            .recent(after)
-            .and_then(|r| r.totals(self.site_id, after, filters))
-        {
-            Some(t) => t,
-            None => raw::totals(&self.conn, self.site_id, after, filters)?,
-        };
+        let tail = raw::totals(&self.conn, self.site_id, after, filters)?;
         Ok(Some(seam::join_totals(
             &self.conn,
             self.site_id,
@@ -226,6 +221,7 @@ impl SqliteSiteReport<'_> {
             filters,
             sealed,
             tail,
+            visits,
         )?))
     }
 
@@ -293,14 +289,17 @@ impl SiteReport for SqliteSiteReport<'_> {
                     s.snapshot.totals(range, &self.filters)
                 })
             };
-            let joined = match columns() {
-                Some(t) => Some(t),
-                None => self.seam_totals(range, &self.filters)?,
-            };
-            match joined.or_else(|| {
+            // Recent traffic, when it holds the range, answers from memory
+            // before the seam's join reads the raw tables around the seam.
+            let held = || {
                 self.recent(range)
                     .and_then(|r| r.totals(self.site_id, range, &self.filters))
-            }) {
+            };
+            let answer = match columns().or_else(held) {
+                Some(t) => Some(t),
+                None => self.seam_totals(range, &self.filters, true)?,
+            };
+            match answer {
                 Some(t) => t,
                 None => raw::totals(&self.conn, self.site_id, range, &self.filters)?,
             }
@@ -388,23 +387,27 @@ impl SiteReport for SqliteSiteReport<'_> {
         self.check(range, self.raw(), "filters")?;
         // One goal is its filters added to the report's; visitors of any of
         // several goals are not a sum, and are read from the other engines.
+        let held = || {
+            let recent = self.raw().then(|| self.recent(range)).flatten();
+            recent.and_then(|r| r.goals(self.site_id, range, goals, &self.filters))
+        };
         if let ([goal], true) = (goals, self.raw()) {
             let mut filters = self.filters.clone();
             filters.extend(goal_filters(goal));
-            let joined =
-                match self.columns_answer(range.end, |s| s.snapshot.totals(range, &filters)) {
-                    Some(t) => Some(t),
-                    None => self.seam_totals(range, &filters)?,
-                };
-            if let Some(t) = joined {
+            if let Some(t) = self.columns_answer(range.end, |s| s.snapshot.totals(range, &filters))
+            {
                 // Only the goal's events match: pageviews or custom events.
                 return Ok((t.visitors, t.pageviews + t.events));
             }
+            // Recent traffic from memory first, then the seam's join.
+            if let Some(answer) = held() {
+                return Ok(answer);
+            }
+            if let Some(t) = self.seam_totals(range, &filters, false)? {
+                return Ok((t.visitors, t.pageviews + t.events));
+            }
         }
-        let recent = self.raw().then(|| self.recent(range)).flatten();
-        if let Some(answer) =
-            recent.and_then(|r| r.goals(self.site_id, range, goals, &self.filters))
-        {
+        if let Some(answer) = held() {
             return Ok(answer);
         }
         if self.raw() {

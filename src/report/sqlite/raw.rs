@@ -105,35 +105,53 @@ pub fn totals(
     })
 }
 
-/// How far before a seam a visit that crosses it may have started: visits
-/// end after 30 minutes without an event, so one still going two days on
-/// is not met in practice.
-pub const SEAM_REACH: i64 = 2 * 86_400;
+/// Where the part of `range` before `seam` can share a visitor or a visit
+/// with the part after it: the earliest start of the visits that started
+/// in `range` before the seam and have an event after it (up to a day past
+/// the range's end, as visit metrics look). `None` when no visit crosses.
+/// Read from the events after the seam, so a visit of any length is found.
+pub fn seam_reach(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    seam: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT MIN(v.started_at) FROM visits v
+             WHERE v.site_id = ?1 AND v.started_at >= ?2 AND v.started_at < ?3
+               AND v.id IN (SELECT e.visit_id FROM events e
+                            WHERE e.site_id = ?1 AND e.ts >= ?3 AND e.ts < ?4)",
+        )?
+        .query_row(
+            rusqlite::params![site_id, range.start, seam, range.end + 86_400],
+            |r| r.get(0),
+        )?)
+}
 
-/// `AND e.visit_id IN` the visits that started before `seam` (not before
-/// `from`) and were still going at it.
-fn crossing_visits(sql: &mut Sql, site_id: i64, from: i64, seam: i64) {
+/// `AND e.visit_id IN` the visits that started from `from` to `seam`.
+fn started_before(sql: &mut Sql, site_id: i64, from: i64, seam: i64) {
     sql.push(" AND e.visit_id IN (SELECT id FROM visits WHERE site_id = ")
         .arg(site_id);
     sql.push(" AND started_at >= ").arg(from);
     sql.push(" AND started_at < ").arg(seam);
-    sql.push(" AND last_seen_at >= ").arg(seam);
     sql.push(")");
 }
 
 /// Visitors counted on both sides of `seam` in `range`: with a matching
 /// event before it and one after it. Visitor ids change with the daily
-/// salt, so only a visit that crossed the seam carries an id over it; the
-/// ids of those visits' matching events after the seam are looked for
-/// among the matching events of the [`SEAM_REACH`] before it.
+/// salt, so only a visit that crossed the seam (started from `from`, see
+/// [`seam_reach`]) carries an id over it; the ids of those visits'
+/// matching events after the seam are looked for among the matching
+/// events from `from` to the seam.
 pub fn seam_visitors_on_both_sides(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
     seam: i64,
+    from: i64,
     filters: &[Filter],
 ) -> Result<i64, StoreError> {
-    let from = range.start.max(seam - SEAM_REACH);
     let mut sql = Sql::default();
     sql.push("SELECT DISTINCT e.visitor_id");
     let after = TimeRange {
@@ -141,7 +159,7 @@ pub fn seam_visitors_on_both_sides(
         end: range.end,
     };
     events_from(&mut sql, site_id, after, filters);
-    crossing_visits(&mut sql, site_id, from, seam);
+    started_before(&mut sql, site_id, from, seam);
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let ids: Vec<i64> = stmt
         .query_map(sql.params(), |r| r.get(0))?
@@ -164,15 +182,17 @@ pub fn seam_visitors_on_both_sides(
         .query_row(sql.params(), |r| r.get(0))?)
 }
 
-/// Visits that started in `range` before `seam` and, under event filters,
-/// match only after it: (visits, bounces, duration). The side before the
-/// seam counts a visit by its matching events there; the side after counts
-/// visits that started after the seam; these fall between.
+/// Visits that started in `range` before `seam` (from `from`, see
+/// [`seam_reach`]) and, under event filters, match only after it: (visits,
+/// bounces, duration). The side before the seam counts a visit by its
+/// matching events there; the side after counts visits that started after
+/// the seam; these fall between.
 pub fn seam_visits_matched_after(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
     seam: i64,
+    from: i64,
     filters: &[Filter],
 ) -> Result<(i64, i64, i64), StoreError> {
     let event_filters: Vec<Filter> = filters
@@ -183,7 +203,6 @@ pub fn seam_visits_matched_after(
     if event_filters.is_empty() {
         return Ok((0, 0, 0));
     }
-    let from = range.start.max(seam - SEAM_REACH);
     let mut sql = Sql::default();
     sql.push(
         "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
@@ -192,7 +211,6 @@ pub fn seam_visits_matched_after(
     sql.push(" FROM visits v WHERE v.site_id = ").arg(site_id);
     sql.push(" AND v.started_at >= ").arg(from);
     sql.push(" AND v.started_at < ").arg(seam);
-    sql.push(" AND v.last_seen_at >= ").arg(seam);
     for f in filters.iter().filter(|f| is_visit_field(f)) {
         filter_sql(&mut sql, f);
     }

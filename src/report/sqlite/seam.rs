@@ -14,9 +14,11 @@
 //!   matching events all came after it is counted by neither side: it is
 //!   added ([`raw::seam_visits_matched_after`]).
 //!
-//! Both look back [`raw::SEAM_REACH`] before the seam: a visit that started
-//! earlier and is still going at the seam is not met in practice (a visit
-//! ends after 30 minutes without an event).
+//! Both look only at the visits that crossed the seam, found from the
+//! events after it ([`raw::seam_reach`]): a visit of any length, and none
+//! at all most of the time, when the seam is a quiet midnight. The part
+//! after the seam is read from the raw tables: a day or two, and recent
+//! traffic may lack the rows of a visit that began before its window.
 
 use rusqlite::Connection;
 
@@ -39,7 +41,9 @@ pub fn split(range: TimeRange, seam: i64) -> (TimeRange, TimeRange) {
 }
 
 /// The totals of `range` from those of its parts before (`sealed`) and
-/// after (`tail`) `seam`.
+/// after (`tail`) `seam`; visit metrics only when `visits` asks (a goal's
+/// conversions need none).
+#[allow(clippy::too_many_arguments)]
 pub fn join_totals(
     conn: &Connection,
     site_id: i64,
@@ -48,16 +52,26 @@ pub fn join_totals(
     filters: &[Filter],
     sealed: Totals,
     tail: Totals,
+    visits: bool,
 ) -> Result<Totals, StoreError> {
-    let both = raw::seam_visitors_on_both_sides(conn, site_id, range, seam, filters)?;
-    let (visits, bounces, duration) =
-        raw::seam_visits_matched_after(conn, site_id, range, seam, filters)?;
-    Ok(Totals {
-        visitors: sealed.visitors + tail.visitors - both,
+    let mut t = Totals {
+        visitors: sealed.visitors + tail.visitors,
         pageviews: sealed.pageviews + tail.pageviews,
         events: sealed.events + tail.events,
-        visits: sealed.visits + tail.visits + visits,
-        bounces: sealed.bounces + tail.bounces + bounces,
-        visit_duration_sum: sealed.visit_duration_sum + tail.visit_duration_sum + duration,
-    })
+        visits: sealed.visits + tail.visits,
+        bounces: sealed.bounces + tail.bounces,
+        visit_duration_sum: sealed.visit_duration_sum + tail.visit_duration_sum,
+    };
+    let Some(from) = raw::seam_reach(conn, site_id, range, seam)? else {
+        return Ok(t);
+    };
+    t.visitors -= raw::seam_visitors_on_both_sides(conn, site_id, range, seam, from, filters)?;
+    if visits {
+        let (visits, bounces, duration) =
+            raw::seam_visits_matched_after(conn, site_id, range, seam, from, filters)?;
+        t.visits += visits;
+        t.bounces += bounces;
+        t.visit_duration_sum += duration;
+    }
+    Ok(t)
 }
