@@ -524,12 +524,28 @@ fn a_visit_matching_only_after_the_newest_sealed_day_is_counted() {
             (1, 10, n * DAY + 3600, n * DAY + 3660, "/a", 2, "Google"),
             (2, 20, started, after_midnight, "/b", 2, "Google"),
             (3, 30, long, (n + 1) * DAY + 300, "/b", 4, "Long"),
+            // Visitor 50 sees /d at noon, comes back at 23:50 and sees /d
+            // again after midnight: one visitor id all day.
+            (5, 50, n * DAY + 43_200, n * DAY + 43_200, "/d", 1, "Back"),
+            (6, 50, started, after_midnight, "/d", 2, "Back"),
+            // Started the evening before day n, crossing both midnights.
+            (7, 70, n * DAY - 10_800, after_midnight, "/c", 3, "Early"),
         ] {
             conn.execute(
                 "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at,
                     entry_page, exit_page, pageviews, events, interactive, is_bounce, source)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5, '/a', ?6, ?7, ?7, 1, 0, ?8)",
-                rusqlite::params![visit, id, visitor, start, end, exit, pageviews, source],
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, '/a', ?6, ?7, ?7, 1, ?9, ?8)",
+                rusqlite::params![
+                    visit,
+                    id,
+                    visitor,
+                    start,
+                    end,
+                    exit,
+                    pageviews,
+                    source,
+                    pageviews == 1
+                ],
             )
             .unwrap();
         }
@@ -542,6 +558,12 @@ fn a_visit_matching_only_after_the_newest_sealed_day_is_counted() {
             (900_006, 3, 30, long + DAY, "/a"),
             (900_007, 3, 30, long + 2 * DAY, "/a"),
             (900_008, 3, 30, (n + 1) * DAY + 300, "/b"),
+            (900_009, 5, 50, n * DAY + 43_200, "/d"),
+            (900_010, 6, 50, started, "/e"),
+            (900_011, 6, 50, after_midnight, "/d"),
+            (900_012, 7, 70, n * DAY - 10_800, "/c"),
+            (900_013, 7, 70, n * DAY + 3600, "/c"),
+            (900_014, 7, 70, after_midnight, "/c"),
         ] {
             conn.execute(
                 "INSERT INTO events (site_id, ts, id, visit_id, visitor_id, name, hostname, path)
@@ -643,6 +665,15 @@ fn a_visit_matching_only_after_the_newest_sealed_day_is_counted() {
         joined(n, "event:page==/a"),
         [3.0, 2.0, 4.0, 630.0, 0.0, 0.0]
     );
+    // Visitor 50's id is the same in both their visits of day n: one
+    // visitor; the visit that sees /d only after midnight counts.
+    assert_eq!(
+        joined(n, "event:page==/d"),
+        [1.0, 2.0, 2.0, 600.0, 50.0, 0.0]
+    );
+    // A visit started before the range that crosses the seam: its visitor
+    // counts once, its visit not at all (it started before the range).
+    assert_eq!(joined(n, "event:page==/c")[..3], [1.0, 0.0, 2.0]);
     // The long visit, from two days before: one visitor, one visit.
     let long_duration = ((n + 1) * DAY + 300 - ((n - 2) * DAY + 43_200)) as f64;
     assert_eq!(

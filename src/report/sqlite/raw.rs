@@ -107,9 +107,11 @@ pub fn totals(
 
 /// Where the part of `range` before `seam` can share a visitor or a visit
 /// with the part after it: the earliest start of the visits that started
-/// in `range` before the seam and have an event after it (up to a day past
-/// the range's end, as visit metrics look). `None` when no visit crosses.
-/// Read from the events after the seam, so a visit of any length is found.
+/// before the seam and have an event after it (up to a day past the
+/// range's end, as visit metrics look), whenever they started. `None` when
+/// no visit crosses. Read from the events after the seam (each joined to
+/// its visit), so it costs what the part after the seam holds, and a visit
+/// of any length is found.
 pub fn seam_reach(
     conn: &Connection,
     site_id: i64,
@@ -118,15 +120,12 @@ pub fn seam_reach(
 ) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT MIN(v.started_at) FROM visits v
-             WHERE v.site_id = ?1 AND v.started_at >= ?2 AND v.started_at < ?3
-               AND v.id IN (SELECT e.visit_id FROM events e
-                            WHERE e.site_id = ?1 AND e.ts >= ?3 AND e.ts < ?4)",
+            "SELECT MIN(v.started_at) FROM events e CROSS JOIN visits v ON v.id = e.visit_id
+             WHERE e.site_id = ?1 AND e.ts >= ?2 AND e.ts < ?3 AND v.started_at < ?2",
         )?
-        .query_row(
-            rusqlite::params![site_id, range.start, seam, range.end + 86_400],
-            |r| r.get(0),
-        )?)
+        .query_row(rusqlite::params![site_id, seam, range.end + 86_400], |r| {
+            r.get(0)
+        })?)
 }
 
 /// `AND e.visit_id IN` the visits that started from `from` to `seam`.
@@ -140,16 +139,17 @@ fn started_before(sql: &mut Sql, site_id: i64, from: i64, seam: i64) {
 
 /// Visitors counted on both sides of `seam` in `range`: with a matching
 /// event before it and one after it. Visitor ids change with the daily
-/// salt, so only a visit that crossed the seam (started from `from`, see
-/// [`seam_reach`]) carries an id over it; the ids of those visits'
-/// matching events after the seam are looked for among the matching
-/// events from `from` to the seam.
+/// salt, so only a visit that crossed the seam (started from `earliest`,
+/// see [`seam_reach`], whenever that is) carries an id over it; the ids of
+/// those visits' matching events after the seam are looked for among the
+/// matching events before it from the start of `earliest`'s UTC day (an id
+/// is its visitor's for every visit begun that day), or the range's start.
 pub fn seam_visitors_on_both_sides(
     conn: &Connection,
     site_id: i64,
     range: TimeRange,
     seam: i64,
-    from: i64,
+    earliest: i64,
     filters: &[Filter],
 ) -> Result<i64, StoreError> {
     let mut sql = Sql::default();
@@ -159,7 +159,7 @@ pub fn seam_visitors_on_both_sides(
         end: range.end,
     };
     events_from(&mut sql, site_id, after, filters);
-    started_before(&mut sql, site_id, from, seam);
+    started_before(&mut sql, site_id, earliest, seam);
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let ids: Vec<i64> = stmt
         .query_map(sql.params(), |r| r.get(0))?
@@ -170,7 +170,7 @@ pub fn seam_visitors_on_both_sides(
     let mut sql = Sql::default();
     sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
     let before = TimeRange {
-        start: from,
+        start: range.start.max(earliest.div_euclid(86_400) * 86_400),
         end: seam,
     };
     events_from(&mut sql, site_id, before, filters);

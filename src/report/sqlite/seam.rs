@@ -15,8 +15,11 @@
 //!   added ([`raw::seam_visits_matched_after`]).
 //!
 //! Both look only at the visits that crossed the seam, found from the
-//! events after it ([`raw::seam_reach`]): a visit of any length, and none
-//! at all most of the time, when the seam is a quiet midnight. The part
+//! events after it ([`raw::seam_reach`]): a visit of any length, whenever
+//! it started, and none at all most of the time, when the seam is a quiet
+//! midnight. A crossing visit's visitor id is its visitor's for every
+//! visit begun on that visit's first UTC day, so visitors are looked for
+//! from that day's start. The part
 //! after the seam is read from the raw tables: a day or two, and recent
 //! traffic may lack the rows of a visit that began before its window.
 
@@ -62,11 +65,13 @@ pub fn join_totals(
         bounces: sealed.bounces + tail.bounces,
         visit_duration_sum: sealed.visit_duration_sum + tail.visit_duration_sum,
     };
-    let Some(from) = raw::seam_reach(conn, site_id, range, seam)? else {
+    let Some(earliest) = raw::seam_reach(conn, site_id, range, seam)? else {
         return Ok(t);
     };
-    t.visitors -= raw::seam_visitors_on_both_sides(conn, site_id, range, seam, from, filters)?;
+    t.visitors -= raw::seam_visitors_on_both_sides(conn, site_id, range, seam, earliest, filters)?;
     if visits {
+        // Only visits that started in the range count.
+        let from = range.start.max(earliest);
         let (visits, bounces, duration) =
             raw::seam_visits_matched_after(conn, site_id, range, seam, from, filters)?;
         t.visits += visits;
