@@ -181,6 +181,20 @@ async fn nothing_is_sealed_while_the_writer_is_stopped() {
     handle.shutdown();
 }
 
+/// A store in a new directory with `domains` added (UTC) and the id a
+/// server gives its database.
+fn store_with(domains: &[&str]) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 2).unwrap();
+    let conn = store.write_connection().unwrap();
+    for domain in domains {
+        sites::add_site(&conn, domain, "UTC", false).unwrap();
+    }
+    ensure_database_id(&conn).unwrap();
+    drop(conn);
+    (dir, store)
+}
+
 /// Events of a site on `days` (two each, a minute apart), written straight
 /// to the raw tables.
 fn raw_events(store: &Store, site_id: i64, days: &[i64]) {
@@ -223,16 +237,7 @@ fn store_events(sealer: &Sealer, site_id: i64, day: i64) -> i64 {
 #[tokio::test]
 async fn an_event_committed_in_a_sealed_day_restarts_the_site() {
     use crate::store::{EventWriter, NewEvent, NoFollower};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 2).unwrap();
-    sites::add_site(
-        &store.write_connection().unwrap(),
-        "example.com",
-        "UTC",
-        false,
-    )
-    .unwrap();
-    ensure_database_id(&store.write_connection().unwrap()).unwrap();
+    let (dir, store) = store_with(&["example.com"]);
     let today = crate::store::now_unix().div_euclid(DAY);
     raw_events(&store, 1, &[today - 3, today - 2]);
     let late = Arc::new(LateEvents::open(dir.path()));
@@ -288,12 +293,7 @@ async fn an_event_committed_in_a_sealed_day_restarts_the_site() {
 /// pending, and health counts the site; the other sites go on.
 #[tokio::test]
 async fn a_day_over_the_budget_stops_its_site_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 2).unwrap();
-    let conn = store.write_connection().unwrap();
-    sites::add_site(&conn, "big.example", "UTC", false).unwrap();
-    sites::add_site(&conn, "small.example", "UTC", false).unwrap();
-    ensure_database_id(&conn).unwrap();
+    let (dir, store) = store_with(&["big.example", "small.example"]);
     let today = crate::store::now_unix().div_euclid(DAY);
     // Two events a day; the big site's middle day has four.
     raw_events(&store, 1, &[today - 4, today - 3, today - 3, today - 2]);
@@ -321,16 +321,7 @@ async fn a_day_over_the_budget_stops_its_site_there() {
 /// what it follows goes with every site.
 #[tokio::test]
 async fn forgetting_the_store_waits_for_its_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 2).unwrap();
-    sites::add_site(
-        &store.write_connection().unwrap(),
-        "example.com",
-        "UTC",
-        false,
-    )
-    .unwrap();
-    ensure_database_id(&store.write_connection().unwrap()).unwrap();
+    let (dir, store) = store_with(&["example.com"]);
     let today = crate::store::now_unix().div_euclid(DAY);
     raw_events(&store, 1, &[today - 2]);
     let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
@@ -368,11 +359,8 @@ async fn forgetting_the_store_waits_for_its_lock() {
 async fn a_provisional_day_is_sealed_for_the_last_time_after_a_late_restart() {
     use crate::store::events::insert_events;
     use crate::store::{NewEvent, VisitDims, VisitRecord, visits};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 2).unwrap();
+    let (dir, store) = store_with(&["example.com"]);
     let conn = store.write_connection().unwrap();
-    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
-    ensure_database_id(&conn).unwrap();
     let d = crate::store::now_unix().div_euclid(DAY) - 10;
     // A visit from 23:50 on day d, seen again at 00:50.
     let event = NewEvent {
@@ -445,12 +433,7 @@ async fn a_provisional_day_is_sealed_for_the_last_time_after_a_late_restart() {
 /// counts its complete days as pending.
 #[tokio::test]
 async fn a_failing_site_still_counts_its_pending_days() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 2).unwrap();
-    let conn = store.write_connection().unwrap();
-    sites::add_site(&conn, "broken.example", "UTC", false).unwrap();
-    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
-    ensure_database_id(&conn).unwrap();
+    let (dir, store) = store_with(&["broken.example", "example.com"]);
     let today = crate::store::now_unix().div_euclid(DAY);
     raw_events(&store, 2, &[today - 2]);
     let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
@@ -475,11 +458,7 @@ async fn a_failing_site_still_counts_its_pending_days() {
 /// committed; a stop is no failure.
 #[tokio::test]
 async fn a_stop_starts_no_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 2).unwrap();
-    let conn = store.write_connection().unwrap();
-    sites::add_site(&conn, "example.com", "UTC", false).unwrap();
-    ensure_database_id(&conn).unwrap();
+    let (dir, store) = store_with(&["example.com"]);
     let today = crate::store::now_unix().div_euclid(DAY);
     raw_events(&store, 1, &[today - 3, today - 2]);
     let sealer = Arc::new(Sealer::new(store.clone(), dir.path(), 30));
