@@ -337,6 +337,20 @@ impl ColumnStore {
         Ok(self.view(site_id)?.map(|view| SiteSnapshot { view }))
     }
 
+    /// `answer` from the site's newest commit, or `empty` when nothing of
+    /// the site is sealed.
+    fn newest<T>(
+        &self,
+        site_id: i64,
+        empty: impl FnOnce() -> T,
+        answer: impl FnOnce(&SiteSnapshot) -> Result<T, ColumnError>,
+    ) -> Result<T, ColumnError> {
+        match self.snapshot(site_id)? {
+            Some(s) => answer(&s),
+            None => Ok(empty()),
+        }
+    }
+
     /// Totals over `range`, as [`crate::report::sqlite::raw::totals`], from
     /// the newest commit.
     pub fn totals(
@@ -345,10 +359,7 @@ impl ColumnStore {
         range: TimeRange,
         filters: &[Filter],
     ) -> Result<Totals, ColumnError> {
-        match self.snapshot(site_id)? {
-            Some(s) => s.totals(range, filters),
-            None => Ok(Totals::default()),
-        }
+        self.newest(site_id, Totals::default, |s| s.totals(range, filters))
     }
 
     /// [`SiteSnapshot::series`] from the newest commit.
@@ -358,10 +369,8 @@ impl ColumnStore {
         buckets: &[TimeRange],
         filters: &[Filter],
     ) -> Result<Vec<Totals>, ColumnError> {
-        match self.snapshot(site_id)? {
-            Some(s) => s.series(buckets, filters),
-            None => Ok(vec![Totals::default(); buckets.len()]),
-        }
+        let empty = || vec![Totals::default(); buckets.len()];
+        self.newest(site_id, empty, |s| s.series(buckets, filters))
     }
 
     /// [`SiteSnapshot::breakdown`] from the newest commit.
@@ -376,10 +385,9 @@ impl ColumnStore {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<BreakdownRow>, ColumnError> {
-        match self.snapshot(site_id)? {
-            Some(s) => s.breakdown(range, dimension, filters, need_visits, limit, offset),
-            None => Ok(Vec::new()),
-        }
+        self.newest(site_id, Vec::new, |s| {
+            s.breakdown(range, dimension, filters, need_visits, limit, offset)
+        })
     }
 
     /// [`SiteSnapshot::prop_keys`] from the newest commit.
@@ -390,10 +398,7 @@ impl ColumnStore {
         filters: &[Filter],
         limit: i64,
     ) -> Result<Vec<String>, ColumnError> {
-        match self.snapshot(site_id)? {
-            Some(s) => s.prop_keys(range, filters, limit),
-            None => Ok(Vec::new()),
-        }
+        self.newest(site_id, Vec::new, |s| s.prop_keys(range, filters, limit))
     }
 }
 
