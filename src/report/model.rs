@@ -3,6 +3,8 @@
 //! breakdown rows. The query layer builds these from a request; the read
 //! models (rollups, recent traffic, raw tables) answer in them.
 
+use std::collections::HashMap;
+
 use crate::store::{VisitDims, VisitRecord};
 
 /// A half-open range of Unix seconds, `[start, end)`.
@@ -156,6 +158,56 @@ pub struct BreakdownRow {
     pub events: i64,
     pub bounces: i64,
     pub visit_duration_sum: i64,
+}
+
+impl BreakdownRow {
+    /// Adds `other`'s numbers (of the same value, another part of a range).
+    pub fn add(&mut self, other: &BreakdownRow) {
+        self.visitors += other.visitors;
+        self.visits += other.visits;
+        self.pageviews += other.pageviews;
+        self.events += other.events;
+        self.bounces += other.bounces;
+        self.visit_duration_sum += other.visit_duration_sum;
+    }
+}
+
+/// Breakdown rows of another part of a report's range, by value, that a
+/// read model adds to its own rows of the same values before it ranks
+/// them. Their visitors are net of those both parts count.
+#[derive(Debug, Default)]
+pub struct RowsToAdd {
+    missing: Option<BreakdownRow>,
+    by_value: HashMap<String, BreakdownRow>,
+}
+
+impl RowsToAdd {
+    /// Adds `row` to those of its value.
+    pub fn add(&mut self, row: &BreakdownRow) {
+        let mine = match &row.value {
+            None => self.missing.get_or_insert_with(BreakdownRow::default),
+            Some(v) => self.by_value.entry(v.clone()).or_default(),
+        };
+        mine.add(row);
+        mine.value.clone_from(&row.value);
+    }
+
+    /// The row of `value`, if any.
+    pub fn get(&self, value: Option<&str>) -> Option<&BreakdownRow> {
+        match value {
+            None => self.missing.as_ref(),
+            Some(v) => self.by_value.get(v),
+        }
+    }
+
+    /// Every row, in no order.
+    pub fn rows(&self) -> impl Iterator<Item = &BreakdownRow> {
+        self.missing.iter().chain(self.by_value.values())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_none() && self.by_value.is_empty()
+    }
 }
 
 /// The visitors of the leading values of a breakdown that shows `need`

@@ -4,7 +4,7 @@
 //! counted only for the values that can be shown
 //! ([`crate::report::model::count_leading`], as every read model ranks).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::ColumnError;
 use super::bitmap::{Bitmap, Distinct};
@@ -12,7 +12,7 @@ use super::dictionary::{ATTRIBUTES, NONE};
 use super::scan::{KeyMemo, Scan, visit_rows};
 use super::segment::{EventCols, ORPHAN, Segment, VisitCols};
 use super::site::SiteView;
-use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, count_leading};
+use crate::report::model::{BreakdownRow, Dimension, Filter, RowsToAdd, TimeRange, count_leading};
 
 /// What a pass does with the rows the walk hands it, by value.
 trait Sink {
@@ -284,6 +284,17 @@ impl Sink for Counts {
     }
 }
 
+/// A value to rank: one of the store's (by dictionary id), or one that
+/// only the rows to add have (by its place among them).
+#[derive(Clone, Copy)]
+enum Candidate {
+    Stored(u32),
+    Added(usize),
+}
+
+/// Rows `offset..offset + limit` of `dimension` over `range`, with `extra`'s
+/// rows added to those of the same value (a value only `extra` has is a row
+/// too) before they are ranked.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn breakdown(
     view: &SiteView,
@@ -293,6 +304,7 @@ pub(super) fn breakdown(
     need_visits: bool,
     limit: i64,
     offset: i64,
+    extra: &RowsToAdd,
 ) -> Result<Vec<BreakdownRow>, ColumnError> {
     let rows = view.rows(range.start, range.end);
     let scan = Scan::new(view, filters, rows);
@@ -315,12 +327,24 @@ pub(super) fn breakdown(
     };
     let mut bounds = Bounds::new(view.dict.len(), rows);
     walk.walk(&mut bounds)?;
-    let (ranked, bounds) = bounds.ranked();
+    let name = |id: u32| view.dict.get(id);
+    let (ranked, bounds) = ranked_with(bounds, extra, name);
     let need = (offset.max(0) + limit.max(0)) as usize;
     let prop_visits = need_visits && matches!(dimension, Dimension::Prop(_));
     let mut rows: HashMap<u32, BreakdownRow> = HashMap::new();
+    let added: Vec<&BreakdownRow> = extra.rows().collect();
+    let extra_of = |c: Candidate| match c {
+        Candidate::Stored(id) => extra.get(name(id)),
+        Candidate::Added(k) => added.get(k).copied(),
+    };
     let visitors = count_leading(&bounds, need, |ranks| {
-        let ids = &ranked[ranks];
+        let ids: Vec<u32> = ranked[ranks.clone()]
+            .iter()
+            .filter_map(|c| match c {
+                Candidate::Stored(id) => Some(*id),
+                Candidate::Added(_) => None,
+            })
+            .collect();
         let mut counts = Counts {
             slot_of: ids.iter().enumerate().map(|(k, &id)| (id, k)).collect(),
             rows: vec![BreakdownRow::default(); ids.len()],
@@ -332,49 +356,99 @@ pub(super) fn breakdown(
             }),
             visits_universe: view.visits,
         };
-        walk.walk(&mut counts)?;
-        let mut out = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            walk.walk(&mut counts)?;
+        }
         for (k, &id) in ids.iter().enumerate() {
             let mut row = std::mem::take(&mut counts.rows[k]);
             row.visitors = counts.visitors[k].count()?;
             if let Some(visits) = &mut counts.visits {
                 row.visits = visits[k].count()?;
             }
-            out.push(row.visitors);
             rows.insert(id, row);
         }
-        Ok::<_, ColumnError>(out)
+        Ok::<_, ColumnError>(
+            ranked[ranks]
+                .iter()
+                .map(|&c| {
+                    let stored = match c {
+                        Candidate::Stored(id) => rows.get(&id).map_or(0, |r| r.visitors),
+                        Candidate::Added(_) => 0,
+                    };
+                    stored + extra_of(c).map_or(0, |r| r.visitors)
+                })
+                .collect(),
+        )
     })?;
-    let mut shown: Vec<u32> = ranked[..visitors.len()].to_vec();
-    let name = |id: u32| view.dict.get(id);
-    let visitors_of = |id: u32| rows.get(&id).map_or(0, |r| r.visitors);
+    let value_of = |c: Candidate| match c {
+        Candidate::Stored(id) => name(id),
+        Candidate::Added(k) => added.get(k).and_then(|r| r.value.as_deref()),
+    };
+    let mut shown: Vec<(Candidate, i64)> = ranked.iter().copied().zip(visitors).collect();
     // Most visitors first, then by value, the missing value first (SQL
     // sorts NULL first, and text byte by byte).
-    shown.sort_by(|&a, &b| {
-        visitors_of(b)
-            .cmp(&visitors_of(a))
-            .then_with(|| name(a).cmp(&name(b)))
+    shown.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| value_of(a.0).cmp(&value_of(b.0)))
     });
     Ok(shown
         .into_iter()
         .skip(offset.max(0) as usize)
         .take(limit.max(0) as usize)
-        .map(|id| {
-            let mut r = rows.remove(&id).unwrap_or_default();
-            r.value = name(id).map(str::to_string);
+        .map(|(c, _)| {
+            let mut r = match c {
+                Candidate::Stored(id) => rows.remove(&id).unwrap_or_default(),
+                Candidate::Added(_) => BreakdownRow::default(),
+            };
+            if let Some(e) = extra_of(c) {
+                r.add(e);
+            }
+            r.value = value_of(c).map(str::to_string);
             r
         })
         .collect())
 }
 
-/// Property keys of the matching events in `range`, most visitors first,
-/// then by key.
+/// The store's values ranked by their bounds, with `extra`'s visitors
+/// added to those of the same value, and `extra`'s other values after
+/// them; largest first.
+fn ranked_with<'a>(
+    bounds: Bounds,
+    extra: &RowsToAdd,
+    name: impl Fn(u32) -> Option<&'a str>,
+) -> (Vec<Candidate>, Vec<i64>) {
+    let (ids, bounds) = bounds.ranked();
+    let mut all: Vec<(Candidate, i64)> =
+        ids.into_iter().map(Candidate::Stored).zip(bounds).collect();
+    if extra.is_empty() {
+        return all.into_iter().unzip();
+    }
+    let mut stored: HashSet<Option<&str>> = HashSet::new();
+    for (c, b) in &mut all {
+        if let Candidate::Stored(id) = *c
+            && let Some(e) = extra.get(name(id))
+        {
+            *b += e.visitors;
+            stored.insert(name(id));
+        }
+    }
+    for (k, e) in extra.rows().enumerate() {
+        if !stored.contains(&e.value.as_deref()) {
+            all.push((Candidate::Added(k), e.visitors));
+        }
+    }
+    // Stable: ties keep the store's order.
+    all.sort_by_key(|&(_, b)| std::cmp::Reverse(b));
+    all.into_iter().unzip()
+}
+
+/// Property keys of the matching events in `range` and their visitors,
+/// most visitors first, then by key.
 pub(super) fn prop_keys(
     view: &SiteView,
     range: TimeRange,
     filters: &[Filter],
-    limit: i64,
-) -> Result<Vec<String>, ColumnError> {
+) -> Result<Vec<(String, i64)>, ColumnError> {
     let scan = Scan::new(view, filters, view.rows(range.start, range.end));
     let mut keys: HashMap<u32, Distinct> = HashMap::new();
     for seg in view.segments_for(range.start, range.end)? {
@@ -388,18 +462,14 @@ pub(super) fn prop_keys(
             });
         })?;
     }
-    let mut counted: Vec<(i64, &str)> = Vec::with_capacity(keys.len());
+    let mut counted: Vec<(String, i64)> = Vec::with_capacity(keys.len());
     for (id, mut visitors) in keys {
         let key = view.dict.get(id).ok_or_else(|| ColumnError::Damaged {
             path: "segment".into(),
             what: "a property key past the dictionary".into(),
         })?;
-        counted.push((visitors.count()?, key));
+        counted.push((key.to_string(), visitors.count()?));
     }
-    counted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    Ok(counted
-        .into_iter()
-        .take(limit.max(0) as usize)
-        .map(|(_, k)| k.to_string())
-        .collect())
+    counted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(counted)
 }

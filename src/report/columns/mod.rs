@@ -38,7 +38,9 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
+use crate::report::model::{
+    BreakdownRow, Dimension, Filter, RowsToAdd, TimeRange, Totals, VisitColumn,
+};
 use crate::sync::Lock;
 use cache::ViewCache;
 use container::io_error;
@@ -444,6 +446,24 @@ impl SiteSnapshot {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<BreakdownRow>, ColumnError> {
+        let none = RowsToAdd::default();
+        self.breakdown_with(range, dimension, filters, need_visits, limit, offset, &none)
+    }
+
+    /// [`Self::breakdown`] of a range of which `range` is the store's part:
+    /// `extra` holds the rows of the rest, added to the store's by value
+    /// before the rows are ranked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn breakdown_with(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        filters: &[Filter],
+        need_visits: bool,
+        limit: i64,
+        offset: i64,
+        extra: &RowsToAdd,
+    ) -> Result<Vec<BreakdownRow>, ColumnError> {
         breakdown::breakdown(
             &self.view,
             range,
@@ -452,6 +472,7 @@ impl SiteSnapshot {
             need_visits,
             limit,
             offset,
+            extra,
         )
     }
 
@@ -463,6 +484,21 @@ impl SiteSnapshot {
         filters: &[Filter],
         limit: i64,
     ) -> Result<Vec<String>, ColumnError> {
-        breakdown::prop_keys(&self.view, range, filters, limit)
+        let keys = breakdown::prop_keys(&self.view, range, filters)?;
+        Ok(keys
+            .into_iter()
+            .take(limit.max(0) as usize)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Every property key of the matching events in `range` with its
+    /// visitors, most first (then by key).
+    pub fn prop_key_visitors(
+        &self,
+        range: TimeRange,
+        filters: &[Filter],
+    ) -> Result<Vec<(String, i64)>, ColumnError> {
+        breakdown::prop_keys(&self.view, range, filters)
     }
 }

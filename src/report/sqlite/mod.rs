@@ -57,6 +57,10 @@ use sketch_cache::SketchCache;
 /// a 30-day dashboard of a large site reads about 450).
 const SKETCH_CACHE_BYTES: usize = 32 << 20;
 
+/// The most values a breakdown's part after the seam may have to be joined
+/// with the store's; past it, the raw tables answer the whole range.
+const SEAM_VALUES: i64 = 100_000;
+
 /// Reports from the embedded store.
 pub struct SqliteReports {
     store: Store,
@@ -202,12 +206,9 @@ impl SqliteSiteReport<'_> {
         filters: &[Filter],
         visits: bool,
     ) -> Result<Option<Totals>, ReportError> {
-        let Some(seam) = self.sealed_site().map(|s| s.end) else {
+        let Some(seam) = self.seam_of(range) else {
             return Ok(None);
         };
-        if !(range.start < seam && seam < range.end) {
-            return Ok(None);
-        }
         let (before, after) = seam::split(range, seam);
         let Some(sealed) = self.columns_answer(seam, |s| s.snapshot.totals(before, filters)) else {
             return Ok(None);
@@ -223,6 +224,79 @@ impl SqliteSiteReport<'_> {
             tail,
             visits,
         )?))
+    }
+
+    /// A filtered breakdown over a range that reaches past the seam (see
+    /// [`Self::seam_totals`]): the store ranks its part's rows with the
+    /// rest's added by value (see [`seam::rows_to_add`]). `None` when the
+    /// range does not cross the seam, the store cannot answer, or the part
+    /// after the seam has too many values to hold.
+    fn seam_breakdown(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        need_visits: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Option<Vec<BreakdownRow>>, ReportError> {
+        let Some(seam) = self.seam_of(range) else {
+            return Ok(None);
+        };
+        let (before, after) = seam::split(range, seam);
+        let (site, filters) = (self.site_id, &self.filters);
+        let tail = raw::breakdown(&self.conn, site, after, dimension, filters, SEAM_VALUES, 0)?;
+        if tail.len() as i64 >= SEAM_VALUES {
+            return Ok(None);
+        }
+        let extra = seam::rows_to_add(&self.conn, site, range, seam, dimension, filters, tail)?;
+        Ok(self.columns_answer(seam, |s| {
+            s.snapshot.breakdown_with(
+                before,
+                dimension,
+                filters,
+                need_visits,
+                limit,
+                offset,
+                &extra,
+            )
+        }))
+    }
+
+    /// Property keys over a range that reaches past the seam: every key of
+    /// the store's part and of the rest, joined (see
+    /// [`seam::join_prop_keys`]). `None` as [`Self::seam_breakdown`].
+    fn seam_prop_keys(
+        &self,
+        range: TimeRange,
+        max: i64,
+    ) -> Result<Option<Vec<String>>, ReportError> {
+        let Some(seam) = self.seam_of(range) else {
+            return Ok(None);
+        };
+        let (before, after) = seam::split(range, seam);
+        let (site, filters) = (self.site_id, &self.filters);
+        let tail = raw::prop_key_visitors(&self.conn, site, after, filters, SEAM_VALUES)?;
+        if tail.len() as i64 >= SEAM_VALUES {
+            return Ok(None);
+        }
+        let Some(sealed) =
+            self.columns_answer(seam, |s| s.snapshot.prop_key_visitors(before, filters))
+        else {
+            return Ok(None);
+        };
+        let parts = (sealed, tail);
+        Ok(Some(seam::join_prop_keys(
+            &self.conn, site, range, seam, filters, parts, max,
+        )?))
+    }
+
+    /// The seam a filtered report over `range` is joined at: the end of the
+    /// store's newest sealed day, when the range starts before it and does
+    /// not end before it (a range ending on it still needs the events after
+    /// it for its visits, under an event filter).
+    fn seam_of(&self, range: TimeRange) -> Option<i64> {
+        let seam = self.sealed_site()?.end;
+        (range.start < seam && seam <= range.end).then_some(seam)
     }
 
     /// How far past a range's end its visit metrics look: with an event
@@ -368,6 +442,11 @@ impl SiteReport for SqliteSiteReport<'_> {
         {
             return Ok(rows);
         }
+        if raw
+            && let Some(rows) = self.seam_breakdown(range, dimension, need_visits, limit, offset)?
+        {
+            return Ok(rows);
+        }
         Ok(if raw {
             raw::breakdown(
                 &self.conn,
@@ -435,6 +514,9 @@ impl SiteReport for SqliteSiteReport<'_> {
         if let Some(keys) = self.columns_answer(range.end, |s| {
             s.snapshot.prop_keys(range, &self.filters, max)
         }) {
+            return Ok(keys);
+        }
+        if let Some(keys) = self.seam_prop_keys(range, max)? {
             return Ok(keys);
         }
         Ok(raw::prop_keys(

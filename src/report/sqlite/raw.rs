@@ -22,18 +22,24 @@ fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-fn is_visit_field(f: &Filter) -> bool {
+pub(super) fn is_visit_field(f: &Filter) -> bool {
     matches!(f.field, FilterField::Visit(_))
 }
 
 /// `FROM events e [JOIN visits v] WHERE` the site, range, action and filters.
-fn events_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
+pub(super) fn events_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
     let join = filters.iter().any(is_visit_field);
     events_joined(sql, site_id, range, filters, join);
 }
 
 /// [`events_from`], joining `visits v` also when `join` asks for it.
-fn events_joined(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter], join: bool) {
+pub(super) fn events_joined(
+    sql: &mut Sql,
+    site_id: i64,
+    range: TimeRange,
+    filters: &[Filter],
+    join: bool,
+) {
     sql.push(" FROM events e");
     if join {
         sql.push(" JOIN visits v ON v.id = e.visit_id");
@@ -49,7 +55,7 @@ fn events_joined(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filte
 
 /// `FROM visits v WHERE` the site, start in range, and filters: visit fields
 /// directly, event fields as "had an event matching".
-fn visits_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
+pub(super) fn visits_from(sql: &mut Sql, site_id: i64, range: TimeRange, filters: &[Filter]) {
     sql.push(" FROM visits v WHERE v.site_id = ").arg(site_id);
     sql.push(" AND v.started_at >= ").arg(range.start);
     sql.push(" AND v.started_at < ").arg(range.end);
@@ -103,138 +109,6 @@ pub fn totals(
         bounces,
         visit_duration_sum,
     })
-}
-
-/// Where the part of `range` before `seam` can share a visitor or a visit
-/// with the part after it: the earliest start of the visits that started
-/// before the seam and have an event after it (up to a day past the
-/// range's end, as visit metrics look), whenever they started. `None` when
-/// no visit crosses. Read from the events after the seam (each joined to
-/// its visit), so it costs what the part after the seam holds, and a visit
-/// of any length is found.
-pub fn seam_reach(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT MIN(v.started_at) FROM events e CROSS JOIN visits v ON v.id = e.visit_id
-             WHERE e.site_id = ?1 AND e.ts >= ?2 AND e.ts < ?3 AND v.started_at < ?2",
-        )?
-        .query_row(rusqlite::params![site_id, seam, range.end + 86_400], |r| {
-            r.get(0)
-        })?)
-}
-
-/// `AND e.visit_id IN` the visits that started from `from` to `seam`.
-fn started_before(sql: &mut Sql, site_id: i64, from: i64, seam: i64) {
-    sql.push(" AND e.visit_id IN (SELECT id FROM visits WHERE site_id = ")
-        .arg(site_id);
-    sql.push(" AND started_at >= ").arg(from);
-    sql.push(" AND started_at < ").arg(seam);
-    sql.push(")");
-}
-
-/// Visitors counted on both sides of `seam` in `range`: with a matching
-/// event before it and one after it. Visitor ids change with the daily
-/// salt, so only a visit that crossed the seam (started from `earliest`,
-/// see [`seam_reach`], whenever that is) carries an id over it; the ids of
-/// those visits' matching events after the seam are looked for among the
-/// matching events before it from the start of `earliest`'s UTC day (an id
-/// is its visitor's for every visit begun that day), or the range's start.
-pub fn seam_visitors_on_both_sides(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-    earliest: i64,
-    filters: &[Filter],
-) -> Result<i64, StoreError> {
-    let mut sql = Sql::default();
-    sql.push("SELECT DISTINCT e.visitor_id");
-    let after = TimeRange {
-        start: seam,
-        end: range.end,
-    };
-    events_from(&mut sql, site_id, after, filters);
-    started_before(&mut sql, site_id, earliest, seam);
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let ids: Vec<i64> = stmt
-        .query_map(sql.params(), |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let mut sql = Sql::default();
-    sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
-    let before = TimeRange {
-        start: range.start.max(earliest.div_euclid(86_400) * 86_400),
-        end: seam,
-    };
-    events_from(&mut sql, site_id, before, filters);
-    sql.push(" AND e.visitor_id IN (SELECT value FROM json_each(")
-        .arg(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
-        .push("))");
-    Ok(conn
-        .prepare_cached(&sql.text)?
-        .query_row(sql.params(), |r| r.get(0))?)
-}
-
-/// Visits that started in `range` before `seam` (from `from`, see
-/// [`seam_reach`]) and, under event filters, match only after it: (visits,
-/// bounces, duration). The side before the seam counts a visit by its
-/// matching events there; the side after counts visits that started after
-/// the seam; these fall between.
-pub fn seam_visits_matched_after(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-    from: i64,
-    filters: &[Filter],
-) -> Result<(i64, i64, i64), StoreError> {
-    let event_filters: Vec<Filter> = filters
-        .iter()
-        .filter(|f| !is_visit_field(f))
-        .cloned()
-        .collect();
-    if event_filters.is_empty() {
-        return Ok((0, 0, 0));
-    }
-    let mut sql = Sql::default();
-    sql.push(
-        "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
-            COALESCE(SUM(v.last_seen_at - v.started_at), 0)",
-    );
-    sql.push(" FROM visits v WHERE v.site_id = ").arg(site_id);
-    sql.push(" AND v.started_at >= ").arg(from);
-    sql.push(" AND v.started_at < ").arg(seam);
-    for f in filters.iter().filter(|f| is_visit_field(f)) {
-        filter_sql(&mut sql, f);
-    }
-    for (start, end, has) in [(seam, range.end + 86_400, true), (from, seam, false)] {
-        sql.push(if has {
-            " AND v.id IN"
-        } else {
-            " AND v.id NOT IN"
-        });
-        // A missing visit id would make NOT IN match nothing.
-        sql.push(" (SELECT e.visit_id FROM events e WHERE e.visit_id IS NOT NULL")
-            .push(" AND e.site_id = ")
-            .arg(site_id);
-        sql.push(" AND e.ts >= ").arg(start);
-        sql.push(" AND e.ts < ").arg(end);
-        sql.push(" AND e.name <> ").arg(NOT_AN_ACTION);
-        for f in &event_filters {
-            filter_sql(&mut sql, f);
-        }
-        sql.push(")");
-    }
-    Ok(conn
-        .prepare_cached(&sql.text)?
-        .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
 }
 
 /// Distinct visitors with a matching event in `range`, by the value of
@@ -335,13 +209,25 @@ pub fn prop_keys(
     filters: &[Filter],
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
+    let keys = prop_key_visitors(conn, site_id, range, filters, limit)?;
+    Ok(keys.into_iter().map(|(k, _)| k).collect())
+}
+
+/// [`prop_keys`] with their visitors.
+pub fn prop_key_visitors(
+    conn: &Connection,
+    site_id: i64,
+    range: TimeRange,
+    filters: &[Filter],
+    limit: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
     let mut sql = Sql::default();
     sql.push("SELECT j.key, COUNT(DISTINCT m.visitor_id) FROM (SELECT e.visitor_id, e.props");
     events_from(&mut sql, site_id, range, filters);
     sql.push(" AND e.props IS NOT NULL) m, json_each(m.props) j GROUP BY j.key ORDER BY 2 DESC, 1 LIMIT ")
         .arg(limit);
     let mut stmt = conn.prepare_cached(&sql.text)?;
-    let keys = stmt.query_map(sql.params(), |r| r.get(0))?;
+    let keys = stmt.query_map(sql.params(), |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(keys.collect::<Result<_, _>>()?)
 }
 
