@@ -324,8 +324,9 @@ fn load_site(
     let snapshot = conn.unchecked_transaction()?;
     let conn: &Connection = &snapshot;
     let mut site = SiteTraffic::new(now);
-    // Visits of events in the window: those started up to a day before it
-    // cover every visit (no visit spans a day of continuous activity).
+    // Visits of events in the window: nearly all started up to a day
+    // before it; the rest (a page that reloads itself keeps one visit for
+    // days) are read by id below.
     for v in crate::store::sites::visits_where(
         conn,
         "site_id = ?1 AND started_at >= ?2 ORDER BY started_at",
@@ -339,25 +340,70 @@ fn load_site(
          WHERE site_id = ?1 AND ts >= ?2 AND name <> ?3 ORDER BY ts, id",
     )?;
     let mut rows = stmt.query(params![site_id, since, NOT_AN_ACTION])?;
+    let mut missed: Vec<LoadedEvent> = Vec::new();
     while let Some(r) = rows.next()? {
-        let (name, path, props): (String, String, Option<String>) =
-            (r.get(2)?, r.get(3)?, r.get(4)?);
-        let added = site.add_event(
-            r.get(0)?,
-            r.get(1)?,
-            &name,
-            &path,
-            props.as_deref(),
-            r.get(5)?,
-        );
-        // Only events held count as read: one whose visit row was not written
-        // yet is added when the feed hands it over.
-        if added {
-            read.insert(r.get(6)?);
+        let e = LoadedEvent {
+            ts: r.get(0)?,
+            visit_id: r.get(1)?,
+            name: r.get(2)?,
+            path: r.get(3)?,
+            props: r.get(4)?,
+            first_view: r.get(5)?,
+            id: r.get(6)?,
+        };
+        if e.add_to(&mut site) {
+            read.insert(e.id);
+        } else {
+            missed.push(e);
+        }
+    }
+    if !missed.is_empty() {
+        let mut ids: Vec<i64> = missed.iter().map(|e| e.visit_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        for v in crate::store::sites::visits_where(
+            conn,
+            "site_id = ?1 AND id IN (SELECT value FROM json_each(?2))",
+            params![site_id, ids],
+        )? {
+            site.upsert_visit(&v);
+        }
+        // Only events held count as read: one whose visit row was not
+        // written yet is added when the feed hands it over.
+        for e in missed {
+            if e.add_to(&mut site) {
+                read.insert(e.id);
+            }
         }
     }
     site.events.compact();
     Ok((site, read))
+}
+
+/// An event row as a load reads it.
+struct LoadedEvent {
+    ts: i64,
+    visit_id: i64,
+    name: String,
+    path: String,
+    props: Option<String>,
+    first_view: bool,
+    id: i64,
+}
+
+impl LoadedEvent {
+    /// Adds it to `site`: false when its visit is not held.
+    fn add_to(&self, site: &mut SiteTraffic) -> bool {
+        site.add_event(
+            self.ts,
+            self.visit_id,
+            &self.name,
+            &self.path,
+            self.props.as_deref(),
+            self.first_view,
+        )
+    }
 }
 
 /// Tells a running server that events were written beside it.
@@ -385,6 +431,46 @@ pub fn external_writes(conn: &Connection) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A visit that started days before the window (a page that reloads
+    /// itself) has its events in the window held, as the raw tables count
+    /// them.
+    #[test]
+    fn a_visit_started_long_before_the_window_has_its_recent_events_held() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        let site = crate::store::sites::add_site(&conn, "example.com", "UTC", false)
+            .unwrap()
+            .id;
+        let now = crate::store::now_unix();
+        let started = now - 5 * 86_400;
+        conn.execute(
+            "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at,
+                entry_page, exit_page, pageviews, events, interactive, is_bounce)
+             VALUES (7, ?1, 70, 1, ?2, ?3, '/', '/', 3, 3, 1, 0)",
+            params![site, started, now - 60],
+        )
+        .unwrap();
+        for (id, ts) in [(1, started), (2, now - 86_400), (3, now - 60)] {
+            conn.execute(
+                "INSERT INTO events (site_id, ts, id, visit_id, visitor_id, name, hostname, path)
+                 VALUES (?1, ?2, ?3, 7, 70, 'pageview', 'example.com', '/')",
+                params![site, ts, id],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let (held, read) =
+            load_site(&store.reader().unwrap(), site, now - 2 * 86_400, now).unwrap();
+        assert_eq!(read.len(), 2);
+        let range = TimeRange {
+            start: now - 2 * 86_400,
+            end: now,
+        };
+        let t = scan::totals(&held, range, &[]);
+        assert_eq!((t.visitors, t.pageviews, t.visits), (1, 2, 0));
+    }
 
     /// Filtered reports of many sites at once (a stranger's, on public
     /// sites) load at most LOADS_AT_ONCE of them at a time.
