@@ -172,7 +172,7 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
             queue_capacity: 10_000,
-            recent_days: 32,
+            recent_days: 3,
         }
     }
 }

@@ -328,11 +328,12 @@ pub(super) fn breakdown(
     let mut bounds = Bounds::new(view.dict.len(), rows);
     walk.walk(&mut bounds)?;
     let name = |id: u32| view.dict.get(id);
-    let (ranked, bounds) = ranked_with(bounds, extra, name);
+    // `Candidate::Added` numbers index this list.
+    let added: Vec<&BreakdownRow> = extra.rows().collect();
+    let (ranked, bounds) = ranked_with(bounds, extra, &added, name);
     let need = (offset.max(0) + limit.max(0)) as usize;
     let prop_visits = need_visits && matches!(dimension, Dimension::Prop(_));
     let mut rows: HashMap<u32, BreakdownRow> = HashMap::new();
-    let added: Vec<&BreakdownRow> = extra.rows().collect();
     let extra_of = |c: Candidate| match c {
         Candidate::Stored(id) => extra.get(name(id)),
         Candidate::Added(k) => added.get(k).copied(),
@@ -415,6 +416,7 @@ pub(super) fn breakdown(
 fn ranked_with<'a>(
     bounds: Bounds,
     extra: &RowsToAdd,
+    added: &[&BreakdownRow],
     name: impl Fn(u32) -> Option<&'a str>,
 ) -> (Vec<Candidate>, Vec<i64>) {
     let (ids, bounds) = bounds.ranked();
@@ -432,7 +434,7 @@ fn ranked_with<'a>(
             stored.insert(name(id));
         }
     }
-    for (k, e) in extra.rows().enumerate() {
+    for (k, e) in added.iter().enumerate() {
         if !stored.contains(&e.value.as_deref()) {
             all.push((Candidate::Added(k), e.visitors));
         }

@@ -51,15 +51,19 @@ use crate::store::{Store, StoreError};
 use recent::RecentTraffic;
 use rollup_query::RollupQuery;
 use sealer::{SealedSite, Sealer};
+use seam::AfterSeam;
+use seam::crossing::RawTables;
 use sketch_cache::SketchCache;
 
 /// Bytes of visitor sketches kept in memory for reports (2,048 dense ones;
 /// a 30-day dashboard of a large site reads about 450).
 const SKETCH_CACHE_BYTES: usize = 32 << 20;
 
-/// The most values a breakdown's part after the seam may have to be joined
-/// with the store's; past it, the raw tables answer the whole range.
-const SEAM_VALUES: i64 = 100_000;
+/// The most values a breakdown's part after the seam (a day or two) may
+/// have to be joined with the store's: they are held at once, up to about
+/// 40 MiB at the longest values. Past it, the raw tables answer the whole
+/// range.
+const SEAM_VALUES: i64 = 20_000;
 
 /// Reports from the embedded store.
 pub struct SqliteReports {
@@ -209,21 +213,41 @@ impl SqliteSiteReport<'_> {
         let Some(seam) = self.seam_of(range) else {
             return Ok(None);
         };
-        let (before, after) = seam::split(range, seam);
+        let (before, _) = seam::split(range, seam);
         let Some(sealed) = self.columns_answer(seam, |s| s.snapshot.totals(before, filters)) else {
             return Ok(None);
         };
-        let tail = raw::totals(&self.conn, self.site_id, after, filters)?;
-        Ok(Some(seam::join_totals(
-            &self.conn,
-            self.site_id,
-            range,
-            seam,
-            filters,
-            sealed,
-            tail,
-            visits,
-        )?))
+        self.after_seam(range, seam, |side| {
+            seam::join_totals(side, range, seam, filters, sealed.clone(), visits)
+        })
+    }
+
+    /// `join` with the part after `seam` and the visits that crossed it
+    /// read from recent traffic when it holds them all (memory), else from
+    /// the raw tables.
+    fn after_seam<T>(
+        &self,
+        range: TimeRange,
+        seam: i64,
+        join: impl Fn(&dyn AfterSeam) -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, ReportError> {
+        let after = TimeRange {
+            start: seam,
+            end: range.end,
+        };
+        if let Some(recent) = self.recent(after)
+            && let Some(answer) = recent
+                .after_seam(self.site_id, self.now, &join)
+                .transpose()?
+                .flatten()
+        {
+            return Ok(Some(answer));
+        }
+        let raw = RawTables {
+            conn: &self.conn,
+            site_id: self.site_id,
+        };
+        Ok(join(&raw)?)
     }
 
     /// A filtered breakdown over a range that reaches past the seam (see
@@ -242,13 +266,19 @@ impl SqliteSiteReport<'_> {
         let Some(seam) = self.seam_of(range) else {
             return Ok(None);
         };
-        let (before, after) = seam::split(range, seam);
-        let (site, filters) = (self.site_id, &self.filters);
-        let tail = raw::breakdown(&self.conn, site, after, dimension, filters, SEAM_VALUES, 0)?;
-        if tail.len() as i64 >= SEAM_VALUES {
+        // The store must hold the part before the seam before the rest is
+        // read.
+        if self.sealed(seam).is_none() {
             return Ok(None);
         }
-        let extra = seam::rows_to_add(&self.conn, site, range, seam, dimension, filters, tail)?;
+        let (before, _) = seam::split(range, seam);
+        let filters = &self.filters;
+        let Some(extra) = self.after_seam(range, seam, |side| {
+            seam::rows_to_add(side, range, seam, dimension, filters, SEAM_VALUES)
+        })?
+        else {
+            return Ok(None);
+        };
         Ok(self.columns_answer(seam, |s| {
             s.snapshot.breakdown_with(
                 before,
@@ -273,21 +303,17 @@ impl SqliteSiteReport<'_> {
         let Some(seam) = self.seam_of(range) else {
             return Ok(None);
         };
-        let (before, after) = seam::split(range, seam);
-        let (site, filters) = (self.site_id, &self.filters);
-        let tail = raw::prop_key_visitors(&self.conn, site, after, filters, SEAM_VALUES)?;
-        if tail.len() as i64 >= SEAM_VALUES {
-            return Ok(None);
-        }
+        let (before, _) = seam::split(range, seam);
+        let filters = &self.filters;
         let Some(sealed) =
             self.columns_answer(seam, |s| s.snapshot.prop_key_visitors(before, filters))
         else {
             return Ok(None);
         };
-        let parts = (sealed, tail);
-        Ok(Some(seam::join_prop_keys(
-            &self.conn, site, range, seam, filters, parts, max,
-        )?))
+        self.after_seam(range, seam, |side| {
+            let limits = (max, SEAM_VALUES);
+            seam::join_prop_keys(side, range, seam, filters, sealed.clone(), limits)
+        })
     }
 
     /// The seam a filtered report over `range` is joined at: the end of the

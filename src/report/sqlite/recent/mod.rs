@@ -33,6 +33,7 @@ mod breakdown;
 mod event_log;
 mod ids;
 mod scan;
+mod seam;
 mod table;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use std::sync::{Arc, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rollups::{FedBatch, FedEvent, RollupFeed};
+use super::seam::AfterSeam;
 use crate::report::model::{BreakdownRow, Dimension, Filter, NOT_AN_ACTION, TimeRange, Totals};
 use crate::store::sites::GoalKind;
 use crate::store::{Store, StoreError, VisitRecord};
@@ -299,6 +301,19 @@ impl RecentTraffic {
         self.with_site(site_id, |site| {
             breakdown::breakdown(site, range, dimension, filters, limit, offset)
         })
+    }
+
+    /// `join` with the site held here as the side after a column store's
+    /// seam (check [`RecentTraffic::ready`] first): it holds every event
+    /// from its window's start at `now`.
+    pub fn after_seam<T>(
+        &self,
+        site_id: i64,
+        now: i64,
+        join: impl FnOnce(&dyn AfterSeam) -> T,
+    ) -> Option<T> {
+        let since = self.since(now);
+        self.with_site(site_id, |site| join(&seam::HeldSite { site, since }))
     }
 
     /// Visitors who completed any of `goals` in `range`, and the completions.

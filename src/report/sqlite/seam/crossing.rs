@@ -1,46 +1,25 @@
-//! The raw tables' side of a join at the seam: the visits that crossed it
-//! (started before it, with events after it), and what they make both
-//! sides count twice or neither count. Every query here starts from the
-//! events after the seam or from those visits, so it costs what the part
-//! after the seam holds, not the range.
+//! The raw tables as the side after the seam ([`RawTables`]): the part
+//! after it, the visits that crossed it (started before it, with events
+//! after it), and what they make both sides count twice or neither count.
+//! Every query here starts from the events after the seam or from those
+//! visits, so it costs what the part after the seam holds, not the range.
 
 use rusqlite::Connection;
 
 use super::super::filter::{Sql, filter_sql, prop_sql};
-use super::super::raw::{events_from, is_visit_field};
+use super::super::raw::{self, events_from, is_visit_field};
+use super::{
+    AddedVisit, AfterSeam, Crossing, KeyVisitors, ValueVisitor, ValuedEvent, has_event_filters,
+};
 use crate::report::model::{
-    BreakdownRow, Dimension, Filter, NOT_AN_ACTION, TimeRange, VisitColumn,
+    BreakdownRow, Dimension, Filter, NOT_AN_ACTION, TimeRange, Totals, VisitColumn,
 };
 use crate::store::StoreError;
 
-/// Where the part of `range` before `seam` can share a visitor or a visit
-/// with the part after it: the earliest start of the visits that started
-/// before the seam and have an event after it (up to a day past the
-/// range's end, as visit metrics look), whenever they started. `None` when
-/// no visit crosses. Read from the events after the seam (each joined to
-/// its visit), so it costs what the part after the seam holds, and a visit
-/// of any length is found.
-pub fn seam_reach(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT MIN(v.started_at) FROM events e CROSS JOIN visits v ON v.id = e.visit_id
-             WHERE e.site_id = ?1 AND e.ts >= ?2 AND e.ts < ?3 AND v.started_at < ?2",
-        )?
-        .query_row(rusqlite::params![site_id, seam, range.end + 86_400], |r| {
-            r.get(0)
-        })?)
-}
-
-/// Where visitors counted before the seam may be the crossing visits'
-/// (started from `earliest`): an id is its visitor's for every visit begun
-/// on one UTC day, so from the start of `earliest`'s day, or the range's.
-fn same_ids_from(range: TimeRange, earliest: i64) -> i64 {
-    range.start.max(earliest.div_euclid(86_400) * 86_400)
+/// The raw tables of one site, read in the report's transaction.
+pub struct RawTables<'a> {
+    pub conn: &'a Connection,
+    pub site_id: i64,
 }
 
 /// `AND e.visit_id IN` the visits that started from `from` to `seam`.
@@ -52,53 +31,18 @@ fn started_before(sql: &mut Sql, site_id: i64, from: i64, seam: i64) {
     sql.push(")");
 }
 
-/// `AND e.visitor_id IN` `ids`.
-fn visitor_in(sql: &mut Sql, ids: &[i64]) {
-    sql.push(" AND e.visitor_id IN (SELECT value FROM json_each(")
+/// `AND {column} IN` `ids`.
+fn in_list(sql: &mut Sql, column: &str, ids: &[i64]) {
+    sql.push(&format!(" AND {column} IN (SELECT value FROM json_each("))
         .arg(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
         .push("))");
 }
 
-/// Visitors counted on both sides of `seam` in `range`: with a matching
-/// event before it and one after it. Visitor ids change with the daily
-/// salt, so only a visit that crossed the seam (started from `earliest`,
-/// see [`seam_reach`], whenever that is) carries an id over it; the ids of
-/// those visits' matching events after the seam are looked for among the
-/// matching events before it (see [`same_ids_from`]).
-pub fn seam_visitors_on_both_sides(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-    earliest: i64,
-    filters: &[Filter],
-) -> Result<i64, StoreError> {
-    let mut sql = Sql::default();
-    sql.push("SELECT DISTINCT e.visitor_id");
-    let after = TimeRange {
-        start: seam,
-        end: range.end,
-    };
-    events_from(&mut sql, site_id, after, filters);
-    started_before(&mut sql, site_id, earliest, seam);
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let ids: Vec<i64> = stmt
-        .query_map(sql.params(), |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let mut sql = Sql::default();
-    sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
-    let before = TimeRange {
-        start: same_ids_from(range, earliest),
-        end: seam,
-    };
-    events_from(&mut sql, site_id, before, filters);
-    visitor_in(&mut sql, &ids);
-    Ok(conn
-        .prepare_cached(&sql.text)?
-        .query_row(sql.params(), |r| r.get(0))?)
+/// `ids` sorted, each once.
+fn distinct(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// `FROM visits v WHERE` the visits of the site that started from `from`
@@ -137,49 +81,6 @@ fn visits_between(
     }
 }
 
-/// The windows of a visit that matches only after `seam`: a matching event
-/// after it (up to a day past the range's end, as visit metrics look) and
-/// none from `from` to it.
-fn matched_only_after(range: TimeRange, seam: i64, from: i64) -> [(i64, i64, bool); 2] {
-    [(seam, range.end + 86_400, true), (from, seam, false)]
-}
-
-fn has_event_filters(filters: &[Filter]) -> bool {
-    filters.iter().any(|f| !is_visit_field(f))
-}
-
-/// Visits that started in `range` before `seam` (from `from`, see
-/// [`seam_reach`]) and, under event filters, match only after it: (visits,
-/// bounces, duration). The side before the seam counts a visit by its
-/// matching events there; the side after counts visits that started after
-/// the seam; these fall between.
-pub fn seam_visits_matched_after(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-    from: i64,
-    filters: &[Filter],
-) -> Result<(i64, i64, i64), StoreError> {
-    if !has_event_filters(filters) {
-        return Ok((0, 0, 0));
-    }
-    let mut sql = Sql::default();
-    sql.push(
-        "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
-            COALESCE(SUM(v.last_seen_at - v.started_at), 0)",
-    );
-    let windows = matched_only_after(range, seam, from);
-    visits_between(&mut sql, site_id, (from, seam), filters, &windows);
-    Ok(conn
-        .prepare_cached(&sql.text)?
-        .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
-}
-
-/// One matching event's value of an event dimension, its visitor and its
-/// visit.
-pub type ValuedEvent = (Option<String>, i64, Option<i64>);
-
 /// `SELECT value, visitor, visit` of the matching events of an event
 /// dimension (a page, an event name, a property) in `range`; conditions may
 /// follow.
@@ -190,7 +91,8 @@ fn valued_events(
     dimension: &Dimension,
     filters: &[Filter],
 ) {
-    sql.push("SELECT ");
+    // Distinct: a long visit has many events of one value.
+    sql.push("SELECT DISTINCT ");
     match dimension {
         Dimension::Page => {
             sql.push("e.path");
@@ -222,140 +124,177 @@ fn valued_events(
     }
 }
 
-/// For an event dimension: the matching events after `seam` of the visits
-/// that crossed it (started from `earliest`), and the matching events
-/// before it of the same visitors (see [`same_ids_from`]). A value's
-/// visitor (or visit) in both lists is counted by both sides.
-pub fn seam_valued_events(
-    conn: &Connection,
+/// `SELECT DISTINCT key, visitor` of the matching events in `range` with
+/// properties; `condition` adds to the events' conditions.
+fn key_visitor_pairs(
+    sql: &mut Sql,
     site_id: i64,
     range: TimeRange,
-    seam: i64,
-    earliest: i64,
-    dimension: &Dimension,
     filters: &[Filter],
-) -> Result<(Vec<ValuedEvent>, Vec<ValuedEvent>), StoreError> {
-    let read = |sql: &Sql| -> Result<Vec<ValuedEvent>, StoreError> {
-        let mut stmt = conn.prepare_cached(&sql.text)?;
-        let rows = stmt.query_map(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    };
-    let mut sql = Sql::default();
-    let after = TimeRange {
-        start: seam,
-        end: range.end,
-    };
-    valued_events(&mut sql, site_id, after, dimension, filters);
-    started_before(&mut sql, site_id, earliest, seam);
-    let after = read(&sql)?;
-    if after.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let mut ids: Vec<i64> = after.iter().map(|e| e.1).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut sql = Sql::default();
-    let before = TimeRange {
-        start: same_ids_from(range, earliest),
-        end: seam,
-    };
-    valued_events(&mut sql, site_id, before, dimension, filters);
-    visitor_in(&mut sql, &ids);
-    Ok((after, read(&sql)?))
-}
-
-/// Property keys, each with a visitor or a count of visitors.
-pub type KeyVisitors = Vec<(String, i64)>;
-
-/// A visit attribute's value and a visitor.
-pub type ValueVisitor = (Option<String>, i64);
-
-/// For property keys: (key, visitor) of the matching events after `seam`
-/// of the visits that crossed it (started from `earliest`), and of the
-/// matching events before it of the same visitors (see [`same_ids_from`]).
-pub fn seam_key_visitors(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-    earliest: i64,
-    filters: &[Filter],
-) -> Result<(KeyVisitors, KeyVisitors), StoreError> {
-    let read = |sql: &Sql| -> Result<KeyVisitors, StoreError> {
-        let mut stmt = conn.prepare_cached(&sql.text)?;
-        let rows = stmt.query_map(sql.params(), |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    };
-    let select = |sql: &mut Sql, range: TimeRange| {
-        sql.push("SELECT DISTINCT j.key, m.visitor_id FROM (SELECT e.visitor_id, e.props");
-        events_from(sql, site_id, range, filters);
-        sql.push(" AND e.props IS NOT NULL");
-    };
-    let mut sql = Sql::default();
-    select(
-        &mut sql,
-        TimeRange {
-            start: seam,
-            end: range.end,
-        },
-    );
-    started_before(&mut sql, site_id, earliest, seam);
+    condition: impl FnOnce(&mut Sql),
+) {
+    sql.push("SELECT DISTINCT j.key, m.visitor_id FROM (SELECT e.visitor_id, e.props");
+    events_from(sql, site_id, range, filters);
+    sql.push(" AND e.props IS NOT NULL");
+    condition(sql);
     sql.push(") m, json_each(m.props) j");
-    let after = read(&sql)?;
-    if after.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let mut ids: Vec<i64> = after.iter().map(|e| e.1).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut sql = Sql::default();
-    select(
-        &mut sql,
-        TimeRange {
-            start: same_ids_from(range, earliest),
-            end: seam,
-        },
-    );
-    visitor_in(&mut sql, &ids);
-    sql.push(") m, json_each(m.props) j");
-    Ok((after, read(&sql)?))
 }
 
-/// A crossing visit that matches only after the seam, with its value of a
-/// visit attribute (in `row.value`) and its visitor.
-pub struct AddedVisit {
-    pub row: BreakdownRow,
-    pub visitor_id: i64,
+impl RawTables<'_> {
+    fn all<T>(
+        &self,
+        sql: &Sql,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&sql.text)?;
+        let rows = stmt.query_map(sql.params(), row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
-/// For a visit attribute `column` under event filters: the visits of
-/// [`seam_visits_matched_after`] one by one; and (value, visitor) of the
-/// visits of the same visitors that the part before the seam counts (see
-/// [`same_ids_from`]), so that a visitor counts once per value.
-pub fn seam_visits_matched_after_by(
-    conn: &Connection,
-    site_id: i64,
-    range: TimeRange,
-    seam: i64,
-    earliest: i64,
-    column: VisitColumn,
-    filters: &[Filter],
-) -> Result<(Vec<AddedVisit>, Vec<ValueVisitor>), StoreError> {
-    if !has_event_filters(filters) {
-        return Ok((Vec::new(), Vec::new()));
+impl AfterSeam for RawTables<'_> {
+    fn holds(&self, _: i64) -> bool {
+        true
     }
-    let name = column.name();
-    let from = range.start.max(earliest);
-    let mut sql = Sql::default();
-    sql.push(&format!(
-        "SELECT v.{name}, v.visitor_id, v.pageviews, v.events, v.is_bounce,
-            v.last_seen_at - v.started_at"
-    ));
-    let windows = matched_only_after(range, seam, from);
-    visits_between(&mut sql, site_id, (from, seam), filters, &windows);
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let added: Vec<AddedVisit> = stmt
-        .query_map(sql.params(), |r| {
+
+    fn totals(&self, range: TimeRange, filters: &[Filter]) -> Result<Totals, StoreError> {
+        raw::totals(self.conn, self.site_id, range, filters)
+    }
+
+    fn rows(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        filters: &[Filter],
+        limit: i64,
+    ) -> Result<Vec<BreakdownRow>, StoreError> {
+        raw::breakdown(self.conn, self.site_id, range, dimension, filters, limit, 0)
+    }
+
+    fn key_counts(
+        &self,
+        range: TimeRange,
+        filters: &[Filter],
+        limit: i64,
+    ) -> Result<KeyVisitors, StoreError> {
+        raw::prop_key_visitors(self.conn, self.site_id, range, filters, limit)
+    }
+
+    /// Read from the events after the seam (each joined to its visit), so
+    /// it costs what the part after the seam holds, and a visit of any
+    /// length is found.
+    fn reach(&self, range: TimeRange, seam: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(v.started_at) FROM events e CROSS JOIN visits v ON v.id = e.visit_id
+                 WHERE e.site_id = ?1 AND e.ts >= ?2 AND e.ts < ?3 AND v.started_at < ?2",
+            )?
+            .query_row(
+                rusqlite::params![self.site_id, seam, range.end + 86_400],
+                |r| r.get(0),
+            )?)
+    }
+
+    fn visitors_on_both_sides(&self, c: &Crossing, filters: &[Filter]) -> Result<i64, StoreError> {
+        let mut sql = Sql::default();
+        sql.push("SELECT DISTINCT e.visitor_id");
+        events_from(&mut sql, self.site_id, c.after(), filters);
+        started_before(&mut sql, self.site_id, c.earliest, c.seam);
+        let ids: Vec<i64> = self.all(&sql, |r| r.get(0))?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = Sql::default();
+        sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
+        let before = TimeRange {
+            start: c.same_ids_from(),
+            end: c.seam,
+        };
+        events_from(&mut sql, self.site_id, before, filters);
+        in_list(&mut sql, "e.visitor_id", &ids);
+        Ok(self
+            .conn
+            .prepare_cached(&sql.text)?
+            .query_row(sql.params(), |r| r.get(0))?)
+    }
+
+    fn visits_matched_after(
+        &self,
+        c: &Crossing,
+        filters: &[Filter],
+    ) -> Result<(i64, i64, i64), StoreError> {
+        if !has_event_filters(filters) {
+            return Ok((0, 0, 0));
+        }
+        let mut sql = Sql::default();
+        sql.push(
+            "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
+                COALESCE(SUM(v.last_seen_at - v.started_at), 0)",
+        );
+        let from = (c.visits_from(), c.seam);
+        visits_between(
+            &mut sql,
+            self.site_id,
+            from,
+            filters,
+            &c.matched_only_after(),
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql.text)?
+            .query_row(sql.params(), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
+    }
+
+    fn valued_events(
+        &self,
+        c: &Crossing,
+        dimension: &Dimension,
+        filters: &[Filter],
+    ) -> Result<(Vec<ValuedEvent>, Vec<ValuedEvent>), StoreError> {
+        let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+        let mut sql = Sql::default();
+        valued_events(&mut sql, self.site_id, c.after(), dimension, filters);
+        started_before(&mut sql, self.site_id, c.earliest, c.seam);
+        let after: Vec<ValuedEvent> = self.all(&sql, read)?;
+        if after.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let ids = distinct(after.iter().map(|e| e.1).collect());
+        let mut sql = Sql::default();
+        let before = TimeRange {
+            start: c.same_ids_from(),
+            end: c.seam,
+        };
+        valued_events(&mut sql, self.site_id, before, dimension, filters);
+        in_list(&mut sql, "e.visitor_id", &ids);
+        Ok((after, self.all(&sql, read)?))
+    }
+
+    fn visits_matched_after_by(
+        &self,
+        c: &Crossing,
+        column: VisitColumn,
+        filters: &[Filter],
+    ) -> Result<(Vec<AddedVisit>, Vec<ValueVisitor>), StoreError> {
+        if !has_event_filters(filters) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let name = column.name();
+        let mut sql = Sql::default();
+        sql.push(&format!(
+            "SELECT v.{name}, v.visitor_id, v.pageviews, v.events, v.is_bounce,
+                v.last_seen_at - v.started_at"
+        ));
+        let from = (c.visits_from(), c.seam);
+        visits_between(
+            &mut sql,
+            self.site_id,
+            from,
+            filters,
+            &c.matched_only_after(),
+        );
+        let added: Vec<AddedVisit> = self.all(&sql, |r| {
             Ok(AddedVisit {
                 row: BreakdownRow {
                     value: r.get(0)?,
@@ -368,28 +307,44 @@ pub fn seam_visits_matched_after_by(
                 },
                 visitor_id: r.get(1)?,
             })
-        })?
-        .collect::<Result<_, _>>()?;
-    if added.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        })?;
+        if added.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let ids = distinct(added.iter().map(|v| v.visitor_id).collect());
+        let from = c.same_ids_from();
+        let mut sql = Sql::default();
+        sql.push(&format!("SELECT v.{name}, v.visitor_id"));
+        let windows = [(from, c.seam, true)];
+        visits_between(&mut sql, self.site_id, (from, c.seam), filters, &windows);
+        in_list(&mut sql, "v.visitor_id", &ids);
+        let counted = self.all(&sql, |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((added, counted))
     }
-    let ids: Vec<i64> = added.iter().map(|v| v.visitor_id).collect();
-    let from = same_ids_from(range, earliest);
-    let mut sql = Sql::default();
-    sql.push(&format!("SELECT v.{name}, v.visitor_id"));
-    visits_between(
-        &mut sql,
-        site_id,
-        (from, seam),
-        filters,
-        &[(from, seam, true)],
-    );
-    sql.push(" AND v.visitor_id IN (SELECT value FROM json_each(")
-        .arg(serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()))
-        .push("))");
-    let mut stmt = conn.prepare_cached(&sql.text)?;
-    let counted = stmt
-        .query_map(sql.params(), |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok((added, counted))
+
+    fn key_visitors(
+        &self,
+        c: &Crossing,
+        filters: &[Filter],
+    ) -> Result<(KeyVisitors, KeyVisitors), StoreError> {
+        let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        let mut sql = Sql::default();
+        key_visitor_pairs(&mut sql, self.site_id, c.after(), filters, |sql| {
+            started_before(sql, self.site_id, c.earliest, c.seam)
+        });
+        let after: KeyVisitors = self.all(&sql, read)?;
+        if after.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let ids = distinct(after.iter().map(|e| e.1).collect());
+        let mut sql = Sql::default();
+        let before = TimeRange {
+            start: c.same_ids_from(),
+            end: c.seam,
+        };
+        key_visitor_pairs(&mut sql, self.site_id, before, filters, |sql| {
+            in_list(sql, "e.visitor_id", &ids)
+        });
+        Ok((after, self.all(&sql, read)?))
+    }
 }

@@ -8,29 +8,170 @@
 //! - Visitors with a matching event on both sides count once. Visitor ids
 //!   change with the daily salt, so only a visit that crossed the seam
 //!   carries an id over it: those few ids are looked up among the matching
-//!   events before the seam ([`crossing::seam_visitors_on_both_sides`]).
+//!   events before the seam ([`AfterSeam::visitors_on_both_sides`]).
 //! - Under an event filter a visit counts if it has a matching event up to
 //!   a day past the range's end. A visit started before the seam whose
 //!   matching events all came after it is counted by neither side: it is
-//!   added ([`crossing::seam_visits_matched_after`]).
+//!   added ([`AfterSeam::visits_matched_after`]).
 //!
-//! Both look only at the visits that crossed the seam, found from the
-//! events after it ([`crossing::seam_reach`]): a visit of any length, whenever
+//! Breakdowns apply both by value, and property keys the first by key.
+//! All look only at the visits that crossed the seam, found from the
+//! events after it ([`AfterSeam::reach`]): a visit of any length, whenever
 //! it started, and none at all most of the time, when the seam is a quiet
 //! midnight. A crossing visit's visitor id is its visitor's for every
 //! visit begun on that visit's first UTC day, so visitors are looked for
-//! from that day's start. The part
-//! after the seam is read from the raw tables: a day or two, and recent
-//! traffic may lack the rows of a visit that began before its window.
+//! from that day's start. The part after the seam and the crossing visits
+//! are read from one [`AfterSeam`]: recent traffic in memory when it holds
+//! them all, else the raw tables (a day or two of them).
 
 pub mod crossing;
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::Connection;
-
-use crate::report::model::{BreakdownRow, Dimension, Filter, RowsToAdd, TimeRange, Totals};
+use crate::report::model::{
+    BreakdownRow, Dimension, Filter, FilterField, RowsToAdd, TimeRange, Totals, VisitColumn,
+};
 use crate::store::StoreError;
+
+/// One matching event's value of an event dimension, its visitor and its
+/// visit (as the side that read it numbers them).
+pub type ValuedEvent = (Option<String>, i64, Option<i64>);
+
+/// Property keys, each with a visitor or a count of visitors.
+pub type KeyVisitors = Vec<(String, i64)>;
+
+/// A visit attribute's value and a visitor.
+pub type ValueVisitor = (Option<String>, i64);
+
+/// A crossing visit that matches only after the seam, with its value of a
+/// visit attribute (in `row.value`) and its visitor.
+pub struct AddedVisit {
+    pub row: BreakdownRow,
+    pub visitor_id: i64,
+}
+
+/// A range, its seam, and the earliest start of the visits that crossed
+/// it (see [`AfterSeam::reach`]): what the corrections look at.
+#[derive(Clone, Copy)]
+pub struct Crossing {
+    pub range: TimeRange,
+    pub seam: i64,
+    pub earliest: i64,
+}
+
+impl Crossing {
+    /// The part of the range after the seam.
+    pub fn after(&self) -> TimeRange {
+        TimeRange {
+            start: self.seam,
+            end: self.range.end,
+        }
+    }
+
+    /// Where visitors counted before the seam may be the crossing visits':
+    /// an id is its visitor's for every visit begun on one UTC day, so from
+    /// the start of the earliest crossing visit's day, or the range's.
+    pub fn same_ids_from(&self) -> i64 {
+        self.range
+            .start
+            .max(self.earliest.div_euclid(86_400) * 86_400)
+    }
+
+    /// Where the crossing visits the range counts start: a visit counts
+    /// in the range it started in.
+    pub fn visits_from(&self) -> i64 {
+        self.range.start.max(self.earliest)
+    }
+
+    /// The windows of a visit that matches only after the seam, as
+    /// `(start, end, has a matching event)`: one after it (up to a day past
+    /// the range's end, as visit metrics look), none from
+    /// [`Self::visits_from`] to it.
+    pub fn matched_only_after(&self) -> [(i64, i64, bool); 2] {
+        [
+            (self.seam, self.range.end + 86_400, true),
+            (self.visits_from(), self.seam, false),
+        ]
+    }
+}
+
+/// What a join reads of the part after the seam and of the visits that
+/// crossed it: the raw tables ([`crossing::RawTables`]) or recent traffic
+/// in memory. Both count by the raw tables' rules; a side's visitor and
+/// visit numbers are its own, compared only with each other.
+pub trait AfterSeam {
+    /// Whether it holds every event from `start` on.
+    fn holds(&self, start: i64) -> bool;
+    /// Totals over `range`, as `raw::totals`.
+    fn totals(&self, range: TimeRange, filters: &[Filter]) -> Result<Totals, StoreError>;
+    /// Up to `limit` rows of `dimension` over `range`, as `raw::breakdown`.
+    fn rows(
+        &self,
+        range: TimeRange,
+        dimension: &Dimension,
+        filters: &[Filter],
+        limit: i64,
+    ) -> Result<Vec<BreakdownRow>, StoreError>;
+    /// Up to `limit` property keys with their visitors, as
+    /// `raw::prop_key_visitors`.
+    fn key_counts(
+        &self,
+        range: TimeRange,
+        filters: &[Filter],
+        limit: i64,
+    ) -> Result<KeyVisitors, StoreError>;
+    /// The earliest start of the visits that started before `seam` and
+    /// have an event after it (up to a day past the range's end), whenever
+    /// they started; `None` when no visit crosses.
+    fn reach(&self, range: TimeRange, seam: i64) -> Result<Option<i64>, StoreError>;
+    /// Visitors with a matching event on both sides: the visitors of the
+    /// crossing visits' matching events after the seam, among those of the
+    /// matching events before it from [`Crossing::same_ids_from`].
+    fn visitors_on_both_sides(&self, c: &Crossing, filters: &[Filter]) -> Result<i64, StoreError>;
+    /// Under event filters, the visits started from
+    /// [`Crossing::visits_from`] to the seam that pass the visit filters
+    /// and match only after it: (visits, bounces, duration).
+    fn visits_matched_after(
+        &self,
+        c: &Crossing,
+        filters: &[Filter],
+    ) -> Result<(i64, i64, i64), StoreError>;
+    /// For an event dimension: the crossing visits' matching events after
+    /// the seam, and the matching events before it (from
+    /// [`Crossing::same_ids_from`]) of the same visitors.
+    fn valued_events(
+        &self,
+        c: &Crossing,
+        dimension: &Dimension,
+        filters: &[Filter],
+    ) -> Result<(Vec<ValuedEvent>, Vec<ValuedEvent>), StoreError>;
+    /// For a visit attribute under event filters: the visits of
+    /// [`Self::visits_matched_after`] one by one; and (value, visitor) of
+    /// the visits of the same visitors that the part before the seam counts
+    /// (started from [`Crossing::same_ids_from`], with a matching event
+    /// before the seam).
+    fn visits_matched_after_by(
+        &self,
+        c: &Crossing,
+        column: VisitColumn,
+        filters: &[Filter],
+    ) -> Result<(Vec<AddedVisit>, Vec<ValueVisitor>), StoreError>;
+    /// For property keys: distinct (key, visitor) of the crossing visits'
+    /// matching events after the seam, and of the matching events before
+    /// it (from [`Crossing::same_ids_from`]) of the same visitors.
+    fn key_visitors(
+        &self,
+        c: &Crossing,
+        filters: &[Filter],
+    ) -> Result<(KeyVisitors, KeyVisitors), StoreError>;
+}
+
+/// Whether event filters are among `filters`.
+pub fn has_event_filters(filters: &[Filter]) -> bool {
+    filters
+        .iter()
+        .any(|f| !matches!(f.field, FilterField::Visit(_)))
+}
 
 /// `range` cut at `seam`: the part before it and the part after.
 pub fn split(range: TimeRange, seam: i64) -> (TimeRange, TimeRange) {
@@ -46,20 +187,51 @@ pub fn split(range: TimeRange, seam: i64) -> (TimeRange, TimeRange) {
     )
 }
 
-/// The totals of `range` from those of its parts before (`sealed`) and
-/// after (`tail`) `seam`; visit metrics only when `visits` asks (a goal's
-/// conversions need none).
-#[allow(clippy::too_many_arguments)]
+/// `side` does not hold what a join reads.
+struct NotHeld;
+
+/// The visits that crossed the seam, as `side` sees them (`None` when none
+/// did).
+fn crossing(
+    side: &dyn AfterSeam,
+    range: TimeRange,
+    seam: i64,
+) -> Result<Result<Option<Crossing>, NotHeld>, StoreError> {
+    if !side.holds(seam) {
+        return Ok(Err(NotHeld));
+    }
+    let Some(earliest) = side.reach(range, seam)? else {
+        return Ok(Ok(None));
+    };
+    let c = Crossing {
+        range,
+        seam,
+        earliest,
+    };
+    Ok(if side.holds(c.same_ids_from()) {
+        Ok(Some(c))
+    } else {
+        Err(NotHeld)
+    })
+}
+
+/// The totals of `range` from the store's part before `seam` (`sealed`)
+/// and `side`'s after it; visit metrics only when `visits` asks (a goal's
+/// conversions need none). `None` when `side` does not hold what the join
+/// reads.
 pub fn join_totals(
-    conn: &Connection,
-    site_id: i64,
+    side: &dyn AfterSeam,
     range: TimeRange,
     seam: i64,
     filters: &[Filter],
     sealed: Totals,
-    tail: Totals,
     visits: bool,
-) -> Result<Totals, StoreError> {
+) -> Result<Option<Totals>, StoreError> {
+    let Ok(crossed) = crossing(side, range, seam)? else {
+        return Ok(None);
+    };
+    let (_, after) = split(range, seam);
+    let tail = side.totals(after, filters)?;
     let mut t = Totals {
         visitors: sealed.visitors + tail.visitors,
         pageviews: sealed.pageviews + tail.pageviews,
@@ -68,45 +240,51 @@ pub fn join_totals(
         bounces: sealed.bounces + tail.bounces,
         visit_duration_sum: sealed.visit_duration_sum + tail.visit_duration_sum,
     };
-    let Some(earliest) = crossing::seam_reach(conn, site_id, range, seam)? else {
-        return Ok(t);
+    let Some(c) = crossed else {
+        return Ok(Some(t));
     };
-    t.visitors -=
-        crossing::seam_visitors_on_both_sides(conn, site_id, range, seam, earliest, filters)?;
-    if visits {
-        // Only visits that started in the range count.
-        let from = range.start.max(earliest);
-        let (visits, bounces, duration) =
-            crossing::seam_visits_matched_after(conn, site_id, range, seam, from, filters)?;
+    t.visitors -= side.visitors_on_both_sides(&c, filters)?;
+    if visits && has_event_filters(filters) {
+        let (visits, bounces, duration) = side.visits_matched_after(&c, filters)?;
         t.visits += visits;
         t.bounces += bounces;
         t.visit_duration_sum += duration;
     }
-    Ok(t)
+    Ok(Some(t))
 }
 
 /// The rows to add to the store's breakdown of the part of `range` before
-/// `seam`: `tail`, the rows of the part after it (every value), less what
-/// both parts count, plus what neither does (as [`join_totals`], by
-/// value):
+/// `seam`: the rows of the part after it (every value, fewer than `max`),
+/// less what both parts count, plus what neither does (as
+/// [`join_totals`], by value):
 /// - a page, an event name or a property value: a visitor with events of
 ///   it on both sides counts once; so does a visit, for a property;
 /// - a visit attribute: a crossing visit that matches only after the seam
 ///   is added under its value, and its visitor if that value does not
 ///   count them already.
+///
+/// `None` when `side` does not hold what the join reads, or the part after
+/// the seam has `max` values or more.
 pub fn rows_to_add(
-    conn: &Connection,
-    site_id: i64,
+    side: &dyn AfterSeam,
     range: TimeRange,
     seam: i64,
     dimension: &Dimension,
     filters: &[Filter],
-    tail: Vec<BreakdownRow>,
-) -> Result<RowsToAdd, StoreError> {
+    max: i64,
+) -> Result<Option<RowsToAdd>, StoreError> {
+    let Ok(crossed) = crossing(side, range, seam)? else {
+        return Ok(None);
+    };
+    let (_, after) = split(range, seam);
+    let tail = side.rows(after, dimension, filters, max)?;
+    if tail.len() as i64 >= max {
+        return Ok(None);
+    }
     let mut rows = RowsToAdd::default();
     tail.iter().for_each(|r| rows.add(r));
-    let Some(earliest) = crossing::seam_reach(conn, site_id, range, seam)? else {
-        return Ok(rows);
+    let Some(c) = crossed else {
+        return Ok(Some(rows));
     };
     let less = |value: Option<String>, visitors: i64, visits: i64| BreakdownRow {
         value,
@@ -116,10 +294,11 @@ pub fn rows_to_add(
     };
     match dimension {
         Dimension::Visit(column) => {
-            let (added, counted) = crossing::seam_visits_matched_after_by(
-                conn, site_id, range, seam, earliest, *column, filters,
-            )?;
-            let mut counted: HashSet<(Option<String>, i64)> = counted.into_iter().collect();
+            if !has_event_filters(filters) {
+                return Ok(Some(rows));
+            }
+            let (added, counted) = side.visits_matched_after_by(&c, *column, filters)?;
+            let mut counted: HashSet<ValueVisitor> = counted.into_iter().collect();
             for mut v in added {
                 // A visitor counts once per value, whichever visits.
                 v.row.visitors = i64::from(counted.insert((v.row.value.clone(), v.visitor_id)));
@@ -127,9 +306,7 @@ pub fn rows_to_add(
             }
         }
         _ => {
-            let (after, before) = crossing::seam_valued_events(
-                conn, site_id, range, seam, earliest, dimension, filters,
-            )?;
+            let (after, before) = side.valued_events(&c, dimension, filters)?;
             let visitors: HashSet<(&Option<String>, i64)> =
                 before.iter().map(|e| (&e.0, e.1)).collect();
             let visits: HashSet<(&Option<String>, Option<i64>)> =
@@ -152,29 +329,36 @@ pub fn rows_to_add(
             }
         }
     }
-    Ok(rows)
+    Ok(Some(rows))
 }
 
 /// Property keys by visitors over `range`, from the store's part before
-/// `seam` (`sealed`) and the part after it (`tail`), every key of each: a
-/// visitor with a key on both sides counts once. Most visitors first, then
-/// by key, at most `limit`.
+/// `seam` (`sealed`, every key) and `side`'s after it (every key, fewer
+/// than `max`): a visitor with a key on both sides counts once. Most
+/// visitors first, then by key, at most `limit`. `None` as
+/// [`rows_to_add`].
 pub fn join_prop_keys(
-    conn: &Connection,
-    site_id: i64,
+    side: &dyn AfterSeam,
     range: TimeRange,
     seam: i64,
     filters: &[Filter],
-    (sealed, tail): (crossing::KeyVisitors, crossing::KeyVisitors),
-    limit: i64,
-) -> Result<Vec<String>, StoreError> {
+    sealed: KeyVisitors,
+    (limit, max): (i64, i64),
+) -> Result<Option<Vec<String>>, StoreError> {
+    let Ok(crossed) = crossing(side, range, seam)? else {
+        return Ok(None);
+    };
+    let (_, after) = split(range, seam);
+    let tail = side.key_counts(after, filters, max)?;
+    if tail.len() as i64 >= max {
+        return Ok(None);
+    }
     let mut keys: HashMap<String, i64> = sealed.into_iter().collect();
     for (key, n) in tail {
         *keys.entry(key).or_default() += n;
     }
-    if let Some(earliest) = crossing::seam_reach(conn, site_id, range, seam)? {
-        let (after, before) =
-            crossing::seam_key_visitors(conn, site_id, range, seam, earliest, filters)?;
+    if let Some(c) = crossed {
+        let (after, before) = side.key_visitors(&c, filters)?;
         let before: HashSet<(String, i64)> = before.into_iter().collect();
         // Pairs are distinct on each side.
         for pair in after {
@@ -187,12 +371,13 @@ pub fn join_prop_keys(
     }
     let mut keys: Vec<(String, i64)> = keys.into_iter().collect();
     keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(keys
-        .into_iter()
-        .take(limit.max(0) as usize)
-        .map(|(k, _)| k)
-        .collect())
+    Ok(Some(
+        keys.into_iter()
+            .take(limit.max(0) as usize)
+            .map(|(k, _)| k)
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
-mod tests;
+pub mod tests;
