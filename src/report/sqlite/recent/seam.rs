@@ -162,10 +162,7 @@ impl AfterSeam for HeldSite<'_> {
             return Ok(0);
         }
         let mut both: IdSet<u32> = IdSet::default();
-        let before = TimeRange {
-            start: c.same_ids_from(),
-            end: c.seam,
-        };
+        let before = c.before();
         q.each_event(before, |cols, i| {
             if ids.contains(&cols.visitor[i]) {
                 both.insert(cols.visitor[i]);
@@ -220,10 +217,7 @@ impl AfterSeam for HeldSite<'_> {
         }
         let ids: IdSet<u32> = after.iter().map(|e| e.1).collect();
         let mut before: IdSet<(u32, u32, u32)> = IdSet::default();
-        let range = TimeRange {
-            start: c.same_ids_from(),
-            end: c.seam,
-        };
+        let range = c.before();
         q.each_event(range, |cols, i| {
             if ids.contains(&cols.visitor[i])
                 && let Some(value) = self.value(cols, i, dimension, key)
@@ -315,10 +309,7 @@ impl AfterSeam for HeldSite<'_> {
             return Ok((Vec::new(), Vec::new()));
         }
         let ids: IdSet<u32> = after.iter().map(|p| p.1).collect();
-        let range = TimeRange {
-            start: c.same_ids_from(),
-            end: c.seam,
-        };
+        let range = c.before();
         let before = pairs(range, &|cols, i| ids.contains(&cols.visitor[i]));
         let texts = |pairs: IdSet<(u32, u32)>| -> KeyVisitors {
             pairs

@@ -207,10 +207,7 @@ impl AfterSeam for RawTables<'_> {
         }
         let mut sql = Sql::default();
         sql.push("SELECT COUNT(DISTINCT e.visitor_id)");
-        let before = TimeRange {
-            start: c.same_ids_from(),
-            end: c.seam,
-        };
+        let before = c.before();
         events_from(&mut sql, self.site_id, before, filters);
         in_list(&mut sql, "e.visitor_id", &ids);
         Ok(self
@@ -262,10 +259,7 @@ impl AfterSeam for RawTables<'_> {
         }
         let ids = distinct(after.iter().map(|e| e.1).collect());
         let mut sql = Sql::default();
-        let before = TimeRange {
-            start: c.same_ids_from(),
-            end: c.seam,
-        };
+        let before = c.before();
         valued_events(&mut sql, self.site_id, before, dimension, filters);
         in_list(&mut sql, "e.visitor_id", &ids);
         Ok((after, self.all(&sql, read)?))
@@ -338,10 +332,7 @@ impl AfterSeam for RawTables<'_> {
         }
         let ids = distinct(after.iter().map(|e| e.1).collect());
         let mut sql = Sql::default();
-        let before = TimeRange {
-            start: c.same_ids_from(),
-            end: c.seam,
-        };
+        let before = c.before();
         key_visitor_pairs(&mut sql, self.site_id, before, filters, |sql| {
             in_list(sql, "e.visitor_id", &ids)
         });

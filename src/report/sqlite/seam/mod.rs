@@ -77,6 +77,15 @@ impl Crossing {
             .max(self.earliest.div_euclid(86_400) * 86_400)
     }
 
+    /// The part before the seam where the crossing visits' visitors may
+    /// have been counted: from [`Self::same_ids_from`].
+    pub fn before(&self) -> TimeRange {
+        TimeRange {
+            start: self.same_ids_from(),
+            end: self.seam,
+        }
+    }
+
     /// Where the crossing visits the range counts start: a visit counts
     /// in the range it started in.
     pub fn visits_from(&self) -> i64 {
