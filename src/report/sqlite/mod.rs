@@ -8,8 +8,9 @@
 //! traffic in memory ([`recent`]) when it holds the site over the range,
 //! else the raw tables ([`raw`]). A series is split: its buckets that end by
 //! the sealed day come from the store in one scan, the rest as above.
-//! Totals over a range crossing the sealed day's end are joined from the
-//! store's part and the rest ([`seam`]). A
+//! Totals, breakdowns and property keys over a range crossing the sealed
+//! day's end are joined from the store's part and the rest, read from
+//! recent traffic when it holds it, else the raw tables ([`seam`]). A
 //! store that fails to answer is logged and the report read from the other
 //! engines. Raw events are kept for a shorter time than rollups: a filtered
 //! report reaching further back is refused rather than answered from
@@ -201,9 +202,9 @@ impl SqliteSiteReport<'_> {
 
     /// Filtered totals over a range that reaches past the store's newest
     /// sealed day (the seam): the part before it from the store, the part
-    /// after from the raw tables, joined as one range
-    /// would count (see [`seam`]). `None` when the range does not cross the
-    /// seam or the store cannot answer.
+    /// after from recent traffic or the raw tables ([`Self::after_seam`]),
+    /// joined as one range would count (see [`seam`]). `None` when the
+    /// range does not cross the seam or the store cannot answer.
     fn seam_totals(
         &self,
         range: TimeRange,
