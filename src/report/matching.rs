@@ -7,6 +7,13 @@
 
 use crate::report::model::{Filter, FilterField, FilterOp};
 
+/// Whether a property key can be named in the raw tables' JSON path
+/// (`$."key"`): not with `"` or `\`, which SQLite's path does not read as
+/// the key. Every engine treats such a key as a property no event has.
+pub fn prop_key_named(key: &str) -> bool {
+    !key.contains(['"', '\\'])
+}
+
 /// Whether a value (or its absence) passes `f`, as the SQL does.
 pub fn value_matches(f: &Filter, value: Option<&str>) -> bool {
     let any = match value {

@@ -121,11 +121,12 @@ pub(super) struct KeyMemo<'a> {
 }
 
 impl<'a> KeyMemo<'a> {
-    /// A key with `"` cannot be named in the raw tables' JSON path, so no
-    /// event has it there: here neither.
+    /// A key the raw tables' JSON path cannot name
+    /// ([`crate::report::matching::prop_key_named`]) is no event's there:
+    /// here neither.
     pub(super) fn new(view: &SiteView, key: &'a str, rows: usize) -> KeyMemo<'a> {
         KeyMemo {
-            key: (!key.contains('"')).then_some(key),
+            key: crate::report::matching::prop_key_named(key).then_some(key),
             answers: Answers::new(view.dict.len(), rows),
         }
     }

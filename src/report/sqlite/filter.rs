@@ -27,6 +27,7 @@
 //! Column names come from [`crate::report::model::VisitColumn::name`] and
 //! fixed text here, never from a request; values are bound parameters.
 
+use crate::report::matching::prop_key_named;
 #[cfg(test)]
 use crate::report::matching::value_matches;
 use crate::report::model::{Filter, FilterField, FilterOp};
@@ -60,7 +61,7 @@ impl Sql {
 /// `NULL`, as a missing property's is (a path SQLite cannot parse would
 /// fail the whole query instead).
 pub(super) fn prop_sql(sql: &mut Sql, key: &str) {
-    if key.contains('"') {
+    if !prop_key_named(key) {
         sql.push("NULL");
     } else {
         sql.push("json_extract(e.props, ")
@@ -140,22 +141,27 @@ mod tests {
     /// A property key with `"` names no property: filters on it answer as
     /// for a missing one, and the query runs (a JSON path with the key in
     /// it failed with "bad JSON path").
+    /// Keys with `"` or `\` (which the JSON path cannot name) are missing
+    /// properties in SQL as in memory.
     #[test]
     fn a_property_key_with_a_quote_is_a_missing_property() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(
             r#"CREATE TABLE e (props TEXT);
-               INSERT INTO e VALUES ('{"a\"b": "x"}'), ('{"a": "x"}'), (NULL);"#,
+               INSERT INTO e VALUES ('{"a\"b": "x", "a\\b": "x"}'), ('{"a": "x"}'), (NULL);"#,
         )
         .unwrap();
-        for (values, op, expected) in [
-            (vec![Some("x")], FilterOp::Is, 0),
-            (vec![None], FilterOp::Is, 3),
-            (vec![Some("x")], FilterOp::IsNot, 3),
-            (vec![Some("x")], FilterOp::Contains, 0),
-        ] {
+        for (key, values, op, expected) in ["a\"b", "a\\b"].into_iter().flat_map(|key| {
+            [
+                (key, vec![Some("x")], FilterOp::Is, 0),
+                (key, vec![None], FilterOp::Is, 3),
+                (key, vec![Some("x")], FilterOp::IsNot, 3),
+                (key, vec![Some("x")], FilterOp::Contains, 0),
+            ]
+        }) {
+            assert!(!prop_key_named(key));
             let f = Filter {
-                field: FilterField::Prop("a\"b".into()),
+                field: FilterField::Prop(key.into()),
                 op,
                 values: values.iter().map(|v| v.map(str::to_string)).collect(),
             };
@@ -165,7 +171,7 @@ mod tests {
             let n: i64 = conn
                 .query_row(&sql.text, sql.params(), |r| r.get(0))
                 .unwrap();
-            assert_eq!(n, expected, "{op:?} {values:?}");
+            assert_eq!(n, expected, "{key} {op:?} {values:?}");
             assert_eq!(
                 conn.query_row("SELECT COUNT(*) FROM e", [], |r| r.get::<_, i64>(0))
                     .unwrap(),

@@ -354,8 +354,9 @@ mod tests {
     #[test]
     fn joins_read_from_memory_agree_with_the_raw_tables() {
         let (p, s) = ("pageview", "Signup");
+        // A key with `\` is no event's anywhere (the JSON path cannot name it).
         let (pro, free) = (
-            Some(r#"{"plan":"pro"}"#),
+            Some(r#"{"plan":"pro","a\\b":"1"}"#),
             Some(r#"{"plan":"free","x":"1"}"#),
         );
         let (_dir, store, site) = store_with(
@@ -407,11 +408,13 @@ mod tests {
                 "pro",
             )],
             vec![filter(FilterField::EventName, FilterOp::Is, "Signup")],
+            vec![filter(FilterField::Prop("a\\b".into()), FilterOp::Is, "1")],
         ];
         let dimensions = [
             Dimension::Page,
             Dimension::EventName,
             Dimension::Prop("plan".into()),
+            Dimension::Prop("a\\b".into()),
             Dimension::Visit(VisitColumn::Source),
             Dimension::Visit(VisitColumn::EntryPage),
         ];

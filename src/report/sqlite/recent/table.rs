@@ -337,7 +337,7 @@ impl SiteTraffic {
 /// A property key's id. A key with `"` cannot be named in the JSON path the
 /// SQL uses, so there it matches nothing; here too.
 pub(super) fn prop_key(dict: &Dictionary, key: &str) -> Option<u32> {
-    if key.contains('"') {
+    if !crate::report::matching::prop_key_named(key) {
         return None;
     }
     dict.ids.get(key).copied()
