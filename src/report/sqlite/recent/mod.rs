@@ -49,7 +49,7 @@ use crate::store::sites::GoalKind;
 use crate::store::{Store, StoreError, VisitRecord};
 use crate::sync::ReadWrite;
 use ids::IdSet;
-use table::SiteTraffic;
+use table::{EventRow, SiteTraffic};
 
 /// Sites loaded at once (each reads its whole window on a thread of its own).
 const LOADS_AT_ONCE: usize = 2;
@@ -355,9 +355,9 @@ fn load_site(
          WHERE site_id = ?1 AND ts >= ?2 AND name <> ?3 ORDER BY ts, id",
     )?;
     let mut rows = stmt.query(params![site_id, since, NOT_AN_ACTION])?;
-    let mut missed: Vec<LoadedEvent> = Vec::new();
+    let mut missed: Vec<EventRow> = Vec::new();
     while let Some(r) = rows.next()? {
-        let e = LoadedEvent {
+        let e = EventRow {
             ts: r.get(0)?,
             visit_id: r.get(1)?,
             name: r.get(2)?,
@@ -384,41 +384,19 @@ fn load_site(
         )? {
             site.upsert_visit(&v);
         }
-        // Only events held count as read: one whose visit row was not
-        // written yet is added when the feed hands it over.
+        // An event whose visit row was not written yet waits for the
+        // visit's snapshot, which the feed hands over (the event itself it
+        // hands over only if committed after the load began): read either
+        // way, so the feed's copy is not added too.
         for e in missed {
-            if e.add_to(&mut site) {
-                read.insert(e.id);
+            let id = e.id;
+            if e.add_to(&mut site) || site.wait_for_visit(e) {
+                read.insert(id);
             }
         }
     }
     site.events.compact();
     Ok((site, read))
-}
-
-/// An event row as a load reads it.
-struct LoadedEvent {
-    ts: i64,
-    visit_id: i64,
-    name: String,
-    path: String,
-    props: Option<String>,
-    first_view: bool,
-    id: i64,
-}
-
-impl LoadedEvent {
-    /// Adds it to `site`: false when its visit is not held.
-    fn add_to(&self, site: &mut SiteTraffic) -> bool {
-        site.add_event(
-            self.ts,
-            self.visit_id,
-            &self.name,
-            &self.path,
-            self.props.as_deref(),
-            self.first_view,
-        )
-    }
 }
 
 /// Tells a running server that events were written beside it.
@@ -485,6 +463,47 @@ mod tests {
         };
         let t = scan::totals(&held, range, &[]);
         assert_eq!((t.visitors, t.pageviews, t.visits), (1, 2, 0));
+    }
+
+    /// An event committed before a load began whose visit row the writer
+    /// had not written yet: the feed never hands it over, so the load holds
+    /// it until the visit's snapshot arrives, and counts it once.
+    #[test]
+    fn an_event_read_before_its_visit_row_counts_once_the_visit_arrives() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let conn = store.write_connection().unwrap();
+        let site = crate::store::sites::add_site(&conn, "example.com", "UTC", false)
+            .unwrap()
+            .id;
+        let now = crate::store::now_unix();
+        conn.execute(
+            "INSERT INTO events (site_id, ts, id, visit_id, visitor_id, name, hostname, path)
+             VALUES (?1, ?2, 1, 9, 90, 'pageview', 'example.com', '/')",
+            params![site, now - 60],
+        )
+        .unwrap();
+        let (mut held, read) =
+            load_site(&store.reader().unwrap(), site, now - 86_400, now).unwrap();
+        // Read: a copy the feed hands over is not added again.
+        assert!(read.contains(&1));
+        let range = TimeRange {
+            start: now - 86_400,
+            end: now,
+        };
+        assert_eq!(scan::totals(&held, range, &[]).pageviews, 0);
+        conn.execute(
+            "INSERT INTO visits (id, site_id, visitor_id, seq, started_at, last_seen_at,
+                entry_page, exit_page, pageviews, events, interactive, is_bounce)
+             VALUES (9, ?1, 90, 1, ?2, ?2, '/', '/', 1, 1, 1, 1)",
+            params![site, now - 60],
+        )
+        .unwrap();
+        let visit = crate::store::sites::visits_where(&conn, "id = 9", []).unwrap();
+        held.upsert_visit(&visit[0]);
+        held.upsert_visit(&visit[0]);
+        let t = scan::totals(&held, range, &[]);
+        assert_eq!((t.visitors, t.pageviews, t.visits), (1, 1, 1));
     }
 
     /// Filtered reports of many sites at once (a stranger's, on public

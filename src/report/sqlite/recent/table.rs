@@ -97,6 +97,40 @@ pub(super) struct SiteTraffic {
     attribute_index: HashMap<[u32; ATTRIBUTES], u32>,
     /// When a report last used it.
     pub(super) used: AtomicI64,
+    /// Events a load read before their visit's row was written, by visit
+    /// id: added when the visit's snapshot arrives (the feed hands over
+    /// only what was committed after the load began). At most
+    /// [`WAITING_MAX`] (the rows of a second or two at most).
+    waiting: IdMap<i64, Vec<EventRow>>,
+    waiting_len: usize,
+}
+
+/// Events held for a visit row not written yet; past it they are dropped.
+const WAITING_MAX: usize = 10_000;
+
+/// An event row as a load reads it.
+pub(super) struct EventRow {
+    pub(super) ts: i64,
+    pub(super) visit_id: i64,
+    pub(super) name: String,
+    pub(super) path: String,
+    pub(super) props: Option<String>,
+    pub(super) first_view: bool,
+    pub(super) id: i64,
+}
+
+impl EventRow {
+    /// Adds it to `site`: false when its visit is not held.
+    pub(super) fn add_to(&self, site: &mut SiteTraffic) -> bool {
+        site.add_event(
+            self.ts,
+            self.visit_id,
+            &self.name,
+            &self.path,
+            self.props.as_deref(),
+            self.first_view,
+        )
+    }
 }
 
 impl SiteTraffic {
@@ -111,7 +145,20 @@ impl SiteTraffic {
             attribute_sets: Vec::new(),
             attribute_index: HashMap::new(),
             used: AtomicI64::new(now),
+            waiting: IdMap::default(),
+            waiting_len: 0,
         }
+    }
+
+    /// Holds `e`, whose visit is not known yet, until the visit's snapshot
+    /// arrives; false (not held) past [`WAITING_MAX`].
+    pub(super) fn wait_for_visit(&mut self, e: EventRow) -> bool {
+        if self.waiting_len >= WAITING_MAX {
+            return false;
+        }
+        self.waiting_len += 1;
+        self.waiting.entry(e.visit_id).or_default().push(e);
+        true
     }
 
     pub(super) fn upsert_visit(&mut self, v: &VisitRecord) {
@@ -150,6 +197,12 @@ impl SiteTraffic {
             None => {
                 self.visit_index.insert(v.id, self.visits.len() as u32);
                 self.visits.push(visit);
+            }
+        }
+        if let Some(events) = self.waiting.remove(&v.id) {
+            self.waiting_len -= events.len();
+            for e in events {
+                e.add_to(self);
             }
         }
     }
@@ -222,6 +275,11 @@ impl SiteTraffic {
 
     /// Drops events before `since` and visits no longer needed.
     pub(super) fn trim(&mut self, since: i64) {
+        self.waiting.retain(|_, events| {
+            events.retain(|e| e.ts >= since);
+            !events.is_empty()
+        });
+        self.waiting_len = self.waiting.values().map(Vec::len).sum();
         let mut events: Vec<Event> = self
             .events
             .all()
