@@ -52,8 +52,8 @@ use crate::store::{Store, StoreError};
 use recent::RecentTraffic;
 use rollup_query::RollupQuery;
 use sealer::{SealedSite, Sealer};
-use seam::AfterSeam;
 use seam::crossing::RawTables;
+use seam::{AfterSeam, Joined};
 use sketch_cache::SketchCache;
 
 /// Bytes of visitor sketches kept in memory for reports (2,048 dense ones;
@@ -225,30 +225,32 @@ impl SqliteSiteReport<'_> {
 
     /// `join` with the part after `seam` and the visits that crossed it
     /// read from recent traffic when it holds them all (memory), else from
-    /// the raw tables.
+    /// the raw tables. `None` when the join has too many values to hold.
     fn after_seam<T>(
         &self,
         range: TimeRange,
         seam: i64,
-        join: impl Fn(&dyn AfterSeam) -> Result<Option<T>, StoreError>,
+        join: impl Fn(&dyn AfterSeam) -> Result<Joined<T>, StoreError>,
     ) -> Result<Option<T>, ReportError> {
         let after = TimeRange {
             start: seam,
             end: range.end,
         };
         if let Some(recent) = self.recent(after)
-            && let Some(answer) = recent
-                .after_seam(self.site_id, self.now, &join)
-                .transpose()?
-                .flatten()
+            && let Some(joined) = recent.after_seam(self.site_id, self.now, &join)
         {
-            return Ok(Some(answer));
+            match joined? {
+                Joined::Answer(t) => return Ok(Some(t)),
+                // The raw tables have as many values: not read again.
+                Joined::TooMany => return Ok(None),
+                Joined::NotHeld => {}
+            }
         }
         let raw = RawTables {
             conn: &self.conn,
             site_id: self.site_id,
         };
-        Ok(join(&raw)?)
+        Ok(join(&raw)?.answer())
     }
 
     /// A filtered breakdown over a range that reaches past the seam (see

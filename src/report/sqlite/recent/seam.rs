@@ -327,7 +327,7 @@ mod tests {
     use crate::report::model::{FilterField, FilterOp};
     use crate::report::sqlite::seam::crossing::RawTables;
     use crate::report::sqlite::seam::tests::{SEAM, store_with};
-    use crate::report::sqlite::seam::{join_prop_keys, join_totals, rows_to_add};
+    use crate::report::sqlite::seam::{Joined, join_prop_keys, join_totals, rows_to_add};
 
     const D: i64 = 86_400;
 
@@ -340,8 +340,8 @@ mod tests {
     }
 
     /// Rows by value, to compare two `RowsToAdd`.
-    fn sorted(rows: Option<crate::report::model::RowsToAdd>) -> Option<Vec<BreakdownRow>> {
-        rows.map(|r| {
+    fn sorted(rows: Joined<crate::report::model::RowsToAdd>) -> Option<Vec<BreakdownRow>> {
+        rows.answer().map(|r| {
             let mut rows: Vec<BreakdownRow> = r.rows().cloned().collect();
             rows.sort_by(|a, b| a.value.cmp(&b.value));
             rows
@@ -427,7 +427,7 @@ mod tests {
                     let want = join_totals(&raw, range, SEAM, f, Totals::default(), true).unwrap();
                     let got =
                         join_totals(&memory, range, SEAM, f, Totals::default(), true).unwrap();
-                    if got.is_none() {
+                    if got == Joined::NotHeld {
                         // Only when the corrections reach before the window.
                         assert!(start < since, "{what}");
                         declined += 1;
@@ -446,5 +446,17 @@ mod tests {
             }
         }
         assert!(declined > 0);
+        // A part after the seam with too many values is too many on either
+        // side: the raw tables are not asked the same again.
+        let range = TimeRange {
+            start: SEAM - D,
+            end: SEAM + D,
+        };
+        for side in [&memory as &dyn AfterSeam, &raw] {
+            let joined = rows_to_add(side, range, SEAM, &Dimension::Page, &[], 2).unwrap();
+            assert!(matches!(joined, Joined::TooMany));
+            let keys = join_prop_keys(side, range, SEAM, &[], Vec::new(), (10, 1));
+            assert_eq!(keys.unwrap(), Joined::TooMany);
+        }
     }
 }

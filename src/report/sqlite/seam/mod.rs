@@ -196,6 +196,27 @@ pub fn split(range: TimeRange, seam: i64) -> (TimeRange, TimeRange) {
     )
 }
 
+/// What a join at the seam gives.
+#[derive(Debug, PartialEq)]
+pub enum Joined<T> {
+    Answer(T),
+    /// The side does not hold what the join reads: the raw tables may.
+    NotHeld,
+    /// The part after the seam has too many values to hold, on any side:
+    /// the raw tables answer the whole range.
+    TooMany,
+}
+
+impl<T> Joined<T> {
+    /// The answer, if any.
+    pub fn answer(self) -> Option<T> {
+        match self {
+            Joined::Answer(t) => Some(t),
+            Joined::NotHeld | Joined::TooMany => None,
+        }
+    }
+}
+
 /// `side` does not hold what a join reads.
 struct NotHeld;
 
@@ -226,8 +247,7 @@ fn crossing(
 
 /// The totals of `range` from the store's part before `seam` (`sealed`)
 /// and `side`'s after it; visit metrics only when `visits` asks (a goal's
-/// conversions need none). `None` when `side` does not hold what the join
-/// reads.
+/// conversions need none).
 pub fn join_totals(
     side: &dyn AfterSeam,
     range: TimeRange,
@@ -235,9 +255,9 @@ pub fn join_totals(
     filters: &[Filter],
     sealed: Totals,
     visits: bool,
-) -> Result<Option<Totals>, StoreError> {
+) -> Result<Joined<Totals>, StoreError> {
     let Ok(crossed) = crossing(side, range, seam)? else {
-        return Ok(None);
+        return Ok(Joined::NotHeld);
     };
     let (_, after) = split(range, seam);
     let tail = side.totals(after, filters)?;
@@ -250,7 +270,7 @@ pub fn join_totals(
         visit_duration_sum: sealed.visit_duration_sum + tail.visit_duration_sum,
     };
     let Some(c) = crossed else {
-        return Ok(Some(t));
+        return Ok(Joined::Answer(t));
     };
     t.visitors -= side.visitors_on_both_sides(&c, filters)?;
     if visits && has_event_filters(filters) {
@@ -259,7 +279,7 @@ pub fn join_totals(
         t.bounces += bounces;
         t.visit_duration_sum += duration;
     }
-    Ok(Some(t))
+    Ok(Joined::Answer(t))
 }
 
 /// The rows to add to the store's breakdown of the part of `range` before
@@ -272,8 +292,8 @@ pub fn join_totals(
 ///   is added under its value, and its visitor if that value does not
 ///   count them already.
 ///
-/// `None` when `side` does not hold what the join reads, or the part after
-/// the seam has `max` values or more.
+/// [`Joined::TooMany`] when the part after the seam has `max` values or
+/// more.
 pub fn rows_to_add(
     side: &dyn AfterSeam,
     range: TimeRange,
@@ -281,19 +301,19 @@ pub fn rows_to_add(
     dimension: &Dimension,
     filters: &[Filter],
     max: i64,
-) -> Result<Option<RowsToAdd>, StoreError> {
+) -> Result<Joined<RowsToAdd>, StoreError> {
     let Ok(crossed) = crossing(side, range, seam)? else {
-        return Ok(None);
+        return Ok(Joined::NotHeld);
     };
     let (_, after) = split(range, seam);
     let tail = side.rows(after, dimension, filters, max)?;
     if tail.len() as i64 >= max {
-        return Ok(None);
+        return Ok(Joined::TooMany);
     }
     let mut rows = RowsToAdd::default();
     tail.iter().for_each(|r| rows.add(r));
     let Some(c) = crossed else {
-        return Ok(Some(rows));
+        return Ok(Joined::Answer(rows));
     };
     let less = |value: Option<String>, visitors: i64, visits: i64| BreakdownRow {
         value,
@@ -304,7 +324,7 @@ pub fn rows_to_add(
     match dimension {
         Dimension::Visit(column) => {
             if !has_event_filters(filters) {
-                return Ok(Some(rows));
+                return Ok(Joined::Answer(rows));
             }
             let (added, counted) = side.visits_matched_after_by(&c, *column, filters)?;
             let mut counted: HashSet<ValueVisitor> = counted.into_iter().collect();
@@ -338,13 +358,13 @@ pub fn rows_to_add(
             }
         }
     }
-    Ok(Some(rows))
+    Ok(Joined::Answer(rows))
 }
 
 /// Property keys by visitors over `range`, from the store's part before
 /// `seam` (`sealed`, every key) and `side`'s after it (every key, fewer
 /// than `max`): a visitor with a key on both sides counts once. Most
-/// visitors first, then by key, at most `limit`. `None` as
+/// visitors first, then by key, at most `limit`. [`Joined::TooMany`] as
 /// [`rows_to_add`].
 pub fn join_prop_keys(
     side: &dyn AfterSeam,
@@ -353,14 +373,14 @@ pub fn join_prop_keys(
     filters: &[Filter],
     sealed: KeyVisitors,
     (limit, max): (i64, i64),
-) -> Result<Option<Vec<String>>, StoreError> {
+) -> Result<Joined<Vec<String>>, StoreError> {
     let Ok(crossed) = crossing(side, range, seam)? else {
-        return Ok(None);
+        return Ok(Joined::NotHeld);
     };
     let (_, after) = split(range, seam);
     let tail = side.key_counts(after, filters, max)?;
     if tail.len() as i64 >= max {
-        return Ok(None);
+        return Ok(Joined::TooMany);
     }
     let mut keys: HashMap<String, i64> = sealed.into_iter().collect();
     for (key, n) in tail {
@@ -380,7 +400,7 @@ pub fn join_prop_keys(
     }
     let mut keys: Vec<(String, i64)> = keys.into_iter().collect();
     keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(Some(
+    Ok(Joined::Answer(
         keys.into_iter()
             .take(limit.max(0) as usize)
             .map(|(k, _)| k)

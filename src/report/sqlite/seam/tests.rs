@@ -90,6 +90,7 @@ fn property_keys_joined_at_the_seam_count_a_crossing_visitor_once() {
     let joined = |limit| {
         join_prop_keys(&side, range, SEAM, &[], sealed.clone(), (limit, 100))
             .unwrap()
+            .answer()
             .unwrap()
     };
     // plan: visitors 10 and 20, not 3; x leads.
