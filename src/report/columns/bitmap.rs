@@ -115,6 +115,14 @@ impl Distinct {
                 if list.iter().any(|&n| n as usize >= *universe) {
                     return Err(damaged());
                 }
+                // A long list is counted faster in a bitmap (a pass over
+                // the universe's words) than sorted (n log n): a day's
+                // visitors of a page filter are tens of thousands.
+                if *universe / 64 <= list.len() * 4 {
+                    let mut b = Bitmap::new(*universe);
+                    list.iter().for_each(|&n| b.insert(n));
+                    return b.count();
+                }
                 list.sort_unstable();
                 list.dedup();
                 Ok(list.len() as i64)
@@ -127,5 +135,33 @@ fn damaged() -> ColumnError {
     ColumnError::Damaged {
         path: "segment".into(),
         what: "a number past the site's".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lists counted sorted or through a bitmap, and bitmaps, count each
+    /// number once.
+    #[test]
+    fn distinct_counts_each_number_once_whatever_its_form() {
+        let universe = 1 << 16;
+        for n in [0usize, 10, 300, 1_500, 5_000, 40_000] {
+            let mut d = Distinct::new(universe);
+            let mut want = std::collections::HashSet::new();
+            let mut x: u32 = 12345;
+            for _ in 0..n {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let v = (x >> 8) % (n as u32 / 2 + 1);
+                d.insert(v);
+                want.insert(v);
+            }
+            assert_eq!(d.count().unwrap(), want.len() as i64, "{n}");
+        }
+        let mut d = Distinct::new(100);
+        (0..50).for_each(|n| d.insert(n));
+        d.insert(100);
+        assert!(d.count().is_err());
     }
 }
