@@ -257,15 +257,20 @@ fn visits(
                 t.visit_duration_sum += v.duration[i..j].iter().map(|&x| i64::from(x)).sum::<i64>();
                 return;
             }
-            for r in i..j {
-                if had.is_some_and(|h| !h.contains(base + r as u32))
-                    || !scan.pages_ok(v.entry[r], v.exit[r])
-                {
-                    continue;
+            let mut add = |r: usize| {
+                if scan.pages_ok(v.entry[r], v.exit[r]) {
+                    t.visits += 1;
+                    t.bounces += i64::from(v.bounce[r]);
+                    t.visit_duration_sum += i64::from(v.duration[r]);
                 }
-                t.visits += 1;
-                t.bounces += i64::from(v.bounce[r]);
-                t.visit_duration_sum += i64::from(v.duration[r]);
+            };
+            match had {
+                // Only the visits with a matching event, a word at a time:
+                // under a page filter most visits have none.
+                Some(h) => h.for_each_in(base + i as u32, base + j as u32, |n| {
+                    add((n - base) as usize)
+                }),
+                None => (i..j).for_each(add),
             }
         });
     }
