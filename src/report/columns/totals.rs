@@ -75,13 +75,28 @@ impl VisitBuckets<'_> {
                 let Some(seg) = self.view.segment_of_visit(n)? else {
                     return Ok(None);
                 };
+                // A segment's visits started on its day: the one or two
+                // buckets over that day are searched, not all of them.
+                let (lo, hi) = (seg.start(), seg.end());
+                let first = self.buckets.partition_point(|b| b.end <= lo);
+                let last = self.buckets.partition_point(|b| b.start < hi).max(first);
+                let near = &self.buckets[first..last];
                 let rows: Vec<u32> = seg
                     .visits()?
                     .started
                     .iter()
-                    .map(|&t| match bucket_at(self.buckets, i64::from(t)) {
-                        (k, true) => k as u32,
-                        _ => u32::MAX,
+                    .map(|&t| {
+                        let t = i64::from(t);
+                        let found = if lo <= t && t < hi {
+                            let (k, inside) = bucket_at(near, t);
+                            (first + k, inside)
+                        } else {
+                            bucket_at(self.buckets, t)
+                        };
+                        match found {
+                            (k, true) => k as u32,
+                            _ => u32::MAX,
+                        }
                     })
                     .collect();
                 let k = rows.get((n - seg.visit_base) as usize).copied();
