@@ -125,7 +125,7 @@ pub(super) fn breakdown(
             };
             q.each_event(range, |c, i| {
                 let e = c.get(i);
-                let Some(value) = prop_value(site, &e, key) else {
+                let Some(value) = prop_value(site, e.props, key) else {
                     return;
                 };
                 let slot = rows.slot(value);

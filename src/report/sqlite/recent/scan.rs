@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use super::event_log::{Columns, Event, PAGEVIEW};
+use super::event_log::{Columns, PAGEVIEW};
 use super::ids::{Bitmap, IdMap, IdSet};
 use super::table::{NONE, SiteTraffic, Visit, prop_key, prop_value};
 use crate::report::matching::{glob, value_matches};
@@ -143,15 +143,17 @@ impl<'a> Scan<'a> {
         })
     }
 
+    /// Whether the event at `i` passes the event filters, reading only
+    /// the columns they look at.
     #[inline]
-    fn event_matches(&self, e: &Event) -> bool {
+    fn event_matches(&self, cols: &Columns, i: usize) -> bool {
         self.event_filters.iter().all(|(attr, c)| {
             let id = match attr {
-                EventAttr::Path => e.path,
-                EventAttr::Name => e.name,
+                EventAttr::Path => cols.path[i],
+                EventAttr::Name => cols.name[i],
                 EventAttr::Prop => c
                     .prop_key
-                    .and_then(|k| prop_value(self.site, e, k))
+                    .and_then(|k| prop_value(self.site, cols.props[i], k))
                     .unwrap_or(NONE),
             };
             self.matches(c, id)
@@ -168,10 +170,7 @@ impl<'a> Scan<'a> {
             range.end,
             |set| self.set_matches(set),
             |c, i| {
-                if plain || {
-                    let e = c.get(i);
-                    self.pages_match(e.visit) && self.event_matches(&e)
-                } {
+                if plain || (self.pages_match(c.visit[i]) && self.event_matches(c, i)) {
                     f(c, i);
                 }
             },
@@ -188,7 +187,7 @@ impl<'a> Scan<'a> {
                 range.end + 86_400,
                 |_| true,
                 |c, i| {
-                    if self.event_matches(&c.get(i)) {
+                    if self.event_matches(c, i) {
                         visits.insert(c.visit[i]);
                     }
                 },

@@ -46,7 +46,7 @@ impl HeldSite<'_> {
         match dimension {
             Dimension::Page => e.pageview.then_some(e.path),
             Dimension::EventName => (!e.pageview).then_some(e.name),
-            Dimension::Prop(_) => key.and_then(|k| prop_value(self.site, &e, k)),
+            Dimension::Prop(_) => key.and_then(|k| prop_value(self.site, e.props, k)),
             Dimension::Visit(_) => None,
         }
     }

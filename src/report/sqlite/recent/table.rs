@@ -401,11 +401,13 @@ pub(super) fn prop_key(dict: &Dictionary, key: &str) -> Option<u32> {
     dict.ids.get(key).copied()
 }
 
-pub(super) fn prop_value(site: &SiteTraffic, e: &Event, key: u32) -> Option<u32> {
-    if e.props == 0 {
+/// The value id of property `key` in an event's properties (`props`: 1 +
+/// index into the site's property lists, 0 for none).
+pub(super) fn prop_value(site: &SiteTraffic, props: u32, key: u32) -> Option<u32> {
+    if props == 0 {
         return None;
     }
-    site.props[e.props as usize - 1]
+    site.props[props as usize - 1]
         .iter()
         .find(|(k, _)| *k == key)
         .map(|(_, v)| *v)
