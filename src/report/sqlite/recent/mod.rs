@@ -425,17 +425,28 @@ pub fn external_writes(conn: &Connection) -> Result<i64, StoreError> {
 mod tests {
     use super::*;
 
+    /// A store with one site, example.com (UTC), and its id.
+    fn store_with_site() -> (tempfile::TempDir, Store, i64) {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path(), 1).unwrap();
+        let site = crate::store::sites::add_site(
+            &store.write_connection().unwrap(),
+            "example.com",
+            "UTC",
+            false,
+        )
+        .unwrap()
+        .id;
+        (data, store, site)
+    }
+
     /// A visit that started days before the window (a page that reloads
     /// itself) has its events in the window held, as the raw tables count
     /// them.
     #[test]
     fn a_visit_started_long_before_the_window_has_its_recent_events_held() {
-        let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path(), 1).unwrap();
+        let (_data, store, site) = store_with_site();
         let conn = store.write_connection().unwrap();
-        let site = crate::store::sites::add_site(&conn, "example.com", "UTC", false)
-            .unwrap()
-            .id;
         let now = crate::store::now_unix();
         let started = now - 5 * 86_400;
         conn.execute(
@@ -470,12 +481,8 @@ mod tests {
     /// it until the visit's snapshot arrives, and counts it once.
     #[test]
     fn an_event_read_before_its_visit_row_counts_once_the_visit_arrives() {
-        let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path(), 1).unwrap();
+        let (_data, store, site) = store_with_site();
         let conn = store.write_connection().unwrap();
-        let site = crate::store::sites::add_site(&conn, "example.com", "UTC", false)
-            .unwrap()
-            .id;
         let now = crate::store::now_unix();
         conn.execute(
             "INSERT INTO events (site_id, ts, id, visit_id, visitor_id, name, hostname, path)

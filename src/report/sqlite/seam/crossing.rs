@@ -81,6 +81,13 @@ fn visits_between(
     }
 }
 
+/// `FROM visits v WHERE` the crossing visits the range counts that match
+/// only after the seam (see [`Crossing::matched_only_after`]).
+fn crossing_matched_only_after(sql: &mut Sql, site_id: i64, c: &Crossing, filters: &[Filter]) {
+    let from = (c.visits_from(), c.seam);
+    visits_between(sql, site_id, from, filters, &c.matched_only_after());
+}
+
 /// `SELECT value, visitor, visit` of the matching events of an event
 /// dimension (a page, an event name, a property) in `range`; conditions may
 /// follow.
@@ -229,14 +236,7 @@ impl AfterSeam for RawTables<'_> {
             "SELECT COUNT(*), COALESCE(SUM(v.is_bounce), 0),
                 COALESCE(SUM(v.last_seen_at - v.started_at), 0)",
         );
-        let from = (c.visits_from(), c.seam);
-        visits_between(
-            &mut sql,
-            self.site_id,
-            from,
-            filters,
-            &c.matched_only_after(),
-        );
+        crossing_matched_only_after(&mut sql, self.site_id, c, filters);
         Ok(self
             .conn
             .prepare_cached(&sql.text)?
@@ -280,14 +280,7 @@ impl AfterSeam for RawTables<'_> {
             "SELECT v.{name}, v.visitor_id, v.pageviews, v.events, v.is_bounce,
                 v.last_seen_at - v.started_at"
         ));
-        let from = (c.visits_from(), c.seam);
-        visits_between(
-            &mut sql,
-            self.site_id,
-            from,
-            filters,
-            &c.matched_only_after(),
-        );
+        crossing_matched_only_after(&mut sql, self.site_id, c, filters);
         let added: Vec<AddedVisit> = self.all(&sql, |r| {
             Ok(AddedVisit {
                 row: BreakdownRow {
