@@ -1,6 +1,7 @@
 //! Sets of dense numbers (visitors, visits), for exact distinct counts
 //! without hashing: a bitmap over the site's numbers, or while a set is
-//! small next to that, a list sorted when counted.
+//! small next to that, a list (sorted when counted, or put in a bitmap
+//! when that is quicker).
 
 use super::ColumnError;
 
