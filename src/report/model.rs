@@ -277,6 +277,21 @@ pub struct Filter {
     pub values: Vec<Option<String>>,
 }
 
+impl Filter {
+    /// Whether it looks at an event (its page, name or a property) rather
+    /// than at the event's visit.
+    pub fn on_event(&self) -> bool {
+        !matches!(self.field, FilterField::Visit(_))
+    }
+}
+
+/// Whether any of `filters` looks at events: then a visit counts only if it
+/// has a matching event, which every read model looks for up to a day past
+/// a range's end.
+pub fn has_event_filters(filters: &[Filter]) -> bool {
+    filters.iter().any(Filter::on_event)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use super::calendar;
 use super::model::{
     BreakdownRow, Dimension, Filter, FilterField, FilterOp, TimeRange, Totals, VisitColumn,
+    has_event_filters,
 };
 use super::{ReportError, Reports, SiteReport};
 use crate::report::columns::ColumnError;
@@ -333,11 +334,11 @@ impl SqliteSiteReport<'_> {
     /// event up to a day past the end (see `raw::visits_from`), so the
     /// store must hold that day too.
     fn visit_reach(&self, end: i64) -> i64 {
-        let event_filter = self
-            .filters
-            .iter()
-            .any(|f| !matches!(f.field, FilterField::Visit(_)));
-        if event_filter { end + 86_400 } else { end }
+        if has_event_filters(&self.filters) {
+            end + 86_400
+        } else {
+            end
+        }
     }
 
     /// The column store's answer over ranges ending by `end`, or `None` when

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use super::filter::{Sql, filter_sql, glob_of, prop_sql};
 use crate::report::model::{
-    BreakdownRow, Dimension, Filter, FilterField, NOT_AN_ACTION, TimeRange, Totals, VisitColumn,
+    BreakdownRow, Dimension, Filter, NOT_AN_ACTION, TimeRange, Totals, VisitColumn,
 };
 use crate::store::StoreError;
 use crate::store::sites::GoalKind;
@@ -23,7 +23,7 @@ fn json_list(items: &[String]) -> String {
 }
 
 pub(super) fn is_visit_field(f: &Filter) -> bool {
-    matches!(f.field, FilterField::Visit(_))
+    !f.on_event()
 }
 
 /// `FROM events e [JOIN visits v] WHERE` the site, range, action and filters.

@@ -11,9 +11,10 @@ use super::event_log::Columns;
 use super::ids::{IdMap, IdSet};
 use super::scan::{self, Scan};
 use super::table::{SiteTraffic, Visit, prop_key, prop_value};
+use crate::report::model::has_event_filters;
 use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 use crate::report::sqlite::seam::{
-    AddedVisit, AfterSeam, Crossing, KeyVisitors, ValueVisitor, ValuedEvent, has_event_filters,
+    AddedVisit, AfterSeam, Crossing, KeyVisitors, ValueVisitor, ValuedEvent,
 };
 use crate::store::StoreError;
 

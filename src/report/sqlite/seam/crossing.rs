@@ -8,9 +8,8 @@ use rusqlite::Connection;
 
 use super::super::filter::{Sql, filter_sql, prop_sql};
 use super::super::raw::{self, events_from, is_visit_field};
-use super::{
-    AddedVisit, AfterSeam, Crossing, KeyVisitors, ValueVisitor, ValuedEvent, has_event_filters,
-};
+use super::{AddedVisit, AfterSeam, Crossing, KeyVisitors, ValueVisitor, ValuedEvent};
+use crate::report::model::has_event_filters;
 use crate::report::model::{
     BreakdownRow, Dimension, Filter, NOT_AN_ACTION, TimeRange, Totals, VisitColumn,
 };

@@ -29,7 +29,7 @@ pub mod crossing;
 use std::collections::{HashMap, HashSet};
 
 use crate::report::model::{
-    BreakdownRow, Dimension, Filter, FilterField, RowsToAdd, TimeRange, Totals, VisitColumn,
+    BreakdownRow, Dimension, Filter, RowsToAdd, TimeRange, Totals, VisitColumn, has_event_filters,
 };
 use crate::store::StoreError;
 
@@ -173,13 +173,6 @@ pub trait AfterSeam {
         c: &Crossing,
         filters: &[Filter],
     ) -> Result<(KeyVisitors, KeyVisitors), StoreError>;
-}
-
-/// Whether event filters are among `filters`.
-pub fn has_event_filters(filters: &[Filter]) -> bool {
-    filters
-        .iter()
-        .any(|f| !matches!(f.field, FilterField::Visit(_)))
 }
 
 /// `range` cut at `seam`: the part before it and the part after.
