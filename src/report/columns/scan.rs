@@ -107,13 +107,6 @@ struct Memo<'a> {
     answers: Answers,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum EventAttr {
-    Path,
-    Name,
-    Prop,
-}
-
 /// Whether a dictionary id is a property key's, remembered per id.
 pub(super) struct KeyMemo<'a> {
     key: Option<&'a str>,
@@ -150,6 +143,13 @@ impl<'a> KeyMemo<'a> {
     }
 }
 
+/// Several filters on one event attribute, their joint answer remembered
+/// per dictionary id.
+struct Combined<'a> {
+    filters: Vec<&'a Filter>,
+    answers: Answers,
+}
+
 /// Filters applied to one view, compiled for the scan.
 pub(super) struct Scan<'a> {
     view: &'a SiteView,
@@ -157,7 +157,12 @@ pub(super) struct Scan<'a> {
     set_memo: Answers,
     /// Entry (0) and exit (1) page filters: judged per visit.
     page_filters: Vec<(usize, Memo<'a>)>,
-    event_filters: Vec<(EventAttr, Memo<'a>, Option<KeyMemo<'a>>)>,
+    /// Property filters: judged per row.
+    props: Vec<(Memo<'a>, KeyMemo<'a>)>,
+    /// Whether a name, and a path, passes every filter on it: a group is
+    /// judged with one lookup each, the answer for all those filters.
+    names: Option<Combined<'a>>,
+    paths: Option<Combined<'a>>,
     visit_memo: RefCell<HashMap<u32, bool>>,
     pub(super) bad: Cell<bool>,
 }
@@ -174,7 +179,9 @@ impl<'a> Scan<'a> {
             set_filters: Vec::new(),
             set_memo: Answers::Dense(Vec::new()),
             page_filters: Vec::new(),
-            event_filters: Vec::new(),
+            props: Vec::new(),
+            names: None,
+            paths: None,
             visit_memo: RefCell::new(HashMap::new()),
             bad: Cell::new(false),
         };
@@ -182,20 +189,25 @@ impl<'a> Scan<'a> {
             match &f.field {
                 FilterField::Visit(c) if c.index() < 2 => s.page_filters.push((c.index(), memo(f))),
                 FilterField::Visit(c) => s.set_filters.push((c.index() - 2, memo(f))),
-                FilterField::Page => s.event_filters.push((EventAttr::Path, memo(f), None)),
-                FilterField::EventName => s.event_filters.push((EventAttr::Name, memo(f), None)),
+                // Judged per group, all of one attribute at once (below).
+                FilterField::Page | FilterField::EventName => {}
                 FilterField::Prop(key) => {
-                    s.event_filters.push((
-                        EventAttr::Prop,
-                        memo(f),
-                        Some(KeyMemo::new(view, key, rows)),
-                    ));
+                    s.props.push((memo(f), KeyMemo::new(view, key, rows)));
                 }
             }
         }
         if !s.set_filters.is_empty() {
             s.set_memo = Answers::new(view.sets.len(), rows);
         }
+        let combined = |on: fn(&FilterField) -> bool| {
+            let filters: Vec<&Filter> = filters.iter().filter(|f| on(&f.field)).collect();
+            (!filters.is_empty()).then(|| Combined {
+                filters,
+                answers: Answers::new(view.dict.len(), rows),
+            })
+        };
+        s.names = combined(|f| matches!(f, FilterField::EventName));
+        s.paths = combined(|f| matches!(f, FilterField::Page));
         s
     }
 
@@ -208,7 +220,7 @@ impl<'a> Scan<'a> {
     }
 
     pub(super) fn has_event_filters(&self) -> bool {
-        !self.event_filters.is_empty()
+        !self.props.is_empty() || self.names.is_some() || self.paths.is_some()
     }
 
     /// An error if the scan met an id past its table (a damaged file).
@@ -297,26 +309,25 @@ impl<'a> Scan<'a> {
     /// Whether a group's name and path pass the filters on them.
     #[inline(always)]
     fn group_ok(&self, g: &[u32; 4]) -> bool {
-        self.event_filters.iter().all(|(attr, m, _)| match attr {
-            EventAttr::Path => self.matches(m, g[2]),
-            EventAttr::Name => self.matches(m, g[1]),
-            EventAttr::Prop => true,
+        self.passes(&self.names, g[1]) && self.passes(&self.paths, g[2])
+    }
+
+    #[inline(always)]
+    fn passes(&self, c: &Option<Combined<'_>>, id: u32) -> bool {
+        let Some(c) = c else { return true };
+        c.answers.get(id, &self.bad, || {
+            let value = self.view.dict.get(id);
+            c.filters.iter().all(|f| value_matches(f, value))
         })
     }
 
     /// Whether row `i` passes the filters judged per row: properties, and
     /// entry or exit pages of its visit.
     fn row_ok(&self, ev: &EventCols<'_>, i: usize) -> bool {
-        self.event_filters
-            .iter()
-            .all(|(attr, m, key)| match (attr, key) {
-                (EventAttr::Prop, Some(key)) => {
-                    let value = key.value(self.view, ev.props(i), &self.bad);
-                    self.matches(m, value.unwrap_or(NONE))
-                }
-                _ => true,
-            })
-            && (self.page_filters.is_empty() || self.visit_pages_ok(ev.visit[i]))
+        self.props.iter().all(|(m, key)| {
+            let value = key.value(self.view, ev.props(i), &self.bad);
+            self.matches(m, value.unwrap_or(NONE))
+        }) && (self.page_filters.is_empty() || self.visit_pages_ok(ev.visit[i]))
     }
 
     /// Calls `f(columns, group, a, b)` for the rows `a..b` of each group of
@@ -336,11 +347,7 @@ impl<'a> Scan<'a> {
         }
         let ev = seg.events()?;
         let whole = seg.start() >= range.start && seg.end() <= range.end;
-        let per_row = !self.page_filters.is_empty()
-            || self
-                .event_filters
-                .iter()
-                .any(|(a, _, _)| *a == EventAttr::Prop);
+        let per_row = !self.page_filters.is_empty() || !self.props.is_empty();
         let mut start = 0;
         for g in ev.groups {
             let (mut a, mut b) = (start, g[3] as usize);

@@ -27,6 +27,17 @@ fn bucket_at(buckets: &[TimeRange], t: i64) -> (usize, bool) {
     (k, k < buckets.len() && buckets[k].start <= t)
 }
 
+/// Where the rows of `start..end` (a segment's day) fall when that is one
+/// place: `Some(Some(k))` all in bucket `k`, `Some(None)` in none; `None`
+/// when the day is cut by a bucket's edge (its rows are split one by one).
+fn day_in(buckets: &[TimeRange], start: i64, end: i64) -> Option<Option<usize>> {
+    let (k, inside) = bucket_at(buckets, start);
+    if inside {
+        return (buckets[k].end >= end).then_some(Some(k));
+    }
+    (k == buckets.len() || buckets[k].start >= end).then_some(None)
+}
+
 /// Splits rows `a..b`, ascending in `times`, by bucket: calls `f(k, i, j)`
 /// for the rows `i..j` in bucket `k` (`None` for rows in no bucket).
 #[inline]
@@ -186,6 +197,13 @@ pub(super) fn series(
     let segs = view.segments_for(window.start, window.end)?;
     for seg in &segs {
         let mut failed: Option<ColumnError> = None;
+        // A day inside one bucket (every day of a UTC site's daily series)
+        // needs no search per group.
+        let day = day_in(buckets, seg.start(), seg.end());
+        // The visits that started on this day: when it is in one bucket,
+        // theirs, and its events are within a day of their start.
+        let own = seg.visit_base..seg.visit_base + seg.n_visits as u32;
+        let own_bucket = day.is_some();
         scan.each_group(seg, window, |ev, g, a, b| {
             let mut mark = |i: usize, j: usize| {
                 let Some(had) = had.as_mut() else { return };
@@ -194,7 +212,7 @@ pub(super) fn series(
                     if v & ORPHAN != 0 {
                         continue;
                     }
-                    if buckets.len() == 1 {
+                    if buckets.len() == 1 || (own_bucket && own.contains(&v)) {
                         had.insert(v);
                         continue;
                     }
@@ -209,12 +227,16 @@ pub(super) fn series(
                     }
                 }
             };
-            by_bucket(buckets, ev.ts, a, b, |k, i, j| {
+            let mut add = |k: Option<usize>, i, j| {
                 if let Some(k) = k {
                     add_events(view, &mut open[k], ev, g, i, j);
                 }
                 mark(i, j);
-            });
+            };
+            match day {
+                Some(k) => add(k, a, b),
+                None => by_bucket(buckets, ev.ts, a, b, add),
+            }
         })?;
         if let Some(e) = failed {
             return Err(e);
@@ -290,4 +312,34 @@ fn visits(
         });
     }
     scan.check()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: i64, end: i64) -> TimeRange {
+        TimeRange { start, end }
+    }
+
+    /// A day is one place only when no bucket edge cuts it.
+    #[test]
+    fn a_day_is_in_one_bucket_only_when_no_edge_cuts_it() {
+        let days = [r(0, 100), r(100, 200), r(250, 300)];
+        assert_eq!(day_in(&days, 0, 100), Some(Some(0)));
+        assert_eq!(day_in(&days, 100, 200), Some(Some(1)));
+        assert_eq!(day_in(&days, 120, 180), Some(Some(1)));
+        // Cut by an edge, or partly in a gap.
+        assert_eq!(day_in(&days, 50, 150), None);
+        assert_eq!(day_in(&days, 180, 260), None);
+        assert_eq!(day_in(&days, 220, 260), None);
+        // In a gap, before the first bucket, after the last.
+        assert_eq!(day_in(&days, 200, 250), Some(None));
+        assert_eq!(day_in(&days, -100, 0), Some(None));
+        assert_eq!(day_in(&days, 300, 400), Some(None));
+        assert_eq!(day_in(&[], 0, 100), Some(None));
+        // Hours of a day: each cuts it.
+        let hours = [r(0, 50), r(50, 100)];
+        assert_eq!(day_in(&hours, 0, 100), None);
+    }
 }

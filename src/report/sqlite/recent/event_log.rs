@@ -12,6 +12,10 @@ pub(super) struct Event {
     pub(super) attributes: u32,
     /// Index into the site's visits.
     pub(super) visit: u32,
+    /// When the visit started (fixed, as its attribute set): the seam's
+    /// joins ask it of every event after the seam, and a column of it
+    /// streams where visits would be fetched one by one.
+    pub(super) started: u32,
     /// The visit's visitor, as a dense per-site number (see
     /// `SiteTraffic::visitor_numbers`).
     pub(super) visitor: u32,
@@ -24,7 +28,7 @@ pub(super) struct Event {
 }
 
 /// Events column by column. A filtered report passes a share of the events
-/// in its range (a quarter, say): gathering those from whole 32-byte
+/// in its range (a quarter, say): gathering those from whole 36-byte
 /// records would fetch most of the memory anyway, while the two or three
 /// narrow columns a report reads stream through.
 #[derive(Default)]
@@ -32,6 +36,7 @@ pub(super) struct Columns {
     pub(super) ts: Vec<u32>,
     pub(super) attributes: Vec<u32>,
     pub(super) visit: Vec<u32>,
+    pub(super) started: Vec<u32>,
     pub(super) visitor: Vec<u32>,
     pub(super) name: Vec<u32>,
     pub(super) path: Vec<u32>,
@@ -55,6 +60,7 @@ impl Columns {
             ts: self.ts[i],
             attributes: self.attributes[i],
             visit: self.visit[i],
+            started: self.started[i],
             visitor: self.visitor[i],
             name: self.name[i],
             path: self.path[i],
@@ -68,6 +74,7 @@ impl Columns {
         self.ts.insert(at, e.ts);
         self.attributes.insert(at, e.attributes);
         self.visit.insert(at, e.visit);
+        self.started.insert(at, e.started);
         self.visitor.insert(at, e.visitor);
         self.name.insert(at, e.name);
         self.path.insert(at, e.path);

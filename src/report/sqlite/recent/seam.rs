@@ -25,13 +25,9 @@ pub(super) struct HeldSite<'a> {
 }
 
 impl HeldSite<'_> {
-    fn visit(&self, c: &Columns, i: usize) -> &Visit {
-        &self.site.visits[c.visit[i] as usize]
-    }
-
     /// Whether the event at `i` is of a visit started from `from` to `to`.
     fn started(&self, c: &Columns, i: usize, from: i64, to: i64) -> bool {
-        let started = i64::from(self.visit(c, i).started_at);
+        let started = i64::from(c.started[i]);
         from <= started && started < to
     }
 
@@ -142,7 +138,7 @@ impl AfterSeam for HeldSite<'_> {
             range.end + 86_400,
             |_| true,
             |c, i| {
-                let started = i64::from(self.visit(c, i).started_at);
+                let started = i64::from(c.started[i]);
                 if started < seam && earliest.is_none_or(|e| started < e) {
                     earliest = Some(started);
                 }

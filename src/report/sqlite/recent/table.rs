@@ -224,6 +224,7 @@ impl SiteTraffic {
         let event = Event {
             ts: seconds(ts),
             visit,
+            started: self.visits[visit as usize].started_at,
             visitor: self.visits[visit as usize].visitor,
             attributes: self.visits[visit as usize].attributes,
             name: self.dict.id(name),
