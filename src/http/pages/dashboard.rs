@@ -13,7 +13,7 @@ use super::access::{Action, Admitted, Viewer, admit};
 use super::chart::{self, Chart, Sample};
 use super::panels::{PANEL_ROWS, PANELS, PROP_TAB, offers_props, resolve, row_label};
 use super::view::{self, Chip, Link, ViewState};
-use super::{Nav, blocking, html, realtime};
+use super::{Nav, blocking, html, parallel, realtime};
 use crate::http::{AppState, PageError, query_context, settle_writes};
 use crate::query::{self, Params, period::Period};
 use crate::report::Reports;
@@ -391,8 +391,17 @@ struct PanelData {
     rows: Vec<(String, i64)>,
 }
 
+/// One of the view's parts, as a job of [`parallel::run`] gives it.
+enum Part {
+    Aggregate(Value),
+    Series(Vec<Sample>),
+    Previous(Vec<Sample>),
+    Panel(PanelData),
+}
+
 /// The view's numbers. `has_goals`: the site has goals (the goals panel
-/// opens on them, otherwise on custom events).
+/// opens on them, otherwise on custom events). The parts are independent
+/// queries, each over its own report, run side by side.
 fn fetch(
     reports: &dyn Reports,
     site: &Site,
@@ -411,34 +420,11 @@ fn fetch(
     };
     let top_metrics: Vec<&str> = view::TOP_STATS.iter().map(|(m, _)| *m).collect();
     let top_metrics = top_metrics.join(",");
-    let aggregate = query::aggregate(
-        reports,
-        site,
-        &with(&[("metrics", &top_metrics), ("compare", "previous_period")]),
-        ctx,
-    )?["results"]
-        .take();
-    let series_of = |params: &Params| -> Result<Vec<Sample>, PageError> {
-        let value = query::timeseries(reports, site, params, ctx)?;
-        Ok(value["results"]
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| Sample {
-                        label: r["date"].as_str().unwrap_or_default().to_string(),
-                        // Null (a rate without visits) is no point at all.
-                        value: r[&v.graph].as_f64(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
-    };
     let interval = match query::period::Interval::from_params(&base)? {
         query::period::Interval::Hour => "hour",
         query::period::Interval::Date => "date",
         query::period::Interval::Month => "month",
     };
-    let series = series_of(&with(&[("metrics", &v.graph), ("interval", interval)]))?;
     let previous = match v.compare {
         true => Some(period.previous(&site.timezone)?),
         false => None,
@@ -446,30 +432,47 @@ fn fetch(
     // A previous period reaching before 1970 has nothing to chart, and
     // `date` would refuse it.
     let previous = previous.filter(|p| p.first.year() >= query::period::FIRST_YEAR);
-    let previous_series = if let Some(p) = previous {
-        let date = format!("{},{}", p.first, p.last);
-        Some(series_of(&with(&[
-            ("metrics", &v.graph),
-            ("interval", interval),
-            ("period", "custom"),
-            ("date", &date),
-        ]))?)
-    } else {
-        None
-    };
+    // The goals panel's tabs: the property keys, read first.
     let prop_keys = if offers_props(v) {
         query::prop_keys(reports, site, &base, ctx)?
     } else {
         Vec::new()
     };
-    let mut panels = Vec::new();
+
+    let mut jobs: Vec<parallel::Job<'_, Result<Part, PageError>>> = Vec::new();
+    let params = with(&[("metrics", &top_metrics), ("compare", "previous_period")]);
+    jobs.push(Box::new(move || {
+        let value = query::aggregate(reports, site, &params, ctx)?;
+        Ok(Part::Aggregate(value["results"].clone()))
+    }));
+    let params = with(&[("metrics", &v.graph), ("interval", interval)]);
+    jobs.push(Box::new(move || {
+        Ok(Part::Series(series_of(reports, site, v, &params, ctx)?))
+    }));
+    if let Some(p) = previous {
+        let date = format!("{},{}", p.first, p.last);
+        let params = with(&[
+            ("metrics", &v.graph),
+            ("interval", interval),
+            ("period", "custom"),
+            ("date", &date),
+        ]);
+        jobs.push(Box::new(move || {
+            Ok(Part::Previous(series_of(reports, site, v, &params, ctx)?))
+        }));
+    }
+    let limit = PANEL_ROWS.to_string();
     for def in PANELS {
         let default = if def.key == "goals" && !has_goals {
             def.tabs[1].key
         } else {
             def.tabs[0].key
         };
-        let props: &[String] = if def.key == "goals" { &prop_keys } else { &[] };
+        let props: Vec<String> = if def.key == "goals" {
+            prop_keys.clone()
+        } else {
+            Vec::new()
+        };
         let chosen = v
             .tab(def.key)
             .filter(|t| {
@@ -484,45 +487,75 @@ fn fetch(
         let Some(chosen) = chosen else {
             continue;
         };
-        let limit = PANEL_ROWS.to_string();
-        let result = query::breakdown(
-            reports,
-            site,
-            &with(&[
-                ("property", &chosen.property),
-                ("metrics", "visitors"),
-                ("limit", &limit),
-            ]),
-            ctx,
-        )?;
-        let rows = result["results"]
-            .as_array()
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        (
-                            row_label(r, &chosen.property),
-                            r["visitors"].as_i64().unwrap_or(0),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        panels.push(PanelData {
-            heading: chosen
-                .heading
-                .clone()
-                .unwrap_or_else(|| view::property_label(&chosen.property)),
-            tab: chosen.key,
-            property: chosen.property,
-            prop_tabs: props.to_vec(),
-            rows,
-        });
+        let params = with(&[
+            ("property", &chosen.property),
+            ("metrics", "visitors"),
+            ("limit", &limit),
+        ]);
+        jobs.push(Box::new(move || {
+            let result = query::breakdown(reports, site, &params, ctx)?;
+            let rows = result["results"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| {
+                            (
+                                row_label(r, &chosen.property),
+                                r["visitors"].as_i64().unwrap_or(0),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Part::Panel(PanelData {
+                heading: chosen
+                    .heading
+                    .clone()
+                    .unwrap_or_else(|| view::property_label(&chosen.property)),
+                tab: chosen.key,
+                property: chosen.property,
+                prop_tabs: props,
+                rows,
+            }))
+        }));
     }
-    Ok(Data {
-        aggregate,
-        series,
-        previous_series,
-        panels,
-    })
+
+    let mut data = Data {
+        aggregate: Value::Null,
+        series: Vec::new(),
+        previous_series: None,
+        panels: Vec::new(),
+    };
+    for part in parallel::run(jobs) {
+        match part? {
+            Part::Aggregate(a) => data.aggregate = a,
+            Part::Series(s) => data.series = s,
+            Part::Previous(s) => data.previous_series = Some(s),
+            Part::Panel(p) => data.panels.push(p),
+        }
+    }
+    Ok(data)
+}
+
+/// The chart's points: `v.graph` per bucket of the `params`' period.
+fn series_of(
+    reports: &dyn Reports,
+    site: &Site,
+    v: &ViewState,
+    params: &Params,
+    ctx: &query::Context,
+) -> Result<Vec<Sample>, PageError> {
+    let value = query::timeseries(reports, site, params, ctx)?;
+    Ok(value["results"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| Sample {
+                    label: r["date"].as_str().unwrap_or_default().to_string(),
+                    // Null (a rate without visits) is no point at all.
+                    value: r[&v.graph].as_f64(),
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }

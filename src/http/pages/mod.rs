@@ -9,6 +9,7 @@ mod details;
 mod export;
 mod login;
 mod panels;
+mod parallel;
 mod realtime;
 pub mod session;
 mod settings;

@@ -1,0 +1,84 @@
+//! A page's independent queries run side by side: each opens its own report,
+//! so the parts of a dashboard use every core of a small box rather than
+//! one, as a browser's separate requests for each panel would.
+//!
+//! Bounded: at most [`MAX_THREADS`] threads per page (the calling one
+//! included), fewer on a box with fewer cores; the pages themselves are
+//! bounded by the server's blocking pool.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sync::Lock;
+
+/// The most threads one page's queries use.
+const MAX_THREADS: usize = 4;
+
+/// A job of [`run`].
+pub type Job<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
+
+/// Runs `jobs` on up to [`MAX_THREADS`] threads (the caller's among them),
+/// each job once, the longest first as given; returns their results in
+/// the order of `jobs`. A panicking job panics the caller, as it would
+/// have there.
+pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(MAX_THREADS).min(jobs.len()).max(1);
+    let n = jobs.len();
+    let jobs: Vec<Mutex<Option<Job<'a, T>>>> =
+        jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let next = AtomicUsize::new(0);
+    // Each thread takes the next job not taken and keeps its result with
+    // the job's place.
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return done;
+            }
+            if let Some(job) = jobs[i].locked().take() {
+                done.push((i, job()));
+            }
+        }
+    };
+    let mut done = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut done = work();
+        for h in others {
+            match h.join() {
+                Ok(d) => done.extend(d),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every job runs once and its result lands in its place, whatever the
+    /// number of jobs and threads.
+    #[test]
+    fn every_job_runs_once_and_keeps_its_place() {
+        for n in [0usize, 1, 2, 3, 17] {
+            let ran = AtomicUsize::new(0);
+            let jobs: Vec<Job<'_, usize>> = (0..n)
+                .map(|i| -> Job<'_, usize> {
+                    let ran = &ran;
+                    Box::new(move || {
+                        ran.fetch_add(1, Ordering::Relaxed);
+                        i * 10
+                    })
+                })
+                .collect();
+            let out = run(jobs);
+            assert_eq!(out, (0..n).map(|i| i * 10).collect::<Vec<_>>());
+            assert_eq!(ran.load(Ordering::Relaxed), n);
+        }
+    }
+}
