@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod keys;
 pub mod mail;
 pub mod metrics;
+pub mod parallel;
 pub mod query;
 pub mod report;
 pub mod serve;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use crate::parallel;
 use crate::report::model::{BreakdownRow, Dimension, Filter, TimeRange, Totals, VisitColumn};
 use crate::report::{ReportError, Reports, SiteReport};
 use crate::store::sites::{GoalKind, Site};
@@ -186,7 +187,6 @@ pub fn aggregate(
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, BASE_METRICS, &[CONVERSION_RATE])?;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
-    let source = open(reports, site, params, ctx)?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
         Some("previous_period") => Some(period.previous(&site.timezone)?),
@@ -196,12 +196,15 @@ pub fn aggregate(
             )));
         }
     };
-    let goals: Vec<GoalKind> = if metrics.iter().any(|m| m == CONVERSION_RATE) {
-        source.goal_list()?.into_iter().map(|g| g.kind).collect()
-    } else {
-        Vec::new()
-    };
+    let with_goals = metrics.iter().any(|m| m == CONVERSION_RATE);
+    // Each period over its own report, side by side.
     let measure = |range| -> Result<(Totals, i64), QueryError> {
+        let source = open(reports, site, params, ctx)?;
+        let goals: Vec<GoalKind> = if with_goals {
+            source.goal_list()?.into_iter().map(|g| g.kind).collect()
+        } else {
+            Vec::new()
+        };
         let converted = if goals.is_empty() {
             0
         } else {
@@ -209,11 +212,12 @@ pub fn aggregate(
         };
         Ok((source.totals(range)?, converted))
     };
-    let (t, converted) = measure(period.range)?;
-    let before = match &previous {
-        Some(p) => Some(measure(p.range)?),
-        None => None,
+    let (current, before) = match &previous {
+        Some(p) => parallel::join(|| measure(period.range), || measure(p.range).map(Some)),
+        None => (measure(period.range), Ok(None)),
     };
+    let (t, converted) = current?;
+    let before = before?;
     let value_of = |m: &str, t: &Totals, converted: i64| {
         if m == CONVERSION_RATE {
             json!(percent(converted, t.visitors))

@@ -9,7 +9,6 @@ mod details;
 mod export;
 mod login;
 mod panels;
-mod parallel;
 mod realtime;
 pub mod session;
 mod settings;

@@ -1,9 +1,12 @@
-//! A page's independent queries run side by side: each opens its own report,
-//! so the parts of a dashboard use every core of a small box rather than
-//! one, as a browser's separate requests for each panel would.
+//! Independent parts of one answer run side by side: a dashboard's
+//! queries, each over its own report, and the halves of one query over the
+//! column store, so a report uses every core of a small box rather than one
+//! (as an analytics engine does with a query, or a browser with separate
+//! requests for each panel). A leaf: it imports nothing of Tally but
+//! [`crate::sync`].
 //!
-//! Bounded: at most [`MAX_THREADS`] threads per page (the calling one
-//! included), fewer on a box with fewer cores; the pages themselves are
+//! Bounded: at most [`MAX_THREADS`] threads per call (the calling one
+//! included), fewer on a box with fewer cores; the callers themselves are
 //! bounded by the server's blocking pool.
 
 use std::sync::Mutex;
@@ -57,6 +60,27 @@ pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
     done.into_iter().map(|(_, t)| t).collect()
 }
 
+/// `a` and `b`, on two threads when the box has two cores (the caller's
+/// among them), else one after the other. A panic in either panics the
+/// caller.
+pub fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 {
+        return (a(), b());
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(b);
+        let a = a();
+        match other.join() {
+            Ok(b) => (a, b),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +104,6 @@ mod tests {
             assert_eq!(out, (0..n).map(|i| i * 10).collect::<Vec<_>>());
             assert_eq!(ran.load(Ordering::Relaxed), n);
         }
+        assert_eq!(join(|| 1, || "two"), (1, "two"));
     }
 }
