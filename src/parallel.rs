@@ -6,28 +6,59 @@
 //! [`crate::sync`].
 //!
 //! Bounded: at most [`MAX_THREADS`] threads per call (the calling one
-//! included), fewer on a box with fewer cores; the callers themselves are
-//! bounded by the server's blocking pool.
+//! included), fewer on a box with fewer cores, and at most twice the cores
+//! ([`spare`]) helper threads in the whole process at once. A call that
+//! finds none spare runs its jobs on the calling thread, one after the
+//! other, as it would on one core: many pages at once share the cores
+//! rather than start threads without end.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::sync::Lock;
 
-/// The most threads one page's queries use.
+/// The most threads one call uses, its own included.
 const MAX_THREADS: usize = 4;
+
+/// Helper threads running now, every call together.
+static HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Helper threads taken from the process's allowance (twice the cores),
+/// handed back when dropped.
+struct Helpers(usize);
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        HELPERS.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Up to `want` helper threads, as many as the allowance has spare.
+fn spare(want: usize) -> Helpers {
+    let limit = 2 * cores();
+    let mut taken = 0;
+    let _ = HELPERS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        taken = want.min(limit.saturating_sub(now));
+        Some(now + taken)
+    });
+    Helpers(taken)
+}
 
 /// A job of [`run`].
 pub type Job<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
 
-/// Runs `jobs` on up to [`MAX_THREADS`] threads (the caller's among them),
+/// Runs `jobs` on up to [`MAX_THREADS`] threads (the caller's among them,
+/// helpers as [`spare`] allows),
 /// each job once, the longest first as given; returns their results in
 /// the order of `jobs`. A panicking job panics the caller, as it would
 /// have there.
 pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = cores.min(MAX_THREADS).min(jobs.len()).max(1);
     let n = jobs.len();
+    let helpers = spare(cores().min(MAX_THREADS).min(n).saturating_sub(1));
     let jobs: Vec<Mutex<Option<Job<'a, T>>>> =
         jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
     let next = AtomicUsize::new(0);
@@ -46,7 +77,7 @@ pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
         }
     };
     let mut done = std::thread::scope(|s| {
-        let others: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let others: Vec<_> = (0..helpers.0).map(|_| s.spawn(work)).collect();
         let mut done = work();
         for h in others {
             match h.join() {
@@ -60,15 +91,15 @@ pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
     done.into_iter().map(|(_, t)| t).collect()
 }
 
-/// `a` and `b`, on two threads when the box has two cores (the caller's
-/// among them), else one after the other. A panic in either panics the
+/// `a` and `b`, on two threads when the box has two cores and a helper
+/// is spare (the caller's thread among them), else one after the other. A panic in either panics the
 /// caller.
 pub fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    if cores < 2 {
+    let helper = spare(cores().min(2) - 1);
+    if helper.0 == 0 {
         return (a(), b());
     }
     std::thread::scope(|s| {
@@ -105,5 +136,30 @@ mod tests {
             assert_eq!(ran.load(Ordering::Relaxed), n);
         }
         assert_eq!(join(|| 1, || "two"), (1, "two"));
+    }
+
+    /// With no helper spare, the jobs run on the calling thread, all of
+    /// them, in their places.
+    #[test]
+    fn without_spare_helpers_the_caller_runs_every_job() {
+        let held = spare(usize::MAX);
+        let caller = std::thread::current().id();
+        let jobs: Vec<Job<'_, _>> = (0..5)
+            .map(|i| -> Job<'_, _> { Box::new(move || (i, std::thread::current().id())) })
+            .collect();
+        let out = run(jobs);
+        assert_eq!(
+            out.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert!(out.iter().all(|r| r.1 == caller));
+        assert_eq!(
+            join(
+                || std::thread::current().id(),
+                || std::thread::current().id()
+            ),
+            (caller, caller)
+        );
+        drop(held);
     }
 }
