@@ -59,7 +59,9 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
 TALLY=$TARGET_DIR/release/tally
 WORK=$(mktemp -d -t tally-dash.XXXXXX)
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Servers are waited for before their files go: one still shutting down
+# writes into the directory being removed.
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; wait "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 SERVERS=()
 for size in $SIZES; do

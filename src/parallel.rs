@@ -23,6 +23,25 @@ const MAX_THREADS: usize = 4;
 /// Helper threads running now, every call together.
 static HELPERS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Set while a thread runs jobs of [`run`]: their siblings already
+    /// share the cores, so a `join` inside one runs its halves in turn
+    /// rather than add threads the cores cannot run.
+    static IN_JOBS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with [`IN_JOBS`] set, restoring it after (also on a panic).
+fn as_jobs<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_JOBS.with(|j| j.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_JOBS.with(|j| j.replace(true)));
+    f()
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
@@ -37,9 +56,16 @@ impl Drop for Helpers {
     }
 }
 
+/// The most helper threads running at once, every call together: twice
+/// the cores. Each may hold a report, so the database's pool of readers
+/// has this many beyond the callers' own.
+pub fn max_helpers() -> usize {
+    2 * cores()
+}
+
 /// Up to `want` helper threads, as many as the allowance has spare.
 fn spare(want: usize) -> Helpers {
-    let limit = 2 * cores();
+    let limit = max_helpers();
     let mut taken = 0;
     let _ = HELPERS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
         taken = want.min(limit.saturating_sub(now));
@@ -57,27 +83,37 @@ pub type Job<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
 /// the order of `jobs`. A panicking job panics the caller, as it would
 /// have there.
 pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
+    let want = cores().min(MAX_THREADS).min(jobs.len()).saturating_sub(1);
+    run_with(spare(want), jobs)
+}
+
+fn run_with<'a, T: Send>(helpers: Helpers, jobs: Vec<Job<'a, T>>) -> Vec<T> {
     let n = jobs.len();
-    let helpers = spare(cores().min(MAX_THREADS).min(n).saturating_sub(1));
     let jobs: Vec<Mutex<Option<Job<'a, T>>>> =
         jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
     let next = AtomicUsize::new(0);
     // Each thread takes the next job not taken and keeps its result with
     // the job's place.
     let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                return done;
+        as_jobs(|| {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return done;
+                }
+                let job = jobs[i].locked().take();
+                if let Some(job) = job {
+                    done.push((i, job()));
+                }
             }
-            if let Some(job) = jobs[i].locked().take() {
-                done.push((i, job()));
-            }
-        }
+        })
     };
     let mut done = std::thread::scope(|s| {
-        let others: Vec<_> = (0..helpers.0).map(|_| s.spawn(work)).collect();
+        // A thread the system refuses leaves its jobs to the others.
+        let others: Vec<_> = (0..helpers.0)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(s, work).ok())
+            .collect();
         let mut done = work();
         for h in others {
             match h.join() {
@@ -87,29 +123,51 @@ pub fn run<'a, T: Send>(jobs: Vec<Job<'a, T>>) -> Vec<T> {
         }
         done
     });
+    drop(helpers);
     done.sort_unstable_by_key(|(i, _)| *i);
     done.into_iter().map(|(_, t)| t).collect()
 }
 
-/// `a` and `b`, on two threads when the box has two cores and a helper
-/// is spare (the caller's thread among them), else one after the other. A panic in either panics the
-/// caller.
-pub fn join<A: Send, B: Send>(
-    a: impl FnOnce() -> A + Send,
+/// `a` on the calling thread and `b` on a helper when the box has two
+/// cores and a helper is spare, else `b` after `a` (also inside a job of
+/// [`run`], whose siblings already share the cores). A panic in either
+/// panics the caller.
+pub fn join<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
+    if IN_JOBS.with(std::cell::Cell::get) {
+        return (a(), b());
+    }
+    join_with(spare(cores().min(2) - 1), a, b)
+}
+
+fn join_with<A, B: Send>(
+    helper: Helpers,
+    a: impl FnOnce() -> A,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    let helper = spare(cores().min(2) - 1);
     if helper.0 == 0 {
         return (a(), b());
     }
-    std::thread::scope(|s| {
-        let other = s.spawn(b);
+    // `b` waits in a slot: a thread the system refuses leaves it here.
+    let slot = Mutex::new(Some(b));
+    let run_b = || slot.locked().take().map(|b| b());
+    let (a, from_thread) = std::thread::scope(|s| {
+        let other = std::thread::Builder::new().spawn_scoped(s, run_b).ok();
         let a = a();
-        match other.join() {
-            Ok(b) => (a, b),
+        let from_thread = other.and_then(|h| match h.join() {
+            Ok(b) => b,
             Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
+        });
+        (a, from_thread)
+    });
+    drop(helper);
+    let b = match from_thread {
+        Some(b) => b,
+        None => match run_b() {
+            Some(b) => b,
+            None => unreachable!("`b` ran on no thread and is not in its slot"),
+        },
+    };
+    (a, b)
 }
 
 #[cfg(test)]
@@ -138,28 +196,44 @@ mod tests {
         assert_eq!(join(|| 1, || "two"), (1, "two"));
     }
 
+    /// Inside a job of `run`, a `join` runs both halves on the job's
+    /// thread; after `run`, the thread is itself again.
+    #[test]
+    fn a_join_inside_a_job_stays_on_its_thread() {
+        let here = || std::thread::current().id();
+        let jobs: Vec<Job<'_, _>> = (0..3)
+            .map(|_| -> Job<'_, _> {
+                Box::new(move || {
+                    let (a, b) = join(here, here);
+                    a == b
+                })
+            })
+            .collect();
+        assert!(run(jobs).into_iter().all(|same| same));
+        assert!(!IN_JOBS.with(std::cell::Cell::get));
+    }
+
     /// With no helper spare, the jobs run on the calling thread, all of
     /// them, in their places.
     #[test]
     fn without_spare_helpers_the_caller_runs_every_job() {
-        let held = spare(usize::MAX);
         let caller = std::thread::current().id();
         let jobs: Vec<Job<'_, _>> = (0..5)
             .map(|i| -> Job<'_, _> { Box::new(move || (i, std::thread::current().id())) })
             .collect();
-        let out = run(jobs);
+        let out = run_with(Helpers(0), jobs);
         assert_eq!(
             out.iter().map(|r| r.0).collect::<Vec<_>>(),
             vec![0, 1, 2, 3, 4]
         );
         assert!(out.iter().all(|r| r.1 == caller));
-        assert_eq!(
-            join(
-                || std::thread::current().id(),
-                || std::thread::current().id()
-            ),
-            (caller, caller)
-        );
-        drop(held);
+        let here = || std::thread::current().id();
+        assert_eq!(join_with(Helpers(0), here, here), (caller, caller));
+        // With a helper (when one is spare now), `b` runs on another thread.
+        let helper = spare(1);
+        let granted = helper.0 == 1;
+        let (a, b) = join_with(helper, here, here);
+        assert_eq!(a, caller);
+        assert_eq!(b != caller, granted);
     }
 }

@@ -23,6 +23,8 @@ use crate::store::retention::{RetentionPolicy, RetentionStats};
 use crate::store::{Store, now_unix};
 use crate::supervise::{self, spawn_every};
 
+/// Readers for requests and background jobs; helper threads of parallel
+/// reports get theirs on top ([`crate::parallel::max_helpers`]).
 const READERS: u32 = 4;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
@@ -40,7 +42,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             data_dir.display()
         )
     })?;
-    let store = Store::open(data_dir, READERS)?;
+    let helpers = u32::try_from(crate::parallel::max_helpers()).unwrap_or(u32::MAX);
+    let store = Store::open(data_dir, READERS.saturating_add(helpers))?;
     tracing::info!(path = %store.path().display(), "opened database");
     crate::report::sqlite::sealer::ensure_database_id(&store.write_connection()?)?;
 

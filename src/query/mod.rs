@@ -187,6 +187,7 @@ pub fn aggregate(
 ) -> Result<Value, QueryError> {
     let metrics = metrics(params, BASE_METRICS, &[CONVERSION_RATE])?;
     let period = Period::from_params(params, &site.timezone, ctx.today)?;
+    let source = open(reports, site, params, ctx)?;
     let previous = match params.get("compare").map(String::as_str) {
         None => None,
         Some("previous_period") => Some(period.previous(&site.timezone)?),
@@ -196,15 +197,12 @@ pub fn aggregate(
             )));
         }
     };
-    let with_goals = metrics.iter().any(|m| m == CONVERSION_RATE);
-    // Each period over its own report, side by side.
-    let measure = |range| -> Result<(Totals, i64), QueryError> {
-        let source = open(reports, site, params, ctx)?;
-        let goals: Vec<GoalKind> = if with_goals {
-            source.goal_list()?.into_iter().map(|g| g.kind).collect()
-        } else {
-            Vec::new()
-        };
+    let goals: Vec<GoalKind> = if metrics.iter().any(|m| m == CONVERSION_RATE) {
+        source.goal_list()?.into_iter().map(|g| g.kind).collect()
+    } else {
+        Vec::new()
+    };
+    let measure = |source: &dyn SiteReport, range| -> Result<(Totals, i64), QueryError> {
         let converted = if goals.is_empty() {
             0
         } else {
@@ -212,9 +210,17 @@ pub fn aggregate(
         };
         Ok((source.totals(range)?, converted))
     };
+    // The previous period over a report of its own, side by side: its
+    // read transaction begins a moment after this one's.
     let (current, before) = match &previous {
-        Some(p) => parallel::join(|| measure(period.range), || measure(p.range).map(Some)),
-        None => (measure(period.range), Ok(None)),
+        Some(p) => parallel::join(
+            || measure(&*source, period.range),
+            || {
+                let other = open(reports, site, params, ctx)?;
+                measure(&*other, p.range).map(Some)
+            },
+        ),
+        None => (measure(&*source, period.range), Ok(None)),
     };
     let (t, converted) = current?;
     let before = before?;

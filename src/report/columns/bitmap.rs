@@ -81,54 +81,156 @@ impl Bitmap {
 }
 
 /// Distinct numbers below a universe: a list while it is smaller than a
-/// bitmap would be, a bitmap after. So a count costs at most the bitmap,
-/// and a few numbers cost a few words.
+/// bitmap over the numbers it spans would be, then that bitmap, grown as
+/// numbers outside it come. So a count costs at most the bitmap of the
+/// numbers met, and a few numbers cost a few words: a day's visitors are
+/// numbered close together, so a bucket of a day spans a day's numbers,
+/// not the site's.
 pub(super) enum Distinct {
-    List(Vec<u32>, usize),
-    Bits(Bitmap),
+    List {
+        list: Vec<u32>,
+        lo: u32,
+        hi: u32,
+        universe: usize,
+    },
+    Bits(Window),
+}
+
+/// A bitmap over the words `first..first + words.len()` of the numbers.
+pub(super) struct Window {
+    first: usize,
+    words: Vec<u64>,
+    universe: usize,
+    bad: bool,
+}
+
+impl Window {
+    fn new(lo: u32, hi: u32, universe: usize) -> Window {
+        let (first, last) = (lo as usize >> 6, hi as usize >> 6);
+        Window {
+            first,
+            words: vec![0; last + 1 - first],
+            universe,
+            bad: false,
+        }
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, n: u32) {
+        if n as usize >= self.universe {
+            self.bad = true;
+            return;
+        }
+        let w = n as usize >> 6;
+        if w < self.first || w >= self.first + self.words.len() {
+            self.grow(w);
+        }
+        self.words[w - self.first] |= 1 << (n & 63);
+    }
+
+    /// Widens the window to word `w`, at least doubling it toward `w` (so
+    /// numbers arriving in order cost amortised constant time), never past
+    /// the universe.
+    #[cold]
+    fn grow(&mut self, w: usize) {
+        let len = self.words.len();
+        let end = self.universe.div_ceil(64).max(w + 1);
+        if w < self.first {
+            let first = w.min(self.first.saturating_sub(len));
+            let mut words = vec![0; self.first - first];
+            words.extend_from_slice(&self.words);
+            self.words = words;
+            self.first = first;
+        } else {
+            let last = w.max(self.first + 2 * len).min(end - 1);
+            self.words.resize(last + 1 - self.first, 0);
+        }
+    }
 }
 
 impl Distinct {
     pub(super) fn new(universe: usize) -> Distinct {
-        Distinct::List(Vec::new(), universe)
+        Distinct::List {
+            list: Vec::new(),
+            lo: u32::MAX,
+            hi: 0,
+            universe,
+        }
     }
 
     #[inline]
     pub(super) fn insert(&mut self, n: u32) {
         match self {
             Distinct::Bits(b) => b.insert(n),
-            Distinct::List(list, universe) => {
+            Distinct::List {
+                list,
+                lo,
+                hi,
+                universe,
+            } => {
                 list.push(n);
-                // A list of u32 beats a bitmap below universe / 32 entries.
-                if list.len() > (*universe / 32).max(64) {
-                    let mut b = Bitmap::new(*universe);
-                    list.iter().for_each(|&n| b.insert(n));
-                    *self = Distinct::Bits(b);
+                *lo = (*lo).min(n);
+                *hi = (*hi).max(n);
+                // A list of u32 beats a bitmap below a 32nd of the numbers
+                // it spans.
+                if list.len() >= 64 && list.len() > (*hi - *lo) as usize / 32 {
+                    if list.iter().any(|&n| n as usize >= *universe) {
+                        let mut w = Window::new(0, 0, *universe);
+                        w.bad = true;
+                        *self = Distinct::Bits(w);
+                        return;
+                    }
+                    let mut w = Window::new(*lo, *hi, *universe);
+                    list.iter().for_each(|&n| w.insert(n));
+                    *self = Distinct::Bits(w);
                 }
+            }
+        }
+    }
+
+    /// Inserts every number of `ns`: a run of rows' visitors.
+    #[inline]
+    pub(super) fn insert_all(&mut self, ns: &[u32]) {
+        let mut rest = ns;
+        // While a list, one at a time (it may turn into a bitmap); then
+        // the rest straight into the bitmap.
+        while let (Distinct::List { .. }, Some((&n, tail))) = (&*self, rest.split_first()) {
+            self.insert(n);
+            rest = tail;
+        }
+        if let Distinct::Bits(w) = self {
+            for &n in rest {
+                w.insert(n);
             }
         }
     }
 
     pub(super) fn count(&mut self) -> Result<i64, ColumnError> {
         match self {
-            Distinct::Bits(b) => b.count(),
-            Distinct::List(list, universe) => {
+            Distinct::Bits(b) => {
+                if b.bad {
+                    return Err(damaged());
+                }
+                Ok(b.words.iter().map(|w| i64::from(w.count_ones())).sum())
+            }
+            Distinct::List {
+                list,
+                lo,
+                hi,
+                universe,
+            } => {
                 if list.iter().any(|&n| n as usize >= *universe) {
                     return Err(damaged());
                 }
-                // A long list is counted faster in a bitmap than sorted
-                // (n log n): a day's visitors of a page filter are tens of
-                // thousands. The bitmap spans only the list's numbers,
-                // which a day's visitors keep close together (each day's
-                // visitors are numbered as they come).
-                let (lo, hi) = list
-                    .iter()
-                    .fold((u32::MAX, 0), |(lo, hi), &n| (lo.min(n), hi.max(n)));
-                let span = hi.saturating_sub(lo) as usize + 1;
+                if list.is_empty() {
+                    return Ok(0);
+                }
+                // Sorted when that is cheaper than a bitmap over the span.
+                let span = (*hi - *lo) as usize + 1;
                 if span / 64 <= list.len() * 4 {
-                    let mut b = Bitmap::new(span);
-                    list.iter().for_each(|&n| b.insert(n - lo));
-                    return b.count();
+                    let mut w = Window::new(*lo, *hi, *universe);
+                    list.iter().for_each(|&n| w.insert(n));
+                    return Ok(w.words.iter().map(|w| i64::from(w.count_ones())).sum());
                 }
                 list.sort_unstable();
                 list.dedup();
@@ -172,5 +274,56 @@ mod tests {
         (0..50).for_each(|n| d.insert(n));
         d.insert(100);
         assert!(d.count().is_err());
+        // Past the universe once a bitmap, or far past it in a list.
+        let mut d = Distinct::new(1000);
+        (0..500).for_each(|n| d.insert(n));
+        d.insert(1000);
+        assert!(d.count().is_err());
+        let mut d = Distinct::new(1000);
+        (0..100).for_each(|n| d.insert(n));
+        d.insert(u32::MAX);
+        assert!(d.count().is_err());
+    }
+
+    /// A bitmap grows toward numbers on either side of it, in runs (as
+    /// day after day of visitors come) and in jumps.
+    #[test]
+    fn distinct_grows_toward_numbers_on_either_side() {
+        let universe = 1 << 22;
+        let mut x: u32 = 99;
+        let mut next = |m: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 8) % m
+        };
+        for order in 0..4 {
+            let mut d = Distinct::new(universe);
+            // The same numbers a day's run at a time.
+            let mut runs = Distinct::new(universe);
+            let mut want = std::collections::HashSet::new();
+            for day in 0..30u32 {
+                // A day's numbers, days forward, backward, or scattered.
+                let base = match order {
+                    0 => day * 100_000,
+                    1 => (29 - day) * 100_000,
+                    2 => next(40) * 100_000,
+                    _ => 2_000_000,
+                };
+                let run: Vec<u32> = (0..3_000).map(|_| base + next(50_000)).collect();
+                for &n in &run {
+                    d.insert(n);
+                    want.insert(n);
+                }
+                runs.insert_all(&run);
+                if day % 7 == 0 {
+                    // A lone number far away.
+                    let n = next(universe as u32);
+                    d.insert(n);
+                    runs.insert_all(&[n]);
+                    want.insert(n);
+                }
+            }
+            assert_eq!(d.count().unwrap(), want.len() as i64, "order {order}");
+            assert_eq!(runs.count().unwrap(), want.len() as i64, "order {order}");
+        }
     }
 }

@@ -225,9 +225,7 @@ impl Sink for Counts {
         let Some(&k) = self.slot_of.get(&value) else {
             return;
         };
-        for &v in &ev.visitor[a..b] {
-            self.visitors[k].insert(v);
-        }
+        self.visitors[k].insert_all(&ev.visitor[a..b]);
         let r = &mut self.rows[k];
         if pageview {
             r.pageviews += (b - a) as i64;

@@ -133,9 +133,7 @@ fn add_events(view: &SiteView, o: &mut Open, ev: &EventCols<'_>, g: &[u32; 4], i
     let visitors = o
         .visitors
         .get_or_insert_with(|| Distinct::new(view.visitors));
-    for &v in &ev.visitor[i..j] {
-        visitors.insert(v);
-    }
+    visitors.insert_all(&ev.visitor[i..j]);
     if g[1] == view.pageview {
         o.pageviews += (j - i) as i64;
     } else {
@@ -279,7 +277,8 @@ fn visits(
 ) -> Result<(), ColumnError> {
     let v = seg.visits()?;
     let base = seg.visit_base;
-    let per_row = had.is_some() || scan.has_page_filters();
+    let pages = scan.has_page_filters();
+    let per_row = had.is_some() || pages;
     for run in v.runs {
         if !scan.set_ok(run[0]) {
             continue;
@@ -295,7 +294,7 @@ fn visits(
                 return;
             }
             let mut add = |r: usize| {
-                if scan.pages_ok(v.entry[r], v.exit[r]) {
+                if !pages || scan.pages_ok(v.entry[r], v.exit[r]) {
                     t.visits += 1;
                     t.bounces += i64::from(v.bounce[r]);
                     t.visit_duration_sum += i64::from(v.duration[r]);

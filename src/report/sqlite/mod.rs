@@ -7,7 +7,8 @@
 //! range ends by the end of the site's newest sealed day, else recent
 //! traffic in memory ([`recent`]) when it holds the site over the range,
 //! else the raw tables ([`raw`]). A series is split: its buckets that end by
-//! the sealed day come from the store in one scan, the rest as above.
+//! the sealed day come from the store in one scan (two halves side by
+//! side over four days or more), the rest as above.
 //! Totals, breakdowns and property keys over a range crossing the sealed
 //! day's end are joined from the store's part and the rest, read from
 //! recent traffic when it holds it, else the raw tables ([`seam`]). A

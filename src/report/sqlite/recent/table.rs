@@ -330,6 +330,7 @@ impl SiteTraffic {
             e.visit = remap[e.visit as usize];
             e.visitor = visits[e.visit as usize].visitor;
             e.attributes = visits[e.visit as usize].attributes;
+            e.started = visits[e.visit as usize].started_at;
         }
         self.compact_strings(&mut visits, &mut events);
         self.events = EventLog::from_events(events);
