@@ -115,6 +115,26 @@ impl Window {
         }
     }
 
+    /// A window of `list`'s numbers, which span `lo..=hi`; a number past
+    /// the universe marks it bad (and sizes nothing by it).
+    fn of(list: &[u32], lo: u32, hi: u32, universe: usize) -> Window {
+        if list.iter().any(|&n| n as usize >= universe) {
+            let mut w = Window::new(0, 0, universe);
+            w.bad = true;
+            return w;
+        }
+        let mut w = Window::new(lo, hi, universe);
+        list.iter().for_each(|&n| w.insert(n));
+        w
+    }
+
+    fn count(&self) -> Result<i64, ColumnError> {
+        if self.bad {
+            return Err(damaged());
+        }
+        Ok(self.words.iter().map(|w| i64::from(w.count_ones())).sum())
+    }
+
     #[inline(always)]
     fn insert(&mut self, n: u32) {
         if n as usize >= self.universe {
@@ -174,15 +194,7 @@ impl Distinct {
                 // A list of u32 beats a bitmap below a 32nd of the numbers
                 // it spans.
                 if list.len() >= 64 && list.len() > (*hi - *lo) as usize / 32 {
-                    if list.iter().any(|&n| n as usize >= *universe) {
-                        let mut w = Window::new(0, 0, *universe);
-                        w.bad = true;
-                        *self = Distinct::Bits(w);
-                        return;
-                    }
-                    let mut w = Window::new(*lo, *hi, *universe);
-                    list.iter().for_each(|&n| w.insert(n));
-                    *self = Distinct::Bits(w);
+                    *self = Distinct::Bits(Window::of(list, *lo, *hi, *universe));
                 }
             }
         }
@@ -207,12 +219,7 @@ impl Distinct {
 
     pub(super) fn count(&mut self) -> Result<i64, ColumnError> {
         match self {
-            Distinct::Bits(b) => {
-                if b.bad {
-                    return Err(damaged());
-                }
-                Ok(b.words.iter().map(|w| i64::from(w.count_ones())).sum())
-            }
+            Distinct::Bits(b) => b.count(),
             Distinct::List {
                 list,
                 lo,
@@ -228,9 +235,7 @@ impl Distinct {
                 // Sorted when that is cheaper than a bitmap over the span.
                 let span = (*hi - *lo) as usize + 1;
                 if span / 64 <= list.len() * 4 {
-                    let mut w = Window::new(*lo, *hi, *universe);
-                    list.iter().for_each(|&n| w.insert(n));
-                    return Ok(w.words.iter().map(|w| i64::from(w.count_ones())).sum());
+                    return Window::of(list, *lo, *hi, *universe).count();
                 }
                 list.sort_unstable();
                 list.dedup();
