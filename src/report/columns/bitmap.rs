@@ -87,12 +87,7 @@ impl Bitmap {
 /// numbered close together, so a bucket of a day spans a day's numbers,
 /// not the site's.
 pub(super) enum Distinct {
-    List {
-        list: Vec<u32>,
-        lo: u32,
-        hi: u32,
-        universe: usize,
-    },
+    List(Numbers),
     Bits(Window),
 }
 
@@ -115,16 +110,16 @@ impl Window {
         }
     }
 
-    /// A window of `list`'s numbers, which span `lo..=hi`; a number past
-    /// the universe marks it bad (and sizes nothing by it).
-    fn of(list: &[u32], lo: u32, hi: u32, universe: usize) -> Window {
-        if list.iter().any(|&n| n as usize >= universe) {
-            let mut w = Window::new(0, 0, universe);
+    /// A window of a list's numbers, over the span they cover; a number
+    /// past the universe marks it bad (and sizes nothing by it).
+    fn of(numbers: &Numbers) -> Window {
+        if numbers.past_universe() {
+            let mut w = Window::new(0, 0, numbers.universe);
             w.bad = true;
             return w;
         }
-        let mut w = Window::new(lo, hi, universe);
-        list.iter().for_each(|&n| w.insert(n));
+        let mut w = Window::new(numbers.lo, numbers.hi, numbers.universe);
+        numbers.list.iter().for_each(|&n| w.insert(n));
         w
     }
 
@@ -168,33 +163,69 @@ impl Window {
     }
 }
 
+/// A short list of numbers below a universe, with the least and the
+/// greatest of them: the span a bitmap of them would cover.
+pub(super) struct Numbers {
+    list: Vec<u32>,
+    lo: u32,
+    hi: u32,
+    universe: usize,
+}
+
+impl Numbers {
+    /// Whether a number is past the universe (only a damaged file holds
+    /// one): the greatest says, without reading the list.
+    fn past_universe(&self) -> bool {
+        !self.list.is_empty() && self.hi as usize >= self.universe
+    }
+
+    fn push(&mut self, n: u32) {
+        self.list.push(n);
+        self.lo = self.lo.min(n);
+        self.hi = self.hi.max(n);
+    }
+
+    /// A list of u32 beats a bitmap below a 32nd of the numbers it spans.
+    fn wants_bitmap(&self) -> bool {
+        self.list.len() >= 64 && self.list.len() > (self.hi - self.lo) as usize / 32
+    }
+
+    fn count(&mut self) -> Result<i64, ColumnError> {
+        if self.past_universe() {
+            return Err(damaged());
+        }
+        if self.list.is_empty() {
+            return Ok(0);
+        }
+        // Sorted when that is cheaper than a bitmap over the span.
+        let span = (self.hi - self.lo) as usize + 1;
+        if span / 64 <= self.list.len() * 4 {
+            return Window::of(self).count();
+        }
+        self.list.sort_unstable();
+        self.list.dedup();
+        Ok(self.list.len() as i64)
+    }
+}
+
 impl Distinct {
     pub(super) fn new(universe: usize) -> Distinct {
-        Distinct::List {
+        Distinct::List(Numbers {
             list: Vec::new(),
             lo: u32::MAX,
             hi: 0,
             universe,
-        }
+        })
     }
 
     #[inline]
     pub(super) fn insert(&mut self, n: u32) {
         match self {
             Distinct::Bits(b) => b.insert(n),
-            Distinct::List {
-                list,
-                lo,
-                hi,
-                universe,
-            } => {
-                list.push(n);
-                *lo = (*lo).min(n);
-                *hi = (*hi).max(n);
-                // A list of u32 beats a bitmap below a 32nd of the numbers
-                // it spans.
-                if list.len() >= 64 && list.len() > (*hi - *lo) as usize / 32 {
-                    *self = Distinct::Bits(Window::of(list, *lo, *hi, *universe));
+            Distinct::List(numbers) => {
+                numbers.push(n);
+                if numbers.wants_bitmap() {
+                    *self = Distinct::Bits(Window::of(numbers));
                 }
             }
         }
@@ -206,7 +237,7 @@ impl Distinct {
         let mut rest = ns;
         // While a list, one at a time (it may turn into a bitmap); then
         // the rest straight into the bitmap.
-        while let (Distinct::List { .. }, Some((&n, tail))) = (&*self, rest.split_first()) {
+        while let (Distinct::List(_), Some((&n, tail))) = (&*self, rest.split_first()) {
             self.insert(n);
             rest = tail;
         }
@@ -220,27 +251,7 @@ impl Distinct {
     pub(super) fn count(&mut self) -> Result<i64, ColumnError> {
         match self {
             Distinct::Bits(b) => b.count(),
-            Distinct::List {
-                list,
-                lo,
-                hi,
-                universe,
-            } => {
-                if list.iter().any(|&n| n as usize >= *universe) {
-                    return Err(damaged());
-                }
-                if list.is_empty() {
-                    return Ok(0);
-                }
-                // Sorted when that is cheaper than a bitmap over the span.
-                let span = (*hi - *lo) as usize + 1;
-                if span / 64 <= list.len() * 4 {
-                    return Window::of(list, *lo, *hi, *universe).count();
-                }
-                list.sort_unstable();
-                list.dedup();
-                Ok(list.len() as i64)
-            }
+            Distinct::List(numbers) => numbers.count(),
         }
     }
 }
